@@ -1,0 +1,430 @@
+/* pg.c: tstats.pg, the PostgreSQL binding for Lua (C core side, libpq).
+ * Policy (which SQL, when, transactions) lives in Lua (lua/summary.lua); this file
+ * only turns libpq into `connect`, `query`, `exec` with text parameters and typed
+ * rows, reconnects a lost connection once, and keeps passwords out of messages. */
+#include "ts_pg.h"
+#include "ts_log.h"
+
+#include <lauxlib.h>
+#include <libpq-fe.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Type OIDs from pg_type.h (stable since forever; the server header is not
+ * part of libpq-dev). */
+enum {
+    OID_BOOL = 16,
+    OID_INT8 = 20,
+    OID_INT2 = 21,
+    OID_INT4 = 23,
+    OID_FLOAT4 = 700,
+    OID_FLOAT8 = 701,
+    OID_NUMERIC = 1700
+};
+
+#define MAX_SECRETS 2
+
+typedef struct pgconn {
+    PGconn *c;
+    /* Whether the last completed call left us inside a transaction block:
+     * after a lost connection the server rolled it back, so a later statement
+     * of that transaction must fail instead of running in autocommit. */
+    int in_tx;
+    char *secret[MAX_SECRETS];
+} pgconn;
+
+static ts_counter *c_errors, *c_resets;
+
+static void counters_init(void) {
+    if (!c_errors) {
+        c_errors = ts_counter_get("pg_errors");
+        c_resets = ts_counter_get("pg_reconnects");
+    }
+}
+
+static void add_secret(pgconn *p, const char *s) {
+    /* Very short passwords are not scrubbed: replacing every "ab" in a message
+     * would garble it, and libpq does not echo passwords in the first place;
+     * this is a second line of defence for URI/conninfo parse errors. */
+    if (!s || strlen(s) < 4) return;
+    for (int i = 0; i < MAX_SECRETS; i++) {
+        if (p->secret[i] && strcmp(p->secret[i], s) == 0) return;
+        if (!p->secret[i]) {
+            p->secret[i] = strdup(s);
+            return;
+        }
+    }
+}
+
+static void free_secrets(pgconn *p) {
+    for (int i = 0; i < MAX_SECRETS; i++) {
+        free(p->secret[i]);
+        p->secret[i] = NULL;
+    }
+}
+
+/* Pushes msg flattened to one line (libpq messages end with '\n' and may hold
+ * several lines), trimmed, with every secret replaced by "***". */
+static void push_clean(lua_State *L, const char *prefix, const char *msg, char *const *secrets) {
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    if (prefix) luaL_addstring(&b, prefix);
+    if (!msg || !*msg) msg = "unknown error";
+    while (*msg == ' ' || *msg == '\n' || *msg == '\t' || *msg == '\r') msg++;
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' ' || msg[n - 1] == '\r' || msg[n - 1] == '\t')) n--;
+    for (size_t i = 0; i < n;) {
+        int hit = 0;
+        for (int k = 0; secrets && k < MAX_SECRETS; k++) {
+            size_t sl = secrets[k] ? strlen(secrets[k]) : 0;
+            if (sl && sl <= n - i && memcmp(msg + i, secrets[k], sl) == 0) {
+                luaL_addstring(&b, "***");
+                i += sl;
+                hit = 1;
+                break;
+            }
+        }
+        if (hit) continue;
+        if (msg[i] == '\n') {
+            luaL_addstring(&b, "; ");
+            i++;
+            while (i < n && (msg[i] == ' ' || msg[i] == '\t')) i++;
+        } else {
+            luaL_addchar(&b, msg[i++]);
+        }
+    }
+    luaL_pushresult(&b);
+}
+
+/* nil, message: the I/O error convention of the tstats Lua API. */
+static int fail(lua_State *L, pgconn *p, const char *prefix, const char *msg) {
+    counters_init();
+    ts_counter_add(c_errors, 1);
+    lua_pushnil(L);
+    push_clean(L, prefix, msg, p ? p->secret : NULL);
+    return 2;
+}
+
+static void notice_to_log(void *arg, const char *message) {
+    (void)arg;
+    /* Server notices (e.g. "no transaction in progress") are not errors; libpq
+     * would print them on stderr, which is the daemon's log channel. */
+    ts_debug("pg: %.*s", (int)strcspn(message, "\n"), message);
+}
+
+static pgconn *check_conn(lua_State *L) { return luaL_checkudata(L, 1, TS_PG_CONN_MT); }
+
+static void conn_finish(pgconn *p) {
+    if (p->c) PQfinish(p->c);
+    p->c = NULL;
+    p->in_tx = 0;
+    free_secrets(p);
+}
+
+/* PQreset re-runs the connection with the original parameters (and the same
+ * connect_timeout), so a server that came back is picked up transparently. */
+static int do_reset(pgconn *p) {
+    counters_init();
+    ts_counter_add(c_resets, 1);
+    PQreset(p->c);
+    p->in_tx = 0;
+    if (PQstatus(p->c) == CONNECTION_OK) {
+        ts_info("pg: reconnected to %s:%s", PQhost(p->c) ? PQhost(p->c) : "?", PQport(p->c) ? PQport(p->c) : "?");
+        return 0;
+    }
+    return -1;
+}
+
+static int l_connect(lua_State *L) {
+    const char *conninfo = luaL_checkstring(L, 1);
+    pgconn *p = lua_newuserdatauv(L, sizeof *p, 0);
+    memset(p, 0, sizeof *p);
+    luaL_setmetatable(L, TS_PG_CONN_MT);
+
+    /* Learn the password first so it can be scrubbed even from a parse error. */
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &perr);
+    if (!opts) {
+        /* The text may be a URI whose userinfo holds the password: do not echo it. */
+        const char *at = strchr(conninfo, '@'), *colon = NULL;
+        if (at && strstr(conninfo, "://")) {
+            const char *u = strstr(conninfo, "://") + 3;
+            colon = memchr(u, ':', (size_t)(at - u));
+            if (colon) {
+                char *pw = strndup(colon + 1, (size_t)(at - colon - 1));
+                add_secret(p, pw);
+                free(pw);
+            }
+        }
+        int r = fail(L, p, "pg: invalid conninfo: ", perr ? perr : "out of memory");
+        PQfreemem(perr);
+        free_secrets(p);
+        return r;
+    }
+    for (PQconninfoOption *o = opts; o->keyword; o++)
+        if (strcmp(o->keyword, "password") == 0 && o->val) add_secret(p, o->val);
+    PQconninfoFree(opts);
+
+    /* Defaults placed before dbname so the operator's conninfo wins: a dead
+     * host must not block the daemon forever, and the server should see who we are. */
+    const char *const kw[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
+    const char *const val[] = {"10", "tstats", conninfo, NULL};
+    p->c = PQconnectdbParams(kw, val, 1);
+    if (!p->c) {
+        free_secrets(p);
+        return fail(L, NULL, "pg: connect: ", "out of memory");
+    }
+    add_secret(p, PQpass(p->c)); /* may come from PGPASSWORD or .pgpass */
+    if (PQstatus(p->c) != CONNECTION_OK) {
+        int r = fail(L, p, "pg: connect: ", PQerrorMessage(p->c));
+        conn_finish(p);
+        return r;
+    }
+    PQsetNoticeProcessor(p->c, notice_to_log, NULL);
+    return 1;
+}
+
+/* Shortest text that reads back as the same double (STYLE: numbers exact). */
+static void fmt_double(char *out, size_t cap, double d) {
+    if (isnan(d)) {
+        snprintf(out, cap, "NaN");
+        return;
+    }
+    if (isinf(d)) {
+        snprintf(out, cap, d > 0 ? "Infinity" : "-Infinity");
+        return;
+    }
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(out, cap, "%.*g", prec, d);
+        if (strtod(out, NULL) == d) return;
+    }
+}
+
+typedef struct params {
+    int n;
+    const char **vals;
+    char (*num)[40];
+} params;
+
+/* Converts arguments first..top into text parameters. Strings stay on the Lua
+ * stack for the whole call, numbers are formatted into GC-owned scratch memory
+ * so a raised error leaks nothing. Returns NULL or an error message. */
+static const char *collect_params(lua_State *L, int first, params *pp) {
+    int top = lua_gettop(L);
+    pp->n = top >= first ? top - first + 1 : 0;
+    size_t sz = (size_t)pp->n * (sizeof(char *) + sizeof *pp->num) + 1;
+    char *mem = lua_newuserdatauv(L, sz, 0); /* pushed above the args: indices unchanged */
+    pp->num = (char (*)[40])mem;
+    pp->vals = (const char **)(mem + (size_t)pp->n * sizeof *pp->num);
+    for (int i = 0; i < pp->n; i++) {
+        int idx = first + i;
+        switch (lua_type(L, idx)) {
+        case LUA_TNIL: pp->vals[i] = NULL; break;
+        case LUA_TBOOLEAN: pp->vals[i] = lua_toboolean(L, idx) ? "t" : "f"; break;
+        case LUA_TNUMBER:
+            if (lua_isinteger(L, idx))
+                snprintf(pp->num[i], sizeof pp->num[i], "%lld", (long long)lua_tointeger(L, idx));
+            else
+                fmt_double(pp->num[i], sizeof pp->num[i], lua_tonumber(L, idx));
+            pp->vals[i] = pp->num[i];
+            break;
+        case LUA_TSTRING: {
+            size_t len;
+            const char *s = lua_tolstring(L, idx, &len);
+            if (strlen(s) != len) return "parameter contains a NUL byte";
+            pp->vals[i] = s;
+            break;
+        }
+        default:
+            luaL_argerror(L, idx, lua_pushfstring(L, "parameter $%d: string, number, boolean or nil expected, got %s",
+                                                   i + 1, luaL_typename(L, idx)));
+        }
+    }
+    return NULL;
+}
+
+static int result_ok(PGresult *r) {
+    ExecStatusType st = PQresultStatus(r);
+    return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY;
+}
+
+/* Pushes a result error as "ERROR: primary (SQLSTATE x)" plus detail: the
+ * full message has LINE/caret lines that are useless in a one-line log. */
+static int fail_result(lua_State *L, pgconn *p, PGresult *r) {
+    const char *prim = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    if (!prim) return fail(L, p, "pg: ", r && *PQresultErrorMessage(r) ? PQresultErrorMessage(r) : PQerrorMessage(p->c));
+    const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY);
+    const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    const char *detail = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL);
+    char *msg = NULL;
+    if (asprintf(&msg, "%s: %s%s%s (SQLSTATE %s)", sev ? sev : "ERROR", prim, detail ? "; DETAIL: " : "",
+                 detail ? detail : "", code ? code : "?") < 0)
+        msg = NULL;
+    int n = fail(L, p, "pg: ", msg ? msg : prim);
+    free(msg);
+    return n;
+}
+
+/* Runs one statement with the reconnect policy: a connection known to be bad
+ * is reset before the call; a call that fails because the connection broke is
+ * retried once after a reset, unless it ran inside a transaction (the server
+ * rolled that back: replaying one statement of it in autocommit would be wrong).
+ * On success returns the result; on failure pushes nil, err and returns NULL. */
+static PGresult *run(lua_State *L, pgconn *p, const char *sql, const params *pp) {
+    if (!p->c) {
+        fail(L, p, "pg: ", "connection is closed");
+        return NULL;
+    }
+    int retried = 0;
+    if (PQstatus(p->c) != CONNECTION_OK) {
+        int was_tx = p->in_tx;
+        if (do_reset(p) != 0) {
+            fail(L, p, "pg: connection lost, reconnect failed: ", PQerrorMessage(p->c));
+            return NULL;
+        }
+        if (was_tx) {
+            fail(L, p, "pg: ", "connection was lost inside a transaction (rolled back); reconnected, "
+                               "restart the transaction");
+            return NULL;
+        }
+        retried = 1;
+    }
+    for (;;) {
+        PGTransactionStatusType ts = PQtransactionStatus(p->c);
+        int tx_before = ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR;
+        PGresult *r = PQexecParams(p->c, sql, pp->n, NULL, pp->vals, NULL, NULL, 0);
+        if (r && result_ok(r)) {
+            ts = PQtransactionStatus(p->c);
+            p->in_tx = ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR;
+            return r;
+        }
+        if (PQstatus(p->c) != CONNECTION_BAD) {
+            /* An SQL error on a healthy connection: report it as is. */
+            ts = PQtransactionStatus(p->c);
+            p->in_tx = ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR;
+            fail_result(L, p, r);
+            PQclear(r);
+            return NULL;
+        }
+        PQclear(r);
+        if (tx_before) {
+            /* Outcome unknown (a COMMIT may or may not have landed): reset so
+             * the next call works, and let the caller decide. */
+            lua_pushfstring(L, "%s", PQerrorMessage(p->c));
+            const char *lost = lua_tostring(L, -1);
+            do_reset(p);
+            fail(L, p, "pg: connection lost inside a transaction (not retried): ", lost);
+            lua_remove(L, -3);
+            return NULL;
+        }
+        if (retried || do_reset(p) != 0) {
+            fail(L, p, "pg: connection lost: ", PQerrorMessage(p->c));
+            return NULL;
+        }
+        retried = 1;
+    }
+}
+
+static void push_value(lua_State *L, PGresult *r, int row, int col) {
+    const char *v = PQgetvalue(r, row, col);
+    switch (PQftype(r, col)) {
+    case OID_INT2:
+    case OID_INT4:
+    case OID_INT8: {
+        char *end;
+        long long x = strtoll(v, &end, 10);
+        if (*end == '\0') lua_pushinteger(L, (lua_Integer)x);
+        else lua_pushstring(L, v);
+        break;
+    }
+    case OID_FLOAT4:
+    case OID_FLOAT8:
+    case OID_NUMERIC:
+        /* strtod reads "NaN", "Infinity" and "-Infinity" as PostgreSQL prints them. */
+        lua_pushnumber(L, strtod(v, NULL));
+        break;
+    case OID_BOOL: lua_pushboolean(L, v[0] == 't'); break;
+    default: lua_pushlstring(L, v, (size_t)PQgetlength(r, row, col)); break;
+    }
+}
+
+static int l_query(lua_State *L) {
+    pgconn *p = check_conn(L);
+    const char *sql = luaL_checkstring(L, 2);
+    params pp;
+    const char *perr = collect_params(L, 3, &pp);
+    if (perr) return fail(L, p, "pg: ", perr);
+    PGresult *r = run(L, p, sql, &pp);
+    if (!r) return 2;
+    int nrows = PQntuples(r), nf = PQnfields(r);
+    lua_createtable(L, nrows, 0);
+    for (int i = 0; i < nrows; i++) {
+        lua_createtable(L, 0, nf);
+        for (int j = 0; j < nf; j++) {
+            if (PQgetisnull(r, i, j)) continue; /* NULL -> absent key = nil */
+            push_value(L, r, i, j);
+            lua_setfield(L, -2, PQfname(r, j));
+        }
+        lua_rawseti(L, -2, i + 1);
+    }
+    PQclear(r);
+    return 1;
+}
+
+static int l_exec(lua_State *L) {
+    pgconn *p = check_conn(L);
+    const char *sql = luaL_checkstring(L, 2);
+    params pp;
+    const char *perr = collect_params(L, 3, &pp);
+    if (perr) return fail(L, p, "pg: ", perr);
+    PGresult *r = run(L, p, sql, &pp);
+    if (!r) return 2;
+    const char *n = PQcmdTuples(r); /* "" for statements without a count (BEGIN) */
+    lua_pushinteger(L, *n ? (lua_Integer)strtoll(n, NULL, 10) : 0);
+    PQclear(r);
+    return 1;
+}
+
+static int l_close(lua_State *L) {
+    conn_finish(check_conn(L));
+    return 0;
+}
+
+static int l_ok(lua_State *L) {
+    pgconn *p = check_conn(L);
+    lua_pushboolean(L, p->c && PQstatus(p->c) == CONNECTION_OK);
+    return 1;
+}
+
+static int l_tostring(lua_State *L) {
+    pgconn *p = check_conn(L);
+    if (!p->c) lua_pushstring(L, "tstats.pg.conn (closed)");
+    else
+        lua_pushfstring(L, "tstats.pg.conn (%s@%s:%s/%s)", PQuser(p->c), PQhost(p->c) ? PQhost(p->c) : "",
+                        PQport(p->c) ? PQport(p->c) : "", PQdb(p->c));
+    return 1;
+}
+
+static const luaL_Reg conn_methods[] = {
+    {"query", l_query}, {"exec", l_exec}, {"close", l_close}, {"ok", l_ok}, {NULL, NULL}};
+
+int ts_pg_open(lua_State *L) {
+    counters_init();
+    if (luaL_newmetatable(L, TS_PG_CONN_MT)) {
+        luaL_newlib(L, conn_methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, l_close);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, l_close);
+        lua_setfield(L, -2, "__close");
+        lua_pushcfunction(L, l_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, l_connect);
+    lua_setfield(L, -2, "connect");
+    return 1;
+}
