@@ -1,0 +1,73 @@
+-- Stock mapping for Traffic Monitor /publish/DsStats (Lua side; called once
+-- per delivery service and once per stat key, answers cached by the C core).
+-- Names and tags match Traffic Stats (ATC.md 5.5), but keys are parsed from
+-- the right so cache groups containing dots or the words "type"/"total" are
+-- classified correctly, where ATC's split(".") misparses them.
+local M = {}
+
+local function str(v)
+  if type(v) == "string" and v ~= "" then return v end
+  return nil
+end
+
+-- TM adds an extra "location." in front of these two stats under every
+-- prefix (location.location.<cg>.isAvailable, location.type.EDGE.isAvailable,
+-- location.total.error-string): dsdata/stat.go addStatCacheStats. They are the
+-- ONLY stats that get the quirk, and their values are "true"/"false"/error
+-- text, never numbers, so every prefixed key ending in one of them is dropped.
+-- Deciding by the stat name (not by "location.location." etc.) keeps real
+-- cache groups named "location.x", "type.x" or "total.x" intact.
+local QUIRK = { isAvailable = true, ["error-string"] = true }
+
+-- Counters/logs go through the C core when it is there; specs run without it.
+local function note(counter, msg)
+  local ts = rawget(_G, "tstats")
+  if type(ts) ~= "table" then return end
+  if type(ts.count) == "function" then pcall(ts.count, counter, 1) end
+  if type(ts.warn) == "function" then pcall(ts.warn, msg) end
+end
+
+function M.entity(name, ctx)
+  -- XMLIDs are never empty; a nameless DS would pollute every DS's totals.
+  if type(name) ~= "string" or name == "" then return nil end
+  return { deliveryservice = name, cdn = str(ctx and ctx.cdn) }
+end
+
+-- Returns measurement, tags for a DsStats key, or nil when the key is not
+-- written (unprefixed common stats, quirk keys, malformed keys).
+function M.parse(key)
+  if type(key) ~= "string" then return nil end
+  local prefix, stat = key:match("^(.*)%.([^.]*)$")
+  -- No dot: caches-configured, status, disabledLocations, ... (ATC would index
+  -- s[1] out of range and panic on these; they only arrive unfiltered).
+  if not prefix or stat == "" or QUIRK[stat] then return nil end
+  if prefix == "total" then
+    return stat, { cachegroup = "total" }
+  end
+  local t = prefix:match("^type%.(.+)$")
+  if t then
+    return stat, { cachegroup = "all", type = t }
+  end
+  local cg = prefix:match("^location%.(.+)$")
+  if cg then
+    -- A cache group literally named "total" would land in the very series of
+    -- the DS totals (same tags, same timestamp) and overwrite them; the
+    -- kbps.ds.1min CQ and TO's deliveryservice_stats read that series.
+    if cg == "total" then
+      note("mapping_dsstats_cachegroup_total",
+           "dsstats: cache group named 'total' collides with the DS totals, dropping " .. key)
+      return nil
+    end
+    return stat, { cachegroup = cg }
+  end
+  return nil
+end
+
+function M.stat(name, ctx) -- luacheck: ignore ctx
+  local meas, tags = M.parse(name)
+  if not meas then return nil end
+  -- Measurement is the raw stat (ATC does no "-" -> "_" for DS stats).
+  return { measurement = meas, tags = tags, field = "value", scale = nil, as_int = false }
+end
+
+return M
