@@ -39,27 +39,18 @@ int ts_precision_parse(const char *s, ts_precision *out) {
 /* ---- escaping ---------------------------------------------------------- */
 
 /* Byte classes: 0 copy, 1 prefix with '\', 2 newline written as "\n". One
- * table per element kind keeps the inner loop to a load and a branch. */
+ * constant table per element kind keeps the inner loop to a load and a
+ * branch, with nothing to initialise (so nothing to race on). */
 enum { ESC_MEAS, ESC_TAG, ESC_FKEY, ESC_STR, ESC_KINDS };
-static unsigned char esc_class[ESC_KINDS][256];
-static int esc_ready;
-
-static void esc_init(void) {
-    /* Idempotent and writes the same bytes every time, so a racing second
-     * initialisation from another thread is harmless. */
-    esc_class[ESC_MEAS][','] = esc_class[ESC_MEAS][' '] = 1;
-    esc_class[ESC_MEAS]['\n'] = 2;
-    esc_class[ESC_TAG][','] = esc_class[ESC_TAG]['='] = esc_class[ESC_TAG][' '] = 1;
-    esc_class[ESC_TAG]['\n'] = 2;
+static const unsigned char esc_class[ESC_KINDS][256] = {
+    [ESC_MEAS] = {[','] = 1, [' '] = 1, ['\n'] = 2},
+    [ESC_TAG] = {[','] = 1, ['='] = 1, [' '] = 1, ['\n'] = 2},
     /* Field keys also escape '"' (1.x pkg/escape.String). */
-    esc_class[ESC_FKEY][','] = esc_class[ESC_FKEY]['='] = esc_class[ESC_FKEY][' '] = 1;
-    esc_class[ESC_FKEY]['"'] = 1;
-    esc_class[ESC_FKEY]['\n'] = 2;
+    [ESC_FKEY] = {[','] = 1, ['='] = 1, [' '] = 1, ['"'] = 1, ['\n'] = 2},
     /* String values keep raw newlines: the 1.x parser tracks quotes, and
      * "\n" inside a string would be stored as two characters. */
-    esc_class[ESC_STR]['"'] = esc_class[ESC_STR]['\\'] = 1;
-    esc_ready = 1;
-}
+    [ESC_STR] = {['"'] = 1, ['\\'] = 1},
+};
 
 /* A trailing backslash would escape the separator that follows the element
  * (the 1.x parser looks only at the previous byte), and doubling it does not
@@ -71,7 +62,6 @@ static size_t trim_backslashes(const char *s, size_t n) {
 
 /* Worst case doubles the input; reserve once and write without checks. */
 static void esc_append(ts_buf *out, int kind, const char *s, size_t n) {
-    if (!esc_ready) esc_init();
     ts_buf_reserve(out, 2 * n + 1);
     const unsigned char *cls = esc_class[kind];
     char *d = out->data + out->len;
