@@ -1,6 +1,8 @@
 /* Logging and counters (C core). Single-threaded by design: the event loop
  * owns everything, so counters need no atomics. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "ts_log.h"
 #include <stdarg.h>
 #include <stdlib.h>
