@@ -50,6 +50,8 @@ size_t ts_batch_points(const ts_batch *b);
 size_t ts_batch_bytes(const ts_batch *b);  /* memory it holds */
 const ts_dest *ts_batch_dest(const ts_batch *b);
 void ts_batch_free(ts_batch *b);
+/* Append every line of b to out (b is left as it was); returns the line count. */
+size_t ts_batch_encode(const ts_batch *b, ts_buf *out);
 
 typedef struct ts_writer_opts {
     const char *const *urls;  /* NULL-terminated list of InfluxDB base URLs (http[s]://host:port) */
@@ -94,7 +96,15 @@ typedef struct ts_writer_stats {
 void ts_writer_get_stats(const ts_writer *w, ts_writer_stats *s);
 /* Index into urls of the server currently preferred (-1 if none). */
 int ts_writer_current_url(const ts_writer *w);
+/* Free the writer before its loop: in-flight requests are orphaned and
+ * freed when the loop completes or aborts them. Unwritten data is not
+ * counted (call ts_writer_drain first). */
 void ts_writer_free(ts_writer *w);
+
+/* Points InfluxDB did not store, from a 400 answer's error text for a chunk
+ * of `lines` lines: one per "unable to parse '...'" plus N of "dropped=N";
+ * the whole chunk when the text has neither. */
+size_t ts_writer_rejected_count(const char *msg, size_t lines);
 
 /* Blocking InfluxQL query: GET/POST <url>/query?db=&q=&epoch=ms. Returns 0 and
  * the raw JSON in out, or -1 with a message in err. Tries URLs in the writer's

@@ -1,0 +1,70 @@
+-- The daemon's decisions (Lua side): where the plan comes from (Traffic Ops,
+-- or the last good copy on disk when Traffic Ops is down) and when daily
+-- summaries run. The C daemon (src/daemon.c) calls start(), refresh() every
+-- config_interval, and summary_tick(now_s) every daily_summary_interval.
+local tstats = require "tstats"
+
+local D = {}
+local client, state_file
+
+local function mkdir_p(dir)
+  -- state_dir is operator-controlled configuration; quote it for the shell.
+  os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "' 2>/dev/null")
+end
+
+function D.start()
+  local cfg = tstats.config
+  local to = require "to"
+  local t = cfg.traffic_ops
+  if t.insecure then tstats.warn("traffic_ops.insecure = true: TLS certificates of Traffic Ops are NOT verified") end
+  client = to.new { url = t.url, user = t.user, password = t.password, insecure = t.insecure, timeout = t.timeout }
+  D.client = client
+  if cfg.state_dir and cfg.state_dir ~= "" then
+    mkdir_p(cfg.state_dir)
+    state_file = cfg.state_dir .. "/traffic_ops_last_good.json"
+  end
+end
+
+-- Returns the plan (lua/plan.lua) or nil, err.
+function D.refresh()
+  local cfg = tstats.config
+  local plan = require "plan"
+  local servers, params, err
+  servers, err = client:servers()
+  if servers then params, err = client:parameters(cfg.traffic_ops.profile) end
+  local data
+  if servers and params then
+    data = { servers = servers, params = params, time = tstats.now_ms() }
+    if state_file then
+      local ok, serr = pcall(plan.save, state_file, data)
+      if not ok or serr == false then tstats.warn("could not save " .. state_file .. ": " .. tostring(serr)) end
+    end
+  else
+    local saved = state_file and plan.load(state_file)
+    if not saved then return nil, err end
+    tstats.warn(("Traffic Ops unavailable (%s); using the last good data saved at %s"):format(
+      tostring(err), os.date("!%Y-%m-%dT%H:%M:%SZ", (saved.time or 0) // 1000)))
+    data = saved
+  end
+  local p = plan.build(data.servers, data.params, cfg)
+  for _, w in ipairs(p.warnings or {}) do tstats.warn(w) end
+  local n = 0
+  for _ in pairs(p.cdns or {}) do n = n + 1 end
+  tstats.info(("plan: %d endpoints on %d CDNs"):format(#p.endpoints, n))
+  return p
+end
+
+local summary_warned
+function D.summary_tick(now_s)
+  local cfg = tstats.config
+  if not cfg.summary.enabled then return end
+  local ok, summary = pcall(require, "summary")
+  if not ok then
+    if not summary_warned then tstats.error("daily summaries unavailable: " .. tostring(summary)) end
+    summary_warned = true
+    return
+  end
+  return summary.tick(now_s)
+end
+
+return D

@@ -1,0 +1,248 @@
+-- The one option table (Lua side): every configuration key with its type,
+-- default and help. It validates config.lua (unknown key, wrong type, missing
+-- required value → start-up stops naming the key and the file), resolves
+-- defaults, prints `tstats check` (secrets masked) and feeds the README table.
+local O = {}
+
+local MiB = 1024 * 1024
+
+-- type: string | integer | number | boolean | list (of strings) | table (free-form) | secret
+O.list = {
+  { "log.level", "string", "info", "error | warn | info | debug", enum = { "error", "warn", "info", "debug" } },
+  { "log.file", "string", nil, "log file path; stderr when unset" },
+
+  { "traffic_ops.url", "string", nil, "Traffic Ops base URL, e.g. https://to.example.net", required = true },
+  { "traffic_ops.user", "string", "admin", "Traffic Ops user" },
+  { "traffic_ops.password", "secret", nil, "Traffic Ops password (use env(\"TO_PASSWORD\"))" },
+  { "traffic_ops.insecure", "boolean", false, "skip TLS verification of Traffic Ops (logged as a warning)" },
+  { "traffic_ops.timeout", "number", 10, "seconds per Traffic Ops request", min = 0.1 },
+  { "traffic_ops.profile", "string", "TRAFFIC_STATS", "profile whose CacheStats/DsStats parameters select the stats" },
+  { "traffic_ops.status_to_monitor", "string", "ONLINE", "Traffic Monitors with this status are polled" },
+
+  { "cdns", "list", {}, "CDN allow-list; empty = every CDN" },
+  { "endpoints", "table", {}, "extra endpoints polled on every monitor (see lua/README.md)" },
+  { "polling_interval", "integer", 10, "seconds between Traffic Monitor polls (aligned to the clock)", min = 1 },
+  { "publishing_interval", "integer", 30, "seconds between InfluxDB writes (aligned to the clock)", min = 1 },
+  { "config_interval", "integer", 300, "seconds between Traffic Ops refreshes", min = 1 },
+  { "daily_summary_interval", "integer", 60, "seconds between daily summary checks", min = 1 },
+  { "shutdown_timeout", "number", 10, "seconds SIGTERM may spend flushing buffered points", min = 0 },
+  { "state_dir", "string", "/var/lib/tstats", "where the last good Traffic Ops data is kept" },
+  { "script_dir", "string", nil, "directory whose .lua files override the embedded scripts" },
+
+  { "collect.timeout", "number", 10, "seconds per Traffic Monitor request (then the next monitor is tried)", min = 0.1 },
+  { "collect.connect_timeout", "number", 3, "seconds to connect to a Traffic Monitor", min = 0.1 },
+  { "collect.gzip", "boolean", false, "ask Traffic Monitor for gzip (saves network, costs CPU)" },
+  { "collect.max_sample_age", "integer", 86400, "samples older than this many seconds are skipped", min = 1 },
+  { "collect.non_numeric", "string", "skip", "skip | zero: what to do with non-numeric values (ATC writes 0)", enum = { "skip", "zero" } },
+  { "collect.max_payload_bytes", "integer", 1024 * MiB, "a Traffic Monitor answer larger than this is refused", min = 1024 },
+
+  { "influxdb.urls", "list", nil, "InfluxDB 1.x base URLs; writes fail over between them", required = true },
+  { "influxdb.user", "string", nil, "InfluxDB user (basic auth)" },
+  { "influxdb.password", "secret", nil, "InfluxDB password (use env(\"INFLUX_PASSWORD\"))" },
+  { "influxdb.insecure", "boolean", false, "skip TLS verification of InfluxDB (logged as a warning)" },
+  { "influxdb.timeout", "number", 30, "seconds per InfluxDB request", min = 0.1 },
+  { "influxdb.gzip", "boolean", false, "gzip write bodies" },
+  { "influxdb.max_publish_size", "integer", 10000, "points per write request", min = 1 },
+  { "influxdb.max_buffer_bytes", "integer", 256 * MiB, "memory bound for pending points; oldest dropped beyond it", min = 65536 },
+  { "influxdb.max_inflight", "integer", 2, "concurrent write requests", min = 1 },
+
+  { "databases.cache", "string", "cache_stats", "database for cache stats" },
+  { "databases.ds", "string", "deliveryservice_stats", "database for delivery service stats" },
+  { "databases.daily", "string", "daily_stats", "database for daily summaries" },
+  { "retention.cache", "string", "daily", "retention policy for raw cache stats" },
+  { "retention.ds", "string", "daily", "retention policy for raw delivery service stats" },
+  { "retention.daily", "string", "indefinite", "retention policy for daily summaries" },
+
+  { "summary.enabled", "boolean", true, "compute daily summaries" },
+  { "summary.sinks", "list", { "pg" }, "where summaries go besides InfluxDB: pg and/or api" },
+  { "summary.rollups", "list", { "daily" }, "rollup modules (lua/rollups/<name>.lua) to run" },
+  { "summary.grace", "integer", 600, "seconds after midnight UTC before a day is summarized", min = 0 },
+  { "summary.max_catchup_days", "integer", 31, "most days computed after an outage", min = 1 },
+  { "postgres.conninfo", "secret", nil, "libpq connection string or URI of the Traffic Ops database" },
+
+  { "lua.memory_limit", "integer", 512 * MiB, "bytes the Lua heap may use", min = MiB },
+  { "lua.hook_budget", "integer", 10000000, "instructions a mapping call may run", min = 1000 },
+}
+
+local by_key, sections = {}, {}
+for _, o in ipairs(O.list) do
+  local d = { key = o[1], type = o[2], default = o[3], help = o[4], enum = o.enum, min = o.min, required = o.required }
+  by_key[d.key] = d
+  local sec = d.key:match("^([^.]+)%.")
+  if sec then sections[sec] = true end
+end
+O.by_key = by_key
+
+local function deepcopy(v)
+  if type(v) ~= "table" then return v end
+  local t = {}
+  for k, x in pairs(v) do t[k] = deepcopy(x) end
+  return t
+end
+
+local function suggest(key)
+  local best, bestd
+  for k in pairs(by_key) do
+    -- cheap similarity: shared prefix length, then length difference
+    local n = 0
+    while n < #k and n < #key and k:sub(n + 1, n + 1) == key:sub(n + 1, n + 1) do n = n + 1 end
+    local d = (#key - n) + (#k - n)
+    if not bestd or d < bestd then best, bestd = k, d end
+  end
+  if bestd and bestd <= 6 then return best end
+end
+
+local function check_value(d, v)
+  local t = d.type
+  if t == "secret" or t == "string" then
+    if type(v) ~= "string" then return "must be a string" end
+    if d.enum then
+      for _, e in ipairs(d.enum) do if e == v then return nil end end
+      return "must be one of " .. table.concat(d.enum, ", ")
+    end
+  elseif t == "integer" then
+    if math.type(v) ~= "integer" then
+      if type(v) == "number" and v == math.floor(v) then return nil end
+      return "must be an integer"
+    end
+  elseif t == "number" then
+    if type(v) ~= "number" then return "must be a number" end
+  elseif t == "boolean" then
+    if type(v) ~= "boolean" then return "must be true or false" end
+  elseif t == "list" then
+    if type(v) ~= "table" then return "must be a list of strings" end
+    for i, x in ipairs(v) do if type(x) ~= "string" then return ("item %d must be a string"):format(i) end end
+    for k in pairs(v) do if math.type(k) ~= "integer" then return "must be a list (no named keys)" end end
+  elseif t == "table" then
+    if type(v) ~= "table" then return "must be a table" end
+  end
+  if d.min and type(v) == "number" and v < d.min then return ("must be at least %s"):format(d.min) end
+end
+
+-- Resolve a user table: returns cfg, or nil and a list of error strings.
+function O.resolve(user, file)
+  local errs, cfg = {}, {}
+  file = file or "config"
+  local function err(key, msg) errs[#errs + 1] = ("%s: '%s' %s"):format(file, key, msg) end
+  if type(user) ~= "table" then return nil, { file .. ": must return a table" } end
+  local function walk(t, prefix)
+    for k, v in pairs(t) do
+      if type(k) ~= "string" then
+        err(prefix .. tostring(k), "is not a valid key")
+      else
+        local key = prefix .. k
+        local d = by_key[key]
+        if d then
+          local m = check_value(d, v)
+          if m then err(key, m) end
+        elseif sections[key] and type(v) == "table" then
+          walk(v, key .. ".")
+        else
+          local s = suggest(key)
+          err(key, "is not a known option" .. (s and (" (did you mean '" .. s .. "'?)") or ""))
+        end
+      end
+    end
+  end
+  walk(user, "")
+  for _, o in ipairs(O.list) do
+    local key = o[1]
+    local d = by_key[key]
+    local sec, name = key:match("^([^.]+)%.(.+)$")
+    local v
+    if sec then v = type(user[sec]) == "table" and user[sec][name] or nil else v = user[key] end
+    if v == nil then v = deepcopy(d.default) end
+    if d.type == "integer" and type(v) == "number" then v = math.tointeger(v) or v end
+    if v == nil and d.required then err(key, "is required") end
+    if sec then
+      cfg[sec] = cfg[sec] or {}
+      cfg[sec][name] = v
+    else
+      cfg[key] = v
+    end
+  end
+  if #errs > 0 then table.sort(errs); return nil, errs end
+  return cfg
+end
+
+-- The environment config files run in: the standard library plus env().
+local function config_env()
+  local env = {}
+  for k, v in pairs(_G) do env[k] = v end
+  env.env = function(name, default)
+    local v = os.getenv(name)
+    if v == nil or v == "" then return default end
+    return v
+  end
+  return env
+end
+
+-- Load and resolve a config file (path), or the embedded default when path is nil.
+function O.load(path)
+  local chunk, lerr
+  if path then
+    chunk, lerr = loadfile(path, "t", config_env())
+  else
+    local src = O.embedded_default and O.embedded_default() or nil
+    if not src then return nil, { "no embedded default configuration" } end
+    chunk, lerr = load(src, "@[tstats]/config.lua", "t", config_env())
+  end
+  if not chunk then return nil, { lerr } end
+  local ok, user = pcall(chunk)
+  if not ok then return nil, { tostring(user) } end
+  return O.resolve(user, path or "[embedded]config.lua")
+end
+
+local function mask(key, v)
+  if v == nil then return v end
+  local d = by_key[key]
+  if d and d.type == "secret" then
+    if type(v) == "string" and v:find("://") then
+      return (v:gsub("(://[^:/@]*):[^@]*@", "%1:****@"))
+    end
+    if type(v) == "string" and v:find("password") then
+      return (v:gsub("(password%s*=%s*)%S+", "%1****"))
+    end
+    return "****"
+  end
+  return v
+end
+
+local function show(v)
+  if type(v) == "table" then
+    local parts = {}
+    for _, x in ipairs(v) do parts[#parts + 1] = show(x) end
+    if #parts == 0 and next(v) ~= nil then return "{...}" end
+    return "{" .. table.concat(parts, ", ") .. "}"
+  elseif type(v) == "string" then
+    return string.format("%q", v)
+  end
+  return tostring(v)
+end
+
+-- Lines "key = value" for `tstats check`, secrets masked.
+function O.dump(cfg)
+  local out = {}
+  for _, o in ipairs(O.list) do
+    local key = o[1]
+    local sec, name = key:match("^([^.]+)%.(.+)$")
+    local v = sec and cfg[sec] and cfg[sec][name] or (not sec and cfg[key]) or nil
+    if sec and cfg[sec] and cfg[sec][name] == false then v = false end
+    if not sec and cfg[key] == false then v = false end
+    out[#out + 1] = ("%-32s = %s"):format(key, v == nil and "(unset)" or show(mask(key, v)))
+  end
+  return table.concat(out, "\n")
+end
+
+-- Markdown table for the README.
+function O.markdown()
+  local out = { "| key | type | default | meaning |", "|---|---|---|---|" }
+  for _, o in ipairs(O.list) do
+    local d = by_key[o[1]]
+    local def = d.default == nil and (d.required and "required" or "unset") or show(d.default)
+    out[#out + 1] = ("| `%s` | %s | `%s` | %s |"):format(d.key, d.type, def, d.help:gsub("|", "\\|"))
+  end
+  return table.concat(out, "\n")
+end
+
+return O

@@ -1,0 +1,163 @@
+/* Command line (C side): parses the global options and the subcommand; the
+ * daemon modes run in C (daemon.c), every other subcommand is a Lua function
+ * of lua/cli.lua called with the remaining arguments. */
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "ts_core.h"
+#include "ts_log.h"
+
+static const char USAGE[] =
+    "usage: tstats [--config FILE] [--log-level LEVEL] COMMAND [ARGS]\n"
+    "\n"
+    "commands:\n"
+    "  run                       the daemon: poll Traffic Monitors, write InfluxDB, daily summaries\n"
+    "  once                      one poll of every CDN, flush, exit non-zero if nothing was written\n"
+    "  poll --dry-run            one poll, print the line protocol that would be written\n"
+    "  check                     validate the configuration and print it (secrets masked)\n"
+    "  options                   print every configuration key as a Markdown table\n"
+    "  setup-influx              create the databases, retention policies and continuous queries (as ATC)\n"
+    "  rollup --from D --to D [--cdn NAME] [--rollup NAME]   recompute daily summaries\n"
+    "  backfill-cq --from D --to D   re-run the continuous queries over a past window, then the rollups\n"
+    "  script FILE.lua [ARGS]    run a one-off operator script with the full Lua API\n"
+    "\n"
+    "options:\n"
+    "  --config FILE   configuration (Lua); default: the embedded config.lua\n"
+    "  --log-level L   error | warn | info | debug (overrides log.level)\n"
+    "  --help, --version\n";
+
+/* Runs cli.<fn>(args) from lua/cli.lua with a writer available for async writes. */
+static int run_lua_command(const char *config, const char *cmd, int argc, char **argv) {
+    ts_lua_limits lim = {0, 0};
+    lua_State *L = ts_lua_new(NULL, &lim);
+    if (!L) return 1;
+    int rc = 1;
+    /* `options` and `check` must work without a loadable config for `options`. */
+    if (strcmp(cmd, "options") != 0 && ts_config_load(L, config) != 0) { ts_lua_close(L); return 2; }
+    char dir[1024];
+    ts_lua_set_script_dir(L, ts_cfg_str(L, "script_dir", NULL, dir, sizeof dir));
+    ts_loop *loop = ts_loop_new();
+    ts_cfg_push(L, "influxdb.urls");
+    int n = lua_istable(L, -1) ? (int)luaL_len(L, -1) : 0;
+    char **urls = calloc((size_t)n + 1, sizeof(char *));
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        urls[i - 1] = strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "");
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    ts_writer_opts o;
+    memset(&o, 0, sizeof o);
+    char user[256], pass[256];
+    o.urls = (const char *const *)urls;
+    o.user = ts_cfg_str(L, "influxdb.user", NULL, user, sizeof user);
+    if (o.user && !*o.user) o.user = NULL;
+    o.password = ts_cfg_str(L, "influxdb.password", NULL, pass, sizeof pass);
+    o.insecure = ts_cfg_bool(L, "influxdb.insecure", 0);
+    o.max_publish_size = (size_t)ts_cfg_int(L, "influxdb.max_publish_size", 10000);
+    ts_writer *w = ts_writer_new(loop, &o);
+    ts_api_ctx ctx = {loop, w};
+    ts_api_set_ctx(L, &ctx);
+    if (ts_lua_require(L, "cli") == 0) {
+        lua_getfield(L, -1, "main");
+        lua_pushstring(L, cmd);
+        lua_createtable(L, argc, 0);
+        for (int i = 0; i < argc; i++) {
+            lua_pushstring(L, argv[i]);
+            lua_rawseti(L, -2, i + 1);
+        }
+        lua_pushboolean(L, isatty(STDOUT_FILENO));
+        if (ts_lua_pcall(L, 3, 1, cmd, 0) == 0) {
+            rc = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : (lua_toboolean(L, -1) ? 0 : 1);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    /* points a script queued asynchronously are written before we exit */
+    ts_writer_flush(w);
+    size_t lost = ts_writer_drain(w, ts_mono_ms() + 30000);
+    if (lost) { ts_error("%zu points could not be written", lost); if (rc == 0) rc = 1; }
+    ts_writer_free(w);
+    ts_loop_free(loop);
+    for (int i = 0; i < n; i++) free(urls[i]);
+    free(urls);
+    ts_lua_close(L);
+    return rc;
+}
+
+static int check_config(const char *config) {
+    lua_State *L = ts_lua_new(NULL, NULL);
+    if (!L) return 1;
+    if (ts_config_load(L, config) != 0) {
+        fprintf(stderr, "configuration %s is NOT valid\n", config ? config : "[embedded]config.lua");
+        ts_lua_close(L);
+        return 2;
+    }
+    int rc = 1;
+    if (ts_lua_require(L, "options") == 0) {
+        lua_getfield(L, -1, "dump");
+        lua_getglobal(L, "tstats");
+        lua_getfield(L, -1, "config");
+        lua_remove(L, -2);
+        if (ts_lua_pcall(L, 1, 1, "options.dump", 0) == 0) {
+            printf("# configuration %s is valid\n%s\n", config ? config : "[embedded]config.lua", lua_tostring(L, -1));
+            lua_pop(L, 1);
+            rc = 0;
+        }
+        lua_pop(L, 1);
+    }
+    ts_lua_close(L);
+    return rc;
+}
+
+int ts_cli_main(int argc, char **argv) {
+    const char *config = NULL, *level = NULL;
+    int i = 1;
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) { fputs(USAGE, stdout); return 0; }
+        if (strcmp(a, "--version") == 0) { printf("tstats %s (Lua %s)\n", TS_VERSION_STRING, LUA_RELEASE + 4); return 0; }
+        if ((strcmp(a, "--config") == 0 || strcmp(a, "-c") == 0) && i + 1 < argc) { config = argv[++i]; continue; }
+        if (strncmp(a, "--config=", 9) == 0) { config = a + 9; continue; }
+        if (strcmp(a, "--log-level") == 0 && i + 1 < argc) { level = argv[++i]; continue; }
+        if (a[0] == '-') { fprintf(stderr, "tstats: unknown option %s\n\n%s", a, USAGE); return 2; }
+        break;
+    }
+    if (i >= argc) { fputs(USAGE, stderr); return 2; }
+    const char *cmd = argv[i++];
+    /* --config may also follow the command (but not a script's own args) */
+    int rest = i;
+    if (strcmp(cmd, "script") != 0) {
+        for (int j = i; j < argc; j++) {
+            if ((strcmp(argv[j], "--config") == 0 || strcmp(argv[j], "-c") == 0) && j + 1 < argc) {
+                config = argv[j + 1];
+                memmove(&argv[j], &argv[j + 2], sizeof(char *) * (size_t)(argc - j - 2));
+                argc -= 2;
+                j--;
+            }
+        }
+    }
+    if (level) {
+        int lv = ts_log_parse_level(level);
+        if (lv < 0) { fprintf(stderr, "tstats: unknown log level %s\n", level); return 2; }
+        ts_log_set_level(lv);
+        setenv("TSTATS_LOG_LEVEL", level, 1);   /* the embedded config reads it */
+    }
+    if (ts_http_global_init() != 0) { fprintf(stderr, "tstats: libcurl initialisation failed\n"); return 1; }
+    int rc;
+    if (strcmp(cmd, "run") == 0) rc = ts_daemon_main(config, TS_MODE_RUN);
+    else if (strcmp(cmd, "once") == 0) rc = ts_daemon_main(config, TS_MODE_ONCE);
+    else if (strcmp(cmd, "poll") == 0) {
+        int dry = 0;
+        for (int j = rest; j < argc; j++) if (strcmp(argv[j], "--dry-run") == 0) dry = 1;
+        rc = ts_daemon_main(config, dry ? TS_MODE_DRYRUN : TS_MODE_ONCE);
+    } else if (strcmp(cmd, "check") == 0) rc = check_config(config);
+    else if (strcmp(cmd, "options") == 0 || strcmp(cmd, "setup-influx") == 0 || strcmp(cmd, "rollup") == 0 ||
+             strcmp(cmd, "backfill-cq") == 0 || strcmp(cmd, "script") == 0 || strcmp(cmd, "bench-map") == 0)
+        rc = run_lua_command(config, cmd, argc - rest, argv + rest);
+    else { fprintf(stderr, "tstats: unknown command '%s'\n\n%s", cmd, USAGE); rc = 2; }
+    ts_http_global_cleanup();
+    return rc;
+}

@@ -1,0 +1,360 @@
+/* The daemon (C side of the C/Lua line): owns the loop, the writer and the
+ * collector; lua/daemon.lua decides what to poll (Traffic Ops → plan) and runs
+ * the daily summaries. Timers and signals only raise flags; the work runs
+ * between loop iterations, so blocking Lua calls never re-enter curl. */
+#include <errno.h>
+#include <lauxlib.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+#include "ts_core.h"
+#include "ts_log.h"
+
+typedef struct tsd {
+    const char *config_file;
+    ts_mode mode;
+    lua_State *L;
+    ts_loop *loop;
+    ts_writer *writer;
+    ts_collector *coll;
+    ts_api_ctx api;
+    char **urls;              /* writer URL list (NULL-terminated) */
+    int sigfd;
+    volatile int want_stop, want_hup, want_poll, want_publish, want_refresh, want_summary;
+    int t_poll, t_publish, t_refresh, t_summary;
+    int64_t poll_iv, publish_iv, refresh_iv, summary_iv;   /* ms */
+    int have_plan;
+    int64_t batches_printed;
+} tsd;
+
+/* ---- timers: aligned to wall-clock multiples of the interval (as ATC) ---- */
+static int64_t next_aligned_mono(int64_t iv_ms) {
+    int64_t now = ts_now_ms();
+    int64_t next = (now / iv_ms + 1) * iv_ms;
+    return ts_mono_ms() + (next - now);
+}
+
+static void on_poll(void *ud);
+static void on_publish(void *ud);
+static void on_refresh(void *ud);
+static void on_summary(void *ud);
+
+static void on_poll(void *ud) {
+    tsd *d = ud;
+    d->want_poll = 1;
+    d->t_poll = ts_loop_timer(d->loop, next_aligned_mono(d->poll_iv), on_poll, d);
+}
+static void on_publish(void *ud) {
+    tsd *d = ud;
+    d->want_publish = 1;
+    d->t_publish = ts_loop_timer(d->loop, next_aligned_mono(d->publish_iv), on_publish, d);
+}
+static void on_refresh(void *ud) {
+    tsd *d = ud;
+    d->want_refresh = 1;
+    d->t_refresh = ts_loop_timer(d->loop, ts_mono_ms() + d->refresh_iv, on_refresh, d);
+}
+static void on_summary(void *ud) {
+    tsd *d = ud;
+    d->want_summary = 1;
+    d->t_summary = ts_loop_timer(d->loop, ts_mono_ms() + d->summary_iv, on_summary, d);
+}
+
+static void cancel_timers(tsd *d) {
+    int *ids[] = {&d->t_poll, &d->t_publish, &d->t_refresh, &d->t_summary};
+    for (int i = 0; i < 4; i++)
+        if (*ids[i] > 0) { ts_loop_timer_cancel(d->loop, *ids[i]); *ids[i] = 0; }
+}
+
+static void arm_timers(tsd *d) {
+    lua_State *L = d->L;
+    cancel_timers(d);
+    d->poll_iv = ts_cfg_int(L, "polling_interval", 10) * 1000;
+    d->publish_iv = ts_cfg_int(L, "publishing_interval", 30) * 1000;
+    d->refresh_iv = ts_cfg_int(L, "config_interval", 300) * 1000;
+    d->summary_iv = ts_cfg_int(L, "daily_summary_interval", 60) * 1000;
+    d->t_poll = ts_loop_timer(d->loop, next_aligned_mono(d->poll_iv), on_poll, d);
+    d->t_publish = ts_loop_timer(d->loop, next_aligned_mono(d->publish_iv), on_publish, d);
+    d->t_refresh = ts_loop_timer(d->loop, ts_mono_ms() + d->refresh_iv, on_refresh, d);
+    if (ts_cfg_bool(L, "summary.enabled", 1))
+        d->t_summary = ts_loop_timer(d->loop, ts_mono_ms() + 5000, on_summary, d);
+}
+
+static void on_signal(void *ud) {
+    tsd *d = ud;
+    struct signalfd_siginfo si;
+    while (read(d->sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (si.ssi_signo == SIGHUP) d->want_hup = 1;
+        else d->want_stop = 1;
+    }
+}
+
+/* ---- writer set-up from the configuration -------------------------------- */
+static void free_urls(char **u) {
+    if (!u) return;
+    for (char **p = u; *p; p++) free(*p);
+    free(u);
+}
+
+static int writer_opts(tsd *d, ts_writer_opts *o, char *user, char *pass, size_t n) {
+    lua_State *L = d->L;
+    memset(o, 0, sizeof *o);
+    ts_cfg_push(L, "influxdb.urls");
+    int k = lua_istable(L, -1) ? (int)luaL_len(L, -1) : 0;
+    char **urls = calloc((size_t)k + 1, sizeof(char *));
+    for (int i = 1; i <= k; i++) {
+        lua_rawgeti(L, -1, i);
+        urls[i - 1] = strdup(lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    free_urls(d->urls);
+    d->urls = urls;
+    o->urls = (const char *const *)urls;
+    o->user = ts_cfg_str(L, "influxdb.user", NULL, user, n);
+    if (o->user && !*o->user) o->user = NULL;
+    o->password = ts_cfg_str(L, "influxdb.password", NULL, pass, n);
+    o->insecure = ts_cfg_bool(L, "influxdb.insecure", 0);
+    if (o->insecure) ts_warn("influxdb.insecure = true: TLS certificates of InfluxDB are NOT verified");
+    o->gzip = ts_cfg_bool(L, "influxdb.gzip", 0);
+    o->timeout_ms = (long)(ts_cfg_num(L, "influxdb.timeout", 30) * 1000);
+    o->max_publish_size = (size_t)ts_cfg_int(L, "influxdb.max_publish_size", 10000);
+    o->max_buffer_bytes = (size_t)ts_cfg_int(L, "influxdb.max_buffer_bytes", 256LL << 20);
+    o->max_inflight = (int)ts_cfg_int(L, "influxdb.max_inflight", 2);
+    return k;
+}
+
+static void apply_logging(lua_State *L) {
+    char buf[512];
+    const char *lv = ts_cfg_str(L, "log.level", "info", buf, sizeof buf);
+    int level = ts_log_parse_level(lv);
+    if (level >= 0) ts_log_set_level(level);
+    const char *file = ts_cfg_str(L, "log.file", NULL, buf, sizeof buf);
+    if (ts_log_open(file) != 0) ts_error("cannot open log file %s: %s; logging to stderr", file, strerror(errno));
+}
+
+static void apply_script_dir(lua_State *L) {
+    char buf[1024];
+    ts_lua_set_script_dir(L, ts_cfg_str(L, "script_dir", NULL, buf, sizeof buf));
+}
+
+/* ---- emit: a finished poll's batch goes to the writer (or stdout) -------- */
+static void emit_to_writer(void *ud, ts_batch *b) {
+    tsd *d = ud;
+    ts_writer_submit(d->writer, b);
+}
+
+static void emit_to_stdout(void *ud, ts_batch *b) {
+    tsd *d = ud;
+    ts_buf out;
+    ts_buf_init(&out);
+    const ts_dest *dest = ts_batch_dest(b);
+    ts_batch_encode(b, &out);
+    printf("# POST /write?db=%s%s%s&precision=%s  (%zu points)\n", dest->db, dest->rp[0] ? "&rp=" : "", dest->rp,
+           ts_precision_name(dest->precision), ts_batch_points(b));
+    fwrite(out.data ? out.data : "", 1, out.len, stdout);
+    fflush(stdout);
+    ts_buf_free(&out);
+    ts_batch_free(b);
+    d->batches_printed++;
+}
+
+/* ---- Lua calls ----------------------------------------------------------- */
+static int lua_daemon_call(tsd *d, const char *fn, int nargs, int nres) {
+    lua_State *L = d->L;
+    if (ts_lua_require(L, "daemon") != 0) { lua_pop(L, nargs); return -1; }
+    lua_getfield(L, -1, fn);
+    lua_remove(L, -2);
+    lua_insert(L, -1 - nargs);
+    char what[64];
+    snprintf(what, sizeof what, "daemon.%s", fn);
+    return ts_lua_pcall(L, nargs, nres, what, 0);
+}
+
+/* Ask Lua for a plan and install it. Returns 0 when a plan is in place. */
+static int refresh_plan(tsd *d) {
+    lua_State *L = d->L;
+    if (lua_daemon_call(d, "refresh", 0, 2) != 0) return -1;
+    if (lua_isnil(L, -2)) {
+        ts_error("Traffic Ops refresh failed: %s%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "unknown error",
+                 d->have_plan ? "; keeping the last good configuration" : "");
+        lua_pop(L, 2);
+        return d->have_plan ? 0 : -1;
+    }
+    int n = ts_collector_set_plan(d->coll, -2);
+    lua_pop(L, 2);
+    if (n < 0) return d->have_plan ? 0 : -1;
+    if (n == 0) ts_warn("the plan has no endpoints to poll (no Traffic Monitor for the configured CDNs?)");
+    d->have_plan = 1;
+    return 0;
+}
+
+static void run_summary(tsd *d) {
+    lua_pushinteger(d->L, ts_now_ms() / 1000);
+    if (lua_daemon_call(d, "summary_tick", 1, 0) != 0) ts_warn("daily summary tick failed; it runs again next tick");
+}
+
+/* Unload our modules so SIGHUP picks up edited scripts; the API and the
+ * standard libraries stay. */
+static void unload_modules(lua_State *L) {
+    static const char *keep[] = {"_G", "package", "coroutine", "table", "io", "os", "string", "math", "utf8",
+                                 "debug", "cjson", "tstats", "tstats.api", "options", NULL};
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    int t = lua_gettop(L);
+    lua_newtable(L);
+    int drop = lua_gettop(L), nd = 0;
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        lua_pop(L, 1);
+        const char *k = lua_tostring(L, -1);
+        int kept = 0;
+        for (int i = 0; keep[i]; i++) if (k && strcmp(k, keep[i]) == 0) kept = 1;
+        if (!kept) { lua_pushvalue(L, -1); lua_rawseti(L, drop, ++nd); }
+    }
+    for (int i = 1; i <= nd; i++) {
+        lua_rawgeti(L, drop, i);
+        lua_pushnil(L);
+        lua_settable(L, t);
+    }
+    lua_pop(L, 3);
+}
+
+static void reload(tsd *d) {
+    ts_info("HUP Received - reloading config");
+    lua_State *L = d->L;
+    if (ts_config_load(L, d->config_file) != 0) {
+        ts_error("new configuration rejected; keeping the running one");
+        return;
+    }
+    apply_logging(L);
+    apply_script_dir(L);
+    unload_modules(L);
+    ts_writer_opts o;
+    char user[256], pass[256];
+    writer_opts(d, &o, user, pass, sizeof user);
+    ts_writer_reconfigure(d->writer, &o);
+    if (lua_daemon_call(d, "start", 0, 0) != 0) ts_error("daemon.start failed after reload");
+    refresh_plan(d);
+    arm_timers(d);
+    ts_info("configuration reloaded");
+}
+
+static int setup_signals(tsd *d) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGQUIT);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0) return -1;
+    signal(SIGPIPE, SIG_IGN);
+    d->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (d->sigfd < 0) return -1;
+    ts_loop_watch_fd(d->loop, d->sigfd, on_signal, d);
+    return 0;
+}
+
+/* Run the loop until no fetch is in flight or the deadline passes. */
+static void wait_collector(tsd *d, int64_t deadline) {
+    while (ts_collector_busy(d->coll) && ts_mono_ms() < deadline) ts_loop_run_once(d->loop, 200);
+}
+
+static void report(tsd *d) {
+    ts_writer_stats ws;
+    ts_writer_get_stats(d->writer, &ws);
+    ts_collect_stats cs;
+    ts_collector_get_stats(d->coll, &cs);
+    ts_info("stats: polls=%llu points=%llu written=%llu rejected=%llu dropped=%llu pending=%llu "
+            "non_numeric_skipped=%llu old_skipped=%llu lua_calls=%llu lua_mem=%zu",
+            (unsigned long long)cs.polls, (unsigned long long)cs.points, (unsigned long long)ws.points_written,
+            (unsigned long long)ws.points_rejected, (unsigned long long)ws.points_dropped,
+            (unsigned long long)ws.points_pending, (unsigned long long)cs.skipped_non_numeric,
+            (unsigned long long)cs.skipped_old, (unsigned long long)cs.lua_calls, ts_lua_mem_used(d->L));
+}
+
+int ts_daemon_main(const char *config_file, ts_mode mode) {
+    tsd dd, *d = &dd;
+    memset(d, 0, sizeof *d);
+    d->config_file = config_file;
+    d->mode = mode;
+    d->sigfd = -1;
+    int rc = 1;
+    ts_lua_limits lim = {512u << 20, 0};
+    d->L = ts_lua_new(NULL, &lim);
+    if (!d->L) return 1;
+    if (ts_config_load(d->L, config_file) != 0) { ts_lua_close(d->L); return 2; }
+    apply_logging(d->L);
+    apply_script_dir(d->L);
+    d->loop = ts_loop_new();
+    ts_writer_opts o;
+    char user[256], pass[256];
+    if (writer_opts(d, &o, user, pass, sizeof user) == 0) ts_warn("no influxdb.urls: nothing can be written");
+    d->writer = ts_writer_new(d->loop, &o);
+    d->api.loop = d->loop;
+    d->api.writer = d->writer;
+    ts_api_set_ctx(d->L, &d->api);
+    d->coll = ts_collector_new(d->L, d->loop, mode == TS_MODE_DRYRUN ? emit_to_stdout : emit_to_writer, d);
+    if (setup_signals(d) != 0) ts_warn("signal handling unavailable: %s", strerror(errno));
+    if (lua_daemon_call(d, "start", 0, 0) != 0) goto out;
+
+    /* Traffic Ops may be down at start: retry with backoff (ATC panics). */
+    int64_t backoff = 1000;
+    while (!d->want_stop && refresh_plan(d) != 0) {
+        if (mode != TS_MODE_RUN) { ts_error("no polling plan: giving up"); goto out; }
+        ts_warn("no Traffic Ops data yet; retrying in %lld s", (long long)(backoff / 1000));
+        int64_t until = ts_mono_ms() + backoff;
+        while (!d->want_stop && ts_mono_ms() < until) ts_loop_run_once(d->loop, 250);
+        backoff = backoff * 2 > 60000 ? 60000 : backoff * 2;
+    }
+    if (d->want_stop) { rc = 0; goto out; }
+
+    if (mode != TS_MODE_RUN) {
+        ts_collector_poll(d->coll);
+        wait_collector(d, ts_mono_ms() + (int64_t)(ts_cfg_num(d->L, "collect.timeout", 10) * 1000) * 4 + 5000);
+        if (mode == TS_MODE_DRYRUN) { rc = d->batches_printed > 0 ? 0 : 1; goto out; }
+        ts_writer_flush(d->writer);
+        size_t lost = ts_writer_drain(d->writer, ts_mono_ms() + (int64_t)(ts_cfg_num(d->L, "shutdown_timeout", 10) * 1000));
+        ts_writer_stats ws;
+        ts_writer_get_stats(d->writer, &ws);
+        report(d);
+        rc = (ws.points_written > 0 && lost == 0) ? 0 : 1;
+        if (ws.points_written == 0) ts_error("nothing could be written");
+        goto out;
+    }
+
+    arm_timers(d);
+    ts_info("tstats %s running: polling every %lld s, publishing every %lld s", TS_VERSION_STRING,
+            (long long)(d->poll_iv / 1000), (long long)(d->publish_iv / 1000));
+    int64_t last_report = ts_mono_ms();
+    while (!d->want_stop) {
+        ts_loop_run_once(d->loop, 1000);
+        if (d->want_hup) { d->want_hup = 0; reload(d); }
+        if (d->want_poll) { d->want_poll = 0; ts_collector_poll(d->coll); }
+        if (d->want_publish) { d->want_publish = 0; ts_writer_flush(d->writer); }
+        if (d->want_refresh) { d->want_refresh = 0; refresh_plan(d); }
+        if (d->want_summary) { d->want_summary = 0; run_summary(d); }
+        if (ts_mono_ms() - last_report > 60000) { report(d); last_report = ts_mono_ms(); }
+    }
+    ts_info("Shutdown Request Received - Sending stored metrics then quitting");
+    cancel_timers(d);
+    int64_t deadline = ts_mono_ms() + (int64_t)(ts_cfg_num(d->L, "shutdown_timeout", 10) * 1000);
+    wait_collector(d, deadline);
+    ts_writer_flush(d->writer);
+    size_t lost = ts_writer_drain(d->writer, deadline);
+    if (lost) ts_error("shutdown: %zu points could not be written before the shutdown timeout", lost);
+    report(d);
+    rc = 0;
+out:
+    ts_collector_close(d->coll);
+    ts_writer_free(d->writer);
+    ts_loop_free(d->loop);
+    ts_collector_free(d->coll);
+    if (d->sigfd >= 0) close(d->sigfd);
+    free_urls(d->urls);
+    ts_lua_close(d->L);
+    return rc;
+}

@@ -1,0 +1,477 @@
+/* The `tstats` Lua API, C half (C side of the C/Lua line): logging, clocks,
+ * blocking HTTP, the line-protocol encoder, raw InfluxDB transport with
+ * failover, the writer queue, counters and the PostgreSQL binding. The Lua
+ * half (lua/tstats/api.lua) shapes results on top of these primitives.
+ * Every l_* function is listed in one luaL_Reg table below. */
+#include <lauxlib.h>
+#include <lualib.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "ts_core.h"
+#include "ts_log.h"
+#include "ts_lp.h"
+#ifdef TS_HAVE_PG
+#include "ts_pg.h"
+#endif
+
+#ifndef TS_VERSION
+#define TS_VERSION "0.0.0"
+#endif
+
+static const char CTX_KEY = 'c';
+
+void ts_api_set_ctx(lua_State *L, ts_api_ctx *ctx) {
+    lua_pushlightuserdata(L, ctx);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &CTX_KEY);
+}
+
+ts_api_ctx *ts_api_get_ctx(lua_State *L) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &CTX_KEY);
+    ts_api_ctx *c = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return c;
+}
+
+/* ---- logging, clocks, counters ------------------------------------------ */
+static int log_at(lua_State *L, int level, int idx) {
+    luaL_checkany(L, idx);
+    const char *msg = luaL_tolstring(L, idx, NULL);
+    lua_Debug ar;
+    /* file:line of the script that logged, so operators can find it. */
+    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar) && ar.currentline > 0)
+        ts_log(level, "[%s:%d] %s", ar.short_src, ar.currentline, msg);
+    else
+        ts_log(level, "%s", msg);
+    return 0;
+}
+
+static int l_log(lua_State *L) {
+    const char *lv = luaL_checkstring(L, 1);
+    int level = ts_log_parse_level(lv);
+    if (level < 0) return luaL_error(L, "unknown log level '%s'", lv);
+    return log_at(L, level, 2);
+}
+static int l_error(lua_State *L) { return log_at(L, TS_LOG_ERROR, 1); }
+static int l_warn(lua_State *L) { return log_at(L, TS_LOG_WARN, 1); }
+static int l_info(lua_State *L) { return log_at(L, TS_LOG_INFO, 1); }
+static int l_debug(lua_State *L) {
+    if (ts_log_level() >= TS_LOG_DEBUG) log_at(L, TS_LOG_DEBUG, 1);
+    return 0;
+}
+
+static int l_now_ms(lua_State *L) { lua_pushinteger(L, ts_now_ms()); return 1; }
+static int l_now(lua_State *L) { lua_pushnumber(L, (double)ts_now_ns() / 1e9); return 1; }
+
+static int l_sleep(lua_State *L) {
+    double s = luaL_checknumber(L, 1);
+    if (s > 0) {
+        struct timespec ts = {(time_t)s, (long)((s - floor(s)) * 1e9)};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+static void push_counter(void *ud, const char *name, int64_t v) {
+    lua_State *L = ud;
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, name);
+}
+static int l_counters(lua_State *L) {
+    lua_newtable(L);
+    ts_counters_foreach(push_counter, L);
+    return 1;
+}
+static int l_count(lua_State *L) {
+    ts_counter *c = ts_counter_get(luaL_checkstring(L, 1));
+    ts_counter_add(c, luaL_optinteger(L, 2, 1));
+    return 0;
+}
+
+static int l_float(lua_State *L) {
+    lua_pushnumber(L, (lua_Number)luaL_checknumber(L, 1));
+    return 1;
+}
+
+static int l_mem(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)ts_lua_mem_used(L));
+    return 1;
+}
+
+/* ---- HTTP ---------------------------------------------------------------- */
+static long opt_ms(lua_State *L, int t, const char *k, long def) {
+    lua_getfield(L, t, k);
+    long v = lua_isnumber(L, -1) ? (long)(lua_tonumber(L, -1) * 1000.0) : def;
+    lua_pop(L, 1);
+    return v;
+}
+static int opt_bool(lua_State *L, int t, const char *k, int def) {
+    lua_getfield(L, t, k);
+    int v = lua_isnil(L, -1) ? def : lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+static const char *opt_str(lua_State *L, int t, const char *k) {
+    lua_getfield(L, t, k);
+    const char *s = lua_tostring(L, -1);   /* stays alive: the table holds it */
+    lua_pop(L, 1);
+    return s;
+}
+
+/* res = {status=, body=} or nil, err */
+static int http_do(lua_State *L, int t) {
+    ts_http_req req;
+    memset(&req, 0, sizeof req);
+    req.url = opt_str(L, t, "url");
+    if (!req.url) return luaL_error(L, "http.request: url is required");
+    req.method = opt_str(L, t, "method");
+    lua_getfield(L, t, "body");
+    size_t blen = 0;
+    req.body = lua_tolstring(L, -1, &blen);
+    req.body_len = blen;
+    lua_pop(L, 1);
+    req.content_type = opt_str(L, t, "content_type");
+    req.opts.timeout_ms = opt_ms(L, t, "timeout", 10000);
+    req.opts.connect_timeout_ms = opt_ms(L, t, "connect_timeout", 5000);
+    req.opts.insecure = opt_bool(L, t, "insecure", 0);
+    req.opts.user = opt_str(L, t, "user");
+    req.opts.password = opt_str(L, t, "password");
+    req.opts.use_cookies = opt_bool(L, t, "cookies", 0);
+    req.opts.gzip_body = opt_bool(L, t, "gzip", 0);
+    req.opts.accept_gzip = 1;
+    req.opts.ca_file = opt_str(L, t, "ca_file");
+    /* headers: strings built on the Lua stack stay valid until we return */
+    const char *hdrs[33];
+    int nh = 0;
+    lua_getfield(L, t, "headers");
+    int htab = lua_gettop(L);
+    lua_newtable(L);              /* anchors the "Name: value" strings until we return */
+    int anchor = lua_gettop(L);
+    if (lua_istable(L, htab)) {
+        lua_pushnil(L);
+        while (lua_next(L, htab) && nh < 32) {
+            if (lua_type(L, -2) == LUA_TSTRING && lua_isstring(L, -1)) {
+                lua_pushfstring(L, "%s: %s", lua_tostring(L, -2), lua_tostring(L, -1));
+                hdrs[nh++] = lua_tostring(L, -1);
+                lua_rawseti(L, anchor, nh);
+            }
+            lua_pop(L, 1);
+        }
+    }
+    hdrs[nh] = NULL;
+    req.headers = nh ? hdrs : NULL;
+    ts_http_result r;
+    ts_http_result_init(&r);
+    int rc = ts_http_perform(&req, &r);
+    if (rc != 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", req.url, r.errmsg[0] ? r.errmsg : "request failed");
+        ts_http_result_free(&r);
+        return 2;
+    }
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, r.status);
+    lua_setfield(L, -2, "status");
+    lua_pushlstring(L, r.body.data ? r.body.data : "", r.body.len);
+    lua_setfield(L, -2, "body");
+    ts_http_result_free(&r);
+    return 1;
+}
+
+static int l_http_request(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    return http_do(L, 1);
+}
+
+static int l_http_get(lua_State *L) {
+    const char *url = luaL_checkstring(L, 1);
+    if (lua_istable(L, 2)) lua_pushvalue(L, 2); else lua_newtable(L);
+    int t = lua_gettop(L);
+    lua_pushstring(L, url);
+    lua_setfield(L, t, "url");
+    return http_do(L, t);
+}
+
+static int l_http_post(lua_State *L) {
+    const char *url = luaL_checkstring(L, 1);
+    luaL_checkstring(L, 2);
+    if (lua_istable(L, 3)) lua_pushvalue(L, 3); else lua_newtable(L);
+    int t = lua_gettop(L);
+    lua_pushstring(L, url);
+    lua_setfield(L, t, "url");
+    lua_pushvalue(L, 2);
+    lua_setfield(L, t, "body");
+    lua_pushliteral(L, "POST");
+    lua_setfield(L, t, "method");
+    return http_do(L, t);
+}
+
+static int l_urlencode(lua_State *L) {
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    ts_buf b;
+    ts_buf_init(&b);
+    ts_http_urlencode(&b, s, n);
+    lua_pushlstring(L, b.data ? b.data : "", b.len);
+    ts_buf_free(&b);
+    return 1;
+}
+
+/* ---- line protocol --------------------------------------------------------- */
+static int64_t prec_unit_ns(ts_precision p) {
+    switch (p) {
+    case TS_PREC_NS: return 1;
+    case TS_PREC_US: return 1000;
+    case TS_PREC_MS: return 1000000;
+    case TS_PREC_S: return 1000000000;
+    case TS_PREC_M: return 60LL * 1000000000;
+    case TS_PREC_H: return 3600LL * 1000000000;
+    }
+    return 1;
+}
+
+#define MAX_KV 64
+/* Encodes tstats.line(measurement, tags, fields, time, precision) into b.
+ * Returns NULL or an error message. Uses the Lua stack for string lifetimes. */
+static const char *encode_line(lua_State *L, int mi, int ti, int fi, int tmi, ts_precision prec, ts_buf *b) {
+    size_t mlen;
+    const char *meas = luaL_checklstring(L, mi, &mlen);
+    ts_tag tags[MAX_KV];
+    ts_field fields[MAX_KV];
+    size_t nt = 0, nf = 0;
+    if (!lua_isnoneornil(L, ti)) {
+        luaL_checktype(L, ti, LUA_TTABLE);
+        lua_pushnil(L);
+        while (lua_next(L, ti)) {
+            if (nt == MAX_KV) { lua_pop(L, 2); return "too many tags"; }
+            if (lua_type(L, -2) != LUA_TSTRING) { lua_pop(L, 2); return "tag keys must be strings"; }
+            tags[nt].key = lua_tolstring(L, -2, &tags[nt].key_len);
+            if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
+                tags[nt].value = lua_tolstring(L, -1, &tags[nt].value_len); /* converts numbers in the table */
+            } else if (lua_type(L, -1) == LUA_TBOOLEAN) {
+                tags[nt].value = lua_toboolean(L, -1) ? "true" : "false";
+                tags[nt].value_len = strlen(tags[nt].value);
+            } else { lua_pop(L, 2); return "tag values must be strings"; }
+            nt++;
+            lua_pop(L, 1);
+        }
+    }
+    luaL_checktype(L, fi, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, fi)) {
+        if (nf == MAX_KV) { lua_pop(L, 2); return "too many fields"; }
+        if (lua_type(L, -2) != LUA_TSTRING) { lua_pop(L, 2); return "field keys must be strings"; }
+        ts_field *f = &fields[nf];
+        f->key = lua_tolstring(L, -2, &f->key_len);
+        switch (lua_type(L, -1)) {
+        case LUA_TNUMBER:
+            if (lua_isinteger(L, -1)) { f->type = TS_F_INT; f->v.i = lua_tointeger(L, -1); }
+            else { f->type = TS_F_FLOAT; f->v.f = lua_tonumber(L, -1); }
+            break;
+        case LUA_TBOOLEAN: f->type = TS_F_BOOL; f->v.b = lua_toboolean(L, -1); break;
+        case LUA_TSTRING:
+            f->type = TS_F_STRING;
+            f->v.str.s = lua_tolstring(L, -1, &f->v.str.len);
+            break;
+        default: lua_pop(L, 2); return "field values must be numbers, booleans or strings";
+        }
+        nf++;
+        lua_pop(L, 1);
+    }
+    int has_ts = !lua_isnoneornil(L, tmi);
+    int64_t ts_ns = 0;
+    if (has_ts) {
+        if (!lua_isinteger(L, tmi)) return "time must be an integer in the precision's unit";
+        int64_t t = lua_tointeger(L, tmi), unit = prec_unit_ns(prec);
+        if ((t > 0 && t > INT64_MAX / unit) || (t < 0 && t < INT64_MIN / unit)) return "time out of range";
+        ts_ns = t * unit;
+    }
+    const char *err = NULL;
+    if (ts_lp_encode(b, meas, mlen, tags, nt, fields, nf, has_ts, ts_ns, prec, &err) != 0) return err;
+    return NULL;
+}
+
+static ts_precision check_prec(lua_State *L, int idx, const char *def) {
+    const char *p = luaL_optstring(L, idx, def);
+    ts_precision prec;
+    if (ts_precision_parse(p, &prec) != 0) luaL_error(L, "unknown precision '%s'", p);
+    return prec;
+}
+
+static int l_line(lua_State *L) {
+    ts_precision prec = check_prec(L, 5, "ms");
+    ts_buf b;
+    ts_buf_init(&b);
+    const char *err = encode_line(L, 1, 2, 3, 4, prec, &b);
+    if (err) { ts_buf_free(&b); lua_pushnil(L); lua_pushstring(L, err); return 2; }
+    lua_pushlstring(L, b.data, b.len);
+    ts_buf_free(&b);
+    return 1;
+}
+
+/* tstats._encode_points(points, precision) -> body, count, errors(table) */
+static int l_encode_points(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    ts_precision prec = check_prec(L, 2, "ms");
+    ts_buf b;
+    ts_buf_init(&b);
+    lua_newtable(L);
+    int errt = lua_gettop(L), nerr = 0;
+    lua_Integer n = luaL_len(L, 1), count = 0;
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, 1, i);
+        int p = lua_gettop(L);
+        if (!lua_istable(L, p)) { lua_pop(L, 1); lua_pushfstring(L, "point %d is not a table", (int)i); lua_rawseti(L, errt, ++nerr); continue; }
+        lua_getfield(L, p, "measurement");
+        lua_getfield(L, p, "tags");
+        lua_getfield(L, p, "fields");
+        lua_getfield(L, p, "time");
+        if (!lua_isstring(L, p + 1) || !lua_istable(L, p + 3)) {
+            lua_settop(L, p - 1);
+            lua_pushfstring(L, "point %d needs a measurement and a fields table", (int)i);
+            lua_rawseti(L, errt, ++nerr);
+            continue;
+        }
+        size_t before = b.len;
+        const char *err = encode_line(L, p + 1, p + 2, p + 3, p + 4, prec, &b);
+        if (err) {
+            b.len = before;
+            lua_settop(L, p - 1);
+            lua_pushfstring(L, "point %d: %s", (int)i, err);
+            lua_rawseti(L, errt, ++nerr);
+            continue;
+        }
+        ts_buf_addc(&b, '\n');
+        count++;
+        lua_settop(L, p - 1);
+    }
+    lua_pushlstring(L, b.data ? b.data : "", b.len);
+    lua_pushinteger(L, count);
+    lua_pushvalue(L, errt);
+    ts_buf_free(&b);
+    return 3;
+}
+
+/* ---- InfluxDB raw transport ------------------------------------------------ */
+static int preferred_url;
+
+/* tstats._influx_post(path_and_query, body, content_type) -> status, body | nil, err
+ * Tries the configured URLs starting with the last one that answered; moves on
+ * on transport errors and 5xx other than a 500 that carries an InfluxDB error. */
+static int l_influx_post(lua_State *L) {
+    const char *pq = luaL_checkstring(L, 1);
+    size_t blen;
+    const char *body = luaL_checklstring(L, 2, &blen);
+    const char *ctype = luaL_optstring(L, 3, "text/plain; charset=utf-8");
+    ts_cfg_push(L, "influxdb.urls");
+    int urls = lua_gettop(L);
+    int n = lua_istable(L, urls) ? (int)luaL_len(L, urls) : 0;
+    if (n == 0) { lua_pushnil(L); lua_pushliteral(L, "no influxdb.urls configured"); return 2; }
+    char user[256], pass[256];
+    const char *u = ts_cfg_str(L, "influxdb.user", NULL, user, sizeof user);
+    const char *pw = ts_cfg_str(L, "influxdb.password", NULL, pass, sizeof pass);
+    luaL_Buffer errs;
+    luaL_buffinit(L, &errs);
+    for (int k = 0; k < n; k++) {
+        int idx = (preferred_url + k) % n;
+        lua_rawgeti(L, urls, idx + 1);
+        const char *base = lua_tostring(L, -1);
+        lua_pushfstring(L, "%s%s", base ? base : "", pq);
+        const char *url = lua_tostring(L, -1);
+        ts_http_req req;
+        memset(&req, 0, sizeof req);
+        req.url = url;
+        req.method = "POST";
+        req.body = body;
+        req.body_len = blen;
+        req.content_type = ctype;
+        req.opts.timeout_ms = (long)(ts_cfg_num(L, "influxdb.timeout", 30) * 1000);
+        req.opts.connect_timeout_ms = 5000;
+        req.opts.insecure = ts_cfg_bool(L, "influxdb.insecure", 0);
+        req.opts.user = (u && *u) ? u : NULL;
+        req.opts.password = pw;
+        req.opts.accept_gzip = 1;
+        req.max_body = 512u << 20;
+        ts_http_result r;
+        ts_http_result_init(&r);
+        int rc = ts_http_perform(&req, &r);
+        if (rc == 0 && (r.status < 500 || (r.body.len && r.body.data[0] == '{'))) {
+            preferred_url = idx;
+            lua_pushinteger(L, r.status);
+            lua_pushlstring(L, r.body.data ? r.body.data : "", r.body.len);
+            ts_http_result_free(&r);
+            return 2;
+        }
+        lua_pop(L, 2);
+        if (rc == 0) lua_pushfstring(L, "%s: HTTP %d; ", base, (int)r.status);
+        else lua_pushfstring(L, "%s: %s; ", base, r.errmsg);
+        luaL_addvalue(&errs);
+        ts_http_result_free(&r);
+    }
+    lua_pushnil(L);
+    luaL_pushresult(&errs);
+    return 2;
+}
+
+/* tstats._queue_lines(db, rp, precision, body, count) -> count | nil, err */
+static int l_queue_lines(lua_State *L) {
+    ts_api_ctx *ctx = ts_api_get_ctx(L);
+    if (!ctx || !ctx->writer) { lua_pushnil(L); lua_pushliteral(L, "no writer in this mode: use sync=true"); return 2; }
+    ts_dest d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.db, sizeof d.db, "%s", luaL_checkstring(L, 1));
+    snprintf(d.rp, sizeof d.rp, "%s", luaL_optstring(L, 2, ""));
+    d.precision = check_prec(L, 3, "ms");
+    size_t len;
+    const char *body = luaL_checklstring(L, 4, &len);
+    ts_batch *b = ts_batch_new_text(&d);
+    const char *p = body, *end = body + len;
+    lua_Integer n = 0;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        if (l) { ts_batch_add_line(b, p, l); n++; }
+        p += l + 1;
+    }
+    ts_writer_submit(ctx->writer, b);
+    lua_pushinteger(L, n);
+    return 1;
+}
+
+static const luaL_Reg api_funcs[] = {
+    {"log", l_log}, {"error", l_error}, {"warn", l_warn}, {"info", l_info}, {"debug", l_debug},
+    {"now_ms", l_now_ms}, {"now", l_now}, {"sleep", l_sleep},
+    {"counters", l_counters}, {"count", l_count}, {"float", l_float}, {"lua_memory", l_mem},
+    {"line", l_line}, {"_encode_points", l_encode_points},
+    {"_influx_post", l_influx_post}, {"_queue_lines", l_queue_lines},
+    {NULL, NULL}};
+
+static const luaL_Reg http_funcs[] = {
+    {"request", l_http_request}, {"get", l_http_get}, {"post", l_http_post},
+    {"urlencode", l_urlencode}, {NULL, NULL}};
+
+void ts_api_open(lua_State *L) {
+    luaL_newlib(L, api_funcs);
+    lua_pushliteral(L, TS_VERSION);
+    lua_setfield(L, -2, "version");
+    luaL_newlib(L, http_funcs);
+    lua_setfield(L, -2, "http");
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "cjson");
+    lua_call(L, 1, 1);          /* raises inside the set-up pcall if cjson is missing */
+    lua_setfield(L, -2, "json");
+#ifdef TS_HAVE_PG
+    ts_pg_open(L);
+    lua_setfield(L, -2, "pg");
+#endif
+    lua_pushvalue(L, -1);
+    lua_setglobal(L, "tstats");
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "tstats");
+    lua_pop(L, 3);
+    /* The Lua half of the API (influx.query/write, ...) */
+    if (ts_lua_require(L, "tstats.api") == 0) lua_pop(L, 1);
+}

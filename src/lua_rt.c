@@ -1,0 +1,206 @@
+/* The Lua runtime (C side of the C/Lua line): one lua_State per process,
+ * created inside a protected call, with a heap cap, an instruction budget
+ * for hooks, a traceback on every error, and a module searcher that prefers
+ * the operator's script_dir and falls back to the scripts compiled into the
+ * binary. */
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "ts_core.h"
+#include "ts_log.h"
+
+struct ts_embedded_lua { const char *name; const unsigned char *src; size_t len; };
+extern const struct ts_embedded_lua ts_embedded_lua[];
+
+/* Heap accounting for the allocator cap. Kept outside the state so that the
+ * allocator (which has no state pointer) can reach it through its ud. */
+typedef struct lua_heap {
+    size_t used;
+    size_t limit;
+} lua_heap;
+
+static void *heap_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    lua_heap *h = ud;
+    size_t old = ptr ? osize : 0;
+    if (nsize == 0) {
+        free(ptr);
+        h->used -= old;
+        return NULL;
+    }
+    /* Refusing growth past the cap makes Lua raise a memory error inside the
+     * running pcall, which the script's caller logs and survives. */
+    if (h->limit && nsize > old && h->used - old + nsize > h->limit) return NULL;
+    void *p = realloc(ptr, nsize);
+    if (p) h->used = h->used - old + nsize;
+    return p;
+}
+
+static const char SCRIPT_DIR_KEY = 'd';
+static const char HEAP_KEY = 'h';
+
+static lua_heap *get_heap(lua_State *L) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &HEAP_KEY);
+    lua_heap *h = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return h;
+}
+
+size_t ts_lua_mem_used(lua_State *L) {
+    lua_heap *h = get_heap(L);
+    return h ? h->used : 0;
+}
+
+int ts_lua_embedded_exists(const char *mod) {
+    for (const struct ts_embedded_lua *e = ts_embedded_lua; e->name; e++)
+        if (strcmp(e->name, mod) == 0) return 1;
+    return 0;
+}
+
+/* package.searchers entry: script_dir/<mod with dots as slashes>.lua, then
+ * the embedded copy. Stock mapping modules are sandboxed (no io/os.execute)
+ * because they run inside the poll path. */
+static int searcher(lua_State *L) {
+    const char *mod = luaL_checkstring(L, 1);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &SCRIPT_DIR_KEY);
+    const char *dir = lua_tostring(L, -1);
+    if (dir && *dir) {
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        luaL_addstring(&b, dir);
+        luaL_addchar(&b, '/');
+        for (const char *p = mod; *p; p++) luaL_addchar(&b, *p == '.' ? '/' : *p);
+        luaL_addstring(&b, ".lua");
+        luaL_pushresult(&b);
+        const char *path = lua_tostring(L, -1);
+        FILE *f = fopen(path, "r");
+        if (f) {
+            fclose(f);
+            if (luaL_loadfilex(L, path, "t") != LUA_OK) return lua_error(L);
+            lua_pushstring(L, path);
+            return 2;
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    for (const struct ts_embedded_lua *e = ts_embedded_lua; e->name; e++) {
+        if (strcmp(e->name, mod) != 0) continue;
+        char chunk[256];
+        snprintf(chunk, sizeof chunk, "@[tstats]/lua/%s.lua", mod);
+        for (char *p = chunk + 15; *p && strcmp(p, ".lua") != 0; p++)
+            if (*p == '.') *p = '/';
+        if (luaL_loadbufferx(L, (const char *)e->src, e->len, chunk, "t") != LUA_OK) return lua_error(L);
+        lua_pushfstring(L, "[embedded]%s", mod);
+        return 2;
+    }
+    lua_pushfstring(L, "\n\tno embedded module '%s'%s%s", mod, dir && *dir ? " and none in " : "",
+                    dir && *dir ? dir : "");
+    return 1;
+}
+
+void ts_lua_set_script_dir(lua_State *L, const char *dir) {
+    if (dir) lua_pushstring(L, dir);
+    else lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &SCRIPT_DIR_KEY);
+}
+
+static int msghandler(lua_State *L) {
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+static void budget_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    luaL_error(L, "script exceeded its instruction budget");
+}
+
+int ts_lua_pcall(lua_State *L, int nargs, int nresults, const char *what, long budget) {
+    static ts_counter *errors;
+    if (!errors) errors = ts_counter_get("lua_errors");
+    int base = lua_gettop(L) - nargs;
+    lua_pushcfunction(L, msghandler);
+    lua_insert(L, base);
+    /* The count hook fires every `budget` instructions: the first firing
+     * means the budget is spent. A nested call keeps its caller's hook. */
+    lua_Hook old_hook = lua_gethook(L);
+    int old_mask = lua_gethookmask(L), old_count = lua_gethookcount(L);
+    if (budget > 0 && !old_hook) lua_sethook(L, budget_hook, LUA_MASKCOUNT, (int)(budget > 0x7fffffff ? 0x7fffffff : budget));
+    int rc = lua_pcall(L, nargs, nresults, base);
+    if (budget > 0 && !old_hook) lua_sethook(L, old_hook, old_mask, old_count);
+    lua_remove(L, base);
+    if (rc != LUA_OK) {
+        ts_counter_add(errors, 1);
+        const char *msg = lua_tostring(L, -1);
+        if (!msg) msg = "(no message)";
+        /* First line is file:line: message; the traceback goes to debug. */
+        const char *nl = strchr(msg, '\n');
+        ts_error("%s: %.*s", what, nl ? (int)(nl - msg) : (int)strlen(msg), msg);
+        if (nl) ts_debug("%s traceback:%s", what, nl);
+        lua_pop(L, 1);
+        return -1;
+    }
+    return 0;
+}
+
+static int l_require_helper(lua_State *L) {
+    lua_getglobal(L, "require");
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1);
+    return 1;
+}
+
+int ts_lua_require(lua_State *L, const char *mod) {
+    lua_pushcfunction(L, l_require_helper);
+    lua_pushstring(L, mod);
+    char what[200];
+    snprintf(what, sizeof what, "loading Lua module '%s'", mod);
+    return ts_lua_pcall(L, 1, 1, what, 0);
+}
+
+/* Everything that can raise during set-up runs here, under lua_pcall. */
+static int pmain_setup(lua_State *L) {
+    luaL_openlibs(L);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "searchers");
+    lua_Integer n = luaL_len(L, -1);
+    for (lua_Integer i = n; i >= 2; i--) {      /* make room at index 2 */
+        lua_rawgeti(L, -1, i);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_pushcfunction(L, searcher);
+    lua_rawseti(L, -2, 2);
+    lua_pop(L, 2);
+    ts_api_open(L);
+    return 0;
+}
+
+lua_State *ts_lua_new(const char *script_dir, const ts_lua_limits *lim) {
+    lua_heap *h = calloc(1, sizeof *h);
+    if (!h) return NULL;
+    h->limit = lim ? lim->mem_bytes : 0;
+    lua_State *L = lua_newstate(heap_alloc, h);
+    if (!L) { free(h); ts_error("cannot create the Lua state"); return NULL; }
+    lua_pushlightuserdata(L, h);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &HEAP_KEY);
+    ts_lua_set_script_dir(L, script_dir);
+    lua_pushcfunction(L, pmain_setup);
+    if (ts_lua_pcall(L, 0, 0, "Lua set-up", 0) != 0) {
+        lua_close(L);
+        free(h);
+        return NULL;
+    }
+    return L;
+}
+
+void ts_lua_close(lua_State *L) {
+    if (!L) return;
+    lua_heap *h = get_heap(L);
+    lua_close(L);
+    free(h);
+}

@@ -1,0 +1,370 @@
+/* Mapping caches (C side of the C/Lua line). Lua is asked once per distinct
+ * stat name and once per entity (cache / delivery service) of an endpoint;
+ * its answer is turned into pre-escaped line-protocol pieces kept in an arena,
+ * and C applies them to every sample. A mapper is refcounted: the plan holds
+ * one reference and every pending batch another, so a Traffic Ops refresh or
+ * a SIGHUP never frees strings that buffered points still point at. */
+#include <lauxlib.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "ts_core.h"
+#include "ts_log.h"
+#include "ts_lp.h"
+
+/* ---- arena --------------------------------------------------------------- */
+typedef struct arena_block {
+    struct arena_block *next;
+    size_t used, cap;
+    char data[];
+} arena_block;
+
+static void *arena_alloc(arena_block **head, size_t n) {
+    n = (n + 7) & ~(size_t)7;
+    arena_block *b = *head;
+    if (!b || b->cap - b->used < n) {
+        size_t cap = n > 16384 ? n : 16384;
+        arena_block *nb = malloc(sizeof *nb + cap);
+        if (!nb) abort();
+        nb->next = b;
+        nb->used = 0;
+        nb->cap = cap;
+        *head = b = nb;
+    }
+    void *p = b->data + b->used;
+    b->used += n;
+    return p;
+}
+
+static char *arena_strdup(arena_block **head, const char *s, size_t n) {
+    char *p = arena_alloc(head, n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+static void arena_free(arena_block *b) {
+    while (b) { arena_block *n = b->next; free(b); b = n; }
+}
+
+/* ---- string-keyed hash table (open addressing) --------------------------- */
+typedef struct slot { uint64_t h; const char *key; uint32_t len; void *val; } slot;
+typedef struct htab { slot *slots; size_t cap, n; } htab;
+
+static uint64_t hash_bytes(const char *s, size_t n) {
+    uint64_t h = 1469598103934665603ULL;   /* FNV-1a, then a final mix */
+    for (size_t i = 0; i < n; i++) { h ^= (unsigned char)s[i]; h *= 1099511628211ULL; }
+    h ^= h >> 33; h *= 0xff51afd7ed558ccdULL; h ^= h >> 33;
+    return h;
+}
+
+static void *htab_get(const htab *t, uint64_t h, const char *k, size_t n) {
+    if (!t->cap) return NULL;
+    for (size_t i = h & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
+        const slot *s = &t->slots[i];
+        if (!s->key) return NULL;
+        if (s->h == h && s->len == n && memcmp(s->key, k, n) == 0) return s->val;
+    }
+}
+
+static void htab_put(htab *t, uint64_t h, const char *k, size_t n, void *v) {
+    if ((t->n + 1) * 4 >= t->cap * 3) {
+        size_t ncap = t->cap ? t->cap * 2 : 64;
+        slot *ns = calloc(ncap, sizeof *ns);
+        if (!ns) abort();
+        for (size_t i = 0; i < t->cap; i++) {
+            if (!t->slots[i].key) continue;
+            size_t j = t->slots[i].h & (ncap - 1);
+            while (ns[j].key) j = (j + 1) & (ncap - 1);
+            ns[j] = t->slots[i];
+        }
+        free(t->slots);
+        t->slots = ns;
+        t->cap = ncap;
+    }
+    size_t i = h & (t->cap - 1);
+    while (t->slots[i].key) i = (i + 1) & (t->cap - 1);
+    t->slots[i] = (slot){h, k, (uint32_t)n, v};
+    t->n++;
+}
+
+/* ---- mapper -------------------------------------------------------------- */
+struct ts_mapper {
+    lua_State *L;
+    int mod_ref, ctx_ref;
+    int refs;
+    arena_block *arena;
+    htab stats, ents;
+    ts_map_owner owner;
+    uint64_t lua_calls;
+    long budget;
+    int hooks[64];          /* sample-hook refs to release */
+    int nhooks;
+    char label[160];
+};
+
+static ts_counter *c_lua_calls, *c_map_errors, *c_hook_calls;
+
+static void mapper_retain(void *o) { ((ts_mapper *)o)->refs++; }
+
+static void mapper_free(ts_mapper *m) {
+    if (m->L) {
+        luaL_unref(m->L, LUA_REGISTRYINDEX, m->mod_ref);
+        luaL_unref(m->L, LUA_REGISTRYINDEX, m->ctx_ref);
+        for (int i = 0; i < m->nhooks; i++) luaL_unref(m->L, LUA_REGISTRYINDEX, m->hooks[i]);
+    }
+    free(m->stats.slots);
+    free(m->ents.slots);
+    arena_free(m->arena);
+    free(m);
+}
+
+static void mapper_release_cb(void *o) {
+    ts_mapper *m = o;
+    if (--m->refs == 0) mapper_free(m);
+}
+
+ts_mapper *ts_mapper_new(lua_State *L, const char *module, int ctx_ref, const char *label) {
+    if (!c_lua_calls) {
+        c_lua_calls = ts_counter_get("mapping_lua_calls");
+        c_map_errors = ts_counter_get("mapping_errors");
+        c_hook_calls = ts_counter_get("mapping_sample_hook_calls");
+    }
+    if (ts_lua_require(L, module) != 0) return NULL;
+    if (!lua_istable(L, -1)) {
+        ts_error("mapping module '%s' did not return a table", module);
+        lua_pop(L, 1);
+        return NULL;
+    }
+    ts_mapper *m = calloc(1, sizeof *m);
+    if (!m) abort();
+    m->L = L;
+    m->mod_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    m->ctx_ref = ctx_ref;
+    m->refs = 1;
+    m->owner.retain = mapper_retain;
+    m->owner.release = mapper_release_cb;
+    m->owner.owner = m;
+    m->budget = (long)ts_cfg_int(L, "lua.hook_budget", 10000000);
+    snprintf(m->label, sizeof m->label, "%s", label ? label : module);
+    return m;
+}
+
+void ts_mapper_release(ts_mapper *m) { if (m) mapper_release_cb(m); }
+const ts_map_owner *ts_mapper_owner(ts_mapper *m) { return &m->owner; }
+uint64_t ts_mapper_lua_calls(const ts_mapper *m) { return m->lua_calls; }
+
+static int tag_cmp(const void *a, const void *b) {
+    return strcmp(((const ts_etag *)a)->key, ((const ts_etag *)b)->key);
+}
+
+/* Table of tags at `idx` → sorted, escaped tagset in the arena. Tags whose
+ * value escapes to nothing are dropped, as InfluxDB would refuse them. */
+static void build_tagset(ts_mapper *m, int idx, ts_tagset *ts) {
+    lua_State *L = m->L;
+    ts->tags = NULL;
+    ts->n = 0;
+    if (!lua_istable(L, idx)) return;
+    size_t n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) { n++; lua_pop(L, 1); }
+    if (!n) return;
+    ts->tags = arena_alloc(&m->arena, n * sizeof(ts_etag));
+    ts_buf b;
+    ts_buf_init(&b);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (lua_type(L, -2) == LUA_TSTRING && (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER)) {
+            size_t kl, vl;
+            const char *k = lua_tolstring(L, -2, &kl);
+            lua_pushvalue(L, -1);                       /* tostring a copy, never the key */
+            const char *v = lua_tolstring(L, -1, &vl);
+            ts_buf_reset(&b);
+            ts_lp_escape_tag(&b, k, kl);
+            size_t klen = b.len;
+            ts_buf_addc(&b, '=');
+            ts_lp_escape_tag(&b, v, vl);
+            if (klen > 0 && b.len > klen + 1 && !(kl == 4 && memcmp(k, "time", 4) == 0)) {
+                ts_etag *t = &ts->tags[ts->n++];
+                t->key = arena_strdup(&m->arena, k, kl);
+                t->kv = arena_strdup(&m->arena, b.data, b.len);
+                t->kv_len = (uint32_t)b.len;
+            }
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    ts_buf_free(&b);
+    qsort(ts->tags, ts->n, sizeof(ts_etag), tag_cmp);
+    /* duplicate keys cannot be written: keep the first of each */
+    uint32_t w = 0;
+    for (uint32_t i = 0; i < ts->n; i++)
+        if (w == 0 || strcmp(ts->tags[w - 1].key, ts->tags[i].key) != 0) ts->tags[w++] = ts->tags[i];
+    ts->n = w;
+}
+
+/* Calls M[fn](name, ctx) with the budget; leaves one result or returns -1. */
+static int call_lua(ts_mapper *m, const char *fn, const char *name, size_t len) {
+    lua_State *L = m->L;
+    m->lua_calls++;
+    ts_counter_add(c_lua_calls, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, m->mod_ref);
+    lua_getfield(L, -1, fn);
+    lua_remove(L, -2);
+    if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        return 1;     /* absent hook: nothing to map */
+    }
+    lua_pushlstring(L, name, len);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, m->ctx_ref);
+    char what[256];
+    snprintf(what, sizeof what, "%s %s(\"%.*s\")", m->label, fn, len > 80 ? 80 : (int)len, name);
+    if (ts_lua_pcall(L, 2, 1, what, m->budget) != 0) {
+        ts_counter_add(c_map_errors, 1);
+        return -1;
+    }
+    return 0;
+}
+
+static ts_stat_map DROP_STAT = {.keep = 0, .hook_ref = LUA_NOREF};
+static ts_entity_map DROP_ENT = {.keep = 0};
+
+const ts_stat_map *ts_mapper_stat(ts_mapper *m, const char *name, size_t len) {
+    uint64_t h = hash_bytes(name, len);
+    ts_stat_map *st = htab_get(&m->stats, h, name, len);
+    if (st) return st;
+    lua_State *L = m->L;
+    st = &DROP_STAT;
+    int rc = call_lua(m, "stat", name, len);
+    if (rc >= 0 && lua_istable(L, -1)) {
+        int t = lua_gettop(L);
+        size_t ml = 0;
+        lua_getfield(L, t, "measurement");
+        const char *meas = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &ml) : NULL;
+        if (!meas || ml == 0) {
+            ts_warn("%s stat(\"%.*s\"): no measurement in the answer; stat dropped", m->label, (int)len, name);
+            ts_counter_add(c_map_errors, 1);
+        } else {
+            st = arena_alloc(&m->arena, sizeof *st);
+            memset(st, 0, sizeof *st);
+            st->keep = 1;
+            st->hook_ref = LUA_NOREF;
+            ts_buf b;
+            ts_buf_init(&b);
+            ts_lp_escape_measurement(&b, meas, ml);
+            st->meas = arena_strdup(&m->arena, b.data, b.len);
+            st->meas_len = (uint32_t)b.len;
+            lua_getfield(L, t, "field");
+            size_t fl = 5;
+            const char *f = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &fl) : "value";
+            ts_buf_reset(&b);
+            ts_lp_escape_field_key(&b, f, fl);
+            if (b.len == 0 || (fl == 4 && memcmp(f, "time", 4) == 0)) { ts_buf_reset(&b); ts_buf_adds(&b, "value"); }
+            st->field = arena_strdup(&m->arena, b.data, b.len);
+            st->field_len = (uint32_t)b.len;
+            ts_buf_free(&b);
+            lua_pop(L, 1);
+            lua_getfield(L, t, "scale");
+            st->scale = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 1.0;
+            if (!isfinite(st->scale)) st->scale = 1.0;
+            lua_pop(L, 1);
+            lua_getfield(L, t, "as_int");
+            st->as_int = lua_toboolean(L, -1);
+            lua_pop(L, 1);
+            lua_getfield(L, t, "tags");
+            build_tagset(m, lua_gettop(L), &st->tags);
+            lua_pop(L, 1);
+            lua_getfield(L, t, "sample");
+            if (lua_isfunction(L, -1) && m->nhooks < (int)(sizeof m->hooks / sizeof m->hooks[0])) {
+                st->hook_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+                m->hooks[m->nhooks++] = st->hook_ref;
+            } else {
+                lua_pop(L, 1);
+            }
+        }
+        lua_pop(L, 1);   /* measurement */
+    }
+    if (rc >= 0) lua_pop(L, 1);
+    /* Cache drops too: an unwanted stat costs one Lua call per plan, not per poll. */
+    htab_put(&m->stats, h, arena_strdup(&m->arena, name, len), len, st);
+    return st;
+}
+
+const ts_entity_map *ts_mapper_entity(ts_mapper *m, const char *name, size_t len) {
+    uint64_t h = hash_bytes(name, len);
+    ts_entity_map *e = htab_get(&m->ents, h, name, len);
+    if (e) return e;
+    lua_State *L = m->L;
+    e = &DROP_ENT;
+    int rc = call_lua(m, "entity", name, len);
+    if (rc >= 0 && lua_istable(L, -1)) {
+        e = arena_alloc(&m->arena, sizeof *e);
+        e->keep = 1;
+        build_tagset(m, lua_gettop(L), &e->tags);
+    }
+    if (rc >= 0) lua_pop(L, 1);
+    htab_put(&m->ents, h, arena_strdup(&m->arena, name, len), len, e);
+    return e;
+}
+
+int ts_mapper_sample_hook(ts_mapper *m, const ts_stat_map *st, double *value, const char *text, int64_t time_ms) {
+    lua_State *L = m->L;
+    ts_counter_add(c_hook_calls, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, st->hook_ref);
+    lua_pushnumber(L, *value);
+    lua_pushstring(L, text ? text : "");
+    lua_pushinteger(L, time_ms);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, m->ctx_ref);
+    if (ts_lua_pcall(L, 4, 1, "sample hook", m->budget) != 0) return -1;
+    int keep = 0;
+    if (lua_isnumber(L, -1)) {
+        *value = lua_tonumber(L, -1);
+        keep = isfinite(*value);
+    }
+    lua_pop(L, 1);
+    return keep ? 0 : -1;
+}
+
+/* Strict number grammar first: strtod alone would accept "nan", "inf" and
+ * hex floats, none of which TM means as a stat value. */
+int ts_parse_number(const char *s, size_t n, double *out) {
+    size_t i = 0;
+    if (n == 0 || n > 64) return 0;
+    int neg = 0;
+    if (s[i] == '-' || s[i] == '+') { neg = s[i] == '-'; i++; }
+    uint64_t iv = 0;
+    size_t d0 = i;
+    while (i < n && s[i] >= '0' && s[i] <= '9') {
+        if (i - d0 < 18) iv = iv * 10 + (uint64_t)(s[i] - '0');
+        i++;
+    }
+    size_t nd = i - d0;
+    if (i == n && nd > 0 && nd <= 15) {      /* exact in a double: the common case */
+        *out = neg ? -(double)iv : (double)iv;
+        return 1;
+    }
+    size_t frac = 0;
+    if (i < n && s[i] == '.') {
+        i++;
+        size_t f0 = i;
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+        frac = i - f0;
+    }
+    if (nd + frac == 0) return 0;
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < n && (s[i] == '+' || s[i] == '-')) i++;
+        size_t e0 = i;
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+        if (i == e0) return 0;
+    }
+    if (i != n) return 0;
+    char tmp[72];
+    memcpy(tmp, s, n);
+    tmp[n] = '\0';
+    double v = strtod(tmp, NULL);
+    if (!isfinite(v)) return 0;
+    *out = v;
+    return 1;
+}

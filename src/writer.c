@@ -1,0 +1,902 @@
+/* InfluxDB 1.x writer (C core; Lua only submits batches through the API).
+ * Buffers batches per destination, encodes them lazily into chunks (one chunk
+ * per free send slot, so at most max_inflight+1 encoded chunks exist besides
+ * the retry queue), POSTs /write on the shared loop, classifies answers as
+ * ts_writer.h documents, retries with backoff and URL failover, and keeps
+ * the memory it holds under max_buffer_bytes by dropping the oldest data. */
+#include "ts_writer.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ts_log.h"
+
+/* ---- batches ---- */
+
+struct ts_batch {
+    ts_dest dest;
+    int compact;
+    ts_cpoint *pts;
+    size_t n, cap;
+    ts_map_owner owner;
+    int has_owner;
+    ts_buf text;          /* '\n'-terminated lines */
+    size_t nlines;
+    size_t pos;           /* compact: next point; text: byte offset of next line */
+    size_t lines_done;    /* text: lines already taken */
+    uint64_t seq;         /* arrival order across the writer: age for "drop oldest" */
+    struct ts_batch *next;
+};
+
+static ts_batch *batch_alloc(const ts_dest *d) {
+    ts_batch *b = calloc(1, sizeof *b);
+    if (!b) abort();
+    b->dest = *d;
+    b->dest.db[sizeof b->dest.db - 1] = '\0';
+    b->dest.rp[sizeof b->dest.rp - 1] = '\0';
+    ts_buf_init(&b->text);
+    return b;
+}
+
+ts_batch *ts_batch_new_compact(const ts_dest *d, const ts_map_owner *owner) {
+    ts_batch *b = batch_alloc(d);
+    b->compact = 1;
+    if (owner && owner->retain) {
+        /* one reference per batch: the maps must outlive every point in it */
+        b->owner = *owner;
+        b->has_owner = 1;
+        owner->retain(owner->owner);
+    }
+    return b;
+}
+
+void ts_batch_add_compact(ts_batch *b, const ts_cpoint *p) {
+    if (!b->compact) return;
+    if (b->n == b->cap) {
+        b->cap = b->cap ? b->cap * 2 : 256;
+        b->pts = realloc(b->pts, b->cap * sizeof *b->pts);
+        if (!b->pts) abort();
+    }
+    b->pts[b->n++] = *p;
+}
+
+ts_batch *ts_batch_new_text(const ts_dest *d) { return batch_alloc(d); }
+
+void ts_batch_add_line(ts_batch *b, const char *line, size_t len) {
+    if (b->compact) return;
+    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
+    if (len == 0) return;
+    ts_buf_add(&b->text, line, len);
+    ts_buf_addc(&b->text, '\n');
+    b->nlines++;
+}
+
+size_t ts_batch_points(const ts_batch *b) {
+    return b->compact ? b->n - b->pos : b->nlines - b->lines_done;
+}
+
+/* Memory accounted for the data not yet encoded. */
+size_t ts_batch_bytes(const ts_batch *b) {
+    return b->compact ? (b->n - b->pos) * sizeof(ts_cpoint) : b->text.len - b->pos;
+}
+
+const ts_dest *ts_batch_dest(const ts_batch *b) { return &b->dest; }
+
+void ts_batch_free(ts_batch *b) {
+    if (!b) return;
+    if (b->has_owner && b->owner.release) b->owner.release(b->owner.owner);
+    free(b->pts);
+    ts_buf_free(&b->text);
+    free(b);
+}
+
+/* Encode up to max_lines of b into out; returns lines appended; *taken gets
+ * the points consumed (NaN/Inf compact points are consumed but not written). */
+static size_t batch_take(ts_batch *b, ts_buf *out, size_t max_lines, size_t *taken, size_t *invalid) {
+    size_t lines = 0, t = 0;
+    if (b->compact) {
+        while (b->pos < b->n && lines < max_lines) {
+            const ts_cpoint *p = &b->pts[b->pos++];
+            t++;
+            if (ts_lp_encode_compact(out, p, b->dest.precision) == 0) lines++;
+            else (*invalid)++;
+        }
+    } else {
+        while (b->pos < b->text.len && lines < max_lines) {
+            const char *s = b->text.data + b->pos;
+            const char *nl = memchr(s, '\n', b->text.len - b->pos);
+            size_t n = (size_t)(nl - s) + 1;
+            ts_buf_add(out, s, n);
+            b->pos += n;
+            b->lines_done++;
+            lines++;
+            t++;
+        }
+    }
+    *taken = t;
+    return lines;
+}
+
+/* ---- writer state ---- */
+
+typedef struct dest {
+    ts_dest d;
+    char *path;              /* "/write?db=..&rp=..&precision=.." */
+    ts_batch *head, *tail;   /* pending, arrival order */
+    size_t pending_points;
+    int nretry;              /* chunks of this destination failed and not resolved yet */
+    struct dest *next;
+} dest;
+
+typedef struct chunk {
+    struct ts_writer *w;     /* NULL once orphaned (writer freed or drained past) */
+    dest *d;
+    ts_buf body;
+    size_t lines;
+    uint64_t seq;            /* age of the oldest data in it */
+    int attempts;            /* backoff rounds so far */
+    int round_fails;         /* host failures since the last backoff */
+    int is_retry;
+    int url_idx;
+    int64_t next_at;
+    char *url;
+    struct chunk *prev, *next;
+} chunk;
+
+struct ts_writer {
+    ts_loop *loop;
+    char **urls;
+    int nurls, cur;
+    char *user, *password, *ca_file;
+    int insecure, gzip;
+    long timeout_ms, connect_timeout_ms;
+    size_t max_publish_size, max_buffer_bytes;
+    int max_inflight;
+    long backoff_min, backoff_max;
+    int (*evict)(void *, const ts_dest *, const char *, size_t, size_t);
+    void *evict_ud;
+
+    dest *dests, *rr;
+    chunk *retry_head, *retry_tail;   /* sorted by seq, oldest first */
+    chunk *inflight;
+    int ninflight;
+    size_t bytes_held;                /* pending batches + retry bodies */
+    uint64_t seq;
+    int flushing, draining, in_pump;
+    int timer_id;
+    int64_t timer_due;
+    uint64_t rng;
+    ts_writer_stats st;
+    uint64_t drop_ret;                /* dropped during the current drain */
+
+    ts_counter *c_written, *c_rejected, *c_dropped, *c_ok, *c_failed, *c_bytes, *c_retries,
+        *c_invalid, *c_spooled;
+};
+
+static void pump(ts_writer *w);
+
+static char *xstrdup(const char *s) {
+    if (!s) return NULL;
+    char *d = strdup(s);
+    if (!d) abort();
+    return d;
+}
+
+/* URL for logs: no user:password@ and no query string. */
+static void safe_url(char *out, size_t n, const char *url) {
+    const char *p = strstr(url, "://");
+    const char *host = p ? p + 3 : url;
+    const char *end = host + strcspn(host, "/?#");
+    const char *at = memchr(host, '@', (size_t)(end - host));
+    if (at) host = at + 1;
+    int scheme = p ? (int)(p - url) : 0;
+    snprintf(out, n, "%.*s%s%.*s", scheme, url, p ? "://" : "", (int)(end - host), host);
+}
+
+static uint64_t rnd(ts_writer *w) {
+    /* xorshift64*: jitter only, not security */
+    w->rng ^= w->rng >> 12;
+    w->rng ^= w->rng << 25;
+    w->rng ^= w->rng >> 27;
+    return w->rng * 2685821657736338717ULL;
+}
+
+/* Full jitter: uniform in [min, min(max, min * 2^(attempts-1))]. */
+static int64_t backoff_ms(ts_writer *w, int attempts) {
+    if (w->draining) return w->backoff_min < 100 ? w->backoff_min : 100;
+    int64_t lo = w->backoff_min, cap = lo;
+    for (int i = 1; i < attempts && cap < w->backoff_max; i++) cap *= 2;
+    if (cap > w->backoff_max) cap = w->backoff_max;
+    if (cap < lo) cap = lo;
+    return lo + (int64_t)(rnd(w) % (uint64_t)(cap - lo + 1));
+}
+
+static void set_opts(ts_writer *w, const ts_writer_opts *o) {
+    for (int i = 0; i < w->nurls; i++) free(w->urls[i]);
+    free(w->urls);
+    free(w->user);
+    free(w->password);
+    free(w->ca_file);
+    int n = 0;
+    if (o->urls) while (o->urls[n]) n++;
+    w->urls = calloc((size_t)n + 1, sizeof *w->urls);
+    if (!w->urls) abort();
+    for (int i = 0; i < n; i++) {
+        /* keep "http://h:8086/" and "http://h:8086" equivalent */
+        char *u = xstrdup(o->urls[i]);
+        size_t l = strlen(u);
+        while (l > 0 && u[l - 1] == '/') u[--l] = '\0';
+        w->urls[i] = u;
+    }
+    w->nurls = n;
+    if (w->cur >= n || w->cur < 0) w->cur = 0;
+    w->user = o->user && *o->user ? xstrdup(o->user) : NULL;
+    w->password = xstrdup(o->password ? o->password : "");
+    w->ca_file = xstrdup(o->ca_file);
+    w->insecure = o->insecure;
+    w->gzip = o->gzip;
+    w->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 30000;
+    w->connect_timeout_ms = o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 5000;
+    w->max_publish_size = o->max_publish_size > 0 ? o->max_publish_size : 10000;
+    w->max_buffer_bytes = o->max_buffer_bytes > 0 ? o->max_buffer_bytes : ((size_t)256 << 20);
+    w->max_inflight = o->max_inflight > 0 ? o->max_inflight : 2;
+    w->backoff_min = o->backoff_min_ms > 0 ? o->backoff_min_ms : 1000;
+    w->backoff_max = o->backoff_max_ms > 0 ? o->backoff_max_ms : 60000;
+    if (w->backoff_max < w->backoff_min) w->backoff_max = w->backoff_min;
+    w->evict = o->evict;
+    w->evict_ud = o->evict_ud;
+}
+
+ts_writer *ts_writer_new(ts_loop *loop, const ts_writer_opts *o) {
+    ts_writer *w = calloc(1, sizeof *w);
+    if (!w) abort();
+    w->loop = loop;
+    set_opts(w, o);
+    if (w->nurls == 0) ts_warn("writer: no InfluxDB URLs configured; data will be buffered, then dropped");
+    w->rng = (uint64_t)ts_now_ns() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)w;
+    if (!w->rng) w->rng = 88172645463325252ULL;
+    w->c_written = ts_counter_get("writer_points_written");
+    w->c_rejected = ts_counter_get("writer_points_rejected");
+    w->c_dropped = ts_counter_get("writer_points_dropped");
+    w->c_ok = ts_counter_get("writer_requests_ok");
+    w->c_failed = ts_counter_get("writer_requests_failed");
+    w->c_bytes = ts_counter_get("writer_bytes_sent");
+    w->c_retries = ts_counter_get("writer_retries");
+    w->c_invalid = ts_counter_get("writer_points_invalid");
+    w->c_spooled = ts_counter_get("writer_points_spooled");
+    return w;
+}
+
+int ts_writer_reconfigure(ts_writer *w, const ts_writer_opts *o) {
+    /* Strings handed to curl are copied at request start, so in-flight
+     * requests do not need the old ones. */
+    char *prev = w->nurls > 0 ? xstrdup(w->urls[w->cur]) : NULL;
+    set_opts(w, o);
+    w->cur = 0;
+    for (int i = 0; prev && i < w->nurls; i++)
+        if (strcmp(w->urls[i], prev) == 0) w->cur = i;   /* keep the preferred host */
+    free(prev);
+    pump(w);
+    return 0;
+}
+
+static dest *dest_get(ts_writer *w, const ts_dest *d) {
+    for (dest *x = w->dests; x; x = x->next)
+        if (x->d.precision == d->precision && strcmp(x->d.db, d->db) == 0 && strcmp(x->d.rp, d->rp) == 0)
+            return x;
+    dest *x = calloc(1, sizeof *x);
+    if (!x) abort();
+    x->d = *d;
+    ts_buf p;
+    ts_buf_init(&p);
+    ts_buf_adds(&p, "/write?db=");
+    ts_http_urlencode(&p, d->db, strlen(d->db));
+    if (d->rp[0]) {
+        ts_buf_adds(&p, "&rp=");
+        ts_http_urlencode(&p, d->rp, strlen(d->rp));
+    }
+    ts_buf_printf(&p, "&precision=%s", ts_precision_name(d->precision));
+    x->path = p.data;
+    /* append: round-robin order follows first appearance */
+    dest **pp = &w->dests;
+    while (*pp) pp = &(*pp)->next;
+    *pp = x;
+    return x;
+}
+
+/* ---- accounting of drops ---- */
+
+static void count_dropped(ts_writer *w, size_t n) {
+    w->st.points_dropped += n;
+    ts_counter_add(w->c_dropped, (int64_t)n);
+    if (w->draining) w->drop_ret += n;
+}
+
+/* Offer an encoded body to the spool seam; returns 1 if it kept it. */
+static int offer_evict(ts_writer *w, const ts_dest *d, const char *body, size_t len, size_t lines) {
+    if (!w->evict || lines == 0) return 0;
+    if (w->evict(w->evict_ud, d, body, len, lines) == 1) {
+        ts_counter_add(w->c_spooled, (int64_t)lines);
+        return 1;
+    }
+    return 0;
+}
+
+static const char *rp_or_default(const ts_dest *d) { return d->rp[0] ? d->rp : "(default)"; }
+
+static void retry_unlink(ts_writer *w, chunk *c) {
+    if (c->prev) c->prev->next = c->next; else w->retry_head = c->next;
+    if (c->next) c->next->prev = c->prev; else w->retry_tail = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void retry_insert(ts_writer *w, chunk *c) {
+    chunk *a = w->retry_tail;
+    while (a && a->seq > c->seq) a = a->prev;
+    c->prev = a;
+    c->next = a ? a->next : w->retry_head;
+    if (c->next) c->next->prev = c; else w->retry_tail = c;
+    if (a) a->next = c; else w->retry_head = c;
+}
+
+static void inflight_unlink(ts_writer *w, chunk *c) {
+    if (c->prev) c->prev->next = c->next; else w->inflight = c->next;
+    if (c->next) c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    w->ninflight--;
+}
+
+static void chunk_free(chunk *c) {
+    ts_buf_free(&c->body);
+    free(c->url);
+    free(c);
+}
+
+/* Drop a chunk from the retry queue (memory bound or shutdown). */
+static void drop_retry(ts_writer *w, chunk *c, const char *why) {
+    retry_unlink(w, c);
+    w->bytes_held -= c->body.len;
+    c->d->nretry--;
+    if (!offer_evict(w, &c->d->d, c->body.data, c->body.len, c->lines)) {
+        count_dropped(w, c->lines);
+        ts_warn("writer: dropped %zu points for %s/%s (%s, a failed chunk awaiting retry)",
+                c->lines, c->d->d.db, rp_or_default(&c->d->d), why);
+    }
+    chunk_free(c);
+}
+
+/* Drop the oldest pending batch of d (what remains of it). */
+static void drop_batch(ts_writer *w, dest *d, const char *why) {
+    ts_batch *b = d->head;
+    d->head = b->next;
+    if (!d->head) d->tail = NULL;
+    size_t pts = ts_batch_points(b);
+    w->bytes_held -= ts_batch_bytes(b);
+    d->pending_points -= pts;
+    size_t kept = 0;
+    if (w->evict && pts > 0) {
+        ts_buf tmp;
+        ts_buf_init(&tmp);
+        size_t taken = 0, invalid = 0;
+        size_t lines = batch_take(b, &tmp, (size_t)-1, &taken, &invalid);
+        if (invalid) ts_counter_add(w->c_invalid, (int64_t)invalid);
+        if (offer_evict(w, &d->d, tmp.data, tmp.len, lines)) kept = pts;
+        ts_buf_free(&tmp);
+    }
+    if (!kept && pts > 0) {
+        count_dropped(w, pts);
+        ts_warn("writer: dropped %zu points for %s/%s (%s, oldest pending batch)", pts, d->d.db,
+                rp_or_default(&d->d), why);
+    }
+    ts_batch_free(b);
+}
+
+/* Keep bytes_held <= max_buffer_bytes, dropping the oldest data first. */
+static void enforce_bound(ts_writer *w) {
+    while (w->bytes_held > w->max_buffer_bytes) {
+        chunk *rc = w->retry_head;
+        dest *od = NULL;
+        for (dest *d = w->dests; d; d = d->next)
+            if (d->head && (!od || d->head->seq < od->head->seq)) od = d;
+        if (!rc && !od) break;
+        if (rc && (!od || rc->seq <= od->head->seq)) drop_retry(w, rc, "buffer full");
+        else drop_batch(w, od, "buffer full");
+    }
+}
+
+void ts_writer_submit(ts_writer *w, ts_batch *b) {
+    if (!b) return;
+    if (ts_batch_points(b) == 0) { ts_batch_free(b); return; }
+    dest *d = dest_get(w, &b->dest);
+    b->seq = ++w->seq;
+    b->next = NULL;
+    if (d->tail) d->tail->next = b; else d->head = b;
+    d->tail = b;
+    d->pending_points += ts_batch_points(b);
+    w->bytes_held += ts_batch_bytes(b);
+    enforce_bound(w);
+}
+
+/* ---- sending ---- */
+
+/* Parse {"error":"..."} (the only shape InfluxDB 1.x uses for errors) into
+ * out; falls back to the raw body. */
+static void server_message(const ts_buf *body, char *out, size_t n) {
+    out[0] = '\0';
+    if (!body->data || n == 0) return;
+    const char *s = strstr(body->data, "\"error\"");
+    size_t o = 0;
+    if (s) {
+        s += 7;
+        while (*s == ' ' || *s == ':') s++;
+        if (*s == '"') {
+            s++;
+            while (*s && *s != '"' && o + 1 < n) {
+                char c = *s++;
+                if (c == '\\' && *s) {
+                    char e = *s++;
+                    switch (e) {
+                    case 'n': c = '\n'; break;
+                    case 't': c = '\t'; break;
+                    case 'r': c = '\r'; break;
+                    case 'u':
+                        /* non-ASCII escapes only matter for display */
+                        for (int k = 0; k < 4 && *s; k++) s++;
+                        c = '?';
+                        break;
+                    default: c = e; break;
+                    }
+                }
+                out[o++] = c;
+            }
+            out[o] = '\0';
+            return;
+        }
+    }
+    snprintf(out, n, "%.*s", (int)(body->len < n ? body->len : n - 1), body->data);
+}
+
+/* Points InfluxDB did not store for a 400. Rule: each "unable to parse '"
+ * that starts the message or a line of it is one unparseable line; a
+ * "dropped=N" adds N points dropped after parsing (type conflicts, beyond
+ * retention). If neither is present the whole chunk is counted rejected. */
+size_t ts_writer_rejected_count(const char *msg, size_t lines) {
+    size_t n = 0;
+    int found = 0;
+    static const char up[] = "unable to parse '";
+    for (const char *p = msg; (p = strstr(p, up)); p += sizeof up - 1) {
+        int at_start = p == msg || p[-1] == '\n' || (p - msg >= 2 && p[-2] == ':' && p[-1] == ' ');
+        if (at_start) { n++; found = 1; }
+    }
+    const char *dp = strstr(msg, "dropped=");
+    if (dp) {
+        char *end;
+        unsigned long long v = strtoull(dp + 8, &end, 10);
+        if (end != dp + 8) { n += (size_t)v; found = 1; }
+    }
+    if (!found || n > lines) n = lines;
+    return n;
+}
+
+enum { K_OK, K_REJECT, K_DROP, K_DEST, K_HOST };
+
+static void chunk_done(void *ud, ts_http_result *r);
+
+/* Returns 0, or -1 if the request could not be started (c went to retry). */
+static int send_chunk(ts_writer *w, chunk *c) {
+    if (w->nurls == 0) {
+        /* nowhere to send: keep it as a failed chunk with backoff */
+        if (!c->is_retry) { c->is_retry = 1; c->d->nretry++; }
+        c->attempts++;
+        c->next_at = ts_mono_ms() + backoff_ms(w, c->attempts);
+        ts_buf_shrink(&c->body, c->body.len + 1);
+        w->bytes_held += c->body.len;
+        retry_insert(w, c);
+        enforce_bound(w);
+        return -1;
+    }
+    int idx = w->cur;
+    c->url_idx = idx;
+    c->w = w;
+    free(c->url);
+    size_t ul = strlen(w->urls[idx]) + strlen(c->d->path) + 1;
+    c->url = malloc(ul);
+    if (!c->url) abort();
+    snprintf(c->url, ul, "%s%s", w->urls[idx], c->d->path);
+
+    ts_http_req rq;
+    memset(&rq, 0, sizeof rq);
+    rq.url = c->url;
+    rq.method = "POST";
+    rq.body = c->body.data;
+    rq.body_len = c->body.len;
+    rq.content_type = "text/plain; charset=utf-8";
+    rq.opts.connect_timeout_ms = w->connect_timeout_ms;
+    rq.opts.timeout_ms = w->timeout_ms;
+    rq.opts.insecure = w->insecure;
+    rq.opts.ca_file = w->ca_file;
+    rq.opts.user = w->user;
+    rq.opts.password = w->password;
+    rq.opts.gzip_body = w->gzip;
+    rq.opts.accept_gzip = 1;
+    rq.max_body = 1 << 20;  /* error answers are short; a huge one is not InfluxDB */
+    rq.on_done = chunk_done;
+    rq.ud = c;
+
+    if (c->is_retry) {
+        ts_counter_add(c->w->c_retries, 1);
+    }
+    c->prev = NULL;
+    c->next = w->inflight;
+    if (c->next) c->next->prev = c;
+    w->inflight = c;
+    w->ninflight++;
+    if (ts_http_start(w->loop, &rq) != 0) {
+        inflight_unlink(w, c);
+        ts_warn("writer: could not start a request for %s/%s; will retry", c->d->d.db, rp_or_default(&c->d->d));
+        if (!c->is_retry) { c->is_retry = 1; c->d->nretry++; }
+        c->attempts++;
+        c->next_at = ts_mono_ms() + backoff_ms(w, c->attempts);
+        ts_buf_shrink(&c->body, c->body.len + 1);
+        w->bytes_held += c->body.len;
+        retry_insert(w, c);
+        enforce_bound(w);
+        return -1;
+    }
+    return 0;
+}
+
+/* Next chunk from d's pending batches: up to max_publish_size lines. */
+static chunk *encode_chunk(ts_writer *w, dest *d) {
+    chunk *c = calloc(1, sizeof *c);
+    if (!c) abort();
+    c->d = d;
+    c->seq = d->head ? d->head->seq : w->seq;
+    ts_buf_init(&c->body);
+    size_t invalid = 0;
+    while (d->head && c->lines < w->max_publish_size) {
+        ts_batch *b = d->head;
+        size_t before = ts_batch_bytes(b), taken = 0;
+        c->lines += batch_take(b, &c->body, w->max_publish_size - c->lines, &taken, &invalid);
+        w->bytes_held -= before - ts_batch_bytes(b);
+        d->pending_points -= taken;
+        if (ts_batch_points(b) == 0) {
+            d->head = b->next;
+            if (!d->head) d->tail = NULL;
+            ts_batch_free(b);   /* releases the map owner: nothing points into the maps now */
+        }
+    }
+    if (invalid) {
+        ts_counter_add(w->c_invalid, (int64_t)invalid);
+        ts_debug("writer: skipped %zu NaN/Inf points for %s", invalid, d->d.db);
+    }
+    return c;
+}
+
+static void arm_timer(ts_writer *w);
+
+static void on_timer(void *ud) {
+    ts_writer *w = ud;
+    w->timer_id = 0;
+    pump(w);
+}
+
+static void arm_timer(ts_writer *w) {
+    int64_t now = ts_mono_ms(), due = INT64_MAX;
+    for (chunk *c = w->retry_head; c; c = c->next)
+        if (c->next_at < due) due = c->next_at;
+    /* A retry that is already due waits for a free slot: the completion
+     * that frees it pumps, so no timer (it would spin). */
+    if (due == INT64_MAX || due <= now) {
+        if (w->timer_id) { ts_loop_timer_cancel(w->loop, w->timer_id); w->timer_id = 0; }
+        return;
+    }
+    if (w->timer_id && w->timer_due == due) return;
+    if (w->timer_id) ts_loop_timer_cancel(w->loop, w->timer_id);
+    w->timer_due = due;
+    w->timer_id = ts_loop_timer(w->loop, due, on_timer, w);
+}
+
+static dest *next_ready_dest(ts_writer *w) {
+    if (!w->dests) return NULL;
+    dest *start = w->rr ? w->rr : w->dests;
+    dest *d = start;
+    do {
+        dest *nx = d->next ? d->next : w->dests;
+        /* a destination with unresolved failures sends only its failed
+         * chunks (as probes); new data stays compact until they succeed */
+        if (d->head && d->nretry == 0) { w->rr = nx; return d; }
+        d = nx;
+    } while (d != start);
+    return NULL;
+}
+
+static void pump(ts_writer *w) {
+    if (w->in_pump) return;
+    w->in_pump = 1;
+    int64_t now = ts_mono_ms();
+    while (w->ninflight < w->max_inflight) {
+        chunk *c = w->retry_head;
+        while (c && c->next_at > now) c = c->next;
+        if (c) {
+            retry_unlink(w, c);
+            w->bytes_held -= c->body.len;
+            if (send_chunk(w, c) != 0) break;
+            continue;
+        }
+        if (!w->flushing) break;
+        dest *d = next_ready_dest(w);
+        if (!d) break;
+        c = encode_chunk(w, d);
+        if (c->lines == 0) { chunk_free(c); continue; }
+        if (send_chunk(w, c) != 0) break;
+    }
+    if (w->flushing) {
+        int any = 0;
+        for (dest *d = w->dests; d; d = d->next) any |= d->head != NULL;
+        if (!any) w->flushing = 0;
+    }
+    arm_timer(w);
+    w->in_pump = 0;
+}
+
+void ts_writer_flush(ts_writer *w) {
+    w->flushing = 1;
+    pump(w);
+}
+
+static int classify(const ts_http_result *r, const char *msg) {
+    if (r->curl_code != 0) return K_HOST;
+    long s = r->status;
+    if (s >= 200 && s < 300) return K_OK;
+    if (s == 400) return K_REJECT;
+    if (s == 401 || s == 403 || s == 404) return K_DEST;
+    if (s == 500 && strstr(msg, "retention policy not found")) return K_DEST;
+    if (s >= 500) return K_HOST;
+    if (s > 400) return K_DROP;   /* 405, 413, ...: resending will not help */
+    return K_HOST;                /* 1xx/3xx: not an InfluxDB answer */
+}
+
+static void chunk_done(void *ud, ts_http_result *r) {
+    chunk *c = ud;
+    ts_writer *w = c->w;
+    if (!w) { chunk_free(c); return; }   /* orphaned: nobody counts it any more */
+    inflight_unlink(w, c);
+    dest *d = c->d;
+    char msg[512];
+    if (r->curl_code != 0) snprintf(msg, sizeof msg, "%s", r->errmsg);
+    else server_message(&r->body, msg, sizeof msg);
+    int kind = classify(r, msg);
+    char host[256];
+    safe_url(host, sizeof host, w->urls[c->url_idx < w->nurls ? c->url_idx : 0]);
+
+    if (kind == K_OK || kind == K_REJECT || kind == K_DROP) {
+        w->st.bytes_sent += r->bytes_out;
+        ts_counter_add(w->c_bytes, (int64_t)r->bytes_out);
+        if (c->url_idx < w->nurls && kind != K_DROP) w->cur = c->url_idx;  /* this host answers */
+        if (c->is_retry) d->nretry--;
+    }
+    if (kind == K_OK) {
+        w->st.requests_ok++;
+        ts_counter_add(w->c_ok, 1);
+        w->st.points_written += c->lines;
+        ts_counter_add(w->c_written, (int64_t)c->lines);
+        ts_info("Sent %zu stats for %s", c->lines, d->d.db);
+        /* the destination works again: its other failed chunks go now */
+        for (chunk *x = w->retry_head; x; x = x->next)
+            if (x->d == d && x->next_at > ts_mono_ms()) x->next_at = ts_mono_ms();
+        chunk_free(c);
+        pump(w);
+        return;
+    }
+
+    w->st.requests_failed++;
+    ts_counter_add(w->c_failed, 1);
+    if (kind == K_REJECT) {
+        size_t rej = ts_writer_rejected_count(msg, c->lines);
+        w->st.points_rejected += rej;
+        ts_counter_add(w->c_rejected, (int64_t)rej);
+        w->st.points_written += c->lines - rej;
+        ts_counter_add(w->c_written, (int64_t)(c->lines - rej));
+        ts_warn("writer: HTTP 400 from %s for %s/%s: %.300s (%zu of %zu points rejected, not retried)", host,
+                d->d.db, rp_or_default(&d->d), msg, rej, c->lines);
+        chunk_free(c);
+        pump(w);
+        return;
+    }
+    if (kind == K_DROP) {
+        count_dropped(w, c->lines);
+        ts_warn("writer: HTTP %ld from %s for %s/%s: %.300s (%zu points dropped, not retryable)", r->status,
+                host, d->d.db, rp_or_default(&d->d), msg, c->lines);
+        chunk_free(c);
+        pump(w);
+        return;
+    }
+
+    /* kept for retry */
+    if (!c->is_retry) { c->is_retry = 1; d->nretry++; }
+    int64_t now = ts_mono_ms();
+    if (kind == K_HOST) {
+        /* fail over: the next URL of the full list, every host stays in rotation */
+        if (w->nurls > 0 && w->cur == c->url_idx) w->cur = (w->cur + 1) % w->nurls;
+        if (++c->round_fails < w->nurls) {
+            c->next_at = now;   /* another host has not been tried yet */
+        } else {
+            c->round_fails = 0;
+            c->attempts++;
+            c->next_at = now + backoff_ms(w, c->attempts);
+        }
+    } else {
+        c->attempts++;
+        c->next_at = now + backoff_ms(w, c->attempts);
+    }
+    if (r->curl_code != 0)
+        ts_warn("writer: request to %s for %s/%s failed: %.300s (%zu points kept, retry in %lld ms)", host,
+                d->d.db, rp_or_default(&d->d), msg, c->lines, (long long)(c->next_at - now));
+    else
+        ts_warn("writer: HTTP %ld from %s for %s/%s: %.300s (%zu points kept, retry in %lld ms)", r->status, host,
+                d->d.db, rp_or_default(&d->d), msg, c->lines, (long long)(c->next_at - now));
+    ts_buf_shrink(&c->body, c->body.len + 1);
+    w->bytes_held += c->body.len;
+    retry_insert(w, c);
+    enforce_bound(w);
+    pump(w);
+}
+
+static int has_work(const ts_writer *w) {
+    if (w->ninflight > 0 || w->retry_head) return 1;
+    for (dest *d = w->dests; d; d = d->next)
+        if (d->head) return 1;
+    return 0;
+}
+
+size_t ts_writer_drain(ts_writer *w, int64_t deadline) {
+    w->draining = 1;
+    w->drop_ret = 0;
+    int64_t now = ts_mono_ms();
+    for (chunk *c = w->retry_head; c; c = c->next) c->next_at = now;
+    ts_writer_flush(w);
+    while (has_work(w) && (now = ts_mono_ms()) < deadline) {
+        int64_t left = deadline - now;
+        ts_loop_run_once(w->loop, left < 50 ? (int)left : 50);
+        w->flushing = 1;   /* anything submitted meanwhile goes too */
+        pump(w);
+    }
+    /* Past the deadline: in-flight chunks are given up (their completion
+     * will find them orphaned), then the queues are emptied. */
+    while (w->inflight) {
+        chunk *c = w->inflight;
+        inflight_unlink(w, c);
+        if (c->is_retry) c->d->nretry--;
+        if (!offer_evict(w, &c->d->d, c->body.data, c->body.len, c->lines)) {
+            count_dropped(w, c->lines);
+            ts_warn("writer: dropped %zu points for %s/%s (shutdown deadline, request still in flight)", c->lines,
+                    c->d->d.db, rp_or_default(&c->d->d));
+        }
+        c->w = NULL;
+    }
+    while (w->retry_head) drop_retry(w, w->retry_head, "shutdown deadline");
+    for (dest *d = w->dests; d; d = d->next)
+        while (d->head) drop_batch(w, d, "shutdown deadline");
+    w->flushing = 0;
+    w->draining = 0;
+    arm_timer(w);
+    size_t n = (size_t)w->drop_ret;
+    if (n) ts_warn("writer: shutdown: %zu points could not be written", n);
+    return n;
+}
+
+void ts_writer_get_stats(const ts_writer *w, ts_writer_stats *s) {
+    *s = w->st;
+    uint64_t pts = 0;
+    for (dest *d = w->dests; d; d = d->next) pts += d->pending_points;
+    for (chunk *c = w->retry_head; c; c = c->next) pts += c->lines;
+    for (chunk *c = w->inflight; c; c = c->next) pts += c->lines;
+    s->points_pending = pts;
+    s->bytes_pending = w->bytes_held;
+}
+
+int ts_writer_current_url(const ts_writer *w) { return w->nurls > 0 ? w->cur : -1; }
+
+void ts_writer_free(ts_writer *w) {
+    if (!w) return;
+    if (w->timer_id) ts_loop_timer_cancel(w->loop, w->timer_id);
+    ts_writer_stats s;
+    ts_writer_get_stats(w, &s);
+    if (s.points_pending) ts_warn("writer: freed with %llu points not written", (unsigned long long)s.points_pending);
+    for (chunk *c = w->inflight; c; c = c->next) c->w = NULL;   /* freed by their completion */
+    while (w->retry_head) {
+        chunk *c = w->retry_head;
+        retry_unlink(w, c);
+        chunk_free(c);
+    }
+    while (w->dests) {
+        dest *d = w->dests;
+        w->dests = d->next;
+        while (d->head) {
+            ts_batch *b = d->head;
+            d->head = b->next;
+            ts_batch_free(b);
+        }
+        free(d->path);
+        free(d);
+    }
+    for (int i = 0; i < w->nurls; i++) free(w->urls[i]);
+    free(w->urls);
+    free(w->user);
+    free(w->password);
+    free(w->ca_file);
+    free(w);
+}
+
+int ts_writer_query(ts_writer *w, const char *db, const char *q, const char *epoch, ts_buf *out, char *err,
+                    size_t errlen) {
+    if (errlen) err[0] = '\0';
+    if (w->nurls == 0) { snprintf(err, errlen, "no InfluxDB URLs configured"); return -1; }
+    ts_buf body;
+    ts_buf_init(&body);
+    ts_buf_adds(&body, "q=");
+    ts_http_urlencode(&body, q, strlen(q));
+    if (db && *db) { ts_buf_adds(&body, "&db="); ts_http_urlencode(&body, db, strlen(db)); }
+    if (epoch && *epoch) { ts_buf_adds(&body, "&epoch="); ts_http_urlencode(&body, epoch, strlen(epoch)); }
+    int rc = -1;
+    for (int k = 0; k < w->nurls; k++) {
+        int idx = (w->cur + k) % w->nurls;
+        char host[256];
+        safe_url(host, sizeof host, w->urls[idx]);
+        ts_buf url;
+        ts_buf_init(&url);
+        ts_buf_printf(&url, "%s/query", w->urls[idx]);
+        ts_http_req rq;
+        memset(&rq, 0, sizeof rq);
+        rq.url = url.data;
+        rq.method = "POST";   /* InfluxDB 1.x takes reads and writes as POST /query */
+        rq.body = body.data;
+        rq.body_len = body.len;
+        rq.content_type = "application/x-www-form-urlencoded";
+        rq.opts.connect_timeout_ms = w->connect_timeout_ms;
+        rq.opts.timeout_ms = w->timeout_ms;
+        rq.opts.insecure = w->insecure;
+        rq.opts.ca_file = w->ca_file;
+        rq.opts.user = w->user;
+        rq.opts.password = w->password;
+        rq.opts.accept_gzip = 1;
+        rq.max_body = (size_t)256 << 20;
+        ts_http_result r;
+        ts_http_result_init(&r);
+        int prc = ts_http_perform(&rq, &r);
+        ts_buf_free(&url);
+        if (prc != 0) {
+            snprintf(err, errlen, "%s: %s", host, r.errmsg);
+            ts_http_result_free(&r);
+            continue;
+        }
+        char msg[512];
+        server_message(&r.body, msg, sizeof msg);
+        if (r.status >= 500) {
+            snprintf(err, errlen, "%s: HTTP %ld: %.300s", host, r.status, msg);
+            ts_http_result_free(&r);
+            continue;
+        }
+        w->cur = idx;
+        if (r.status != 200) {
+            snprintf(err, errlen, "%s: HTTP %ld: %.300s", host, r.status, msg);
+        } else {
+            ts_buf_add(out, r.body.data ? r.body.data : "", r.body.len);
+            rc = 0;
+        }
+        ts_http_result_free(&r);
+        break;
+    }
+    ts_buf_free(&body);
+    return rc;
+}
+
+/* Dry-run output (tstats poll --dry-run): the whole batch as line protocol,
+ * without consuming it. */
+size_t ts_batch_encode(const ts_batch *b, ts_buf *out) {
+    ts_batch copy = *b;
+    size_t taken = 0, invalid = 0;
+    return batch_take(&copy, out, (size_t)-1, &taken, &invalid);
+}
