@@ -36,8 +36,10 @@ function D.refresh()
   if servers and params then
     data = { servers = servers, params = params, time = tstats.now_ms() }
     if state_file then
-      local ok, serr = pcall(plan.save, state_file, data)
-      if not ok or serr == false then tstats.warn("could not save " .. state_file .. ": " .. tostring(serr)) end
+      local ok, saved, serr = pcall(plan.save, state_file, data)
+      if not ok or not saved then
+        tstats.warn("could not save " .. state_file .. ": " .. tostring(ok and serr or saved))
+      end
     end
   else
     local saved = state_file and plan.load(state_file)
