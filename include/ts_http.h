@@ -17,7 +17,8 @@ typedef void (*ts_loop_fn)(void *ud);
 /* One-shot timer at a CLOCK_MONOTONIC deadline in ms (ts_mono_ms()). Returns an id > 0. */
 int ts_loop_timer(ts_loop *l, int64_t due_mono_ms, ts_loop_fn fn, void *ud);
 void ts_loop_timer_cancel(ts_loop *l, int id);
-/* Call fn when fd is readable (e.g. a signalfd). */
+/* Call fn when fd is readable (e.g. a signalfd). fn NULL stops watching fd.
+ * At most 16 fds are polled. */
 void ts_loop_watch_fd(ts_loop *l, int fd, ts_loop_fn fn, void *ud);
 /* Wait up to max_wait_ms for I/O / timers and dispatch them. Returns the number of requests still running. */
 int ts_loop_run_once(ts_loop *l, int max_wait_ms);
@@ -43,6 +44,7 @@ typedef struct ts_http_result {
     ts_buf body;              /* collected body when the request had no on_data */
     uint64_t bytes_in;        /* body bytes received (after decoding) */
     double total_s;           /* transfer time */
+    uint64_t bytes_out;       /* request body bytes sent (after gzip) */
 } ts_http_result;
 
 typedef struct ts_http_req {

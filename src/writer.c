@@ -766,7 +766,9 @@ size_t ts_writer_drain(ts_writer *w, int64_t deadline) {
     /* Past the deadline: in-flight chunks are given up (their completion
      * will find them orphaned), then the queues are emptied. */
     while (w->inflight) {
+        /* oldest first (the list is newest first), so a spool keeps order */
         chunk *c = w->inflight;
+        while (c->next) c = c->next;
         inflight_unlink(w, c);
         if (c->is_retry) c->d->nretry--;
         if (!offer_evict(w, &c->d->d, c->body.data, c->body.len, c->lines)) {

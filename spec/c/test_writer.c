@@ -1,0 +1,685 @@
+/* C unit tests of module ts_net (event loop, HTTP client, InfluxDB writer).
+ * No InfluxDB needed: transport errors come from loopback listeners that
+ * accept and close, or accept nothing (black hole), or a refused port.
+ * With `--it ...` the same binary is the integration driver (it_writer.c)
+ * that spec/runtime/writer_spec.lua runs against a real influxd. */
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ts_http.h"
+#include "ts_log.h"
+#include "ts_writer.h"
+
+static int g_fail, g_checks;
+#define CHECK(cond)                                                                \
+    do {                                                                           \
+        g_checks++;                                                                \
+        if (!(cond)) {                                                             \
+            g_fail++;                                                              \
+            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);        \
+        }                                                                          \
+    } while (0)
+#define CHECK_EQ_U(a, b)                                                           \
+    do {                                                                           \
+        unsigned long long a_ = (unsigned long long)(a), b_ = (unsigned long long)(b); \
+        g_checks++;                                                                \
+        if (a_ != b_) {                                                            \
+            g_fail++;                                                              \
+            fprintf(stderr, "FAIL %s:%d: %s == %s (%llu vs %llu)\n", __FILE__, __LINE__, #a, #b, a_, b_); \
+        }                                                                          \
+    } while (0)
+
+#include "it_writer.c"
+
+/* ---- fixtures: points, maps, owners ---- */
+
+static ts_stat_map g_stat = {"it_bw", 5, "value", 5, {NULL, 0}, 1.0, 1, -2, 0};
+static ts_etag g_tags[2][2];
+static ts_entity_map g_ent[2];
+
+static void init_maps(void) {
+    static char kv[2][16];
+    for (int i = 0; i < 2; i++) {
+        snprintf(kv[i], sizeof kv[i], "host=h%d", i);
+        g_tags[i][0] = (ts_etag){"cdn", "cdn=it", 6};
+        g_tags[i][1] = (ts_etag){"host", kv[i], (uint32_t)strlen(kv[i])};
+        g_ent[i].tags.tags = g_tags[i];
+        g_ent[i].tags.n = 2;
+        g_ent[i].keep = 1;
+    }
+}
+
+static ts_cpoint pt(int ent, double v, int64_t t) { return (ts_cpoint){&g_stat, &g_ent[ent], v, t}; }
+
+typedef struct owner_count { int retain, release; } owner_count;
+static void own_retain(void *o) { ((owner_count *)o)->retain++; }
+static void own_release(void *o) { ((owner_count *)o)->release++; }
+
+static ts_dest mkdest(const char *db, const char *rp, ts_precision p) {
+    ts_dest d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.db, sizeof d.db, "%s", db);
+    snprintf(d.rp, sizeof d.rp, "%s", rp);
+    d.precision = p;
+    return d;
+}
+
+/* Evict seam recorder: keeps every body offered. */
+typedef struct evrec {
+    int n;
+    size_t lines[64];
+    ts_buf bodies[64];
+    int keep;   /* return value */
+} evrec;
+static int ev_cb(void *ud, const ts_dest *d, const char *body, size_t len, size_t lines) {
+    (void)d;
+    evrec *e = ud;
+    if (e->n < 64) {
+        e->lines[e->n] = lines;
+        ts_buf_init(&e->bodies[e->n]);
+        ts_buf_add(&e->bodies[e->n], body, len);
+        e->n++;
+    }
+    return e->keep;
+}
+static void evrec_free(evrec *e) {
+    for (int i = 0; i < e->n; i++) ts_buf_free(&e->bodies[i]);
+    e->n = 0;
+}
+static size_t count_nl(const ts_buf *b) {
+    size_t n = 0;
+    for (size_t i = 0; i < b->len; i++) n += b->data[i] == '\n';
+    return n;
+}
+
+/* ---- loopback listeners ---- */
+
+static int listen_any(int *port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, 64) != 0) { perror("listen"); exit(2); }
+    socklen_t l = sizeof a;
+    getsockname(fd, (struct sockaddr *)&a, &l);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+/* Accepts, optionally reads the request head, then closes: the client sees
+ * an empty reply (a transport error), never an HTTP answer. */
+typedef struct lsn {
+    ts_loop *loop;
+    int fd, port;
+    int accepts;
+    int read_head;
+    int cfd;
+    ts_buf head;
+} lsn;
+
+static void on_client(void *ud) {
+    lsn *s = ud;
+    char buf[65536];
+    ssize_t n = read(s->cfd, buf, sizeof buf);
+    if (n > 0) ts_buf_add(&s->head, buf, (size_t)n);
+    if (n <= 0 || (s->head.data && strstr(s->head.data, "\r\n\r\n"))) {
+        ts_loop_watch_fd(s->loop, s->cfd, NULL, NULL);
+        close(s->cfd);
+        s->cfd = -1;
+    }
+}
+
+static void on_accept(void *ud) {
+    lsn *s = ud;
+    int c;
+    while ((c = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+        s->accepts++;
+        if (s->read_head && s->cfd < 0 && !s->head.len) {
+            s->cfd = c;
+            ts_loop_watch_fd(s->loop, c, on_client, s);
+        } else {
+            close(c);
+        }
+    }
+}
+
+static void lsn_start(lsn *s, ts_loop *l, int read_head) {
+    memset(s, 0, sizeof *s);
+    s->loop = l;
+    s->cfd = -1;
+    s->read_head = read_head;
+    ts_buf_init(&s->head);
+    s->fd = listen_any(&s->port);
+    ts_loop_watch_fd(l, s->fd, on_accept, s);
+}
+
+static void lsn_stop(lsn *s) {
+    ts_loop_watch_fd(s->loop, s->fd, NULL, NULL);
+    if (s->cfd >= 0) { ts_loop_watch_fd(s->loop, s->cfd, NULL, NULL); close(s->cfd); }
+    close(s->fd);
+    ts_buf_free(&s->head);
+}
+
+static void run_for(ts_loop *l, int ms) {
+    int64_t end = ts_mono_ms() + ms;
+    while (ts_mono_ms() < end) ts_loop_run_once(l, 20);
+}
+
+/* ---- tests ---- */
+
+static void test_urlencode(void) {
+    ts_buf b;
+    ts_buf_init(&b);
+    const char *s = "a b/c?d=\xc3\xa9~._-Z9&+%";
+    ts_http_urlencode(&b, s, strlen(s));
+    CHECK(strcmp(b.data, "a%20b%2Fc%3Fd%3D%C3%A9~._-Z9%26%2B%25") == 0);
+    ts_buf_reset(&b);
+    ts_http_urlencode(&b, "", 0);
+    CHECK(b.len == 0);
+    ts_buf_free(&b);
+}
+
+static void test_rejected_count(void) {
+    /* texts as influxd 1.6.7 sends them */
+    CHECK_EQ_U(ts_writer_rejected_count("partial write: unable to parse 'bad line here': invalid field format\n"
+                                        "unable to parse 'bad2': missing fields dropped=0", 4), 2);
+    CHECK_EQ_U(ts_writer_rejected_count("partial write: field type conflict: input field \"v\" on measurement "
+                                        "\"m\" is type integer, already exists as type float dropped=1", 2), 1);
+    CHECK_EQ_U(ts_writer_rejected_count("partial write: points beyond retention policy dropped=2", 10), 2);
+    CHECK_EQ_U(ts_writer_rejected_count("something else entirely", 7), 7);
+    CHECK_EQ_U(ts_writer_rejected_count("partial write: points beyond retention policy dropped=99", 10), 10);
+}
+
+static int g_order[8], g_norder;
+static void tmark(void *ud) { g_order[g_norder++] = (int)(intptr_t)ud; }
+
+static void test_timers(void) {
+    ts_loop *l = ts_loop_new();
+    int64_t now = ts_mono_ms();
+    g_norder = 0;
+    ts_loop_timer(l, now + 60, tmark, (void *)4);
+    ts_loop_timer(l, now + 20, tmark, (void *)1);
+    int c = ts_loop_timer(l, now + 30, tmark, (void *)99);
+    ts_loop_timer(l, now + 40, tmark, (void *)2);
+    ts_loop_timer(l, now + 40, tmark, (void *)3);   /* same deadline: after 2 */
+    ts_loop_timer_cancel(l, c);
+    int64_t t0 = ts_mono_ms();
+    ts_loop_run_once(l, 5000);                       /* must wake for the 20 ms timer */
+    int64_t dt = ts_mono_ms() - t0;
+    CHECK(dt < 1000);
+    CHECK(g_norder == 1 && g_order[0] == 1);
+    for (int i = 0; i < 100 && g_norder < 4; i++) ts_loop_run_once(l, 5000);
+    CHECK(g_norder == 4);
+    CHECK(g_order[1] == 2 && g_order[2] == 3 && g_order[3] == 4);
+    CHECK(ts_mono_ms() - now >= 60);
+    /* nothing due: run_once waits max_wait_ms */
+    t0 = ts_mono_ms();
+    ts_loop_run_once(l, 80);
+    dt = ts_mono_ms() - t0;
+    CHECK(dt >= 70 && dt < 1000);
+    ts_loop_free(l);
+}
+
+static int g_pipe_hits;
+static void on_pipe(void *ud) {
+    int fd = (int)(intptr_t)ud;
+    char b[16];
+    while (read(fd, b, sizeof b) > 0) {}
+    g_pipe_hits++;
+}
+
+static void test_watch_fd(void) {
+    ts_loop *l = ts_loop_new();
+    int p[2];
+    CHECK(pipe2(p, O_NONBLOCK) == 0);
+    ts_loop_watch_fd(l, p[0], on_pipe, (void *)(intptr_t)p[0]);
+    int64_t t0 = ts_mono_ms();
+    ts_loop_run_once(l, 100);
+    CHECK(g_pipe_hits == 0);
+    CHECK(ts_mono_ms() - t0 >= 90);
+    CHECK(write(p[1], "x", 1) == 1);
+    t0 = ts_mono_ms();
+    ts_loop_run_once(l, 5000);
+    CHECK(g_pipe_hits == 1);
+    CHECK(ts_mono_ms() - t0 < 1000);
+    ts_loop_watch_fd(l, p[0], NULL, NULL);
+    CHECK(write(p[1], "y", 1) == 1);
+    ts_loop_run_once(l, 50);
+    CHECK(g_pipe_hits == 1);   /* unwatched */
+    close(p[0]);
+    close(p[1]);
+    ts_loop_free(l);
+}
+
+static int g_done_code = -1, g_done_calls;
+static void on_done_rec(void *ud, ts_http_result *r) {
+    (void)ud;
+    g_done_code = r->curl_code;
+    g_done_calls++;
+}
+
+static void test_http_errors(void) {
+    int bport;
+    int bh = listen_any(&bport);   /* black hole: never accepted, never answered */
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/x", bport);
+    ts_http_req rq;
+    memset(&rq, 0, sizeof rq);
+    rq.url = url;
+    rq.opts.timeout_ms = 200;
+    ts_http_result r;
+    ts_http_result_init(&r);
+    int64_t t0 = ts_mono_ms();
+    CHECK(ts_http_perform(&rq, &r) == -1);
+    int64_t dt = ts_mono_ms() - t0;
+    CHECK(r.curl_code == CURLE_OPERATION_TIMEDOUT);
+    CHECK(r.status == 0);
+    CHECK(r.errmsg[0] != '\0');
+    CHECK(dt >= 150 && dt < 2000);
+    ts_http_result_free(&r);
+
+    rq.url = "http://127.0.0.1:1/";
+    ts_http_result_init(&r);
+    CHECK(ts_http_perform(&rq, &r) == -1);
+    CHECK(r.curl_code == CURLE_COULDNT_CONNECT);
+    ts_http_result_free(&r);
+
+    /* loop free aborts what is in flight, and on_done says so */
+    ts_loop *l = ts_loop_new();
+    rq.url = url;
+    rq.opts.timeout_ms = 10000;
+    rq.on_done = on_done_rec;
+    CHECK(ts_http_start(l, &rq) == 0);
+    CHECK(ts_loop_running(l) == 1);
+    run_for(l, 50);
+    CHECK(g_done_calls == 0);
+    ts_loop_free(l);
+    CHECK(g_done_calls == 1);
+    CHECK(g_done_code == CURLE_ABORTED_BY_CALLBACK);
+    close(bh);
+}
+
+/* 25,001 compact points, max_publish_size 10,000: three chunks in flight to
+ * a black hole; the shutdown deadline hands them to the spool seam. */
+static void test_chunking(void) {
+    ts_loop *l = ts_loop_new();
+    int bport;
+    int bh = listen_any(&bport);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", bport);
+    const char *urls[] = {url, NULL};
+    evrec ev = {0};
+    ev.keep = 1;
+    ts_writer_opts o = {0};
+    o.urls = urls;
+    o.max_publish_size = 10000;
+    o.max_inflight = 3;
+    o.evict = ev_cb;
+    o.evict_ud = &ev;
+    ts_writer *w = ts_writer_new(l, &o);
+    owner_count oc = {0, 0};
+    ts_map_owner own = {own_retain, own_release, &oc};
+    ts_dest d = mkdest("cache_stats", "", TS_PREC_MS);
+    ts_batch *b = ts_batch_new_compact(&d, &own);
+    CHECK(oc.retain == 1);
+    for (int i = 0; i < 25001; i++) {
+        ts_cpoint p = pt(i & 1, i * 0.25, 1600000000000LL + i);
+        ts_batch_add_compact(b, &p);
+    }
+    CHECK_EQ_U(ts_batch_points(b), 25001);
+    CHECK_EQ_U(ts_batch_bytes(b), 25001 * sizeof(ts_cpoint));
+    ts_writer_submit(w, b);
+    ts_writer_stats s;
+    ts_writer_get_stats(w, &s);
+    CHECK_EQ_U(s.points_pending, 25001);
+    CHECK_EQ_U(s.bytes_pending, 25001 * sizeof(ts_cpoint));
+    ts_writer_flush(w);
+    CHECK(ts_loop_running(l) == 3);
+    CHECK(oc.release == 1);          /* fully encoded: the maps are no longer needed */
+    ts_writer_get_stats(w, &s);
+    CHECK_EQ_U(s.points_pending, 25001);
+    CHECK_EQ_U(s.bytes_pending, 0);  /* in flight is bounded by max_inflight, not held */
+    run_for(l, 50);
+    size_t lost = ts_writer_drain(w, ts_mono_ms() + 100);
+    CHECK_EQ_U(lost, 0);             /* all three went to the spool seam */
+    CHECK(ev.n == 3);
+    size_t tot = 0;
+    for (int i = 0; i < ev.n; i++) {
+        tot += ev.lines[i];
+        CHECK_EQ_U(count_nl(&ev.bodies[i]), ev.lines[i]);
+    }
+    CHECK_EQ_U(tot, 25001);
+    if (ev.n == 3) {
+        /* oldest first */
+        CHECK_EQ_U(ev.lines[0], 10000);
+        CHECK_EQ_U(ev.lines[1], 10000);
+        CHECK_EQ_U(ev.lines[2], 5001);
+        CHECK(strncmp(ev.bodies[0].data, "it_bw,cdn=it,host=h0 value=0 1600000000000\n"
+                                         "it_bw,cdn=it,host=h1 value=0.25 1600000000001\n", 89) == 0);
+        CHECK(strstr(ev.bodies[2].data, "it_bw,cdn=it,host=h0 value=6250 1600000025000\n") != NULL);
+    }
+    evrec_free(&ev);
+    ts_writer_free(w);
+    ts_loop_free(l);
+    close(bh);
+    CHECK(oc.retain == oc.release);
+}
+
+/* Lazy encoding: with 2 slots busy, the rest stays compact. */
+static void test_lazy_encoding(void) {
+    ts_loop *l = ts_loop_new();
+    int bport;
+    int bh = listen_any(&bport);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", bport);
+    const char *urls[] = {url, NULL};
+    ts_writer_opts o = {0};
+    o.urls = urls;
+    o.max_publish_size = 10000;
+    o.max_inflight = 2;
+    ts_writer *w = ts_writer_new(l, &o);
+    ts_dest d = mkdest("cache_stats", "monthly", TS_PREC_MS);
+    for (int k = 0; k < 5; k++) {
+        ts_batch *b = ts_batch_new_compact(&d, NULL);
+        for (int i = 0; i < 10000; i++) {
+            ts_cpoint p = pt(i & 1, i, 1600000000000LL + k * 10000 + i);
+            ts_batch_add_compact(b, &p);
+        }
+        ts_writer_submit(w, b);
+    }
+    ts_writer_flush(w);
+    run_for(l, 30);
+    ts_writer_stats s;
+    ts_writer_get_stats(w, &s);
+    CHECK(ts_loop_running(l) == 2);
+    CHECK_EQ_U(s.points_pending, 50000);
+    CHECK_EQ_U(s.bytes_pending, 30000 * sizeof(ts_cpoint));
+    int64_t dropped0 = ts_counter_get("writer_points_dropped")->value;
+    size_t lost = ts_writer_drain(w, ts_mono_ms() + 50);
+    CHECK_EQ_U(lost, 50000);
+    CHECK_EQ_U(ts_counter_get("writer_points_dropped")->value - dropped0, 50000);
+    ts_writer_get_stats(w, &s);
+    CHECK_EQ_U(s.points_pending, 0);
+    CHECK_EQ_U(s.points_dropped, 50000);
+    ts_writer_free(w);
+    ts_loop_free(l);
+    close(bh);
+}
+
+/* Exact bytes and the request as sent: db/rp URL-encoded, gzip, auth,
+ * NaN skipped, text lines copied; secrets never in the log. */
+static void test_exact_request(void) {
+    ts_loop *l = ts_loop_new();
+    lsn s;
+    lsn_start(&s, l, 1);
+    char url[128];
+    snprintf(url, sizeof url, "http://itu:secretpw1@127.0.0.1:%d/", s.port);
+    const char *urls[] = {url, NULL};
+    char logpath[] = "/tmp/test_writer_log.XXXXXX";
+    int lfd = mkstemp(logpath);
+    close(lfd);
+    ts_log_open(logpath);
+    ts_log_set_level(TS_LOG_WARN);
+    evrec ev = {0};
+    ev.keep = 1;
+    ts_writer_opts o = {0};
+    o.urls = urls;
+    o.user = "itu";
+    o.password = "secretpw2";
+    o.gzip = 1;
+    o.max_publish_size = 2;
+    o.max_inflight = 1;
+    o.backoff_min_ms = 5000;
+    o.evict = ev_cb;
+    o.evict_ud = &ev;
+    ts_writer *w = ts_writer_new(l, &o);
+    ts_dest d = mkdest("my db", "r/p", TS_PREC_S);
+    ts_batch *b = ts_batch_new_compact(&d, NULL);
+    ts_cpoint p0 = pt(0, 0.5, 1600000000999LL), p1 = pt(1, 1.25, 1600000002000LL);
+    ts_cpoint pn = pt(0, NAN, 1600000003000LL), pi = pt(1, INFINITY, 1600000003000LL);
+    ts_cpoint p2 = pt(1, -3e-7, 1600000004000LL);
+    ts_batch_add_compact(b, &p0);
+    ts_batch_add_compact(b, &pn);
+    ts_batch_add_compact(b, &p1);
+    ts_batch_add_compact(b, &pi);
+    ts_batch_add_compact(b, &p2);
+    ts_writer_submit(w, b);
+    ts_dest dt = mkdest("daily_stats", "", TS_PREC_S);
+    ts_batch *t = ts_batch_new_text(&dt);
+    ts_batch_add_line(t, "daily_maxgbps,cdn=c1 value=1.5 1600000000", 41);
+    ts_batch_add_line(t, "daily_bytesserved,cdn=c1 value=2\n", 33);
+    ts_batch_add_line(t, "", 0);
+    CHECK_EQ_U(ts_batch_points(t), 2);
+    ts_writer_submit(w, t);
+    int64_t inv0 = ts_counter_get("writer_points_invalid")->value;
+    ts_writer_flush(w);
+    for (int i = 0; i < 200 && !(s.head.len && s.cfd < 0); i++) ts_loop_run_once(l, 20);
+    CHECK(s.head.data != NULL);
+    if (s.head.data) {
+        CHECK(strncmp(s.head.data, "POST /write?db=my%20db&rp=r%2Fp&precision=s HTTP/1.1\r\n", 54) == 0);
+        CHECK(strstr(s.head.data, "\r\nContent-Encoding: gzip\r\n") != NULL);
+        CHECK(strstr(s.head.data, "\r\nAuthorization: Basic aXR1OnNlY3JldHB3Mg==\r\n") != NULL);
+        CHECK(strstr(s.head.data, "\r\nUser-Agent: tstats/") != NULL);
+        CHECK(strstr(s.head.data, "Expect:") == NULL);
+    }
+    run_for(l, 100);
+    ts_writer_stats st;
+    ts_writer_get_stats(w, &st);
+    CHECK(st.requests_failed >= 1);
+    /* chunk 1 (2 lines) waits for retry; [Inf, p2] not encoded yet; 2 text lines */
+    CHECK_EQ_U(st.points_pending, 6);
+    ts_writer_drain(w, ts_mono_ms());
+    CHECK_EQ_U(ts_counter_get("writer_points_invalid")->value - inv0, 2);
+    /* bodies as offered to the spool, any order */
+    const char *want[] = {
+        "it_bw,cdn=it,host=h0 value=0.5 1600000000\nit_bw,cdn=it,host=h1 value=1.25 1600000002\n",
+        "it_bw,cdn=it,host=h1 value=-3e-07 1600000004\n",
+        "daily_maxgbps,cdn=c1 value=1.5 1600000000\ndaily_bytesserved,cdn=c1 value=2\n",
+    };
+    int found[3] = {0, 0, 0};
+    for (int i = 0; i < ev.n; i++)
+        for (int k = 0; k < 3; k++)
+            if (strcmp(ev.bodies[i].data, want[k]) == 0) found[k]++;
+    CHECK(ev.n == 3);
+    CHECK(found[0] == 1 && found[1] == 1 && found[2] == 1);
+    if (ev.n != 3 || !found[0] || !found[1] || !found[2])
+        for (int i = 0; i < ev.n; i++) fprintf(stderr, "body %d: [%s]\n", i, ev.bodies[i].data);
+    evrec_free(&ev);
+    ts_writer_free(w);
+    lsn_stop(&s);
+    ts_loop_free(l);
+    ts_log_open(NULL);
+    ts_log_set_level(TS_LOG_ERROR);
+    FILE *f = fopen(logpath, "r");
+    ts_buf lg;
+    ts_buf_init(&lg);
+    char line[1024];
+    while (f && fgets(line, sizeof line, f)) ts_buf_adds(&lg, line);
+    if (f) fclose(f);
+    unlink(logpath);
+    CHECK(lg.len > 0);
+    CHECK(lg.data && strstr(lg.data, "my db/r/p") != NULL);   /* failures are logged ... */
+    CHECK(lg.data && strstr(lg.data, "secretpw") == NULL);     /* ... without secrets */
+    CHECK(lg.data && strstr(lg.data, "itu") == NULL);
+    ts_buf_free(&lg);
+}
+
+/* Memory bound: a refused URL, 1000-point batches of 32 kB, bound 100 kB. */
+static void test_memory_bound(void) {
+    ts_loop *l = ts_loop_new();
+    const char *urls[] = {"http://127.0.0.1:1", NULL};
+    evrec ev = {0};
+    ev.keep = 0;
+    ts_writer_opts o = {0};
+    o.urls = urls;
+    o.max_buffer_bytes = 100000;
+    o.max_publish_size = 1000;
+    o.max_inflight = 1;
+    o.backoff_min_ms = 10000;
+    o.evict = ev_cb;
+    o.evict_ud = &ev;
+    ts_writer *w = ts_writer_new(l, &o);
+    owner_count oc = {0, 0};
+    ts_map_owner own = {own_retain, own_release, &oc};
+    ts_dest d = mkdest("cache_stats", "", TS_PREC_MS);
+    int64_t drop0 = ts_counter_get("writer_points_dropped")->value;
+    ts_writer_stats s;
+    for (int k = 0; k < 4; k++) {
+        ts_batch *b = ts_batch_new_compact(&d, &own);
+        for (int i = 0; i < 1000; i++) {
+            ts_cpoint p = pt(i & 1, 12.25, 1600000000000LL + k * 1000 + i);
+            ts_batch_add_compact(b, &p);
+        }
+        ts_writer_submit(w, b);
+        ts_writer_get_stats(w, &s);
+        CHECK(s.bytes_pending <= 100000);
+    }
+    ts_writer_get_stats(w, &s);
+    CHECK_EQ_U(s.points_dropped, 1000);          /* the oldest batch */
+    CHECK_EQ_U(s.points_pending, 3000);
+    CHECK_EQ_U(s.bytes_pending, 96000);
+    CHECK(oc.release == 1);
+    ts_writer_flush(w);
+    for (int i = 0; i < 300; i++) {
+        ts_loop_run_once(l, 10);
+        ts_writer_get_stats(w, &s);
+        CHECK(s.bytes_pending <= 100000);
+        if (s.requests_failed >= 2 && ts_loop_running(l) == 0) break;
+    }
+    /* batch 2 failed as a ~48 kB body: 48 kB + 64 kB > bound, so it (the
+     * oldest) went, after the spool seam said no; batch 3 then failed and
+     * is kept, batch 4 waits compact behind it. */
+    CHECK_EQ_U(s.requests_failed, 2);
+    CHECK_EQ_U(s.points_dropped, 2000);
+    CHECK_EQ_U(s.points_pending, 2000);
+    CHECK(ev.n == 2 && ev.lines[0] == 1000 && ev.lines[1] == 1000);   /* batch 1, then batch 2's body */
+    CHECK_EQ_U(s.points_written, 0);
+    CHECK_EQ_U(ts_counter_get("writer_points_dropped")->value - drop0, 2000);
+    size_t lost = ts_writer_drain(w, ts_mono_ms() + 300);
+    CHECK_EQ_U(lost, 2000);
+    ts_writer_get_stats(w, &s);
+    CHECK_EQ_U(s.points_dropped, 4000);
+    CHECK_EQ_U(s.points_pending, 0);
+    CHECK_EQ_U(s.bytes_pending, 0);
+    CHECK(s.requests_failed > 2);                /* drain retried at once */
+    CHECK_EQ_U(ts_counter_get("writer_points_dropped")->value - drop0, 4000);
+    evrec_free(&ev);
+    ts_writer_free(w);
+    ts_loop_free(l);
+    CHECK(oc.retain == 4 && oc.release == 4);
+}
+
+/* Fail-over keeps every host in rotation (ATC.md 5.7): two listeners that
+ * accept and close, a refused port between them. */
+static void test_failover_rotation(void) {
+    ts_loop *l = ts_loop_new();
+    lsn a, b;
+    lsn_start(&a, l, 0);
+    lsn_start(&b, l, 0);
+    char ua[64], ub[64];
+    snprintf(ua, sizeof ua, "http://127.0.0.1:%d", a.port);
+    snprintf(ub, sizeof ub, "http://127.0.0.1:%d", b.port);
+    const char *urls[] = {ua, "http://127.0.0.1:1", ub, NULL};
+    ts_writer_opts o = {0};
+    o.urls = urls;
+    o.backoff_min_ms = 10;
+    o.backoff_max_ms = 40;
+    ts_writer *w = ts_writer_new(l, &o);
+    ts_dest d = mkdest("cache_stats", "", TS_PREC_MS);
+    owner_count oc = {0, 0};
+    ts_map_owner own = {own_retain, own_release, &oc};
+    ts_batch *bt = ts_batch_new_compact(&d, &own);
+    for (int i = 0; i < 500; i++) {
+        ts_cpoint p = pt(i & 1, i, 1600000000000LL + i);
+        ts_batch_add_compact(bt, &p);
+    }
+    ts_batch *unused = ts_batch_new_compact(&d, &own);   /* freed without submit */
+    ts_batch_free(unused);
+    int64_t r0 = ts_counter_get("writer_retries")->value;
+    ts_writer_submit(w, bt);
+    CHECK(ts_writer_current_url(w) == 0);
+    ts_writer_flush(w);
+    int seen[3] = {0, 0, 0};
+    int64_t end = ts_mono_ms() + 800;
+    while (ts_mono_ms() < end) {
+        ts_loop_run_once(l, 10);
+        int c = ts_writer_current_url(w);
+        if (c >= 0 && c < 3) seen[c] = 1;
+    }
+    CHECK(a.accepts >= 3);
+    CHECK(b.accepts >= 3);
+    CHECK(seen[0] && seen[1] && seen[2]);
+    ts_writer_stats s;
+    ts_writer_get_stats(w, &s);
+    CHECK_EQ_U(s.points_pending, 500);
+    CHECK(s.requests_failed >= 6);
+    CHECK(ts_counter_get("writer_retries")->value - r0 >= 5);
+    /* reconfigure keeps the data */
+    const char *urls2[] = {ub, NULL};
+    o.urls = urls2;
+    ts_writer_reconfigure(w, &o);
+    CHECK(ts_writer_current_url(w) == 0);
+    ts_writer_get_stats(w, &s);
+    CHECK_EQ_U(s.points_pending, 500);
+    CHECK(ts_writer_drain(w, ts_mono_ms() + 100) == 500);
+    ts_writer_free(w);
+    lsn_stop(&a);
+    lsn_stop(&b);
+    ts_loop_free(l);
+    CHECK(oc.retain == 2 && oc.release == 2);
+}
+
+/* Freeing the writer with requests in flight, then the loop: no leak, no
+ * use after free (run under ASan). */
+static void test_free_inflight(void) {
+    ts_loop *l = ts_loop_new();
+    int bport;
+    int bh = listen_any(&bport);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", bport);
+    const char *urls[] = {url, NULL};
+    ts_writer_opts o = {0};
+    o.urls = urls;
+    ts_writer *w = ts_writer_new(l, &o);
+    ts_dest d = mkdest("x", "", TS_PREC_MS);
+    ts_batch *b = ts_batch_new_text(&d);
+    ts_batch_add_line(b, "m v=1 1", 7);
+    ts_writer_submit(w, b);
+    ts_writer_flush(w);
+    run_for(l, 20);
+    CHECK(ts_loop_running(l) == 1);
+    ts_writer_free(w);
+    ts_loop_free(l);
+    close(bh);
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "--it") == 0) return it_main(argc - 1, argv + 1);
+    ts_http_global_init();
+    ts_log_set_level(getenv("TS_TEST_VERBOSE") ? TS_LOG_DEBUG : TS_LOG_ERROR);
+    init_maps();
+    test_urlencode();
+    test_rejected_count();
+    test_timers();
+    test_watch_fd();
+    test_http_errors();
+    test_chunking();
+    test_lazy_encoding();
+    test_exact_request();
+    test_memory_bound();
+    test_failover_rotation();
+    test_free_inflight();
+    ts_http_global_cleanup();
+    printf("test_writer: %d checks, %d failed\n", g_checks, g_fail);
+    return g_fail ? 1 : 0;
+}
