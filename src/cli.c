@@ -57,7 +57,7 @@ static int run_lua_command(const char *config, const char *cmd, int argc, char *
     o.password = ts_cfg_str(L, "influxdb.password", NULL, pass, sizeof pass);
     o.insecure = ts_cfg_bool(L, "influxdb.insecure", 0);
     o.max_publish_size = (size_t)ts_cfg_int(L, "influxdb.max_publish_size", 10000);
-    ts_writer *w = ts_writer_new(loop, &o);
+    ts_writer *w = n > 0 ? ts_writer_new(loop, &o) : NULL;
     ts_api_ctx ctx = {loop, w};
     ts_api_set_ctx(L, &ctx);
     if (ts_lua_require(L, "cli") == 0) {
@@ -76,10 +76,12 @@ static int run_lua_command(const char *config, const char *cmd, int argc, char *
         lua_pop(L, 1);
     }
     /* points a script queued asynchronously are written before we exit */
-    ts_writer_flush(w);
-    size_t lost = ts_writer_drain(w, ts_mono_ms() + 30000);
-    if (lost) { ts_error("%zu points could not be written", lost); if (rc == 0) rc = 1; }
-    ts_writer_free(w);
+    if (w) {
+        ts_writer_flush(w);
+        size_t lost = ts_writer_drain(w, ts_mono_ms() + 30000);
+        if (lost) { ts_error("%zu points could not be written", lost); if (rc == 0) rc = 1; }
+        ts_writer_free(w);
+    }
     ts_loop_free(loop);
     for (int i = 0; i < n; i++) free(urls[i]);
     free(urls);
