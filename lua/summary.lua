@@ -134,6 +134,14 @@ end
 -- Shortest text that reads back as the same number (log lines operators grep).
 function summary.num(v)
   if math.type(v) == "integer" then return tostring(v) end
+  local a = math.abs(v)
+  if a == 0 or (a >= 1e-5 and a < 1e15) then
+    -- Plain decimals read better than 9e+03 in a log.
+    for k = 0, 17 do
+      local s = string.format("%." .. k .. "f", v)
+      if tonumber(s) == v then return s end
+    end
+  end
   for p = 1, 17 do
     local s = string.format("%." .. p .. "g", v)
     if tonumber(s) == v then return s end
@@ -476,17 +484,22 @@ function summary.run_day(day, opts)
   return #rows
 end
 
+-- Start of the newest UTC day that closed at least summary.grace seconds
+-- before now_s (the continuous queries need that long to finish it); and the grace.
+function summary.newest_closed(now_s)
+  local grace = math.tointeger(section("summary").grace) or 600
+  return summary.day_start(now_s - grace) - DAY, grace
+end
+
 -- Days to compute at now_s: every whole UTC day closed at least summary.grace
 -- seconds ago and newer than the last day recorded in the store, at most
 -- summary.max_catchup_days of them; just yesterday when nothing is recorded.
 -- Returns an ascending array of { start=, stop=, date=, rollups={names} }, or nil, err.
 function summary.pending_days(now_s, opts)
   opts = opts or {}
-  local sc = section("summary")
-  local grace = math.tointeger(sc.grace) or 600
-  local maxc = math.tointeger(sc.max_catchup_days) or 31
+  local maxc = math.tointeger(section("summary").max_catchup_days) or 31
   if maxc < 1 then maxc = 1 end
-  local newest = summary.day_start(now_s - grace) - DAY
+  local newest = summary.newest_closed(now_s)
   local oldest = newest - (maxc - 1) * DAY
   local by_day = {}
   for _, name in ipairs(summary.rollup_names(opts)) do
@@ -545,7 +558,8 @@ function summary.tick(now_s)
 end
 
 -- Recomputes every day from from_date to to_date (inclusive, YYYY-MM-DD), for
--- `tstats rollup`. opts: cdns, rollups, progress(i, n, day), now (unix s).
+-- `tstats rollup`. opts: cdns (or cdn), rollups (or rollup): a name or a list;
+-- progress(i, n, day); now (unix s).
 -- Days not yet closed (plus grace) are left out: a partial day in the store
 -- would stop the daemon from computing it when it closes.
 -- Returns days, rows; or nil, err, days_done.
@@ -557,8 +571,7 @@ function summary.range(from_date, to_date, opts)
   e, err = summary.parse_date(to_date)
   if not e then return nil, "--to: " .. err end
   if e < s then return nil, ("--to %s is before --from %s"):format(to_date, from_date) end
-  local grace = math.tointeger(section("summary").grace) or 600
-  local newest = summary.day_start((opts.now or T().now()) - grace) - DAY
+  local newest, grace = summary.newest_closed(opts.now or T().now())
   if s > newest then return nil, ("no closed day in %s..%s (newest closed day is %s)"):format(from_date, to_date,
     summary.date(newest)) end
   if e > newest then
@@ -569,7 +582,7 @@ function summary.range(from_date, to_date, opts)
   local total = 0
   for i = 1, n do
     local day = summary.day(s + (i - 1) * DAY)
-    local rows, derr = summary.run_day(day, { cdns = opts.cdns or opts.cdn, rollups = opts.rollups })
+    local rows, derr = summary.run_day(day, { cdns = opts.cdns or opts.cdn, rollups = opts.rollups or opts.rollup })
     if not rows then return nil, derr, i - 1 end
     total = total + rows
     if opts.progress then opts.progress(i, n, day) end
