@@ -671,9 +671,10 @@ static void chunk_done(void *ud, ts_http_result *r) {
     char host[256];
     safe_url(host, sizeof host, w->urls[c->url_idx < w->nurls ? c->url_idx : 0]);
 
+    /* what went over the wire, answered or not */
+    w->st.bytes_sent += r->bytes_out;
+    ts_counter_add(w->c_bytes, (int64_t)r->bytes_out);
     if (kind == K_OK || kind == K_REJECT || kind == K_DROP) {
-        w->st.bytes_sent += r->bytes_out;
-        ts_counter_add(w->c_bytes, (int64_t)r->bytes_out);
         if (c->url_idx < w->nurls && kind != K_DROP) w->cur = c->url_idx;  /* this host answers */
         if (c->is_retry) d->nretry--;
     }
