@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "ts_http.h"
@@ -663,6 +665,123 @@ static void test_free_inflight(void) {
     close(bh);
 }
 
+/* A generic HTTP/1.1 responder in a child process (not an InfluxDB: it
+ * answers every request with its own connection/request counters, or a big
+ * body), to prove keep-alive reuse across async and blocking requests,
+ * streaming and the body cap. */
+static pid_t http_child(int *port) {
+    int fd = listen_any(port);
+    pid_t pid = fork();
+    if (pid != 0) { close(fd); return pid; }
+    int fl = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    int conns = 0, reqs = 0;
+    for (int k = 0; k < 20; k++) {
+        int c = accept(fd, NULL, NULL);
+        if (c < 0) break;
+        conns++;
+        char buf[8192];
+        size_t have = 0;
+        for (;;) {
+            char *end = have ? memmem(buf, have, "\r\n\r\n", 4) : NULL;
+            if (!end) {
+                ssize_t n = read(c, buf + have, sizeof buf - have);
+                if (n <= 0) break;
+                have += (size_t)n;
+                continue;
+            }
+            reqs++;
+            size_t hl = (size_t)(end - buf) + 4;
+            int big = strncmp(buf, "GET /big", 8) == 0;
+            char hdr[256], body[64];
+            size_t blen = big ? (size_t)1 << 20 : (size_t)snprintf(body, sizeof body, "conn=%d req=%d", conns, reqs);
+            int hn = snprintf(hdr, sizeof hdr, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n", blen);
+            if (write(c, hdr, (size_t)hn) != hn) break;
+            if (big) {
+                static char z[1 << 20];
+                memset(z, 'z', sizeof z);
+                size_t off = 0;
+                while (off < blen) { ssize_t n = write(c, z + off, blen - off); if (n <= 0) break; off += (size_t)n; }
+            } else if (write(c, body, blen) != (ssize_t)blen) break;
+            memmove(buf, buf + hl, have - hl);
+            have -= hl;
+        }
+        close(c);
+    }
+    _exit(0);
+}
+
+static ts_buf g_async_body;
+static long g_async_status;
+static void on_done_body(void *ud, ts_http_result *r) {
+    (void)ud;
+    g_async_status = r->status;
+    g_done_code = r->curl_code;
+    ts_buf_reset(&g_async_body);
+    if (r->body.len) ts_buf_add(&g_async_body, r->body.data, r->body.len);
+    g_done_calls++;
+}
+static size_t g_streamed;
+static int on_data_abort(void *ud, const char *p, size_t n) {
+    (void)ud; (void)p;
+    g_streamed += n;
+    return g_streamed > 100000;   /* stop after ~100 kB */
+}
+
+static void test_http_keepalive_stream(void) {
+    int port;
+    pid_t pid = http_child(&port);
+    char u1[64], u2[64];
+    snprintf(u1, sizeof u1, "http://127.0.0.1:%d/info", port);
+    snprintf(u2, sizeof u2, "http://127.0.0.1:%d/big", port);
+    ts_loop *l = ts_loop_new();
+    ts_buf_init(&g_async_body);
+    ts_http_req rq;
+    memset(&rq, 0, sizeof rq);
+    rq.url = u1;
+    rq.on_done = on_done_body;
+    g_done_calls = 0;
+    CHECK(ts_http_start(l, &rq) == 0);
+    for (int i = 0; i < 200 && g_done_calls == 0; i++) ts_loop_run_once(l, 20);
+    CHECK(g_async_status == 200);
+    CHECK(g_async_body.data && strcmp(g_async_body.data, "conn=1 req=1") == 0);
+    /* the blocking request reuses the async request's connection */
+    ts_http_result r;
+    ts_http_result_init(&r);
+    CHECK(ts_http_perform(&rq, &r) == 0);
+    CHECK(r.status == 200);
+    CHECK(r.body.data && strcmp(r.body.data, "conn=1 req=2") == 0);
+    ts_http_result_free(&r);
+    /* and back to async, still the same connection */
+    g_done_calls = 0;
+    CHECK(ts_http_start(l, &rq) == 0);
+    for (int i = 0; i < 200 && g_done_calls == 0; i++) ts_loop_run_once(l, 20);
+    CHECK(g_async_body.data && strcmp(g_async_body.data, "conn=1 req=3") == 0);
+    /* body cap */
+    rq.url = u2;
+    rq.max_body = 1000;
+    ts_http_result_init(&r);
+    CHECK(ts_http_perform(&rq, &r) == -1);
+    CHECK(r.curl_code == CURLE_WRITE_ERROR);
+    CHECK(r.status == 200);
+    CHECK(strstr(r.errmsg, "larger than 1000") != NULL);
+    ts_http_result_free(&r);
+    /* streaming: all bytes to on_data, nothing collected; abort on request */
+    rq.max_body = 0;
+    rq.on_data = on_data_abort;
+    g_done_calls = 0;
+    g_streamed = 0;
+    CHECK(ts_http_start(l, &rq) == 0);
+    for (int i = 0; i < 200 && g_done_calls == 0; i++) ts_loop_run_once(l, 20);
+    CHECK(g_done_code == CURLE_WRITE_ERROR);
+    CHECK(g_streamed > 100000 && g_streamed < (1 << 20));
+    CHECK(g_async_body.len == 0);
+    ts_buf_free(&g_async_body);
+    ts_loop_free(l);
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "--it") == 0) return it_main(argc - 1, argv + 1);
     ts_http_global_init();
@@ -673,6 +792,7 @@ int main(int argc, char **argv) {
     test_timers();
     test_watch_fd();
     test_http_errors();
+    test_http_keepalive_stream();
     test_chunking();
     test_lazy_encoding();
     test_exact_request();
