@@ -569,3 +569,69 @@ describe("rollup contract", function()
                         time = utc(2026, 3, 5, 7) } }, rows)
   end)
 end)
+
+describe("backfill-cq planning", function()
+  before_each(function() setup_world() end)
+  local backfill = require "backfill"
+  local schema = {
+    databases = {
+      { name = "cache_stats", cqs = {
+        { name = "cdn", query = [[CREATE CONTINUOUS QUERY cdn ON cache_stats RESAMPLE FOR 5m BEGIN SELECT sum(value) AS "value" INTO "cache_stats"."monthly"."bandwidth.cdn.1min" FROM "cache_stats"."monthly"."bandwidth.1min" GROUP BY time(1m), cdn END]] },
+        { name = "host", query = [[CREATE CONTINUOUS QUERY host ON cache_stats RESAMPLE FOR 2m BEGIN SELECT mean(value) AS value INTO cache_stats.monthly."bandwidth.1min" FROM cache_stats.daily.bandwidth GROUP BY time(1m), * END]] },
+      } },
+      { name = "deliveryservice_stats", cqs = {
+        { name = "day", query = [[CREATE CONTINUOUS QUERY day ON deliveryservice_stats RESAMPLE FOR 2d BEGIN SELECT max(value) AS "value" INTO "deliveryservice_stats"."indefinite"."max.kbps.ds.1day" FROM "deliveryservice_stats"."monthly"."kbps.ds.1min" GROUP BY time(1d), deliveryservice, cdn END]] },
+        { name = "ds", query = [[CREATE CONTINUOUS QUERY ds ON deliveryservice_stats RESAMPLE FOR 2m BEGIN SELECT mean(value) AS "value" INTO "deliveryservice_stats"."monthly"."kbps.ds.1min" FROM "deliveryservice_stats"."daily".kbps WHERE cachegroup = 'total' OR cachegroup = 'GROUP BY x' GROUP BY time(1m), * END]] },
+      } },
+    },
+  }
+
+  it("orders producers before consumers and windows each SELECT INTO", function()
+    local plan = assert(backfill.plan(schema, { databases = { cache = "cs2" } }))
+    local names = {}
+    for i, c in ipairs(plan) do names[i] = c.name .. "@" .. c.db end
+    assert.are.same({ "host@cs2", "ds@deliveryservice_stats", "cdn@cs2", "day@deliveryservice_stats" }, names)
+    assert.are.equal(86400, plan[4].interval)
+    assert.are.equal('SELECT mean(value) AS "value" INTO "deliveryservice_stats"."monthly"."kbps.ds.1min" FROM '
+      .. "\"deliveryservice_stats\".\"daily\".kbps WHERE (cachegroup = 'total' OR cachegroup = 'GROUP BY x') AND "
+      .. "time >= '2026-03-05T00:00:00Z' AND time < '2026-03-05T06:00:00Z' GROUP BY time(1m), *",
+      backfill.windowed(plan[2], utc(2026, 3, 5), utc(2026, 3, 5, 6)))
+    assert.truthy(backfill.windowed(plan[1], 0, 60):find('INTO cs2.monthly."bandwidth.1min" FROM cs2.daily.bandwidth WHERE time', 1, true))
+  end)
+
+  it("runs bounded, interval-aligned chunks and then the closed days' rollups", function()
+    local ran = {}
+    tstats.influx.query = function(q, opts)
+      if q:find("INTO", 1, true) then
+        ran[#ran + 1] = { q = q, db = opts.db }
+        return { { name = "result", columns = { "time", "written" }, values = { { 0, 2.0 } } } }
+      end
+      return fake_query(q, opts)
+    end
+    local seen = 0
+    local res = assert(backfill.run("2026-03-05T03:00:00Z", "2026-03-05T15:30:00Z", {
+      schema = schema, chunk_hours = 6, progress = function() seen = seen + 1 end,
+    }))
+    -- 1-minute CQs: 03:00-09:00, 09:00-15:00, 15:00-15:30 (3 each); the 1d CQ one whole day.
+    assert.are.equal(10, res.queries)
+    assert.are.equal(20, res.written)
+    assert.are.equal(1, res.days)
+    assert.are.equal(11, seen)
+    local last = ran[#ran].q
+    assert.truthy(last:find("time >= '2026-03-05T00:00:00Z' AND time < '2026-03-06T00:00:00Z' GROUP BY time(1d)", 1, true), last)
+    assert.truthy(ran[3].q:find("time >= '2026-03-05T15:00:00Z' AND time < '2026-03-05T15:30:00Z'", 1, true), ran[3].q)
+    local bad, err = backfill.run("2026-03-05", "2026-03-04", { schema = schema })
+    assert.is_nil(bad)
+    assert.truthy(err:find("after", 1, true))
+  end)
+
+  it("refuses a cyclic schema", function()
+    local cyc = { databases = { { name = "d", cqs = {
+      { name = "a", query = [[CREATE CONTINUOUS QUERY a ON d BEGIN SELECT sum(value) INTO d.r.x FROM d.r.y GROUP BY time(1m) END]] },
+      { name = "b", query = [[CREATE CONTINUOUS QUERY b ON d BEGIN SELECT sum(value) INTO d.r.y FROM d.r.x GROUP BY time(1m) END]] },
+    } } } }
+    local p, err = backfill.plan(cyc, {})
+    assert.is_nil(p)
+    assert.truthy(err:find("cyclic", 1, true))
+  end)
+end)

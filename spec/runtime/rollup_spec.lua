@@ -88,6 +88,7 @@ return {
       "CREATE DATABASE cache_stats",
       "CREATE RETENTION POLICY daily ON cache_stats DURATION 26h REPLICATION 1 DEFAULT",
       "CREATE RETENTION POLICY monthly ON cache_stats DURATION 30d REPLICATION 1",
+      "CREATE RETENTION POLICY indefinite ON cache_stats DURATION INF REPLICATION 1",
       "CREATE DATABASE daily_stats",
       "CREATE RETENTION POLICY indefinite ON daily_stats DURATION INF REPLICATION 1 DEFAULT",
       "CREATE DATABASE deliveryservice_stats",
@@ -142,6 +143,38 @@ return {
     assert.are.equal("4", (pg:psql("SELECT count(*) FROM stats_summary"):gsub("%s+$", "")))
     assert.are.equal(2, #daily_points("daily_maxgbps"))
     assert.are.equal(2, #daily_points("daily_bytesserved"))
+  end)
+
+  it("cdn_report.lua prints both stores side by side", function()
+    local rc, out, err = tstats("script " .. q(stack.root() .. "/lua/scripts/cdn_report.lua") .. " " .. Ddate .. " "
+      .. Ddate)
+    assert.are.equal(0, rc, out .. err)
+    assert.truthy(out:find(Ddate .. "\tcdn-a\t4\t0.060015\t4\t0.060015\t\n", 1, true), out)
+    assert.truthy(out:find(Ddate .. "\tcdn-b\t7.777777\t0.05833333875\t7.777777\t0.05833333875\t\n", 1, true), out)
+    pg:psql(("INSERT INTO stats_summary (cdn_name, deliveryservice_name, stat_name, stat_value, stat_date)"
+      .. " VALUES ('cdn-b', 'all', 'daily_maxgbps', 1.5, '%s')"):format(Ddate))
+    rc, out, err = tstats("script " .. q(stack.root() .. "/lua/scripts/cdn_report.lua") .. " " .. Ddate .. " "
+      .. Ddate .. " cdn-b")
+    assert.are.equal(0, rc, out .. err)
+    assert.truthy(out:find("\tcdn-b\t7.777777\t0.05833333875\t1.5\t0.05833333875\tdaily_maxgbps differs; "
+      .. "1 duplicate row(s) in stats_summary\n", 1, true), out)
+    assert.falsy(out:find("cdn-a", 1, true), out)
+  end)
+
+  it("reimport_tm_payload.lua writes a saved CacheStats answer through the stock mapping", function()
+    local script = q(stack.root() .. "/lua/scripts/reimport_tm_payload.lua")
+    local fixture = q(stack.root() .. "/spec/fixtures/synthesized/tm_CacheStats_legacy_hc1_wildcard.json")
+    local rc, out, err = tstats("script " .. script .. " " .. fixture .. " cdn-x --dry-run")
+    assert.are.equal(0, rc, out .. err)
+    assert.truthy(out:find("bandwidth,cdn=cdn-x,hostname=edge value=1523 1589471331498\n", 1, true), out)
+    rc, out, err = tstats("script " .. script .. " " .. fixture .. " cdn-x --rp indefinite")
+    assert.are.equal(0, rc, out .. err)
+    local rows = stack.influx_rows(iq('SELECT value, cdn FROM "indefinite"."bandwidth" WHERE hostname = \'edge\'',
+      "cache_stats"))
+    assert.are.same({ { time = 1589471331, value = 1523, cdn = "cdn-x" } }, rows)
+    rc, out, err = tstats("script " .. script)
+    assert.are_not.equal(0, rc)
+    assert.truthy(err:find("usage", 1, true), err)
   end)
 
   it("reports a PostgreSQL outage and writes the day once it is back", function()
