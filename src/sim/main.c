@@ -84,7 +84,7 @@ int main(int argc, char **argv) {
     S->session_ttl_s = 21600;
     int bench = 0;
     const char *bench_stats = NULL, *logfile = NULL;
-    char **faults = calloc((size_t)argc + 1, sizeof *faults);
+    static char *faults[256];
     int nfaults = 0;
 
     enum { O_LISTEN = 256, O_TOPORT, O_CDNS, O_MPC, O_CACHES, O_STATS, O_DS, O_CG, O_SEED, O_FAULT, O_READY,
@@ -109,7 +109,13 @@ int main(int argc, char **argv) {
         case O_DS: S->nds_per_cdn = opt_int("ds", optarg, 0, 100000); break;
         case O_CG: S->ncg = opt_int("cachegroups", optarg, 1, 10000); break;
         case O_SEED: S->seed = strtoull(optarg, NULL, 0); break;
-        case O_FAULT: faults[nfaults++] = optarg; break;
+        case O_FAULT:
+            if (nfaults == (int)(sizeof faults / sizeof faults[0])) {
+                fprintf(stderr, "tstats-sim: too many --fault options\n");
+                return 2;
+            }
+            faults[nfaults++] = optarg;
+            break;
         case O_READY: S->ready_file = optarg; break;
         case O_PCMS: S->payload_cache_ms = opt_int("payload-cache-ms", optarg, 0, 3600000); break;
         case O_POLL: S->poll_ms = opt_int("poll-ms", optarg, 1, 3600000); break;
@@ -268,7 +274,6 @@ int main(int argc, char **argv) {
     free(S->caches);
     free(S->cdns);
     free(S->mons);
-    free(faults);
     ts_buf_free(&rb);
     ts_info("stopped");
     return 0;
