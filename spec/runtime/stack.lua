@@ -167,7 +167,11 @@ function stack.spawn(cmd, logfile, opts)
   local d = stack.tmpdir()
   logfile = logfile or (d .. "/log")
   local pidf, rcf = d .. "/pid", d .. "/rc"
-  local inner = env_prefix(opts.env) .. "sh -c " .. q(cmd)
+  -- dash does not exec the last command of `sh -c`: without `exec` the pid
+  -- would be the shell's and signals would never reach the program.
+  local run = cmd
+  if not cmd:find("[;&|()\n`]") and not cmd:match("^%s*exec%s") then run = "exec " .. cmd end
+  local inner = env_prefix(opts.env) .. "sh -c " .. q(run)
   local wrapper = inner .. " </dev/null >>" .. q(logfile) .. " 2>&1 & echo $! >" .. q(pidf)
     .. ".tmp; mv " .. q(pidf .. ".tmp") .. " " .. q(pidf) .. "; wait $!; echo $? >" .. q(rcf .. ".tmp")
     .. "; mv " .. q(rcf .. ".tmp") .. " " .. q(rcf)
