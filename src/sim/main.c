@@ -37,7 +37,10 @@ static void usage(FILE *fp) {
           "  --log FILE               log file (stderr)\n"
           "  -v, --verbose            debug log (every request)\n"
           "  --bench N                time N CacheStats generations of cdn1 (no HTTP), print JSON, exit\n"
-          "  --bench-stats LIST       stats filter for --bench (wildcard); default: CiaB list\n",
+          "  --bench-stats LIST       stats filter for --bench (wildcard); default: CiaB list\n"
+          "  --fixture-cachestats F   fixture mode: serve this legacy CacheStats payload (times shifted to now)\n"
+          "  --fixture-dsstats F      fixture mode: serve this DsStats payload (both files are required)\n"
+          "  --fixture-cdn NAME       the fixture's CDN name (CDN-in-a-Box)\n",
           fp);
 }
 
@@ -60,7 +63,13 @@ static void write_ready(ts_buf *b) {
                       i ? "," : "", ts_sim.cdns[m->cdn].name, m->index, ts_sim.host_for_urls, m->port, m->port,
                       m->offline ? "OFFLINE" : "ONLINE");
     }
-    ts_buf_printf(b, "],\"pid\":%d,\"user\":", (int)getpid());
+    ts_buf_adds(b, "]");
+    if (ts_sim.fixture) {
+        ts_buf_adds(b, ",\"fixture_cdn\":");
+        ts_sim_json_str(b, ts_sim.fixture_cdn);
+        ts_buf_printf(b, ",\"fixture_time_delta_ms\":%lld", (long long)ts_sim.fixture_delta_ms);
+    }
+    ts_buf_printf(b, ",\"pid\":%d,\"user\":", (int)getpid());
     ts_sim_json_str(b, ts_sim.user);
     ts_buf_adds(b, ",\"password\":");
     ts_sim_json_str(b, ts_sim.password);
@@ -84,11 +93,14 @@ int main(int argc, char **argv) {
     S->session_ttl_s = 21600;
     int bench = 0;
     const char *bench_stats = NULL, *logfile = NULL;
+    const char *fx_cs = NULL, *fx_ds = NULL, *fx_cdn = NULL;
+    int cdns_given = 0;
     static char *faults[256];
     int nfaults = 0;
 
     enum { O_LISTEN = 256, O_TOPORT, O_CDNS, O_MPC, O_CACHES, O_STATS, O_DS, O_CG, O_SEED, O_FAULT, O_READY,
-           O_PCMS, O_POLL, O_USER, O_PW, O_TTL, O_NOPARAMS, O_LOG, O_BENCH, O_BENCHSTATS, O_HELP };
+           O_PCMS, O_POLL, O_USER, O_PW, O_TTL, O_NOPARAMS, O_LOG, O_BENCH, O_BENCHSTATS, O_HELP, O_FXCS, O_FXDS,
+           O_FXCDN };
     static const struct option lo[] = {
         {"listen", 1, 0, O_LISTEN}, {"to-port", 1, 0, O_TOPORT}, {"cdns", 1, 0, O_CDNS},
         {"monitors-per-cdn", 1, 0, O_MPC}, {"caches", 1, 0, O_CACHES}, {"stats", 1, 0, O_STATS},
@@ -96,13 +108,15 @@ int main(int argc, char **argv) {
         {"ready-file", 1, 0, O_READY}, {"payload-cache-ms", 1, 0, O_PCMS}, {"poll-ms", 1, 0, O_POLL},
         {"user", 1, 0, O_USER}, {"password", 1, 0, O_PW}, {"session-ttl", 1, 0, O_TTL},
         {"no-params", 0, 0, O_NOPARAMS}, {"log", 1, 0, O_LOG}, {"verbose", 0, 0, 'v'},
-        {"bench", 1, 0, O_BENCH}, {"bench-stats", 1, 0, O_BENCHSTATS}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
+        {"bench", 1, 0, O_BENCH}, {"bench-stats", 1, 0, O_BENCHSTATS}, {"help", 0, 0, O_HELP},
+        {"fixture-cachestats", 1, 0, O_FXCS}, {"fixture-dsstats", 1, 0, O_FXDS}, {"fixture-cdn", 1, 0, O_FXCDN},
+        {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "vh", lo, NULL)) != -1) {
         switch (o) {
         case O_LISTEN: snprintf(S->listen, sizeof S->listen, "%s", optarg); break;
         case O_TOPORT: S->to_port = opt_int("to-port", optarg, 0, 65535); break;
-        case O_CDNS: S->ncdn = opt_int("cdns", optarg, 1, 100); break;
+        case O_CDNS: S->ncdn = opt_int("cdns", optarg, 1, 100); cdns_given = 1; break;
         case O_MPC: S->mon_per_cdn = opt_int("monitors-per-cdn", optarg, 1, 50); break;
         case O_CACHES: S->ncache_per_cdn = opt_int("caches", optarg, 0, 1000000); break;
         case O_STATS: S->nstats = opt_int("stats", optarg, 0, 100000); break;
@@ -127,6 +141,9 @@ int main(int argc, char **argv) {
         case 'v': S->verbose = 1; break;
         case O_BENCH: bench = opt_int("bench", optarg, 1, 100000); break;
         case O_BENCHSTATS: bench_stats = optarg; break;
+        case O_FXCS: fx_cs = optarg; break;
+        case O_FXDS: fx_ds = optarg; break;
+        case O_FXCDN: fx_cdn = optarg; break;
         case O_HELP: case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -152,7 +169,28 @@ int main(int argc, char **argv) {
     S->start_ms = ts_now_ms();
     pthread_mutex_init(&S->fault_lock, NULL);
     pthread_mutex_init(&S->to_lock, NULL);
+    if (fx_cdn && !fx_cs && !fx_ds) {
+        fprintf(stderr, "tstats-sim: --fixture-cdn needs --fixture-cachestats and --fixture-dsstats\n");
+        return 2;
+    }
+    if (fx_cs || fx_ds) {
+        char err[512];
+        if (!fx_cs || !fx_ds) {
+            fprintf(stderr, "tstats-sim: fixture mode needs both --fixture-cachestats and --fixture-dsstats\n");
+            return 2;
+        }
+        if (cdns_given && S->ncdn != 1) {
+            fprintf(stderr, "tstats-sim: fixture mode serves exactly one CDN (--cdns %d)\n", S->ncdn);
+            return 2;
+        }
+        if (ts_sim_fixture_load(fx_cs, fx_ds, fx_cdn ? fx_cdn : "CDN-in-a-Box", err, sizeof err) < 0) {
+            ts_error("%s", err);
+            fprintf(stderr, "tstats-sim: %s\n", err);
+            return 2;
+        }
+    }
     ts_sim_build_model();
+    if (S->fixture) ts_sim_fixture_apply_model();
 
     if (bench) {
         if (!bench_stats) {
@@ -258,6 +296,7 @@ int main(int argc, char **argv) {
             ts_sim_payload_unref(e->raw);
             ts_sim_payload_unref(e->gz);
         }
+    ts_sim_fixture_free();
     ts_sim_payload_unref(S->servers_raw);
     ts_sim_payload_unref(S->servers_gz);
     for (int i = 0; i < S->nsessions; i++) free(S->sessions[i]);

@@ -128,6 +128,16 @@ typedef struct sim_state {
     atomic_llong to_login_ok, to_login_fail, to_unauth, to_servers, to_params, to_ss_get, to_ss_post,
         to_other, to_503, to_sim;
     atomic_llong gen_count, gen_us_total, gen_us_last, gen_bytes_last, cache_hits;
+
+    /* fixture mode (fixture.c): recorded payloads instead of generated ones */
+    int fixture;
+    char fixture_cdn[32];
+    int64_t fixture_delta_ms;       /* added to every "time" of the files */
+    int64_t fixture_newest_ms;      /* newest "time" in the files, before the shift */
+    sim_payload *fx_body[2], *fx_gz[2]; /* [0] CacheStats, [1] DsStats; immutable after load */
+    int fx_ntimes[2];
+    char **fx_hosts, **fx_ds;      /* cache names, delivery service names */
+    int nfx_hosts, nfx_ds;
 } sim_state;
 
 extern sim_state ts_sim;
@@ -177,6 +187,11 @@ int ts_sim_monitor_listen(sim_monitor *m, int port);
 int ts_sim_monitor_start(sim_monitor *m);
 void ts_sim_monitor_kill(sim_monitor *m);
 void ts_sim_monitor_revive(sim_monitor *m);
+
+/* fixture.c: load before ts_sim_build_model (it sizes the model), apply after */
+int ts_sim_fixture_load(const char *cs_path, const char *ds_path, const char *cdn, char *err, size_t errn);
+void ts_sim_fixture_apply_model(void);
+void ts_sim_fixture_free(void);
 
 /* tm.c */
 enum MHD_Result ts_sim_tm_handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,

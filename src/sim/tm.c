@@ -645,15 +645,25 @@ static void gen_crstates(ts_buf *b, const tm_req *r) {
         const sim_cache *c = &ts_sim.caches[cd->first_cache + i];
         char lp[48];
         rfc3339nano(lp, sizeof lp, r->now_ms - c->poll_off_ms);
+        /* Escaped: fixture mode takes cache names from a file. */
+        ts_buf_adds(b, i ? "," : "");
+        ts_sim_json_str(b, c->host);
         ts_buf_printf(b,
-                      "%s\"%s\":{\"isAvailable\":true,\"ipv4Available\":true,\"ipv6Available\":false,"
+                      ":{\"isAvailable\":true,\"ipv4Available\":true,\"ipv6Available\":false,"
                       "\"status\":\"%s - available\",\"lastPoll\":\"%s\"}",
-                      i ? "," : "", c->host, c->reported ? "REPORTED" : "ONLINE", lp);
+                      c->reported ? "REPORTED" : "ONLINE", lp);
     }
     ts_buf_adds(b, "},\"deliveryServices\":{");
-    for (int j = 0; j < cd->nds; j++)
+    for (int j = 0; j < cd->nds; j++) {
+        if (ts_sim.fixture && j < ts_sim.nfx_ds) { /* the fixture's delivery services */
+            ts_buf_adds(b, j ? "," : "");
+            ts_sim_json_str(b, ts_sim.fx_ds[j]);
+            ts_buf_adds(b, ":{\"disabledLocations\":[],\"isAvailable\":true}");
+            continue;
+        }
         ts_buf_printf(b, "%s\"ds-%d\":{\"disabledLocations\":[],\"isAvailable\":true}", j ? "," : "",
                       cd->first_ds + j + 1);
+    }
     ts_buf_adds(b, "}}");
 }
 
@@ -667,14 +677,16 @@ static void gen_statuses(ts_buf *b, const tm_req *r) {
         uint64_t h = ts_sim_mix(c->h + (uint64_t)(r->now_ms / 1000));
         ts_sim_fmt_jsonfloat(n1, ts_sim_cache_kbps(c, t_s));
         ts_sim_fmt_jsonfloat(n2, (double)(h % 300) / 100.0);
+        ts_buf_adds(b, i ? "," : "");
+        ts_sim_json_str(b, c->host);
         ts_buf_printf(b,
-                      "%s\"%s\":{\"type\":\"%s\",\"load_average\":%s,\"query_time_ms\":%d,\"health_time_ms\":%d,"
+                      ":{\"type\":\"%s\",\"load_average\":%s,\"query_time_ms\":%d,\"health_time_ms\":%d,"
                       "\"stat_time_ms\":%d,\"stat_span_ms\":%d,\"health_span_ms\":%d,\"status\":\"%s - available\","
                       "\"status_poller\":\"health\",\"bandwidth_kbps\":%s,\"bandwidth_capacity_kbps\":%d,"
                       "\"connection_count\":%d,\"ipv4_available\":true,\"ipv6_available\":false,"
                       "\"combined_available\":true,\"interfaces\":{\"eth0\":{\"status\":\"available\","
                       "\"status_poller\":\"health\",\"bandwidth_kbps\":%s,\"available\":true}}}",
-                      i ? "," : "", c->host, c->type == SIM_EDGE ? "EDGE" : "MID", n2, 3 + (int)(h % 40),
+                      c->type == SIM_EDGE ? "EDGE" : "MID", n2, 3 + (int)(h % 40),
                       2 + (int)(h % 20), c->poll_off_ms % 1000, ts_sim.poll_ms, ts_sim.poll_ms,
                       c->reported ? "REPORTED" : "ONLINE", n1, c->speed_mbps * 1000, 1000 + (int)(h % 3000), n1);
     }
@@ -816,6 +828,40 @@ static const char *const garbage[] = {
 
 static enum MHD_Result tm_handle(void *cls, struct MHD_Connection *c, const char *url, const char *method);
 
+/* Fixture mode: the recorded body as is, whatever the query (TM's filters do not
+ * apply); the body faults (invalid, truncate, cut) and gzip still do. */
+static enum MHD_Result serve_fixture(struct MHD_Connection *c, sim_monitor *m, int route, const sim_fault *f) {
+    int k = route == R_DSSTATS;
+    sim_payload *raw = ts_sim.fx_body[k], *gz = ts_sim.fx_gz[k];
+    const char *ct = "application/json";
+    enum MHD_Result ret;
+    atomic_fetch_add(&m->n_200, 1);
+    if (f->invalid)
+        return ts_sim_send_text(c, 200, ct, garbage[(atomic_load(&m->n_200) + (long long)route) % 4]);
+    int want_gz = ts_sim_wants_gzip(c) && gz;
+    if (f->truncate) {
+        sim_payload *half = want_gz ? ts_sim_gzip(raw->data, raw->len / 2) : NULL;
+        if (half) {
+            atomic_fetch_add(&m->bytes, (long long)half->len);
+            ret = ts_sim_send_payload(c, 200, ct, half, half->len, 1);
+            ts_sim_payload_unref(half);
+        } else {
+            atomic_fetch_add(&m->bytes, (long long)(raw->len / 2));
+            ret = ts_sim_send_payload(c, 200, ct, raw, raw->len / 2, 0);
+        }
+    } else if (f->cut) {
+        ret = ts_sim_send_cut(c, ct, want_gz ? gz : raw);
+    } else if (want_gz) {
+        atomic_fetch_add(&m->n_gzip, 1);
+        atomic_fetch_add(&m->bytes, (long long)gz->len);
+        ret = ts_sim_send_payload(c, 200, ct, gz, gz->len, 1);
+    } else {
+        atomic_fetch_add(&m->bytes, (long long)raw->len);
+        ret = ts_sim_send_payload(c, 200, ct, raw, raw->len, 0);
+    }
+    return ret;
+}
+
 enum MHD_Result ts_sim_tm_handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls) {
     (void)version;
@@ -869,6 +915,7 @@ static enum MHD_Result tm_handle(void *cls, struct MHD_Connection *c, const char
         return ts_sim_send_text(c, 405, "text/plain; charset=utf-8", "Method Not Allowed");
     }
     if (route == R_PLAIN) return plain_route(c, m, url);
+    if (ts_sim.fixture && (route == R_CACHESTATS || route == R_DSSTATS)) return serve_fixture(c, m, route, &f);
 
     tm_req r;
     memset(&r, 0, sizeof r);

@@ -576,6 +576,17 @@ static enum MHD_Result sim_stats(struct MHD_Connection *c) {
                   atomic_load(&ts_sim.to_params), atomic_load(&ts_sim.to_ss_get), atomic_load(&ts_sim.to_ss_post),
                   atomic_load(&ts_sim.to_other), atomic_load(&ts_sim.to_503), atomic_load(&ts_sim.to_sim), nsess,
                   nsum);
+    if (ts_sim.fixture) {
+        ts_buf_adds(&b, "\"fixture_cdn\":");
+        ts_sim_json_str(&b, ts_sim.fixture_cdn);
+        ts_buf_printf(&b,
+                      ",\"fixture_time_delta_ms\":%lld,\"fixture\":{\"newest_ms\":%lld,\"caches\":%d,"
+                      "\"deliveryservices\":%d,\"cachestats_times\":%d,\"dsstats_times\":%d,"
+                      "\"cachestats_bytes\":%zu,\"dsstats_bytes\":%zu},",
+                      (long long)ts_sim.fixture_delta_ms, (long long)ts_sim.fixture_newest_ms, ts_sim.nfx_hosts,
+                      ts_sim.nfx_ds, ts_sim.fx_ntimes[0], ts_sim.fx_ntimes[1], ts_sim.fx_body[0]->len,
+                      ts_sim.fx_body[1]->len);
+    }
     ts_buf_printf(&b,
                   "\"generator\":{\"count\":%lld,\"last_us\":%lld,\"mean_us\":%lld,\"last_bytes\":%lld,"
                   "\"cache_hits\":%lld},\"monitors\":[",
