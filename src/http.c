@@ -74,12 +74,14 @@ static CURL *easy_get(void) {
     return curl_easy_init();
 }
 
-static void easy_put(CURL *e) {
+static void easy_put(CURL *e, int used_cookies) {
     if (!e) return;
     /* reset drops options (and detaches the share) but keeps the handle's
-     * allocations; the connections themselves live in the share. */
-    curl_easy_reset(e);
-    if (g_inited && g_nfree_easy < FREE_EASY_MAX) g_free_easy[g_nfree_easy++] = e;
+     * allocations; the connections themselves live in the share. libcurl
+     * 7.88's reset does not free the cookie-file list that CURLOPT_COOKIEFILE
+     * added, so a handle that used cookies is cleaned up, not pooled. */
+    if (!used_cookies) curl_easy_reset(e);
+    if (!used_cookies && g_inited && g_nfree_easy < FREE_EASY_MAX) g_free_easy[g_nfree_easy++] = e;
     else curl_easy_cleanup(e);
 }
 
@@ -263,7 +265,7 @@ static void req_free(req *q) {
     curl_slist_free_all(q->hdrs);
     ts_buf_free(&q->gz);
     ts_http_result_free(&q->res);
-    easy_put(q->easy);
+    easy_put(q->easy, q->r.opts.use_cookies);
     free(q);
 }
 
