@@ -2,7 +2,8 @@
  * (C core, hot path; no Lua here). yajl's SAX parser drives a small fixed
  * state machine: top object -> entity map -> stat map -> history array ->
  * element [0]. Everything else is skipped by counting container depth, so the
- * scanner holds no payload and does no allocation after ts_scan_new. */
+ * scanner holds no payload and allocates nothing per key or sample (only one
+ * feed-gathering buffer, plus yajl's own token buffer). */
 #include "ts_scan.h"
 
 #include <stdio.h>
