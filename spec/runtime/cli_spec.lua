@@ -4,7 +4,7 @@
 local stack = require "spec.runtime.stack"
 local cjson = require "cjson"
 
-describe("tstats command line", function()
+describe("tstats command line #asan", function()
   local tstats = stack.bin("tstats")
   local influx
   local tmp

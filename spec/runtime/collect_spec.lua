@@ -68,7 +68,7 @@ local function drop_all()
   end
 end
 
-describe("collection", function()
+describe("collection #asan", function()
   setup(function()
     influx = stack.influxd_start()
     tmp = stack.tmpdir()

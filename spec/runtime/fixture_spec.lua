@@ -379,7 +379,7 @@ describe("tstats-sim fixture mode", function()
   end)
 end)
 
-describe("tstats on the fixture payloads", function()
+describe("tstats on the fixture payloads #asan", function()
   setup(function()
     influx = stack.influxd_start()
     tmp = stack.tmpdir()

@@ -13,7 +13,7 @@ local function bin_ok()
   return false
 end
 
-describe("daily summaries (real influxd + PostgreSQL)", function()
+describe("daily summaries (real influxd + PostgreSQL) #asan", function()
   if not bin_ok() then
     pending("tstats binary not built at " .. stack.bin("tstats"))
     return
