@@ -31,15 +31,7 @@ end
 local function date_to_s(d)
   local y, m, dd = tostring(d or ""):match("^(%d%d%d%d)-(%d%d)-(%d%d)$")
   if not y then error("dates are YYYY-MM-DD, got '" .. tostring(d) .. "'", 0) end
-  -- days since the epoch, civil calendar (no local time zone involved)
-  y, m, dd = tonumber(y), tonumber(m), tonumber(dd)
-  if m <= 2 then y = y - 1 end
-  local era = (y >= 0 and y or y - 399) // 400
-  local yoe = y - era * 400
-  local mp = (m + 9) % 12
-  local doy = (153 * mp + 2) // 5 + dd - 1
-  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-  return (era * 146097 + doe - 719468) * 86400
+  return require("tstats.civil").days_from_civil(tonumber(y), tonumber(m), tonumber(dd)) * 86400
 end
 C.date_to_s = date_to_s
 

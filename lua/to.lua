@@ -52,31 +52,8 @@ function to.query(q)
   return table.concat(out, "&")
 end
 
--- Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
--- days_from_civil); avoids os.time, which works in the local time zone.
-local function days_from_civil(y, m, d)
-  if m <= 2 then y = y - 1 end
-  local era = (y >= 0 and y or y - 399) // 400
-  local yoe = y - era * 400
-  local mp = (m + 9) % 12
-  local doy = (153 * mp + 2) // 5 + d - 1
-  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-  return era * 146097 + doe - 719468
-end
-
-local function civil_from_days(z)
-  z = z + 719468
-  local era = (z >= 0 and z or z - 146096) // 146097
-  local doe = z - era * 146097
-  local yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-  local y = yoe + era * 400
-  local doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-  local mp = (5 * doy + 2) // 153
-  local d = doy - (153 * mp + 2) // 5 + 1
-  local m = mp < 10 and mp + 3 or mp - 9
-  if m <= 2 then y = y + 1 end
-  return y, m, d
-end
+local civil = require "tstats.civil"
+local days_from_civil, civil_from_days = civil.days_from_civil, civil.civil_from_days
 
 -- TO timestamps → integer ms since the epoch. Accepts RFC 3339 (API v5,
 -- "2019-11-19T06:12:34+05:30", "…Z", fractional seconds) and the pre-v5
