@@ -9,21 +9,10 @@ local function str(v)
   return nil
 end
 
--- RFC 3986 percent-encoding, used when the C core is absent (specs). Must
--- give the same bytes as tstats.http.urlencode.
-local function local_urlencode(s)
-  return (tostring(s):gsub("[^%w%-%._~]", function(c)
-    return string.format("%%%02X", string.byte(c))
-  end))
-end
-plan.local_urlencode = local_urlencode
-
-local function urlencode(s)
-  local ts = rawget(_G, "tstats")
-  local h = type(ts) == "table" and type(ts.http) == "table" and ts.http.urlencode
-  if type(h) == "function" then return h(tostring(s)) end
-  return local_urlencode(s)
-end
+-- RFC 3986 percent-encoding: tstats.http.urlencode, or the pure-Lua twin
+-- when the C core is absent (specs); both live in lua/to.lua.
+local urlencode = require("to").urlencode
+plan.local_urlencode = require("to").local_urlencode
 
 -- Host names and domains go into URLs unencoded: only DNS-ish characters are
 -- accepted, so a hostile TO entry cannot smuggle a path, userinfo or query.
