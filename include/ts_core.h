@@ -75,6 +75,13 @@ const ts_map_owner *ts_mapper_owner(ts_mapper *m);
 void ts_mapper_release(ts_mapper *m);     /* the plan lets go; memory stays while batches use it */
 uint64_t ts_mapper_lua_calls(const ts_mapper *m);
 
+/* The per-sample path: turns one scanned sample into a compact point by the
+ * cached answers. Returns TS_SAMPLE_OK with *out filled, or why it was skipped. */
+enum { TS_SAMPLE_OK = 0, TS_SAMPLE_NO_TIME, TS_SAMPLE_OLD, TS_SAMPLE_NON_NUMERIC, TS_SAMPLE_HOOK_DROP };
+int ts_mapper_sample(ts_mapper *m, const ts_stat_map *st, const ts_entity_map *ent, const char *val, size_t vlen,
+                     int val_kind, int64_t time_ms, int has_time, int64_t cutoff_ms, int zero_non_numeric,
+                     ts_cpoint *out);
+
 /* Value parsing shared by collection and tests: TM sends numbers as strings.
  * Returns 1 and *out on a finite number, 0 otherwise. */
 int ts_parse_number(const char *s, size_t n, double *out);

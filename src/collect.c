@@ -216,18 +216,18 @@ static void *sink_stat(void *ud, void *ent, const char *name, size_t len) {
 static void sink_sample(void *ud, void *ent, void *stat, const char *val, size_t vlen, int kind, int64_t time_ms, int has_time) {
     endpoint *e = ud;
     ts_collector *c = e->c;
-    const ts_stat_map *st = stat;
-    if (!has_time) { c->st.skipped_no_time++; ts_counter_add(c_notime, 1); return; }
-    if (time_ms < e->cutoff_ms) { c->st.skipped_old++; ts_counter_add(c_old, 1); return; }
-    double v;
-    if (kind == TS_VAL_OTHER || !ts_parse_number(val, vlen, &v)) {
-        if (!c->zero_non_numeric) { c->st.skipped_non_numeric++; ts_counter_add(c_nonnum, 1); return; }
-        v = 0.0;
+    ts_cpoint p;
+    switch (ts_mapper_sample(e->mapper, stat, ent, val, vlen, kind, time_ms, has_time, e->cutoff_ms,
+                             c->zero_non_numeric, &p)) {
+    case TS_SAMPLE_OK:
+        ts_batch_add_compact(e->batch, &p);
+        e->n_points++;
+        break;
+    case TS_SAMPLE_NO_TIME: c->st.skipped_no_time++; ts_counter_add(c_notime, 1); break;
+    case TS_SAMPLE_OLD: c->st.skipped_old++; ts_counter_add(c_old, 1); break;
+    case TS_SAMPLE_NON_NUMERIC: c->st.skipped_non_numeric++; ts_counter_add(c_nonnum, 1); break;
+    default: break;   /* the script's hook dropped it */
     }
-    if (st->hook_ref != LUA_NOREF && ts_mapper_sample_hook(e->mapper, st, &v, val, time_ms) != 0) return;
-    ts_cpoint p = {st, ent, v, time_ms};
-    ts_batch_add_compact(e->batch, &p);
-    e->n_points++;
 }
 
 static void start_fetch(endpoint *e);
@@ -338,7 +338,8 @@ static void on_done(void *ud, ts_http_result *r) {
     ts_info("Collected %zu %s values for %s @ %lld", np,
             e->format == FMT_CACHESTATS ? "cache stats" : e->format == FMT_DSSTATS ? "deliveryservice stats" : e->name,
             e->cdn, (long long)(ts_now_ms() / 1000));
-    if (np > 0 && !e->retired && !c->closing) c->emit(c->emit_ud, b);
+    /* A retired endpoint's last poll still counts: its mapper lives on in the batch. */
+    if (np > 0 && !c->closing) c->emit(c->emit_ud, b);
     else ts_batch_free(b);
     finish_fetch(e, 1);
 }

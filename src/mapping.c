@@ -11,6 +11,7 @@
 #include "ts_core.h"
 #include "ts_log.h"
 #include "ts_lp.h"
+#include "ts_scan.h"
 
 /* ---- arena --------------------------------------------------------------- */
 typedef struct arena_block {
@@ -98,7 +99,7 @@ struct ts_mapper {
     ts_map_owner owner;
     uint64_t lua_calls;
     long budget;
-    int hooks[64];          /* sample-hook refs to release */
+    int *hooks;             /* sample-hook refs to release */
     int nhooks;
     char label[160];
 };
@@ -113,6 +114,7 @@ static void mapper_free(ts_mapper *m) {
         luaL_unref(m->L, LUA_REGISTRYINDEX, m->ctx_ref);
         for (int i = 0; i < m->nhooks; i++) luaL_unref(m->L, LUA_REGISTRYINDEX, m->hooks[i]);
     }
+    free(m->hooks);
     free(m->stats.slots);
     free(m->ents.slots);
     arena_free(m->arena);
@@ -276,8 +278,11 @@ const ts_stat_map *ts_mapper_stat(ts_mapper *m, const char *name, size_t len) {
             build_tagset(m, lua_gettop(L), &st->tags);
             lua_pop(L, 1);
             lua_getfield(L, t, "sample");
-            if (lua_isfunction(L, -1) && m->nhooks < (int)(sizeof m->hooks / sizeof m->hooks[0])) {
+            if (lua_isfunction(L, -1)) {
                 st->hook_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+                int *h = realloc(m->hooks, sizeof(int) * (size_t)(m->nhooks + 1));
+                if (!h) abort();
+                m->hooks = h;
                 m->hooks[m->nhooks++] = st->hook_ref;
             } else {
                 lua_pop(L, 1);
@@ -324,6 +329,24 @@ int ts_mapper_sample_hook(ts_mapper *m, const ts_stat_map *st, double *value, co
     }
     lua_pop(L, 1);
     return keep ? 0 : -1;
+}
+
+int ts_mapper_sample(ts_mapper *m, const ts_stat_map *st, const ts_entity_map *ent, const char *val, size_t vlen,
+                     int val_kind, int64_t time_ms, int has_time, int64_t cutoff_ms, int zero_non_numeric,
+                     ts_cpoint *out) {
+    if (!has_time) return TS_SAMPLE_NO_TIME;
+    if (time_ms < cutoff_ms) return TS_SAMPLE_OLD;
+    double v;
+    if (val_kind == TS_VAL_OTHER || !ts_parse_number(val, vlen, &v)) {
+        if (!zero_non_numeric) return TS_SAMPLE_NON_NUMERIC;
+        v = 0.0;
+    }
+    if (st->hook_ref != LUA_NOREF && ts_mapper_sample_hook(m, st, &v, val, time_ms) != 0) return TS_SAMPLE_HOOK_DROP;
+    out->stat = st;
+    out->ent = ent;
+    out->value = v;
+    out->time_ms = time_ms;
+    return TS_SAMPLE_OK;
 }
 
 /* Strict number grammar first: strtod alone would accept "nan", "inf" and
