@@ -27,11 +27,12 @@ typedef struct opts {
     long long catchup_points;
     int influxd_pid;
     long publish_size, inflight;
+    int chosen_only;             /* --chosen-only: skip the baseline, parsers and hook (for profilers) */
 } opts;
 
 static void usage(void) {
     fputs("usage: bench_pipeline [--caches N] [--stats M] [--ds D] [--cachegroups G] [--iters K]\n"
-          "                      [--naive-iters K] [--hook-iters K] [--feed BYTES]\n"
+          "                      [--naive-iters K] [--hook-iters K] [--feed BYTES] [--chosen-only]\n"
           "       bench_pipeline --catchup INFLUX_URL --db DB [--points N] [--influxd-pid PID]\n"
           "                      [--publish-size N] [--inflight N]   (plus the payload options)\n",
           stderr);
@@ -263,6 +264,15 @@ static ts_batch *scan_map(ts_mapper *m, ts_scan_kind kind, const ts_buf *json, s
     if (ts_scan_finish(s) != 0) { fprintf(stderr, "scan finish: %s\n", ts_scan_error(s)); exit(1); }
     ts_scan_free(s);
     return p->b;
+}
+
+/* A sink that maps nothing: the scanner's own speed. */
+static int null_handle;
+static void *null_entity(void *ud, const char *n, size_t l) { (void)ud; (void)n; (void)l; return &null_handle; }
+static void *null_stat(void *ud, void *e, const char *n, size_t l) { (void)ud; (void)e; (void)n; (void)l; return &null_handle; }
+static void null_sample(void *ud, void *e, void *s, const char *v, size_t vl, int k, int64_t t, int ht) {
+    (void)e; (void)s; (void)v; (void)vl; (void)k; (void)t; (void)ht;
+    (*(uint64_t *)ud)++;
 }
 
 /* ---- the naive baseline: the same mapping the obvious way in pure Lua ---- */
@@ -545,6 +555,7 @@ int main(int argc, char **argv) {
         else if (OPT("--influxd-pid")) o.influxd_pid = atoi(v);
         else if (OPT("--publish-size")) o.publish_size = atol(v);
         else if (OPT("--inflight")) o.inflight = atol(v);
+        else if (strcmp(a, "--chosen-only") == 0) o.chosen_only = 1;
         else usage();
 #undef OPT
     }
@@ -655,6 +666,17 @@ int main(int argc, char **argv) {
     printf("chosen total (best scan+map + best encode, CPU): %.1f ms = %.2f M points/s; Lua heap %.2f MB\n",
            chosen * 1e3, points / chosen / 1e6, (double)ts_lua_mem_used(L) / 1e6);
 
+    if (o.chosen_only) {
+        ts_buf_free(&out);
+        ts_mapper_release(mc);
+        ts_mapper_release(md);
+        ts_buf_free(&cs);
+        ts_buf_free(&dsj);
+        free(sm_w); free(sm_c); free(en_w); free(en_c); free(cs_c); free(calls);
+        ts_lua_close(L);
+        return warm_calls == 0 ? 0 : 1;
+    }
+
     /* ---- naive baseline in the same Lua state ---- */
     if (luaL_loadstring(L, NAIVE_LUA) != LUA_OK || ts_lua_pcall(L, 0, 1, "naive module", 0) != 0) {
         fprintf(stderr, "bench: naive module: %s\n", lua_tostring(L, -1));
@@ -713,6 +735,58 @@ int main(int argc, char **argv) {
            heap_mb / json_mb, json_mb);
     printf("ratio chosen/naive (points per CPU-second, scan+map+encode vs decode+loop+format): %.1fx\n",
            nvc_b / chosen);
+
+    /* ---- the parsers alone: what the JSON library choice costs ---- */
+    {
+        double *yw = calloc((size_t)n, sizeof(double)), *cw = calloc((size_t)nn, sizeof(double));
+        uint64_t ns = 0;
+        for (int it = 0; it < n; it++) {
+            ns = 0;
+            ts_scan_sink sink = {null_entity, null_stat, null_sample, &ns};
+            tmark m = mark();
+            for (int which = 0; which < 2; which++) {
+                const ts_buf *j = which ? &dsj : &cs;
+                ts_scan *sc = ts_scan_new(which ? TS_SCAN_DSSTATS : TS_SCAN_CACHESTATS, &sink);
+                for (size_t off = 0; off < j->len; off += o.feed)
+                    ts_scan_feed(sc, j->data + off, j->len - off < o.feed ? j->len - off : o.feed);
+                if (ts_scan_finish(sc) != 0) { fprintf(stderr, "null scan failed\n"); return 1; }
+                ts_scan_free(sc);
+            }
+            yw[it] = since(m).cpu;
+        }
+        static const char DECODE_LUA[] =
+            "local cjson = require 'cjson'\n"
+            "return function(a, b)\n"
+            "  local x, y = cjson.decode(a), cjson.decode(b)\n"
+            "  return collectgarbage('count')\n"
+            "end\n";
+        if (luaL_loadstring(L, DECODE_LUA) != LUA_OK || ts_lua_pcall(L, 0, 1, "decode chunk", 0) != 0) return 1;
+        int dec_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        double dheap = 0;
+        for (int it = 0; it < nn; it++) {
+            lua_gc(L, LUA_GCCOLLECT);
+            double base_kb = (double)ts_lua_mem_used(L) / 1024;
+            lua_rawgeti(L, LUA_REGISTRYINDEX, dec_ref);
+            lua_rawgeti(L, LUA_REGISTRYINDEX, cs_ref);
+            lua_rawgeti(L, LUA_REGISTRYINDEX, ds_ref);
+            tmark m = mark();
+            if (ts_lua_pcall(L, 2, 1, "decode", 0) != 0) return 1;
+            cw[it] = since(m).cpu;
+            double kb = lua_tonumber(L, -1) - base_kb;
+            if (kb / 1024 > dheap) dheap = kb / 1024;
+            lua_pop(L, 1);
+        }
+        luaL_unref(L, LUA_REGISTRYINDEX, dec_ref);
+        lua_gc(L, LUA_GCCOLLECT);
+        double yb = best(yw + 1, n - 1), cb = best(cw, nn);
+        printf("\n== the JSON parsers alone, same payload (CPU, best)\n");
+        printf("yajl streaming scanner, no-op sink: %.1f ms = %.0f MB/s (%llu samples; memory: one feed buffer + yajl's stack)\n",
+               yb * 1e3, json_mb / yb, (unsigned long long)ns);
+        printf("lua-cjson decode of the whole document: %.1f ms = %.0f MB/s, Lua heap %.1f MB = %.1fx the JSON\n", cb * 1e3,
+               json_mb / cb, dheap, dheap / json_mb);
+        free(yw);
+        free(cw);
+    }
 
     /* ---- per-sample Lua hook ---- */
     char *dir = write_hook_dir();
