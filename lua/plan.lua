@@ -116,7 +116,8 @@ function plan.build(servers, params, cfg)
         type = str(s.type), cdn = str(s.cdn), status = str(s.status),
       }
       -- ATC keeps the last one too (a map keyed by hostName over all CDNs).
-      if map[host] and map[host].cdn ~= e.cdn then
+      -- Monitors are never tag sources, so only caches are worth a warning.
+      if map[host] and map[host].cdn ~= e.cdn and e.type ~= "RASCAL" and map[host].type ~= "RASCAL" then
         warn("hostName %s appears in CDNs %s and %s: tags use the last one", host,
              tostring(map[host].cdn), tostring(e.cdn))
       end
