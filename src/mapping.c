@@ -363,39 +363,67 @@ int ts_mapper_sample(ts_mapper *m, const ts_stat_map *st, const ts_entity_map *e
 }
 
 /* Strict number grammar first: strtod alone would accept "nan", "inf" and
- * hex floats, none of which TM means as a stat value. */
+ * hex floats, none of which TM means as a stat value. Most TM values are
+ * integers or short decimals ("12.500000", "2.62200722e+10"): with at most 15
+ * significant digits and a power of ten up to 1e22 both operands are exact
+ * doubles, so one multiplication or division is correctly rounded and equals
+ * strtod's answer (Clinger's fast path); anything else goes to strtod. */
 int ts_parse_number(const char *s, size_t n, double *out) {
+    static const double p10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+                                 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
     size_t i = 0;
     if (n == 0 || n > 64) return 0;
     int neg = 0;
     if (s[i] == '-' || s[i] == '+') { neg = s[i] == '-'; i++; }
-    uint64_t iv = 0;
+    uint64_t m = 0;      /* significant digits, while they fit */
+    int nsig = 0;        /* significant digits seen (leading zeros excluded) */
+    int dropped = 0;     /* digits not kept in m */
     size_t d0 = i;
     while (i < n && s[i] >= '0' && s[i] <= '9') {
-        if (i - d0 < 18) iv = iv * 10 + (uint64_t)(s[i] - '0');
+        if (nsig || s[i] != '0') {
+            if (nsig < 19) m = m * 10 + (uint64_t)(s[i] - '0'); else dropped++;
+            nsig++;
+        }
         i++;
     }
     size_t nd = i - d0;
-    if (i == n && nd > 0 && nd <= 15) {      /* exact in a double: the common case */
-        *out = neg ? -(double)iv : (double)iv;
-        return 1;
-    }
+    int e10 = dropped;
     size_t frac = 0;
     if (i < n && s[i] == '.') {
         i++;
         size_t f0 = i;
-        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+        while (i < n && s[i] >= '0' && s[i] <= '9') {
+            if (nsig || s[i] != '0') {
+                if (nsig < 19) { m = m * 10 + (uint64_t)(s[i] - '0'); e10--; }
+                nsig++;
+            } else {
+                e10--;
+            }
+            i++;
+        }
         frac = i - f0;
     }
     if (nd + frac == 0) return 0;
     if (i < n && (s[i] == 'e' || s[i] == 'E')) {
         i++;
-        if (i < n && (s[i] == '+' || s[i] == '-')) i++;
+        int eneg = 0;
+        if (i < n && (s[i] == '+' || s[i] == '-')) { eneg = s[i] == '-'; i++; }
         size_t e0 = i;
-        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+        int ev = 0;
+        while (i < n && s[i] >= '0' && s[i] <= '9') {
+            if (ev < 100000) ev = ev * 10 + (s[i] - '0');
+            i++;
+        }
         if (i == e0) return 0;
+        e10 += eneg ? -ev : ev;
     }
     if (i != n) return 0;
+    if (nsig <= 15 && !dropped && e10 >= -22 && e10 <= 22) {
+        double v = (double)m;
+        v = e10 >= 0 ? v * p10[e10] : v / p10[-e10];
+        *out = neg ? -v : v;
+        return 1;
+    }
     char tmp[72];
     memcpy(tmp, s, n);
     tmp[n] = '\0';

@@ -28,6 +28,28 @@ static char *slurp(const char *path, size_t *len) {
     return p;
 }
 
+/* The fast path must agree with strtod bit for bit on every form TM sends. */
+static void test_parse_number_vs_strtod(void) {
+    char buf[64];
+    unsigned long long x = 88172645463325252ULL;
+    int bad = 0;
+    for (int k = 0; k < 400000; k++) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        double v;
+        switch (k % 5) {
+        case 0: snprintf(buf, sizeof buf, "%llu", (x >> (x % 40)) % 100000000000000000ULL); break;
+        case 1: snprintf(buf, sizeof buf, "%.*g", 1 + (int)(x % 17), (double)(x % 1000000007) / (double)(1 + (x >> 40) % 1000)); break;
+        case 2: snprintf(buf, sizeof buf, "%f", (double)(x % 100000000) / 1000.0); break;
+        case 3: snprintf(buf, sizeof buf, "%.*e", (int)(x % 16), (double)(x >> 11) * 1e-3); break;
+        default: snprintf(buf, sizeof buf, "%s0.%0*llu", (x & 1) ? "-" : "", 1 + (int)(x % 20), x % 1000000); break;
+        }
+        if (!ts_parse_number(buf, strlen(buf), &v)) { bad++; if (bad < 5) printf("FAIL not parsed: %s\n", buf); continue; }
+        double want = strtod(buf, NULL);
+        if (memcmp(&v, &want, sizeof v) != 0) { bad++; if (bad < 5) printf("FAIL %s: %.17g vs strtod %.17g\n", buf, v, want); }
+    }
+    CHECK(bad == 0, "%d numbers differ from strtod", bad);
+}
+
 static void test_parse_number(void) {
     struct { const char *s; int ok; double v; } cases[] = {
         {"1523", 1, 1523}, {"2.62200722e+10", 1, 26220072200.0}, {"12.500000", 1, 12.5}, {"-3", 1, -3},
@@ -233,6 +255,7 @@ static void test_config(void) {
 int main(void) {
     ts_log_set_level(TS_LOG_WARN);
     test_parse_number();
+    test_parse_number_vs_strtod();
     lua_State *L = ts_lua_new(NULL, NULL);
     if (!L || ts_config_load(L, NULL) != 0) { printf("FAIL: Lua state\n"); return 1; }
     test_pipeline(L);
