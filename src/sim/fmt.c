@@ -75,7 +75,7 @@ static size_t fmt_float(char *out, double v, int json) {
         out[o] = '\0';
         return o;
     }
-    char dig[24];
+    char dig[24] = {0};   /* -O3 cannot see shortest_digits always fills it */
     int exp10;
     int nd = shortest_digits(v, dig, &exp10);
     if (json ? (exp10 < -6 || exp10 >= 21) : (exp10 < -4 || exp10 >= 6)) {
