@@ -47,4 +47,13 @@ const char *ts_scan_error(const ts_scan *s);
 const ts_scan_stats *ts_scan_get_stats(const ts_scan *s);
 void ts_scan_free(ts_scan *s);
 
+/* The yajl implementation, kept as the reference the hand-written scanner is
+ * tested and fuzzed against (src/tmscan_yajl.c; same contract as above). */
+ts_scan *ts_scan_yajl_new(ts_scan_kind kind, const ts_scan_sink *sink);
+int ts_scan_yajl_feed(ts_scan *s, const char *buf, size_t len);
+int ts_scan_yajl_finish(ts_scan *s);
+const char *ts_scan_yajl_error(const ts_scan *s);
+const ts_scan_stats *ts_scan_yajl_get_stats(const ts_scan *s);
+void ts_scan_yajl_free(ts_scan *s);
+
 #endif

@@ -1,5 +1,6 @@
-/* ts_scan: streaming scanner for Traffic Monitor CacheStats / DsStats payloads
- * (C core, hot path; no Lua here). yajl's SAX parser drives a small fixed
+/* ts_scan_yajl: the yajl-based TM payload scanner (C core; no Lua here), kept
+ * as the reference that the hand-written scanner in src/tmscan.c is tested and
+ * fuzzed against (same contract, ts_scan_yajl_* names). yajl's SAX parser drives a small fixed
  * state machine: top object -> entity map -> stat map -> history array ->
  * element [0]. Everything else is skipped by counting container depth, so the
  * scanner holds no payload and allocates nothing per key or sample (only one
@@ -324,7 +325,7 @@ static const yajl_callbacks scan_callbacks = {
     cb_start_map, cb_key, cb_end_map, cb_start_array, cb_end_array,
 };
 
-ts_scan *ts_scan_new(ts_scan_kind kind, const ts_scan_sink *sink) {
+ts_scan *ts_scan_yajl_new(ts_scan_kind kind, const ts_scan_sink *sink) {
     ts_scan *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     if (sink) s->sink = *sink;
@@ -366,7 +367,7 @@ static int scan_parse(ts_scan *s, const char *p, size_t n) {
     return rc;
 }
 
-int ts_scan_feed(ts_scan *s, const char *buf, size_t len) {
+int ts_scan_yajl_feed(ts_scan *s, const char *buf, size_t len) {
     if (s->failed) return -1;
     s->st.bytes += len;
     /* While a token keeps growing without any callback, wait for at least as
@@ -394,7 +395,7 @@ int ts_scan_feed(ts_scan *s, const char *buf, size_t len) {
     return scan_parse(s, s->pend, n);
 }
 
-int ts_scan_finish(ts_scan *s) {
+int ts_scan_yajl_finish(ts_scan *s) {
     if (s->failed) return -1;
     if (s->plen) {
         size_t n = s->plen;
@@ -411,11 +412,11 @@ int ts_scan_finish(ts_scan *s) {
     return 0;
 }
 
-const char *ts_scan_error(const ts_scan *s) { return s->err[0] ? s->err : ""; }
+const char *ts_scan_yajl_error(const ts_scan *s) { return s->err[0] ? s->err : ""; }
 
-const ts_scan_stats *ts_scan_get_stats(const ts_scan *s) { return &s->st; }
+const ts_scan_stats *ts_scan_yajl_get_stats(const ts_scan *s) { return &s->st; }
 
-void ts_scan_free(ts_scan *s) {
+void ts_scan_yajl_free(ts_scan *s) {
     if (!s) return;
     yajl_free(s->h);
     free(s->pend);
