@@ -1,7 +1,10 @@
 /* C unit tests for ts_scan, the streaming TM payload scanner (C core side).
  * Expectations are written out by hand from the fixture JSON; every input is
  * fed whole, one byte at a time and in random chunk sizes, and must give the
- * same samples, counters and return code. Speed figures are printed only. */
+ * same samples, counters and return code. Every check runs against the
+ * hand-written scanner (src/tmscan.c) and the yajl reference
+ * (src/tmscan_yajl.c), and a differential test makes the two agree on every
+ * input built here plus random mutations. Speed figures are printed only. */
 #include "ts_buf.h"
 #include "ts_scan.h"
 
@@ -11,23 +14,24 @@
 #include <string.h>
 #include <time.h>
 
-/* A second copy of the scanner with gathering turned down to 1 byte, so tiny
- * feeds reach yajl as they are (tokens split at every offset) and the
- * long-token back-off runs at small sizes. The library build is tested too. */
-#define ts_scan_new raw_scan_new
-#define ts_scan_feed raw_scan_feed
-#define ts_scan_finish raw_scan_finish
-#define ts_scan_error raw_scan_error
-#define ts_scan_get_stats raw_scan_get_stats
-#define ts_scan_free raw_scan_free
+/* A second copy of the yajl reference with gathering turned down to 1 byte,
+ * so tiny feeds reach yajl as they are (tokens split at every offset) and the
+ * long-token back-off runs at small sizes. The library builds of both
+ * scanners are tested too. */
+#define ts_scan_yajl_new raw_scan_new
+#define ts_scan_yajl_feed raw_scan_feed
+#define ts_scan_yajl_finish raw_scan_finish
+#define ts_scan_yajl_error raw_scan_error
+#define ts_scan_yajl_get_stats raw_scan_get_stats
+#define ts_scan_yajl_free raw_scan_free
 #define SCAN_COALESCE 1
-#include "../../src/tmscan.c"
-#undef ts_scan_new
-#undef ts_scan_feed
-#undef ts_scan_finish
-#undef ts_scan_error
-#undef ts_scan_get_stats
-#undef ts_scan_free
+#include "../../src/tmscan_yajl.c"
+#undef ts_scan_yajl_new
+#undef ts_scan_yajl_feed
+#undef ts_scan_yajl_finish
+#undef ts_scan_yajl_error
+#undef ts_scan_yajl_get_stats
+#undef ts_scan_yajl_free
 
 typedef struct scan_api {
     const char *name;
@@ -38,10 +42,16 @@ typedef struct scan_api {
     const ts_scan_stats *(*stats)(const ts_scan *);
     void (*free_)(ts_scan *);
 } scan_api;
+/* lib: the hand-written scanner (what tstats links); yajl: the reference as
+ * linked (8 KiB gathering); raw: the reference with 1-byte gathering. */
 static const scan_api api_lib = {"lib", ts_scan_new, ts_scan_feed, ts_scan_finish,
                                  ts_scan_error, ts_scan_get_stats, ts_scan_free};
+static const scan_api api_yajl = {"yajl", ts_scan_yajl_new, ts_scan_yajl_feed, ts_scan_yajl_finish,
+                                  ts_scan_yajl_error, ts_scan_yajl_get_stats, ts_scan_yajl_free};
 static const scan_api api_raw = {"raw", raw_scan_new, raw_scan_feed, raw_scan_finish,
                                  raw_scan_error, raw_scan_get_stats, raw_scan_free};
+static const scan_api *const apis[] = {&api_lib, &api_yajl, &api_raw};
+#define NAPIS (sizeof apis / sizeof apis[0])
 static const scan_api *A = &api_lib; /* the one run() uses */
 
 static int n_ok, n_fail;
@@ -183,6 +193,80 @@ static int run(ts_scan_kind kind, const char *doc, size_t len, int mode, rec *r,
     return rc;
 }
 
+/* ------------------------------------------------------------ differential */
+
+/* Hand-written vs yajl disagreement allowed in the "near byte N" of an error:
+ * yajl names the end of what its lexer consumed, the hand-written scanner the
+ * offending byte; both point into the same token. */
+#define DIFF_OFF_TOL 8
+static long n_diff, n_diff_fail;
+static long off_max_delta;
+
+/* Every document a test builds (up to 4 KB) seeds the mutation test. */
+static char *seeds[512];
+static size_t seed_len[512], nseeds;
+static void keep_seed(const char *doc, size_t len) {
+    if (nseeds == 512 || len > 4096) return;
+    seeds[nseeds] = malloc(len + 1);
+    memcpy(seeds[nseeds], doc, len);
+    seed_len[nseeds++] = len;
+}
+
+static int diff_skip; /* answer NULL for entity "skipme" / stat "skipstat" too */
+
+static long long err_off(const char *e) {
+    const char *p = strstr(e, "near byte ");
+    return p ? strtoll(p + 10, NULL, 10) : -1;
+}
+
+/* Feed `doc` to the hand-written scanner and to the raw yajl copy in the same
+ * mode; return codes, every callback (in order) and every counter must agree. */
+static void diff_run(const char *label, ts_scan_kind kind, const char *doc, size_t len, int mode) {
+    const scan_api *saved = A;
+    rec ra, rb;
+    ts_scan_stats sa, sb;
+    char ea[400], eb[400];
+    rec_init(&ra);
+    rec_init(&rb);
+    if (diff_skip) {
+        ra.skip_ent = rb.skip_ent = "skipme";
+        ra.skip_stat = rb.skip_stat = "skipstat";
+    }
+    A = &api_lib;
+    int rca = run(kind, doc, len, mode, &ra, &sa, ea, sizeof ea);
+    A = &api_raw;
+    int rcb = run(kind, doc, len, mode, &rb, &sb, eb, sizeof eb);
+    A = saved;
+    n_diff++;
+    long long oa = err_off(ea), ob = err_off(eb);
+    long delta = (oa >= 0 && ob >= 0) ? (long)(oa > ob ? oa - ob : ob - oa) : 0;
+    int ok = rca == rcb && strcmp(ra.samples.data, rb.samples.data) == 0 && strcmp(ra.ents.data, rb.ents.data) == 0 &&
+             strcmp(ra.stats.data, rb.stats.data) == 0 && sa.entities == sb.entities && sa.samples == sb.samples &&
+             sa.skipped_shape == sb.skipped_shape && sa.truncated_values == sb.truncated_values &&
+             (rca != 0 || sa.bytes == sb.bytes) && ra.bad_handle == 0 && rb.bad_handle == 0 &&
+             (rca == 0 || ((oa >= 0) == (ob >= 0) && delta <= DIFF_OFF_TOL));
+    if (rca && rcb && delta > off_max_delta) off_max_delta = delta;
+    if (!ok) {
+        n_diff_fail++;
+        if (n_diff_fail <= 20) {
+            fprintf(stderr, "DIFF %s mode %d (%zu bytes): rc %d/%d shape %llu/%llu trunc %llu/%llu ents %llu/%llu\n"
+                    "  hand: %s\n  yajl: %s\n", label, mode, len, rca, rcb,
+                    (unsigned long long)sa.skipped_shape, (unsigned long long)sb.skipped_shape,
+                    (unsigned long long)sa.truncated_values, (unsigned long long)sb.truncated_values,
+                    (unsigned long long)sa.entities, (unsigned long long)sb.entities, ea, eb);
+            if (strcmp(ra.samples.data, rb.samples.data))
+                fprintf(stderr, "  samples differ:\n--- hand\n%s--- yajl\n%s", ra.samples.data, rb.samples.data);
+            if (strcmp(ra.ents.data, rb.ents.data) || strcmp(ra.stats.data, rb.stats.data))
+                fprintf(stderr, "  names differ:\n--- hand\n%s%s--- yajl\n%s%s", ra.ents.data, ra.stats.data,
+                        rb.ents.data, rb.stats.data);
+            if (len <= 300) fprintf(stderr, "  doc: %.*s\n", (int)len, doc);
+        }
+    }
+    CHECK(ok, "%s mode %d: hand-written and yajl scanners disagree (see DIFF above)", label, mode);
+    rec_free(&ra);
+    rec_free(&rb);
+}
+
 /* Run every feeding mode; all must agree with the expectation. Returns the
  * whole-mode error text in err (for message checks). */
 static void expect_doc(const char *label, ts_scan_kind kind, const char *doc, size_t len, int want_rc,
@@ -190,9 +274,12 @@ static void expect_doc(const char *label, ts_scan_kind kind, const char *doc, si
                        size_t errsz) {
     static const int modes[] = {MODE_WHOLE, MODE_BYTES, 2, 3, 4, 5, 6, 7};
     const scan_api *saved = A;
-    for (size_t j = 0; j < 2 * sizeof modes / sizeof modes[0]; j++) {
-        size_t i = j % (sizeof modes / sizeof modes[0]);
-        A = j < sizeof modes / sizeof modes[0] ? &api_lib : &api_raw;
+    const size_t nm = sizeof modes / sizeof modes[0];
+    keep_seed(doc, len);
+    for (size_t i = 0; i < nm; i++) diff_run(label, kind, doc, len, modes[i]);
+    for (size_t j = 0; j < NAPIS * nm; j++) {
+        size_t i = j % nm;
+        A = apis[j / nm];
         rec r;
         rec_init(&r);
         ts_scan_stats st;
@@ -366,10 +453,11 @@ static void test_fixture(const char *file, ts_scan_kind kind, const exp_sample *
     for (size_t cut = 0; cut < body; cut++) {
         size_t k = 0;
         while (k < nends && ends[k] < cut) k++;
-        for (int mode = 0; mode < 6; mode++) {
+        for (int mode = 0; mode < 3; mode++) diff_run(file, kind, doc, cut, mode == 2 ? 9 : mode);
+        for (int mode = 0; mode < 3 * (int)NAPIS; mode++) {
             rec r;
             rec_init(&r);
-            A = mode < 3 ? &api_lib : &api_raw;
+            A = apis[mode / 3];
             int rc = run(kind, doc, cut, mode % 3 == 2 ? 9 : mode % 3, &r, NULL, NULL, 0);
             A = &api_lib;
             size_t pl = lines_prefix(want, k);
@@ -386,9 +474,10 @@ static void test_fixture(const char *file, ts_scan_kind kind, const exp_sample *
 
     /* One continuous byte-by-byte feed: after each byte at most the complete
      * elements so far have been reported (gathering may delay them), and with
-     * 1-byte gathering a '}' reaches yajl at once unless a token is pending. */
-    for (int a = 0; a < 2; a++) {
-        const scan_api *api = a ? &api_raw : &api_lib;
+     * 1-byte gathering a '}' reaches yajl at once unless a token is pending;
+     * the hand-written scanner holds back only a split token. */
+    for (size_t a = 0; a < NAPIS; a++) {
+        const scan_api *api = apis[a];
         rec r;
         rec_init(&r);
         ts_scan_sink sink = {rec_entity, rec_stat, rec_sample, &r};
@@ -405,7 +494,8 @@ static void test_fixture(const char *file, ts_scan_kind kind, const exp_sample *
         CHECK(badstep == 0, "%s %s: %d byte steps off", file, api->name, badstep);
         CHECK(api->finish(s) == 0, "%s %s: finish after bytewise feed", file, api->name);
         CHECK(r.nsamples == ne, "%s %s: %zu samples after finish", file, api->name, r.nsamples);
-        if (a) CHECK(exact > len / 2, "%s raw: samples lagged at %zu of %zu steps", file, len - exact, len);
+        if (api != &api_yajl)
+            CHECK(exact > len / 2, "%s %s: samples lagged at %zu of %zu steps", file, api->name, len - exact, len);
         api->free_(s);
         rec_free(&r);
     }
@@ -612,8 +702,8 @@ static void test_long_token_cost(void) {
     memset(doc.data + doc.len, '7', n); /* a 16 MB number token as well */
     doc.len += n;
     ts_buf_adds(&doc, "}]}}}");
-    for (int a = 0; a < 2; a++) {
-        A = a ? &api_raw : &api_lib;
+    for (size_t a = 0; a < NAPIS; a++) {
+        A = apis[a];
         rec r;
         rec_init(&r);
         ts_scan_stats st;
@@ -726,15 +816,16 @@ static void test_malformed(void) {
         free(doc);
     }
     /* Feeding after an error keeps failing; empty feeds are harmless. */
-    for (int a = 0; a < 2; a++) {
-        const scan_api *api = a ? &api_raw : &api_lib;
+    for (size_t a = 0; a < NAPIS; a++) {
+        const scan_api *api = apis[a];
         ts_scan_sink sink = {NULL, NULL, NULL, NULL};
         ts_scan *s = api->new_(TS_SCAN_CACHESTATS, &sink);
         CHECK(api->feed(s, "", 0) == 0, "empty feed");
         CHECK(api->feed(s, "{\"a\":", 5) == 0, "partial feed");
         CHECK(api->feed(s, "", 0) == 0, "empty feed mid-document");
         int rc = api->feed(s, "x", 1);
-        CHECK(rc == (a ? -1 : 0), "%s: bad byte gives %d", api->name, rc);
+        /* only the linked yajl copy gathers small feeds before lexing them */
+        CHECK(rc == (api == &api_yajl ? 0 : -1), "%s: bad byte gives %d", api->name, rc);
         if (rc == 0) CHECK(api->finish(s) == -1, "bad byte at finish");
         CHECK(api->feed(s, "1}", 2) == -1, "sticky error");
         CHECK(api->finish(s) == -1, "sticky error at finish");
@@ -816,27 +907,36 @@ static void gen_cachestats(ts_buf *b, int ncache, int nstat, int hc, uint64_t *n
     ts_buf_adds(b, "}}");
 }
 
-static void bench(const char *label, const ts_buf *doc, uint64_t nsamples, uint64_t tsum, size_t chunk, int reps) {
+static double bench(const scan_api *api, const char *label, const ts_buf *doc, uint64_t nsamples, uint64_t tsum,
+                    size_t chunk, int reps) {
     double best = 1e9;
     for (int r = 0; r < reps; r++) {
         count_sink c = {0, 0, 0, 0, 0};
         ts_scan_sink sink = {cs_entity, cs_stat, cs_sample, &c};
         double t0 = now_s();
-        ts_scan *s = ts_scan_new(TS_SCAN_CACHESTATS, &sink);
+        ts_scan *s = api->new_(TS_SCAN_CACHESTATS, &sink);
         int rc = 0;
         for (size_t off = 0; off < doc->len && rc == 0; off += chunk)
-            rc = ts_scan_feed(s, doc->data + off, doc->len - off < chunk ? doc->len - off : chunk);
-        if (rc == 0) rc = ts_scan_finish(s);
+            rc = api->feed(s, doc->data + off, doc->len - off < chunk ? doc->len - off : chunk);
+        if (rc == 0) rc = api->finish(s);
         double dt = now_s() - t0;
-        CHECK(rc == 0, "%s: rc %d (%s)", label, rc, ts_scan_error(s));
+        CHECK(rc == 0, "%s: rc %d (%s)", label, rc, api->error(s));
         CHECK(c.samples == nsamples && c.tsum == tsum, "%s: %" PRIu64 " samples (want %" PRIu64 "), time sum", label,
               c.samples, nsamples);
-        ts_scan_free(s);
+        api->free_(s);
         if (dt < best) best = dt;
     }
-    printf("%s: %.1f MB in %.2f ms (best of %d, %zu-byte chunks): %.0f MB/s, %.2f M samples/s\n", label,
-           (double)doc->len / 1e6, best * 1e3, reps, chunk, (double)doc->len / 1e6 / best,
+    printf("%s (%s): %.1f MB in %.2f ms (best of %d, %zu-byte chunks): %.0f MB/s, %.2f M samples/s\n", label,
+           api->name, (double)doc->len / 1e6, best * 1e3, reps, chunk, (double)doc->len / 1e6 / best,
            (double)nsamples / 1e6 / best);
+    return best;
+}
+
+/* Speed of the hand-written scanner against the linked yajl one (printed only). */
+static void bench2(const char *label, const ts_buf *doc, uint64_t nsamples, uint64_t tsum, size_t chunk, int reps) {
+    double a = bench(&api_lib, label, doc, nsamples, tsum, chunk, reps);
+    double b = bench(&api_yajl, label, doc, nsamples, tsum, chunk, reps);
+    printf("%s: hand-written is %.2fx yajl\n", label, b / a);
 }
 
 static void test_generated(void) {
@@ -844,7 +944,7 @@ static void test_generated(void) {
     uint64_t ns, tsum;
     ts_buf_init(&doc);
     gen_cachestats(&doc, 2000, 40, 1, &ns, &tsum);
-    bench("2000 caches x 40 stats, hc=1", &doc, ns, tsum, 16384, 5);
+    bench2("2000 caches x 40 stats, hc=1", &doc, ns, tsum, 16384, 5);
     /* Chunking must not matter on a big document either. */
     {
         count_sink c = {0, 0, 0, 0, 0};
@@ -866,15 +966,82 @@ static void test_generated(void) {
 
     ts_buf_init(&doc);
     gen_cachestats(&doc, 2000, 40, 5, &ns, &tsum);
-    bench("2000 caches x 40 stats, hc=5", &doc, ns, tsum, 16384, 3);
+    bench2("2000 caches x 40 stats, hc=5", &doc, ns, tsum, 16384, 3);
     ts_buf_free(&doc);
 
     /* ~50 MB: 4300 caches x 40 stats x hc 5. */
     ts_buf_init(&doc);
     gen_cachestats(&doc, 4300, 40, 5, &ns, &tsum);
     CHECK(doc.len > 50000000, "big payload is %zu bytes", doc.len);
-    bench("50 MB payload (4300 x 40, hc=5)", &doc, ns, tsum, 65536, 2);
+    bench2("50 MB payload (4300 x 40, hc=5)", &doc, ns, tsum, 65536, 2);
     ts_buf_free(&doc);
+}
+
+/* Generated payloads, whole and in random chunks, through both scanners. */
+static void test_generated_diff(void) {
+    ts_buf doc;
+    uint64_t ns, tsum;
+    ts_buf_init(&doc);
+    gen_cachestats(&doc, 300, 40, 3, &ns, &tsum);
+    for (int mode = 0; mode < 6; mode++) diff_run("generated 300x40 hc=3", TS_SCAN_CACHESTATS, doc.data, doc.len, mode);
+    diff_run("generated as DsStats", TS_SCAN_DSSTATS, doc.data, doc.len, 0);
+    ts_buf_free(&doc);
+}
+
+/* Random mutations of every document the tests above built: byte flips to
+ * JSON-significant bytes, deletions, inserted tokens (escapes, surrogates,
+ * UTF-8, keys the scanner reacts to), duplicated spans, truncation. Both
+ * scanners must agree on each. */
+static void test_mutations(int n) {
+    static const char alpha[] = "{}[]:,\"\\/ut0123456789-+.eE \t\n\v\f\r\x01\x1f\x7f\x80\xbf\xc3\xe2\xf0\xf8\xff" "abfnrx";
+    static const char *toks[] = {"\\ud83d\\ude00", "\\ud800", "\\udc00", "\\u0000", "\\uFFFF", "\\uffff", "\\ud83dx",
+                                 "\\ud83d\\n", "\\u00e9", "\\\"", "\\\\", "\\/", "\"value\"", "\"time\"", "\"caches\"",
+                                 "\"deliveryService\"", "[{", "}]", "{}", "[]", "null", "true", "false", "1e5", "-0",
+                                 "1.5", "-9223372036854775808", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\xed\xa0\x80",
+                                 "\xc0\x80", "\"skipme\"", "\"skipstat\"", ",", ":", "\"\"", " ", "\"x\":1"};
+    size_t nt = sizeof toks / sizeof toks[0];
+    ts_buf d;
+    ts_buf_init(&d);
+    long fails0 = n_diff_fail;
+    rng_state = 0xC0FFEE;
+    for (int k = 0; k < n; k++) {
+        size_t si = (size_t)(rng() % nseeds);
+        d.len = 0;
+        ts_buf_add(&d, seeds[si], seed_len[si]);
+        int nmut = 1 + (int)(rng() % 4);
+        for (int m = 0; m < nmut && d.len; m++) {
+            size_t at = (size_t)(rng() % d.len);
+            switch (rng() % 6) {
+            case 0:
+            case 1: d.data[at] = alpha[rng() % (sizeof alpha - 1)]; break;
+            case 2: memmove(d.data + at, d.data + at + 1, d.len - at - 1); d.len--; break;
+            case 3: {
+                const char *t = toks[rng() % nt];
+                size_t tl = strlen(t);
+                ts_buf_reserve(&d, d.len + tl + 1);
+                memmove(d.data + at + tl, d.data + at, d.len - at);
+                memcpy(d.data + at, t, tl);
+                d.len += tl;
+                break;
+            }
+            case 4: {
+                size_t l = 1 + (size_t)(rng() % 40);
+                if (l > d.len - at) l = d.len - at;
+                ts_buf_reserve(&d, d.len + l + 1);
+                memmove(d.data + at + l, d.data + at, d.len - at);
+                d.len += l;
+                break;
+            }
+            default: d.len = at; break;
+            }
+        }
+        diff_skip = (int)(rng() % 3 == 0);
+        int mode = (int)(rng() % 8);
+        diff_run("mutation", (rng() & 1) ? TS_SCAN_DSSTATS : TS_SCAN_CACHESTATS, d.data, d.len, mode);
+        diff_skip = 0;
+    }
+    ts_buf_free(&d);
+    printf("mutations: %d inputs from %zu seeds, %ld disagreements\n", n, nseeds, n_diff_fail - fails0);
 }
 
 int main(void) {
@@ -889,7 +1056,12 @@ int main(void) {
     test_long_values();
     test_long_token_cost();
     test_malformed();
+    test_generated_diff();
+    test_mutations(20000);
     test_generated();
+    printf("differential: %ld inputs compared, %ld disagreements, largest error-offset gap %ld bytes\n", n_diff,
+           n_diff_fail, off_max_delta);
     printf("test_scan: %d checks passed, %d failed\n", n_ok, n_fail);
+    for (size_t i = 0; i < nseeds; i++) free(seeds[i]);
     return n_fail ? 1 : 0;
 }
