@@ -141,9 +141,16 @@ static int sem_scalar(ts_scan *s, int kind, const char *p, size_t len) {
             if (i < len && p[i] == '-') { neg = 1; i++; }
             if (i == len) return 1;
             int64_t v = 0;
+            if (len - i <= 18) { /* cannot overflow: no per-digit range check */
+                for (; i < len; i++) {
+                    unsigned d = (unsigned)(unsigned char)p[i] - '0';
+                    if (d > 9) return 1; /* '.', 'e', 'E': not an integer */
+                    v = v * 10 - (int64_t)d;
+                }
+            }
             for (; i < len; i++) {
                 unsigned d = (unsigned)(unsigned char)p[i] - '0';
-                if (d > 9) return 1; /* '.', 'e', 'E': not an integer */
+                if (d > 9) return 1;
                 if (v < (INT64_MIN + (int64_t)d) / 10) return 1;
                 v = v * 10 - (int64_t)d;
             }
@@ -369,6 +376,23 @@ more:
 
 static inline int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 
+/* Index of the first non-digit at or after j (or n). 8 bytes at a time: a
+ * byte is a digit when (b ^ '0') <= 9; the lowest flagged byte is exact. */
+static inline size_t skip_digits(const char *p, size_t n, size_t j) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (j + 8 <= n) {
+        uint64_t x;
+        memcpy(&x, p + j, 8);
+        uint64_t a = x ^ (ONES * '0');
+        uint64_t m = ((a + ONES * 0x76) | a) & HIGHS;
+        if (m) return j + ((size_t)__builtin_ctzll(m) >> 3);
+        j += 8;
+    }
+#endif
+    while (j < n && is_digit((unsigned char)p[j])) j++;
+    return j;
+}
+
 /* Number starting at p[i]; returns the index just past it (JSON grammar). A
  * number ending exactly at the buffer end is incomplete unless final. */
 static long lex_number(ts_scan *s, const char *p, size_t n, size_t i, int final) {
@@ -376,17 +400,14 @@ static long lex_number(ts_scan *s, const char *p, size_t n, size_t i, int final)
     if (p[j] == '-') j++;
     if (j >= n) goto more;
     if (p[j] == '0') j++;
-    else if (p[j] >= '1' && p[j] <= '9') {
-        j++;
-        while (j < n && is_digit((unsigned char)p[j])) j++;
-    } else return syn_fail(s, s->base + j + 1, "malformed number, a digit is required after the minus sign.");
+    else if (p[j] >= '1' && p[j] <= '9') j = skip_digits(p, n, j + 1); else return syn_fail(s, s->base + j + 1, "malformed number, a digit is required after the minus sign.");
     if (j >= n) goto end;
     if (p[j] == '.') {
         j++;
         if (j >= n) goto more;
         if (!is_digit((unsigned char)p[j]))
             return syn_fail(s, s->base + j + 1, "malformed number, a digit is required after the decimal point.");
-        while (j < n && is_digit((unsigned char)p[j])) j++;
+        j = skip_digits(p, n, j);
         if (j >= n) goto end;
     }
     if (p[j] == 'e' || p[j] == 'E') {
@@ -396,7 +417,7 @@ static long lex_number(ts_scan *s, const char *p, size_t n, size_t i, int final)
         if (j >= n) goto more;
         if (!is_digit((unsigned char)p[j]))
             return syn_fail(s, s->base + j + 1, "malformed number, a digit is required after the exponent.");
-        while (j < n && is_digit((unsigned char)p[j])) j++;
+        j = skip_digits(p, n, j);
         if (j >= n) goto end;
     }
     return (long)j;
@@ -509,39 +530,22 @@ static inline int is_ws(unsigned char c) {
 }
 
 /* Parse complete tokens of p[0..n) (document offset s->base). Returns how many
- * bytes were consumed (the rest is one incomplete token) or -1 on an error. */
+ * bytes were consumed (the rest is one incomplete token) or -1 on an error.
+ * The common TM layout ("key":value,"key":value) is followed by direct jumps
+ * (key -> ':' -> value -> ',' -> key) instead of a trip through the dispatch. */
 static long parse(ts_scan *s, const char *p, size_t n, int final) {
     size_t i = 0;
     int g = s->g;
     long r;
+    unsigned char c;
     while (i < n) {
-        unsigned char c = (unsigned char)p[i];
-        if (is_ws(c)) { i++; continue; }
+        c = (unsigned char)p[i];
+        if (c <= ' ' && is_ws(c)) { i++; continue; }
         switch (g) {
         case G_START:
         case G_VAL:
         case G_ARR0:
-            if (c == '{' || c == '[') {
-                if (s->depth >= SCAN_MAX_DEPTH) {
-                    s->tokend = s->base + i + 1;
-                    sem_fail(s, "JSON nested deeper than 64 levels");
-                    goto fail;
-                }
-                s->depth++;
-                s->tokend = s->base + i + 1;
-                if (c == '{') {
-                    s->objbits |= 1ULL << (s->depth - 1);
-                    sem_open_map(s);
-                    g = G_OBJ0;
-                } else {
-                    s->objbits &= ~(1ULL << (s->depth - 1));
-                    if (!sem_open_array(s)) goto fail;
-                    g = G_ARR0;
-                }
-                i++;
-                continue;
-            }
-            if (c == ']' && g == G_ARR0) goto close;
+        value:
             if (c == '"') {
                 int esc;
                 r = lex_string(s, p, n, i, final, &esc);
@@ -556,6 +560,27 @@ static long parse(ts_scan *s, const char *p, size_t n, int final) {
                     } else if (!sem_scalar(s, TS_VAL_STRING, NULL, 0)) goto fail;
                 }
                 i = (size_t)r;
+            } else if (c == '{' || c == '[') {
+                if (s->depth >= SCAN_MAX_DEPTH) {
+                    s->tokend = s->base + i + 1;
+                    sem_fail(s, "JSON nested deeper than 64 levels");
+                    goto fail;
+                }
+                s->depth++;
+                s->tokend = s->base + i + 1;
+                i++;
+                if (c == '{') {
+                    s->objbits |= 1ULL << (s->depth - 1);
+                    sem_open_map(s);
+                    g = G_OBJ0;
+                    if (i < n && p[i] == '"') { c = '"'; goto key; }
+                } else {
+                    s->objbits &= ~(1ULL << (s->depth - 1));
+                    if (!sem_open_array(s)) goto fail;
+                    g = G_ARR0;
+                    if (i < n && p[i] == '{') { c = '{'; goto value; }
+                }
+                continue;
             } else if (c == '-' || is_digit(c)) {
                 r = lex_number(s, p, n, i, final);
                 if (r <= 0) goto stop;
@@ -564,6 +589,8 @@ static long parse(ts_scan *s, const char *p, size_t n, int final) {
                     if (!sem_scalar(s, TS_VAL_NUMBER, p + i, (size_t)r - i)) goto fail;
                 }
                 i = (size_t)r;
+            } else if (c == ']' && g == G_ARR0) {
+                goto close;
             } else if (c == 't' || c == 'f' || c == 'n') {
                 r = c == 't' ? lex_literal(s, p, n, i, final, "true", 4)
                   : c == 'f' ? lex_literal(s, p, n, i, final, "false", 5)
@@ -578,10 +605,13 @@ static long parse(ts_scan *s, const char *p, size_t n, int final) {
                 syn_fail(s, s->base + i + 1, "invalid char in json text.");
                 goto fail;
             }
-            g = s->depth ? G_NEXT : G_DONE;
+            if (!s->depth) { g = G_DONE; continue; }
+            g = G_NEXT;
+            if (i < n) { c = (unsigned char)p[i]; goto next; }
             continue;
         case G_OBJ0:
         case G_KEY:
+        key:
             if (c == '"') {
                 int esc;
                 r = lex_string(s, p, n, i, final, &esc);
@@ -594,6 +624,11 @@ static long parse(ts_scan *s, const char *p, size_t n, int final) {
                 }
                 i = (size_t)r;
                 g = G_COLON;
+                if (i < n && p[i] == ':') {
+                    i++;
+                    g = G_VAL;
+                    if (i < n && (c = (unsigned char)p[i]) > ' ') goto value;
+                }
                 continue;
             }
             if (c == '}' && g == G_OBJ0) goto close;
@@ -608,9 +643,15 @@ static long parse(ts_scan *s, const char *p, size_t n, int final) {
             g = G_VAL;
             continue;
         case G_NEXT:
+        next:
             if (c == ',') {
                 i++;
-                g = (s->objbits >> (s->depth - 1)) & 1 ? G_KEY : G_VAL;
+                if ((s->objbits >> (s->depth - 1)) & 1) {
+                    g = G_KEY;
+                    if (i < n && p[i] == '"') { c = '"'; goto key; }
+                } else {
+                    g = G_VAL;
+                }
                 continue;
             }
             if (c == '}' || c == ']') {
@@ -620,6 +661,7 @@ static long parse(ts_scan *s, const char *p, size_t n, int final) {
                 }
                 goto close;
             }
+            if (c <= ' ' && is_ws(c)) { i++; continue; }
             syn_fail(s, s->base + i + 1,
                      (s->objbits >> (s->depth - 1)) & 1 ? "after key and value, inside map, I expect ',' or '}'"
                                                         : "after array element, I expect ',' or ']'");
@@ -634,7 +676,9 @@ static long parse(ts_scan *s, const char *p, size_t n, int final) {
         else sem_close_array(s);
         s->depth--;
         i++;
-        g = s->depth ? G_NEXT : G_DONE;
+        if (!s->depth) { g = G_DONE; continue; }
+        g = G_NEXT;
+        if (i < n) { c = (unsigned char)p[i]; goto next; }
         continue;
     stop:
         if (r < 0) goto fail;
