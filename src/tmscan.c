@@ -439,13 +439,14 @@ static long lex_literal(ts_scan *s, const char *p, size_t n, size_t i, int final
     return (long)(i + len);
 }
 
-/* yajl_string_decode, quirks included (a high surrogate not followed by "\u"
- * becomes '?' and swallows the next byte; the second half of a pair is not
- * checked; U+FFFF is written in 4 bytes), so names match the reference. */
+/* yajl_string_decode as Debian's libyajl 2.1.0 behaves (checked by the
+ * differential test): a high surrogate not followed by "\u" becomes '?', the
+ * second half of a pair is not checked, a lone low surrogate is written as
+ * its 3-byte form, \u0000 is kept; so names match the reference exactly. */
 static size_t put_utf8(char *o, unsigned cp) {
     if (cp < 0x80) { o[0] = (char)cp; return 1; }
     if (cp < 0x800) { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0xFFFF) {
+    if (cp < 0x10000) {
         o[0] = (char)(0xE0 | (cp >> 12));
         o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
         o[2] = (char)(0x80 | (cp & 0x3F));
@@ -502,6 +503,7 @@ static const char *unescape(ts_scan *s, const char *str, size_t len, size_t *out
                     cp = ((cp & 0x3F) << 10) | ((((cp >> 6) & 0xF) + 1) << 16) | (sur & 0x3FF);
                     end += 5;
                 } else {
+                    end--; /* the byte after the escape is ordinary text */
                     *o++ = '?';
                     break;
                 }
