@@ -197,9 +197,17 @@ static int run(ts_scan_kind kind, const char *doc, size_t len, int mode, rec *r,
 
 /* Hand-written vs yajl disagreement allowed in the "near byte N" of an error:
  * yajl names the end of what its lexer consumed, the hand-written scanner the
- * offending byte; both point into the same token. */
+ * offending byte. For an unexpected token (say a string where ',' belongs)
+ * yajl lexes the whole token first, so then only "not later than yajl" holds. */
 #define DIFF_OFF_TOL 8
-static long n_diff, n_diff_fail;
+static int offsets_agree(const char *d, size_t n, long long hand, long long ref) {
+    if (hand > ref + DIFF_OFF_TOL) return 0;
+    if (ref <= hand + DIFF_OFF_TOL) return 1;
+    if (hand < 1 || (size_t)hand > n) return 0;
+    unsigned char c = (unsigned char)d[hand - 1];
+    return c == '"' || c == '-' || (c >= '0' && c <= '9') || c == 't' || c == 'f' || c == 'n';
+}
+static long n_diff, n_diff_fail, n_open_str;
 static long off_max_delta;
 
 /* Every document a test builds (up to 4 KB) seeds the mutation test. */
@@ -240,11 +248,17 @@ static void diff_run(const char *label, ts_scan_kind kind, const char *doc, size
     n_diff++;
     long long oa = err_off(ea), ob = err_off(eb);
     long delta = (oa >= 0 && ob >= 0) ? (long)(oa > ob ? oa - ob : ob - oa) : 0;
-    int ok = rca == rcb && strcmp(ra.samples.data, rb.samples.data) == 0 && strcmp(ra.ents.data, rb.ents.data) == 0 &&
+    /* known yajl bug: an unterminated string after the top-level object is
+     * accepted (its lexer waits for more input, then the end is fine); the
+     * hand-written scanner rejects it as trailing garbage */
+    int open_str = rca && !rcb && strstr(ea, "trailing garbage") && oa >= 1 && (size_t)oa <= len &&
+                   doc[oa - 1] == '"' && !memchr(doc + oa, '"', len - (size_t)oa);
+    if (open_str) n_open_str++;
+    int ok = (rca == rcb || open_str) && strcmp(ra.samples.data, rb.samples.data) == 0 && strcmp(ra.ents.data, rb.ents.data) == 0 &&
              strcmp(ra.stats.data, rb.stats.data) == 0 && sa.entities == sb.entities && sa.samples == sb.samples &&
              sa.skipped_shape == sb.skipped_shape && sa.truncated_values == sb.truncated_values &&
              (rca != 0 || sa.bytes == sb.bytes) && ra.bad_handle == 0 && rb.bad_handle == 0 &&
-             (rca == 0 || ((oa >= 0) == (ob >= 0) && delta <= DIFF_OFF_TOL));
+             (rca == 0 || open_str || ((oa >= 0) == (ob >= 0) && (oa < 0 || offsets_agree(doc, len, oa, ob))));
     if (rca && rcb && delta > off_max_delta) off_max_delta = delta;
     if (!ok) {
         n_diff_fail++;
@@ -991,6 +1005,9 @@ static void test_quirks(void) {
         "{\"caches\":{\"a\":{\"s\":[{\"value\":\"\xf8\x80\"}]}}}", "{\"caches\":{\"a\\ud800\":{}}}",
         "{\"cach\\u0065s\":{\"a\":{\"v\":[{\"valu\\u0065\":\"x\",\"tim\\u0065\":5}]}}}",
         "{\"caches\":{\"a\":{\"s\":[{\"value\":\"\\u00e9\\/\\b\\f\\r\"}]}}}",
+        /* found by the fuzzer: yajl reports an unexpected string at its end,
+         * and accepts an unterminated string after the document */
+        "{\"caches\":{\"a\":{\"s\":[1,{\"a\":null}\":null}]}}}", "{\"pp\":\"h20\"}\"", "{} \"abc\\n",
     };
     for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++)
         for (int mode = 0; mode < 8; mode++) diff_run("quirk", TS_SCAN_CACHESTATS, docs[i], strlen(docs[i]), mode);
@@ -1079,8 +1096,8 @@ int main(void) {
     test_generated_diff();
     test_mutations(20000);
     test_generated();
-    printf("differential: %ld inputs compared, %ld disagreements, largest error-offset gap %ld bytes\n", n_diff,
-           n_diff_fail, off_max_delta);
+    printf("differential: %ld inputs compared, %ld disagreements, largest error-offset gap %ld bytes, %ld inputs "
+           "with yajl's open-string-after-the-document bug\n", n_diff, n_diff_fail, off_max_delta, n_open_str);
     printf("test_scan: %d checks passed, %d failed\n", n_ok, n_fail);
     for (size_t i = 0; i < nseeds; i++) free(seeds[i]);
     return n_fail ? 1 : 0;
