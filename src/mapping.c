@@ -109,6 +109,7 @@ struct ts_mapper {
     int refs;
     arena_block *arena;
     htab stats, ents;
+    struct stat_entry *last_stat;   /* the previous stat looked up (order prediction) */
     ts_map_owner owner;
     uint64_t lua_calls;
     long budget;
@@ -242,15 +243,50 @@ static int call_lua(ts_mapper *m, const char *fn, const char *name, size_t len) 
     return 0;
 }
 
-static ts_stat_map DROP_STAT = {.keep = 0, .hook_ref = LUA_NOREF};
 static ts_entity_map DROP_ENT = {.keep = 0};
 
+/* Every cache lists its stats in the same order, so the entry that followed
+ * this one last time is checked (one memcmp) before hashing the name. */
+struct stat_entry {
+    ts_stat_map map;        /* first member: &entry->map == entry */
+    const char *key;
+    uint32_t len;
+    struct stat_entry *next;
+};
+
+static ts_stat_map *stat_from_lua(ts_mapper *m, const char *name, size_t len);
+
 const ts_stat_map *ts_mapper_stat(ts_mapper *m, const char *name, size_t len) {
+    struct stat_entry *p = m->last_stat ? m->last_stat->next : NULL;
+    if (p && p->len == len && memcmp(p->key, name, len) == 0) {
+        m->last_stat = p;
+        return &p->map;
+    }
     uint64_t h = hash_bytes(name, len);
-    ts_stat_map *st = htab_get(&m->stats, h, name, len);
-    if (st) return st;
+    struct stat_entry *e = htab_get(&m->stats, h, name, len);
+    if (!e) {
+        ts_stat_map *st = stat_from_lua(m, name, len);
+        e = arena_alloc(&m->arena, sizeof *e);
+        e->map = *st;
+        e->len = (uint32_t)len;
+        e->key = arena_strdup(&m->arena, name, len);
+        e->next = NULL;
+        /* Cache drops too: an unwanted stat costs one Lua call per plan, not per poll. */
+        htab_put(&m->stats, h, e->key, len, e);
+    }
+    if (m->last_stat) m->last_stat->next = e;
+    m->last_stat = e;
+    return &e->map;
+}
+
+/* Lua's answer for one stat name, as a map in a temporary (copied by the caller). */
+static ts_stat_map *stat_from_lua(ts_mapper *m, const char *name, size_t len) {
+    static ts_stat_map tmp;
     lua_State *L = m->L;
-    st = &DROP_STAT;
+    ts_stat_map *st = &tmp;
+    memset(st, 0, sizeof *st);
+    st->keep = 0;
+    st->hook_ref = LUA_NOREF;
     int rc = call_lua(m, "stat", name, len);
     if (rc >= 0 && lua_istable(L, -1)) {
         int t = lua_gettop(L);
@@ -261,8 +297,6 @@ const ts_stat_map *ts_mapper_stat(ts_mapper *m, const char *name, size_t len) {
             ts_warn("%s stat(\"%.*s\"): no measurement in the answer; stat dropped", m->label, (int)len, name);
             ts_counter_add(c_map_errors, 1);
         } else {
-            st = arena_alloc(&m->arena, sizeof *st);
-            memset(st, 0, sizeof *st);
             st->keep = 1;
             st->hook_ref = LUA_NOREF;
             ts_buf b;
@@ -304,8 +338,6 @@ const ts_stat_map *ts_mapper_stat(ts_mapper *m, const char *name, size_t len) {
         lua_pop(L, 1);   /* measurement */
     }
     if (rc >= 0) lua_pop(L, 1);
-    /* Cache drops too: an unwanted stat costs one Lua call per plan, not per poll. */
-    htab_put(&m->stats, h, arena_strdup(&m->arena, name, len), len, st);
     return st;
 }
 
