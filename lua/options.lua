@@ -150,7 +150,11 @@ function O.resolve(user, file)
     local d = by_key[key]
     local sec, name = key:match("^([^.]+)%.(.+)$")
     local v
-    if sec then v = type(user[sec]) == "table" and user[sec][name] or nil else v = user[key] end
+    if sec then
+      if type(user[sec]) == "table" then v = user[sec][name] end   -- `false` must survive: no and/or here
+    else
+      v = user[key]
+    end
     if v == nil then v = deepcopy(d.default) end
     if d.type == "integer" and type(v) == "number" then v = math.tointeger(v) or v end
     if v == nil and d.required then err(key, "is required") end

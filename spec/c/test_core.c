@@ -242,12 +242,13 @@ static void test_config(void) {
     fclose(f);
     CHECK(ts_config_load(L, path) == -1, "missing required influxdb.urls refused");
     f = fopen(path, "w");
-    fputs("return { traffic_ops = { url = 'http://x', password = env('TSTATS_TEST_SECRET', 'dflt') }, influxdb = { urls = {'http://y'} }, polling_interval = 5 }", f);
+    fputs("return { traffic_ops = { url = 'http://x', password = env('TSTATS_TEST_SECRET', 'dflt') }, influxdb = { urls = {'http://y'} }, polling_interval = 5, summary = { enabled = false } }", f);
     fclose(f);
     setenv("TSTATS_TEST_SECRET", "s3cret", 1);
     CHECK(ts_config_load(L, path) == 0, "valid config loads");
     CHECK(strcmp(ts_cfg_str(L, "traffic_ops.password", "", buf, sizeof buf), "s3cret") == 0, "env() in config");
     CHECK(ts_cfg_int(L, "polling_interval", 0) == 5, "value from file");
+    CHECK(ts_cfg_bool(L, "summary.enabled", 1) == 0, "false inside a section overrides a true default");
     remove(path);
     ts_lua_close(L);
 }
