@@ -26,14 +26,22 @@ typedef struct tsd {
     volatile int want_stop, want_hup, want_poll, want_publish, want_refresh, want_summary;
     int t_poll, t_publish, t_refresh, t_summary;
     int64_t poll_iv, publish_iv, refresh_iv, summary_iv;   /* ms */
+    int64_t poll_wall, publish_wall;                       /* boundaries the timers are armed for */
     int have_plan;
     int64_t batches_printed;
 } tsd;
 
 /* ---- timers: aligned to wall-clock multiples of the interval (as ATC) ---- */
-static int64_t next_aligned_mono(int64_t iv_ms) {
+/* *last_wall is the boundary the timer last fired for: a timer that wakes a
+ * hair before its boundary (monotonic and wall clocks drift apart) must not
+ * be armed for that same boundary again. */
+static int64_t next_aligned_mono(int64_t iv_ms, int64_t *last_wall) {
     int64_t now = ts_now_ms();
     int64_t next = (now / iv_ms + 1) * iv_ms;
+    if (last_wall) {
+        if (*last_wall && next <= *last_wall) next = *last_wall + iv_ms;
+        *last_wall = next;
+    }
     return ts_mono_ms() + (next - now);
 }
 
@@ -45,12 +53,12 @@ static void on_summary(void *ud);
 static void on_poll(void *ud) {
     tsd *d = ud;
     d->want_poll = 1;
-    d->t_poll = ts_loop_timer(d->loop, next_aligned_mono(d->poll_iv), on_poll, d);
+    d->t_poll = ts_loop_timer(d->loop, next_aligned_mono(d->poll_iv, &d->poll_wall), on_poll, d);
 }
 static void on_publish(void *ud) {
     tsd *d = ud;
     d->want_publish = 1;
-    d->t_publish = ts_loop_timer(d->loop, next_aligned_mono(d->publish_iv), on_publish, d);
+    d->t_publish = ts_loop_timer(d->loop, next_aligned_mono(d->publish_iv, &d->publish_wall), on_publish, d);
 }
 static void on_refresh(void *ud) {
     tsd *d = ud;
@@ -72,12 +80,13 @@ static void cancel_timers(tsd *d) {
 static void arm_timers(tsd *d) {
     lua_State *L = d->L;
     cancel_timers(d);
+    d->poll_wall = d->publish_wall = 0;   /* intervals may have changed: realign */
     d->poll_iv = ts_cfg_int(L, "polling_interval", 10) * 1000;
     d->publish_iv = ts_cfg_int(L, "publishing_interval", 30) * 1000;
     d->refresh_iv = ts_cfg_int(L, "config_interval", 300) * 1000;
     d->summary_iv = ts_cfg_int(L, "daily_summary_interval", 60) * 1000;
-    d->t_poll = ts_loop_timer(d->loop, next_aligned_mono(d->poll_iv), on_poll, d);
-    d->t_publish = ts_loop_timer(d->loop, next_aligned_mono(d->publish_iv), on_publish, d);
+    d->t_poll = ts_loop_timer(d->loop, next_aligned_mono(d->poll_iv, &d->poll_wall), on_poll, d);
+    d->t_publish = ts_loop_timer(d->loop, next_aligned_mono(d->publish_iv, &d->publish_wall), on_publish, d);
     d->t_refresh = ts_loop_timer(d->loop, ts_mono_ms() + d->refresh_iv, on_refresh, d);
     if (ts_cfg_bool(L, "summary.enabled", 1))
         d->t_summary = ts_loop_timer(d->loop, ts_mono_ms() + 5000, on_summary, d);
