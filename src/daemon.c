@@ -195,6 +195,9 @@ static int refresh_plan(tsd *d) {
     }
     int n = ts_collector_set_plan(d->coll, -2);
     lua_pop(L, 2);
+    /* The decoded Traffic Ops answers are garbage now (the plan keeps a small
+     * host map): collect them at once rather than carrying them for a cycle. */
+    lua_gc(L, LUA_GCCOLLECT);
     if (n < 0) return d->have_plan ? 0 : -1;
     if (n == 0) ts_warn("the plan has no endpoints to poll (no Traffic Monitor for the configured CDNs?)");
     d->have_plan = 1;
