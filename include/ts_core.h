@@ -43,6 +43,7 @@ typedef struct ts_api_ctx {
     ts_writer *writer;       /* queue for tstats.influx.write; may be NULL */
 } ts_api_ctx;
 void ts_api_open(lua_State *L);            /* sets global `tstats` and package.loaded.tstats */
+void ts_json_records_open(lua_State *L);   /* adds tstats.json.decode_records */
 void ts_api_set_ctx(lua_State *L, ts_api_ctx *ctx);
 ts_api_ctx *ts_api_get_ctx(lua_State *L);
 

@@ -199,7 +199,7 @@ end
 
 -- Authenticated call: logs in when there is no session yet, and re-logs in
 -- exactly once when TO answers 401 (expired session), then retries once.
-function Client:call(method, path, payload)
+function Client:call(method, path, payload, decode)
   local body
   if payload ~= nil then
     local ok, enc = pcall(T().json.encode, payload)
@@ -225,24 +225,36 @@ function Client:call(method, path, payload)
     if res.status == 401 then self.logged_in = false end
     return nil, string.format("TO %s %s: HTTP %s: %s", method, path, tostring(res.status), alert_text(res.body))
   end
-  local ok, doc = pcall(T().json.decode, res.body or "")
+  local ok, doc = pcall(decode or T().json.decode, res.body or "")
   if not ok then
     return nil, string.format("TO %s %s: invalid JSON: %s", method, path, tostring(doc))
   end
   return doc
 end
 
-function Client:get(path)
-  return self:call("GET", path)
+function Client:get(path, decode)
+  return self:call("GET", path, nil, decode)
 end
 
 function Client:post(path, payload)
   return self:call("POST", path, payload)
 end
 
--- The "response" member of a GET, checked to be a table.
-local function response(self, path)
-  local doc, err = self:get(path)
+-- The "response" member of a GET, checked to be a table. With `fields`, only
+-- those top-level fields of each record are decoded (tstats.json.decode_records
+-- streams the answer in C; a large CDN's servers list never becomes a full
+-- Lua tree). Without the C core (specs) cjson decodes it all.
+local function response(self, path, fields)
+  local decode
+  local records = fields and T().json and T().json.decode_records
+  if records then
+    decode = function(body)
+      local recs, derr = records(body, fields)
+      if not recs then error(derr, 0) end
+      return { response = recs }
+    end
+  end
+  local doc, err = self:get(path, decode)
   if doc == nil then return nil, err end
   if type(doc) ~= "table" or type(doc.response) ~= "table" then
     return nil, "TO GET " .. path .. ": no \"response\" in the answer"
@@ -252,8 +264,11 @@ end
 
 -- All servers (monitors and caches: the caches give the hostname → cache
 -- group / type map the mappings need).
+-- The fields of a server that lua/plan.lua and the mappings read.
+to.SERVER_FIELDS = { "hostName", "domainName", "tcpPort", "cacheGroup", "type", "cdn", "status", "id", "cdnId" }
+
 function Client:servers()
-  return response(self, API .. "/servers")
+  return response(self, API .. "/servers", to.SERVER_FIELDS)
 end
 
 -- Parameters of a profile by name (default TRAFFIC_STATS, as Traffic Stats).
