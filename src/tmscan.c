@@ -710,7 +710,19 @@ ts_scan *ts_scan_new(ts_scan_kind kind, const ts_scan_sink *sink) {
     return s;
 }
 
+/* TM's tokens are names and short values; a multi-megabyte one is hostile or
+ * broken, and buffering it whole is the only way this scanner can use memory
+ * beyond a feed, so it is refused. */
+#ifndef SCAN_MAX_TOKEN
+#define SCAN_MAX_TOKEN ((size_t)64 << 20)
+#endif
+
 static int pend_add(ts_scan *s, const char *p, size_t n) {
+    if (s->plen + n > SCAN_MAX_TOKEN) {
+        snprintf(s->err, sizeof s->err, "TM payload: a single JSON token longer than %zu MiB", SCAN_MAX_TOKEN >> 20);
+        s->failed = 1;
+        return -1;
+    }
     if (s->pcap - s->plen < n) {
         size_t cap = s->pcap ? s->pcap : 256;
         while (cap - s->plen < n) cap *= 2;

@@ -192,6 +192,21 @@ static void test_sample_hook(lua_State *L) {
     free(out);
 }
 
+/* A hostile monitor cannot make the scanner buffer an endless token. */
+static void test_scan_token_cap(void) {
+    ts_scan *s = ts_scan_new(TS_SCAN_CACHESTATS, NULL);
+    const char *head = "{\"caches\":{\"x\":{\"s\":[{\"value\":\"";
+    int rc = ts_scan_feed(s, head, strlen(head));
+    size_t piece = 1 << 20, fed = 0;
+    char *chunk = malloc(piece);
+    memset(chunk, 'a', piece);
+    while (rc == 0 && fed < ((size_t)100 << 20)) { rc = ts_scan_feed(s, chunk, piece); fed += piece; }
+    CHECK(rc == -1 && fed <= ((size_t)65 << 20), "refused after %zu MiB", fed >> 20);
+    CHECK(strstr(ts_scan_error(s), "longer than 64 MiB") != NULL, "message: %s", ts_scan_error(s));
+    ts_scan_free(s);
+    free(chunk);
+}
+
 static void test_runtime_guards(lua_State *L) {
     /* a script error is a logged failure, not a crash */
     luaL_loadstring(L, "error('boom')");
@@ -259,6 +274,7 @@ int main(void) {
     test_parse_number_vs_strtod();
     lua_State *L = ts_lua_new(NULL, NULL);
     if (!L || ts_config_load(L, NULL) != 0) { printf("FAIL: Lua state\n"); return 1; }
+    test_scan_token_cap();
     test_pipeline(L);
     test_sample_hook(L);
     test_runtime_guards(L);
