@@ -484,6 +484,24 @@ enum { K_OK, K_REJECT, K_DROP, K_DEST, K_HOST };
 static void chunk_done(void *ud, ts_http_result *r);
 
 /* Returns 0, or -1 if the request could not be started (c went to retry). */
+/* A POST to one InfluxDB URL with the writer's connection settings. */
+static void influx_req(const ts_writer *w, ts_http_req *rq, const char *url, const char *body, size_t len,
+                       const char *ctype) {
+    memset(rq, 0, sizeof *rq);
+    rq->url = url;
+    rq->method = "POST";
+    rq->body = body;
+    rq->body_len = len;
+    rq->content_type = ctype;
+    rq->opts.connect_timeout_ms = w->connect_timeout_ms;
+    rq->opts.timeout_ms = w->timeout_ms;
+    rq->opts.insecure = w->insecure;
+    rq->opts.ca_file = w->ca_file;
+    rq->opts.user = w->user;
+    rq->opts.password = w->password;
+    rq->opts.accept_gzip = 1;
+}
+
 static int send_chunk(ts_writer *w, chunk *c) {
     if (w->nurls == 0) {
         /* nowhere to send: keep it as a failed chunk with backoff */
@@ -506,20 +524,8 @@ static int send_chunk(ts_writer *w, chunk *c) {
     snprintf(c->url, ul, "%s%s", w->urls[idx], c->d->path);
 
     ts_http_req rq;
-    memset(&rq, 0, sizeof rq);
-    rq.url = c->url;
-    rq.method = "POST";
-    rq.body = c->body.data;
-    rq.body_len = c->body.len;
-    rq.content_type = "text/plain; charset=utf-8";
-    rq.opts.connect_timeout_ms = w->connect_timeout_ms;
-    rq.opts.timeout_ms = w->timeout_ms;
-    rq.opts.insecure = w->insecure;
-    rq.opts.ca_file = w->ca_file;
-    rq.opts.user = w->user;
-    rq.opts.password = w->password;
+    influx_req(w, &rq, c->url, c->body.data, c->body.len, "text/plain; charset=utf-8");
     rq.opts.gzip_body = w->gzip;
-    rq.opts.accept_gzip = 1;
     rq.max_body = 1 << 20;  /* error answers are short; a huge one is not InfluxDB */
     rq.on_done = chunk_done;
     rq.ud = c;
@@ -856,19 +862,8 @@ int ts_writer_query(ts_writer *w, const char *db, const char *q, const char *epo
         ts_buf_init(&url);
         ts_buf_printf(&url, "%s/query", w->urls[idx]);
         ts_http_req rq;
-        memset(&rq, 0, sizeof rq);
-        rq.url = url.data;
-        rq.method = "POST";   /* InfluxDB 1.x takes reads and writes as POST /query */
-        rq.body = body.data;
-        rq.body_len = body.len;
-        rq.content_type = "application/x-www-form-urlencoded";
-        rq.opts.connect_timeout_ms = w->connect_timeout_ms;
-        rq.opts.timeout_ms = w->timeout_ms;
-        rq.opts.insecure = w->insecure;
-        rq.opts.ca_file = w->ca_file;
-        rq.opts.user = w->user;
-        rq.opts.password = w->password;
-        rq.opts.accept_gzip = 1;
+        /* InfluxDB 1.x takes reads and writes as POST /query */
+        influx_req(w, &rq, url.data, body.data, body.len, "application/x-www-form-urlencoded");
         rq.max_body = (size_t)256 << 20;
         ts_http_result r;
         ts_http_result_init(&r);
