@@ -62,18 +62,12 @@ local function count(measurement, db, where)
   return s and s.values[1][2] or 0
 end
 
-local function drop_all()
-  for _, db in ipairs({ "cache_stats", "deliveryservice_stats" }) do
-    stack.influx_query(influx.url, "DROP SERIES FROM /.*/", db)
-  end
-end
+local function drop_all() stack.influx_drop_series(influx.url) end
 
 describe("collection #asan", function()
   setup(function()
-    influx = stack.influxd_start()
+    influx = stack.influxd_start_atc()
     tmp = stack.tmpdir()
-    local rc, _, err = stack.run(tstats_bin .. " setup-influx", { env = { TSTATS_INFLUX_URL = influx.url } })
-    assert(rc == 0, err)
   end)
   teardown(function() stack.cleanup_all() end)
   before_each(drop_all)

@@ -206,11 +206,7 @@ local function stored_points()
   return pts, n
 end
 
-local function drop_all()
-  for _, db in ipairs({ "cache_stats", "deliveryservice_stats" }) do
-    stack.influx_query(influx.url, "DROP SERIES FROM /.*/", db)
-  end
-end
+local function drop_all() stack.influx_drop_series(influx.url) end
 
 local function same_points(want, got, what)
   for k, v in pairs(want) do
@@ -381,10 +377,8 @@ end)
 
 describe("tstats on the fixture payloads #asan", function()
   setup(function()
-    influx = stack.influxd_start()
+    influx = stack.influxd_start_atc()
     tmp = stack.tmpdir()
-    local rc, _, err = stack.run(tstats_bin .. " setup-influx", { env = { TSTATS_INFLUX_URL = influx.url } })
-    assert(rc == 0, err)
   end)
   teardown(function() stack.cleanup_all() end)
   before_each(drop_all)

@@ -363,6 +363,23 @@ function stack.influx_rows(decoded)
   return rows
 end
 
+-- influxd_start_atc(opts) -> influxd_start's handle, with ATC's databases, retention
+-- policies and continuous queries created by `tstats setup-influx`.
+function stack.influxd_start_atc(opts)
+  local h = stack.influxd_start(opts)
+  local rc, _, err = stack.run(q(stack.bin("tstats")) .. " setup-influx --replication 1",
+    { env = { TSTATS_INFLUX_URL = h.url } })
+  assert(rc == 0, "tstats setup-influx failed: " .. tostring(err))
+  return h
+end
+
+-- Drops every series of the stats databases (between specs sharing one influxd).
+function stack.influx_drop_series(url)
+  for _, db in ipairs({ "cache_stats", "deliveryservice_stats" }) do
+    stack.influx_query(url, "DROP SERIES FROM /.*/", db)
+  end
+end
+
 function stack.cleanup_all()
   for i = #started, 1, -1 do
     local h = started[i]

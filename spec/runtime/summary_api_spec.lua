@@ -33,7 +33,7 @@ describe("daily summary api sink #asan", function()
   end
 
   setup(function()
-    influx = stack.influxd_start()
+    influx = stack.influxd_start_atc()
     dir = stack.tmpdir()
     local ready = dir .. "/sim.json"
     sim = stack.spawn(stack.bin("tstats-sim") .. " --cdns 1 --caches 2 --ready-file " .. q(ready), dir .. "/sim.log")
@@ -48,8 +48,6 @@ return {
   summary = { sinks = { "api" }, rollups = { "daily" } },
 }
 ]]):format(to_url, influx.url, dir))
-    local rc, _, err = stack.run(q(stack.bin("tstats")) .. " setup-influx --replication 1", { env = { TSTATS_INFLUX_URL = influx.url } })
-    assert.are.equal(0, rc, err)
     local lines = {
       ("bandwidth.cdn.1min,cdn=cdn-a value=1000000 %d"):format(D),          -- 00:00 counts
       ("bandwidth.cdn.1min,cdn=cdn-a value=3000000 %d"):format(D + 3600),   -- the max, 3 Gbps
