@@ -9,16 +9,8 @@ local backfill = {}
 local DAY = 86400
 local UNIT = { S = 1, M = 60, H = 3600, D = 86400, W = 604800 }
 
-local function T()
-  local ts = rawget(_G, "tstats")
-  if ts == nil then ts = require "tstats" end
-  return ts
-end
-
-local function log(level, msg)
-  local f = T()[level]
-  if type(f) == "function" then pcall(f, msg) end
-end
+local host = require "tstats.host"
+local T, log = host.T, host.log
 
 -- Same length as s, quoted text ('...' and "...", backslash escapes) blanked
 -- and upper-cased, so keyword searches never hit a quoted name or literal.

@@ -7,23 +7,8 @@ local summary = {}
 
 local DAY = 86400
 
--- The C core provides `tstats` as a global (and as a module); specs inject a
--- stand-in global. Looked up at call time so a spec can swap it.
-local function T()
-  local ts = rawget(_G, "tstats")
-  if ts == nil then ts = require "tstats" end
-  return ts
-end
-
-local function log(level, msg)
-  local f = T()[level]
-  if type(f) == "function" then pcall(f, msg) end
-end
-
-local function count(name, n)
-  local f = T().count
-  if type(f) == "function" then pcall(f, name, n or 1) end
-end
+local host = require "tstats.host"
+local T, log, count = host.T, host.log, host.count
 
 local function config()
   return T().config or {}
