@@ -14,16 +14,41 @@
 
 /* ---- batches ---- */
 
+/* A compact batch holds what a poll produced until the publishing tick, so its
+ * size per point is what the daemon's memory grows with (issue 4: 30 s of
+ * polls are pending at any time). A cache's stats of one poll share the
+ * entity and, in Traffic Monitor's answers, the time stamp: those live once
+ * per run, and a point is only a batch-local stat index and the value (12
+ * bytes, against 32 for an unpacked ts_cpoint). */
+typedef struct crun {
+    const ts_entity_map *ent;
+    int64_t time_ms;
+    size_t start;         /* index of its first point */
+} crun;
+
+typedef struct cpt {
+    uint32_t stat;        /* index into ts_batch.stats */
+    unsigned char value[sizeof(double)];   /* keeps the struct 4-aligned: 12 bytes */
+} cpt;
+
 struct ts_batch {
     ts_dest dest;
     int compact;
-    ts_cpoint *pts;
+    cpt *pts;
     size_t n, cap;
+    crun *runs;
+    size_t nruns, runs_cap;
+    const ts_stat_map **stats;    /* distinct stat maps of the batch */
+    uint32_t nstats, stats_cap;
+    uint32_t *stat_slots;         /* open addressing over stats: index + 1, 0 = empty */
+    uint32_t slots_mask;
+    uint32_t last_stat;           /* stats arrive in the same order for every cache */
     ts_map_owner owner;
     int has_owner;
     ts_buf text;          /* '\n'-terminated lines */
     size_t nlines;
     size_t pos;           /* compact: next point; text: byte offset of next line */
+    size_t run_pos;       /* compact: run holding point `pos` */
     size_t lines_done;    /* text: lines already taken */
     uint64_t seq;         /* arrival order across the writer: age for "drop oldest" */
     struct ts_batch *next;
@@ -51,14 +76,64 @@ ts_batch *ts_batch_new_compact(const ts_dest *d, const ts_map_owner *owner) {
     return b;
 }
 
+static void *grow(void *p, size_t *cap, size_t elem, size_t first) {
+    *cap = *cap ? *cap * 2 : first;
+    p = realloc(p, *cap * elem);
+    if (!p) abort();
+    return p;
+}
+
+static uint32_t stat_hash(const ts_stat_map *st) {
+    uint64_t x = (uint64_t)(uintptr_t)st;
+    return (uint32_t)((x * 0x9E3779B97F4A7C15ull) >> 32);
+}
+
+static void stat_slots_rebuild(ts_batch *b, uint32_t nslots) {
+    free(b->stat_slots);
+    b->stat_slots = calloc(nslots, sizeof *b->stat_slots);
+    if (!b->stat_slots) abort();
+    b->slots_mask = nslots - 1;
+    for (uint32_t i = 0; i < b->nstats; i++) {
+        uint32_t h = stat_hash(b->stats[i]) & b->slots_mask;
+        while (b->stat_slots[h]) h = (h + 1) & b->slots_mask;
+        b->stat_slots[h] = i + 1;
+    }
+}
+
+static uint32_t stat_index(ts_batch *b, const ts_stat_map *st) {
+    uint32_t guess = b->last_stat + 1;
+    if (guess < b->nstats && b->stats[guess] == st) return b->last_stat = guess;
+    if (b->nstats > 0) {
+        uint32_t h = stat_hash(st) & b->slots_mask;
+        for (uint32_t s; (s = b->stat_slots[h]) != 0; h = (h + 1) & b->slots_mask)
+            if (b->stats[s - 1] == st) return b->last_stat = s - 1;
+    }
+    if (b->nstats == UINT32_MAX - 1) abort();   /* 4 billion distinct stats: not a TM payload */
+    if (b->nstats == b->stats_cap) {
+        size_t cap = b->stats_cap;
+        b->stats = grow((void *)b->stats, &cap, sizeof *b->stats, 64);
+        b->stats_cap = (uint32_t)cap;
+    }
+    b->stats[b->nstats++] = st;
+    if (b->nstats * 2 > b->slots_mask) stat_slots_rebuild(b, b->stats_cap * 4);
+    else {
+        uint32_t h = stat_hash(st) & b->slots_mask;
+        while (b->stat_slots[h]) h = (h + 1) & b->slots_mask;
+        b->stat_slots[h] = b->nstats;
+    }
+    return b->last_stat = b->nstats - 1;
+}
+
 void ts_batch_add_compact(ts_batch *b, const ts_cpoint *p) {
     if (!b->compact) return;
-    if (b->n == b->cap) {
-        b->cap = b->cap ? b->cap * 2 : 256;
-        b->pts = realloc(b->pts, b->cap * sizeof *b->pts);
-        if (!b->pts) abort();
+    if (b->nruns == 0 || b->runs[b->nruns - 1].ent != p->ent || b->runs[b->nruns - 1].time_ms != p->time_ms) {
+        if (b->nruns == b->runs_cap) b->runs = grow(b->runs, &b->runs_cap, sizeof *b->runs, 64);
+        b->runs[b->nruns++] = (crun){p->ent, p->time_ms, b->n};
     }
-    b->pts[b->n++] = *p;
+    if (b->n == b->cap) b->pts = grow(b->pts, &b->cap, sizeof *b->pts, 256);
+    cpt *c = &b->pts[b->n++];
+    c->stat = stat_index(b, p->stat);
+    memcpy(c->value, &p->value, sizeof p->value);
 }
 
 ts_batch *ts_batch_new_text(const ts_dest *d) { return batch_alloc(d); }
@@ -78,7 +153,9 @@ size_t ts_batch_points(const ts_batch *b) {
 
 /* Memory accounted for the data not yet encoded. */
 size_t ts_batch_bytes(const ts_batch *b) {
-    return b->compact ? (b->n - b->pos) * sizeof(ts_cpoint) : b->text.len - b->pos;
+    if (!b->compact) return b->text.len - b->pos;
+    if (b->pos == b->n) return 0;
+    return (b->n - b->pos) * sizeof(cpt) + (b->nruns - b->run_pos) * sizeof(crun) + b->nstats * sizeof *b->stats;
 }
 
 const ts_dest *ts_batch_dest(const ts_batch *b) { return &b->dest; }
@@ -87,6 +164,9 @@ void ts_batch_free(ts_batch *b) {
     if (!b) return;
     if (b->has_owner && b->owner.release) b->owner.release(b->owner.owner);
     free(b->pts);
+    free(b->runs);
+    free((void *)b->stats);
+    free(b->stat_slots);
     ts_buf_free(&b->text);
     free(b);
 }
@@ -97,9 +177,13 @@ static size_t batch_take(ts_batch *b, ts_buf *out, size_t max_lines, size_t *tak
     size_t lines = 0, t = 0;
     if (b->compact) {
         while (b->pos < b->n && lines < max_lines) {
-            const ts_cpoint *p = &b->pts[b->pos++];
+            while (b->run_pos + 1 < b->nruns && b->runs[b->run_pos + 1].start <= b->pos) b->run_pos++;
+            const crun *r = &b->runs[b->run_pos];
+            const cpt *c = &b->pts[b->pos++];
+            ts_cpoint p = {b->stats[c->stat], r->ent, 0, r->time_ms};
+            memcpy(&p.value, c->value, sizeof p.value);
             t++;
-            if (ts_lp_encode_compact(out, p, b->dest.precision) == 0) lines++;
+            if (ts_lp_encode_compact(out, &p, b->dest.precision) == 0) lines++;
             else (*invalid)++;
         }
     } else {

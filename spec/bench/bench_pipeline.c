@@ -142,12 +142,14 @@ static void gen_cachestats(ts_buf *b, const opts *o, int64_t t0, size_t *expect)
     for (int c = 0; c < o->caches; c++) {
         cache_name(name, sizeof name, c, o->cgs);
         ts_buf_printf(b, "%s\"%s\":{", c ? "," : "", name);
+        /* Traffic Monitor stamps a cache's stats with the time of the poll
+         * result they came from (ATC.md 1.1): one time per cache */
+        long long tc = (long long)(t0 + (int64_t)(rnd() % 900));
         for (int s = 0; s < o->stats; s++) {
             stat_name(name, sizeof name, s);
             ts_buf_printf(b, "%s\"%s\":[{\"value\":\"", s ? "," : "", name);
             put_value(b, s);
-            ts_buf_printf(b, "\",\"time\":%lld,\"span\":%d}]", (long long)(t0 + (int64_t)(rnd() % 900)),
-                          1 + (int)(rnd() % 480));
+            ts_buf_printf(b, "\",\"time\":%lld,\"span\":%d}]", tc, 1 + (int)(rnd() % 480));
             (*expect)++;
         }
         ts_buf_adds(b, "}");
