@@ -44,6 +44,14 @@ typedef struct ts_api_ctx {
 } ts_api_ctx;
 void ts_api_open(lua_State *L);            /* sets global `tstats` and package.loaded.tstats */
 void ts_json_records_open(lua_State *L);   /* adds tstats.json.decode_records */
+/* Streaming decoder of Traffic Ops records (src/json_records.c): keeps the
+ * listed top-level scalar fields of each record of {"response":[...]}. */
+typedef struct ts_records ts_records;
+ts_records *ts_records_push_new(lua_State *L, int fields_idx); /* pushes its owning userdata */
+int ts_records_feed(ts_records *c, const char *p, size_t n);    /* 0, or -1 once the JSON is invalid */
+int ts_records_finish(ts_records *c);                          /* 0, or -1 (see ts_records_error) */
+const char *ts_records_error(const ts_records *c);
+void ts_records_push(lua_State *L, const ts_records *c);       /* the array of records */
 void ts_api_set_ctx(lua_State *L, ts_api_ctx *ctx);
 ts_api_ctx *ts_api_get_ctx(lua_State *L);
 

@@ -146,7 +146,7 @@ function to.new(opts)
 end
 
 -- One HTTP exchange. cookies=true on every call: the jar holds the session.
-function Client:_raw(method, path, body)
+function Client:_raw(method, path, body, records)
   local req = {
     url = self.url .. path,
     method = method,
@@ -155,6 +155,7 @@ function Client:_raw(method, path, body)
     connect_timeout = self.connect_timeout,
     insecure = self.insecure,
     cookies = true,
+    records = records,
   }
   if body ~= nil then
     req.body = body
@@ -199,7 +200,9 @@ end
 
 -- Authenticated call: logs in when there is no session yet, and re-logs in
 -- exactly once when TO answers 401 (expired session), then retries once.
-function Client:call(method, path, payload, decode)
+-- `records` (a list of field names) asks the C core to stream the answer
+-- through tstats' records decoder: the result is then {response = records}.
+function Client:call(method, path, payload, decode, records)
   local body
   if payload ~= nil then
     local ok, enc = pcall(T().json.encode, payload)
@@ -210,13 +213,13 @@ function Client:call(method, path, payload, decode)
     local ok, err = self:login()
     if not ok then return nil, err end
   end
-  local res, err = self:_raw(method, path, body)
+  local res, err = self:_raw(method, path, body, records)
   if res and res.status == 401 then
     log("info", "Traffic Ops session expired (401 on " .. path .. "): logging in again")
     self.logged_in = false
     local ok, lerr = self:login()
     if not ok then return nil, lerr end
-    res, err = self:_raw(method, path, body)
+    res, err = self:_raw(method, path, body, records)
   end
   if not res then
     return nil, string.format("TO %s %s: %s", method, path, tostring(err))
@@ -224,6 +227,10 @@ function Client:call(method, path, payload, decode)
   if type(res.status) ~= "number" or res.status < 200 or res.status > 299 then
     if res.status == 401 then self.logged_in = false end
     return nil, string.format("TO %s %s: HTTP %s: %s", method, path, tostring(res.status), alert_text(res.body))
+  end
+  if records and res.records then return { response = res.records } end
+  if records and res.records_error then
+    return nil, string.format("TO %s %s: %s", method, path, res.records_error)
   end
   local ok, doc = pcall(decode or T().json.decode, res.body or "")
   if not ok then
@@ -241,20 +248,17 @@ function Client:post(path, payload)
 end
 
 -- The "response" member of a GET, checked to be a table. With `fields`, only
--- those top-level fields of each record are decoded (tstats.json.decode_records
--- streams the answer in C; a large CDN's servers list never becomes a full
--- Lua tree). Without the C core (specs) cjson decodes it all.
+-- those top-level fields of each record are decoded, and the C core streams
+-- the answer through its records decoder as it arrives (a large CDN's servers
+-- list is never held whole, nor becomes a full Lua tree). Without the C core
+-- (specs) cjson decodes it all.
 local function response(self, path, fields)
-  local decode
-  local records = fields and T().json and T().json.decode_records
-  if records then
-    decode = function(body)
-      local recs, derr = records(body, fields)
-      if not recs then error(derr, 0) end
-      return { response = recs }
-    end
+  local doc, err
+  if fields and T().json and T().json.decode_records then
+    doc, err = self:call("GET", path, nil, nil, fields)
+  else
+    doc, err = self:get(path)
   end
-  local doc, err = self:get(path, decode)
   if doc == nil then return nil, err end
   if type(doc) ~= "table" or type(doc.response) ~= "table" then
     return nil, "TO GET " .. path .. ": no \"response\" in the answer"
@@ -265,7 +269,7 @@ end
 -- All servers (monitors and caches: the caches give the hostname → cache
 -- group / type map the mappings need).
 -- The fields of a server that lua/plan.lua and the mappings read.
-to.SERVER_FIELDS = { "hostName", "domainName", "tcpPort", "cacheGroup", "type", "cdn", "status", "id", "cdnId" }
+to.SERVER_FIELDS = { "hostName", "domainName", "tcpPort", "cacheGroup", "type", "cdn", "status" }
 
 function Client:servers()
   return response(self, API .. "/servers", to.SERVER_FIELDS)

@@ -119,7 +119,24 @@ static const char *opt_str(lua_State *L, int t, const char *k) {
     return s;
 }
 
-/* res = {status=, body=} or nil, err */
+typedef struct records_sink {
+    ts_records *dec;
+    ts_buf head;
+} records_sink;
+
+#define RECORDS_HEAD_MAX 65536
+
+static int records_data(void *ud, const char *p, size_t n) {
+    records_sink *s = ud;
+    if (s->head.len < RECORDS_HEAD_MAX) {
+        size_t k = RECORDS_HEAD_MAX - s->head.len;
+        ts_buf_add(&s->head, p, n < k ? n : k);
+    }
+    ts_records_feed(s->dec, p, n);   /* an error is kept and reported after the transfer */
+    return 0;
+}
+
+/* res = {status=, body=[, records= | records_error=]} or nil, err */
 static int http_do(lua_State *L, int t) {
     ts_http_req req;
     memset(&req, 0, sizeof req);
@@ -161,21 +178,44 @@ static int http_do(lua_State *L, int t) {
     }
     hdrs[nh] = NULL;
     req.headers = nh ? hdrs : NULL;
+    /* records = {field, ...}: the body streams through the records decoder
+     * and is never held whole; its head is kept for error messages */
+    records_sink rs = {NULL, {0}};
+    lua_getfield(L, t, "records");
+    if (lua_istable(L, -1)) {
+        rs.dec = ts_records_push_new(L, -1);
+        ts_buf_init(&rs.head);
+        req.on_data = records_data;
+        req.ud = &rs;
+    }
     ts_http_result r;
     ts_http_result_init(&r);
     int rc = ts_http_perform(&req, &r);
+    if (rs.dec) {
+        ts_buf_free(&r.body);
+        r.body = rs.head;     /* freed with r */
+    }
     if (rc != 0) {
         lua_pushnil(L);
         lua_pushfstring(L, "%s: %s", req.url, r.errmsg[0] ? r.errmsg : "request failed");
         ts_http_result_free(&r);
         return 2;
     }
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 3);
     lua_pushinteger(L, r.status);
     lua_setfield(L, -2, "status");
     lua_pushlstring(L, r.body.data ? r.body.data : "", r.body.len);
     lua_setfield(L, -2, "body");
     ts_http_result_free(&r);
+    if (rs.dec) {
+        if (ts_records_finish(rs.dec) == 0) {
+            ts_records_push(L, rs.dec);
+            lua_setfield(L, -2, "records");
+        } else {
+            lua_pushstring(L, ts_records_error(rs.dec));
+            lua_setfield(L, -2, "records_error");
+        }
+    }
     return 1;
 }
 

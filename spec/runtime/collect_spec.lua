@@ -305,4 +305,37 @@ describe("collection #asan", function()
     assert.truthy(points > calls * 3, ("points %d vs lua calls %d"):format(points, calls))
     sim:stop()
   end)
+  it("streams Traffic Ops records as they arrive (http.request{records=}), never holding the answer", function()
+    local sim = start_sim("--caches 3000 --ds 2 --cachegroups 2")
+    local script = tmp .. "/records.lua"
+    local f = assert(io.open(script, "w"))
+    f:write(([[
+      local to = %q
+      local login = assert(tstats.http.request{ url = to .. "/api/5.0/user/login", method = "POST", cookies = true,
+        body = '{"u":"admin","p":"twelve12"}', content_type = "application/json" })
+      assert(login.status == 200, login.body)
+      local fields = { "hostName", "tcpPort", "type", "cacheGroup" }
+      local r = assert(tstats.http.request{ url = to .. "/api/5.0/servers", cookies = true, records = fields })
+      assert(r.status == 200 and r.records, tostring(r.records_error))
+      assert(#r.body == 65536, "only the head of the body is kept: " .. #r.body)
+      local edges = 0
+      for _, s in ipairs(r.records) do
+        assert(math.type(s.tcpPort) == "integer" and s.interfaces == nil and s.domainName == nil)
+        if s.type == "EDGE" then edges = edges + 1 end
+      end
+      local whole = tstats.json.decode_records(assert(tstats.http.request{ url = to .. "/api/5.0/servers", cookies = true }).body, fields)
+      assert(#whole == #r.records and whole[#whole].hostName == r.records[#r.records].hostName)
+      local tm = %q
+      local bad = assert(tstats.http.request{ url = tm .. "/publish/CacheStats", records = fields })
+      assert(bad.records == nil and bad.records_error:find("no \"response\""), tostring(bad.records_error))
+      print(#r.records, edges)
+    ]]):format(sim.to_url, sim.info.monitors[1].url))
+    f:close()
+    local rc, out, err = stack.run(tstats_bin .. " script " .. script, { env = { TSTATS_INFLUX_URL = influx.url }, timeout = 60 })
+    assert.are.equal(0, rc, err)
+    local n, edges = out:match("^(%d+)%s+(%d+)")
+    n, edges = tonumber(n), tonumber(edges)
+    assert.truthy(n and n >= 3000 and edges > 0 and edges < n, out)
+    sim:stop()
+  end)
 end)
