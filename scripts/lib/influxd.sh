@@ -22,6 +22,7 @@ bind-address = "127.0.0.1:$3"
   dir = "$1/data"
   wal-dir = "$1/wal"
   query-log-enabled = false
+  max-series-per-database = ${TS_INFLUX_MAX_SERIES:-1000000}
 [monitor]
   store-enabled = false
 [continuous_queries]
