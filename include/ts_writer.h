@@ -106,7 +106,25 @@ void ts_writer_free(ts_writer *w);
  * the whole chunk when the text has neither. */
 size_t ts_writer_rejected_count(const char *msg, size_t lines);
 
-/* Blocking InfluxQL query: GET/POST <url>/query?db=&q=&epoch=ms. Returns 0 and
+/* Where blocking InfluxDB requests go (the writer's settings, or the Lua
+ * API's from the configuration). */
+typedef struct ts_influx_conn {
+    const char *const *urls;
+    int nurls;
+    const char *user, *password, *ca_file;
+    int insecure;
+    long timeout_ms, connect_timeout_ms;
+} ts_influx_conn;
+
+/* One blocking POST of body to <url><path_query>, over the URL list from
+ * *preferred on (NULL: the first): transport errors and 5xx answers that are
+ * not InfluxDB's own JSON errors move on to the next URL. Returns 0 with the
+ * answer in out (any status; *preferred = the URL that gave it), or -1 with
+ * every URL's failure in err (no credentials in it). */
+int ts_influx_post(const ts_influx_conn *c, int *preferred, const char *path_query, const char *body, size_t len,
+                   const char *ctype, size_t max_body, ts_http_result *out, char *err, size_t errlen);
+
+/* Blocking InfluxQL query: POST <url>/query with q=, db=, epoch=. Returns 0 and
  * the raw JSON in out, or -1 with a message in err. Tries URLs in the writer's
  * preferred order. */
 int ts_writer_query(ts_writer *w, const char *db, const char *q, const char *epoch,

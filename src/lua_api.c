@@ -407,50 +407,31 @@ static int l_influx_post(lua_State *L) {
     ts_cfg_push(L, "influxdb.urls");
     int urls = lua_gettop(L);
     int n = lua_istable(L, urls) ? (int)luaL_len(L, urls) : 0;
-    if (n == 0) { lua_pushnil(L); lua_pushliteral(L, "no influxdb.urls configured"); return 2; }
-    char user[256], pass[256];
-    const char *u = ts_cfg_str(L, "influxdb.user", NULL, user, sizeof user);
-    const char *pw = ts_cfg_str(L, "influxdb.password", NULL, pass, sizeof pass);
-    luaL_Buffer errs;
-    luaL_buffinit(L, &errs);
-    for (int k = 0; k < n; k++) {
-        int idx = (preferred_url + k) % n;
-        lua_rawgeti(L, urls, idx + 1);
-        const char *base = lua_tostring(L, -1);
-        lua_pushfstring(L, "%s%s", base ? base : "", pq);
-        const char *url = lua_tostring(L, -1);
-        ts_http_req req;
-        memset(&req, 0, sizeof req);
-        req.url = url;
-        req.method = "POST";
-        req.body = body;
-        req.body_len = blen;
-        req.content_type = ctype;
-        req.opts.timeout_ms = (long)(ts_cfg_num(L, "influxdb.timeout", 30) * 1000);
-        req.opts.connect_timeout_ms = 5000;
-        req.opts.insecure = ts_cfg_bool(L, "influxdb.insecure", 0);
-        req.opts.user = (u && *u) ? u : NULL;
-        req.opts.password = pw;
-        req.opts.accept_gzip = 1;
-        req.max_body = 512u << 20;
-        ts_http_result r;
-        ts_http_result_init(&r);
-        int rc = ts_http_perform(&req, &r);
-        if (rc == 0 && (r.status < 500 || (r.body.len && r.body.data[0] == '{'))) {
-            preferred_url = idx;
-            lua_pushinteger(L, r.status);
-            lua_pushlstring(L, r.body.data ? r.body.data : "", r.body.len);
-            ts_http_result_free(&r);
-            return 2;
-        }
-        lua_pop(L, 2);
-        if (rc == 0) lua_pushfstring(L, "%s: HTTP %d; ", base, (int)r.status);
-        else lua_pushfstring(L, "%s: %s; ", base, r.errmsg);
-        luaL_addvalue(&errs);
-        ts_http_result_free(&r);
+    if (n > 64) n = 64;
+    const char *list[64];
+    int nurls = 0;
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, urls, i);
+        if (lua_type(L, -1) == LUA_TSTRING) list[nurls++] = lua_tostring(L, -1);   /* alive in the table */
+        lua_pop(L, 1);
     }
-    lua_pushnil(L);
-    luaL_pushresult(&errs);
+    char user[256], pass[256];
+    ts_influx_conn c = {list, nurls, ts_cfg_str(L, "influxdb.user", NULL, user, sizeof user),
+                        ts_cfg_str(L, "influxdb.password", NULL, pass, sizeof pass), NULL,
+                        ts_cfg_bool(L, "influxdb.insecure", 0),
+                        (long)(ts_cfg_num(L, "influxdb.timeout", 30) * 1000), 5000};
+    ts_http_result r;
+    ts_http_result_init(&r);
+    char err[1024];
+    if (ts_influx_post(&c, &preferred_url, pq, body, blen, ctype, (size_t)512 << 20, &r, err, sizeof err) != 0) {
+        ts_http_result_free(&r);
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lua_pushinteger(L, r.status);
+    lua_pushlstring(L, r.body.data ? r.body.data : "", r.body.len);
+    ts_http_result_free(&r);
     return 2;
 }
 

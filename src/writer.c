@@ -927,60 +927,89 @@ void ts_writer_free(ts_writer *w) {
     free(w);
 }
 
+int ts_influx_post(const ts_influx_conn *c, int *preferred, const char *path_query, const char *body, size_t len,
+                   const char *ctype, size_t max_body, ts_http_result *out, char *err, size_t errlen) {
+    if (errlen) err[0] = '\0';
+    if (c->nurls <= 0) { snprintf(err, errlen, "no InfluxDB URLs configured"); return -1; }
+    size_t used = 0;
+    int start = preferred && *preferred >= 0 && *preferred < c->nurls ? *preferred : 0;
+    for (int k = 0; k < c->nurls; k++) {
+        int idx = (start + k) % c->nurls;
+        char host[256];
+        safe_url(host, sizeof host, c->urls[idx]);
+        ts_buf url;
+        ts_buf_init(&url);
+        ts_buf_printf(&url, "%s%s", c->urls[idx], path_query);
+        ts_http_req rq;
+        memset(&rq, 0, sizeof rq);
+        rq.url = url.data;
+        rq.method = "POST";
+        rq.body = body;
+        rq.body_len = len;
+        rq.content_type = ctype;
+        rq.opts.connect_timeout_ms = c->connect_timeout_ms;
+        rq.opts.timeout_ms = c->timeout_ms;
+        rq.opts.insecure = c->insecure;
+        rq.opts.ca_file = c->ca_file;
+        rq.opts.user = c->user && *c->user ? c->user : NULL;
+        rq.opts.password = c->password;
+        rq.opts.accept_gzip = 1;
+        rq.max_body = max_body;
+        ts_http_result r;
+        ts_http_result_init(&r);
+        int prc = ts_http_perform(&rq, &r);
+        ts_buf_free(&url);
+        /* a 5xx carrying InfluxDB's own JSON error (500 retention policy not
+         * found) is an answer; other 5xx and transport errors mean "next URL" */
+        if (prc == 0 && (r.status < 500 || (r.body.len && r.body.data[0] == '{'))) {
+            if (preferred) *preferred = idx;
+            ts_http_result_free(out);
+            *out = r;
+            return 0;
+        }
+        if (used < errlen) {
+            int m = prc == 0 ? snprintf(err + used, errlen - used, "%s%s: HTTP %ld", used ? "; " : "", host, r.status)
+                             : snprintf(err + used, errlen - used, "%s%s: %s", used ? "; " : "", host, r.errmsg);
+            if (m > 0) used += (size_t)m;
+        }
+        ts_http_result_free(&r);
+    }
+    return -1;
+}
+
 int ts_writer_query(ts_writer *w, const char *db, const char *q, const char *epoch, ts_buf *out, char *err,
                     size_t errlen) {
-    if (errlen) err[0] = '\0';
-    if (w->nurls == 0) { snprintf(err, errlen, "no InfluxDB URLs configured"); return -1; }
     ts_buf body;
     ts_buf_init(&body);
     ts_buf_adds(&body, "q=");
     ts_http_urlencode(&body, q, strlen(q));
     if (db && *db) { ts_buf_adds(&body, "&db="); ts_http_urlencode(&body, db, strlen(db)); }
     if (epoch && *epoch) { ts_buf_adds(&body, "&epoch="); ts_http_urlencode(&body, epoch, strlen(epoch)); }
-    int rc = -1;
-    for (int k = 0; k < w->nurls; k++) {
-        int idx = (w->cur + k) % w->nurls;
-        char host[256];
-        safe_url(host, sizeof host, w->urls[idx]);
-        ts_buf url;
-        ts_buf_init(&url);
-        ts_buf_printf(&url, "%s/query", w->urls[idx]);
-        ts_http_req rq;
-        /* InfluxDB 1.x takes reads and writes as POST /query */
-        influx_req(w, &rq, url.data, body.data, body.len, "application/x-www-form-urlencoded");
-        rq.max_body = (size_t)256 << 20;
-        ts_http_result r;
-        ts_http_result_init(&r);
-        int prc = ts_http_perform(&rq, &r);
-        ts_buf_free(&url);
-        if (prc != 0) {
-            snprintf(err, errlen, "%s: %s", host, r.errmsg);
-            ts_http_result_free(&r);
-            continue;
-        }
-        char msg[512];
-        server_message(&r.body, msg, sizeof msg);
-        if (r.status >= 500) {
-            snprintf(err, errlen, "%s: HTTP %ld: %.300s", host, r.status, msg);
-            ts_http_result_free(&r);
-            continue;
-        }
-        w->cur = idx;
-        if (r.status != 200) {
-            snprintf(err, errlen, "%s: HTTP %ld: %.300s", host, r.status, msg);
-        } else {
-            ts_buf_add(out, r.body.data ? r.body.data : "", r.body.len);
-            rc = 0;
-        }
-        ts_http_result_free(&r);
-        break;
-    }
+    ts_influx_conn c = {(const char *const *)w->urls, w->nurls, w->user, w->password, w->ca_file,
+                        w->insecure, w->timeout_ms, w->connect_timeout_ms};
+    ts_http_result r;
+    ts_http_result_init(&r);
+    /* InfluxDB 1.x takes reads and writes as POST /query */
+    int rc = ts_influx_post(&c, &w->cur, "/query", body.data, body.len, "application/x-www-form-urlencoded",
+                            (size_t)256 << 20, &r, err, errlen);
     ts_buf_free(&body);
+    if (rc != 0) {
+        ts_http_result_free(&r);
+        return -1;
+    }
+    if (r.status != 200) {
+        char msg[512], host[256];
+        server_message(&r.body, msg, sizeof msg);
+        safe_url(host, sizeof host, w->urls[w->cur]);
+        snprintf(err, errlen, "%s: HTTP %ld: %.300s", host, r.status, msg);
+        rc = -1;
+    } else {
+        ts_buf_add(out, r.body.data ? r.body.data : "", r.body.len);
+    }
+    ts_http_result_free(&r);
     return rc;
 }
 
-/* Dry-run output (tstats poll --dry-run): the whole batch as line protocol,
- * without consuming it. */
 size_t ts_batch_encode(const ts_batch *b, ts_buf *out) {
     ts_batch copy = *b;
     size_t taken = 0, invalid = 0;

@@ -142,6 +142,32 @@ describe("tstats command line #asan", function()
     assert.are.equal("ok\n", out)
   end)
 
+  it("the Lua API's InfluxDB calls fail over between influxdb.urls and never show credentials", function()
+    local dead = "http://alice:s3cret-pw@127.0.0.1:1"
+    local cfg = config(([[return { influxdb = { urls = { %q, %q }, timeout = 2 },
+      traffic_ops = { url = "http://127.0.0.1:1", user = "u", password = "p" }, summary = { enabled = false } }]]):format(dead, influx.url))
+    local script = config([[
+      local rows, err = tstats.influx.query("SHOW DATABASES")
+      assert(rows, err)
+      print("ok")
+    ]])
+    local rc, out, err = stack.run(tstats .. " --config " .. cfg .. " script " .. script)
+    assert.are.equal(0, rc, err)
+    assert.are.equal("ok\n", out)
+    local cfg2 = config(([[return { influxdb = { urls = { %q }, timeout = 2 },
+      traffic_ops = { url = "http://127.0.0.1:1", user = "u", password = "p" }, summary = { enabled = false } }]]):format(dead))
+    local script2 = config([[
+      local rows, err = tstats.influx.query("SHOW DATABASES")
+      assert(rows == nil)
+      print(err)
+    ]])
+    rc, out, err = stack.run(tstats .. " --config " .. cfg2 .. " script " .. script2)
+    assert.are.equal(0, rc, err)
+    assert.truthy(out:find("127.0.0.1:1", 1, true), out)
+    assert.falsy(out:find("s3cret", 1, true), out)
+    assert.falsy(err:find("s3cret", 1, true), err)
+  end)
+
   it("a script error is reported with file:line and a non-zero exit, not a crash", function()
     local script = config("local x = nil\nreturn x.field\n")
     local rc, _, err = stack.run(tstats .. " script " .. script, { env = { TSTATS_INFLUX_URL = influx.url } })
