@@ -41,6 +41,7 @@ size_t ts_lua_mem_used(lua_State *L);
 typedef struct ts_api_ctx {
     ts_loop *loop;           /* may be NULL (no async writer) */
     ts_writer *writer;       /* queue for tstats.influx.write; may be NULL */
+    int *async_wake;         /* set to 1 when a request of an async coroutine is over; may be NULL */
 } ts_api_ctx;
 void ts_api_open(lua_State *L);            /* sets global `tstats` and package.loaded.tstats */
 void ts_json_records_open(lua_State *L);   /* adds tstats.json.decode_records */
@@ -53,6 +54,8 @@ int ts_records_finish(ts_records *c);                          /* 0, or -1 (see 
 const char *ts_records_error(const ts_records *c);
 void ts_records_push(lua_State *L, const ts_records *c);       /* the array of records */
 void ts_api_set_ctx(lua_State *L, ts_api_ctx *ctx);
+/* Requests made by coroutine co run on ctx->loop and yield until done. */
+void ts_api_mark_async(lua_State *L, lua_State *co);
 ts_api_ctx *ts_api_get_ctx(lua_State *L);
 
 /* ---- configuration (config.c) -------------------------------------------- */

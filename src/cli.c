@@ -58,7 +58,7 @@ static int run_lua_command(const char *config, const char *cmd, int argc, char *
     o.insecure = ts_cfg_bool(L, "influxdb.insecure", 0);
     o.max_publish_size = (size_t)ts_cfg_int(L, "influxdb.max_publish_size", 10000);
     ts_writer *w = n > 0 ? ts_writer_new(loop, &o) : NULL;
-    ts_api_ctx ctx = {loop, w};
+    ts_api_ctx ctx = {loop, w, NULL};   /* scripts block on their requests */
     ts_api_set_ctx(L, &ctx);
     if (ts_lua_require(L, "cli") == 0) {
         lua_getfield(L, -1, "main");

@@ -30,6 +30,10 @@ typedef struct tsd {
     int64_t poll_wall, publish_wall;                       /* boundaries the timers are armed for */
     int have_plan;
     int64_t batches_printed;
+    lua_State *refresh_co;    /* the Traffic Ops refresh in progress (a coroutine), or NULL */
+    int refresh_ref;          /* its registry anchor */
+    int refresh_again;        /* asked for while one was in progress (SIGHUP) */
+    int async_wake;           /* a request of the refresh is over: resume it */
 } tsd;
 
 /* ---- timers: aligned to wall-clock multiples of the interval (as ATC) ---- */
@@ -184,10 +188,10 @@ static int lua_daemon_call(tsd *d, const char *fn, int nargs, int nres) {
     return ts_lua_pcall(L, nargs, nres, what, 0);
 }
 
-/* Ask Lua for a plan and install it. Returns 0 when a plan is in place. */
-static int refresh_plan(tsd *d) {
+/* Installs the plan, err pair on top of L (and pops it). Returns 0 when a
+ * plan is in place. */
+static int install_plan(tsd *d) {
     lua_State *L = d->L;
-    if (lua_daemon_call(d, "refresh", 0, 2) != 0) return -1;
     if (lua_isnil(L, -2)) {
         ts_error("Traffic Ops refresh failed: %s%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "unknown error",
                  d->have_plan ? "; keeping the last good configuration" : "");
@@ -203,6 +207,78 @@ static int refresh_plan(tsd *d) {
     if (n == 0) ts_warn("the plan has no endpoints to poll (no Traffic Monitor for the configured CDNs?)");
     d->have_plan = 1;
     return 0;
+}
+
+static int refresh_start(tsd *d, int again);
+
+/* Runs the refresh coroutine until it yields on a request (returns 1) or
+ * ends (returns install_plan's answer, or -1 on a Lua error). */
+static int refresh_resume(tsd *d) {
+    lua_State *L = d->L, *co = d->refresh_co;
+    d->async_wake = 0;
+    int nres = 0;
+    int st = lua_resume(co, L, 0, &nres);
+    if (st == LUA_YIELD) {
+        lua_pop(co, nres);
+        return 1;
+    }
+    int rc;
+    if (st == LUA_OK) {
+        lua_settop(co, nres >= 2 ? 2 : nres);
+        while (lua_gettop(co) < 2) lua_pushnil(co);
+        lua_xmove(co, L, 2);
+        rc = install_plan(d);
+    } else {
+        luaL_traceback(L, co, lua_tostring(co, -1), 0);
+        ts_error("daemon.refresh: %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        ts_counter_add(ts_counter_get("lua_errors"), 1);
+        rc = d->have_plan ? 0 : -1;
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, d->refresh_ref);
+    d->refresh_co = NULL;
+    if (d->refresh_again) {
+        d->refresh_again = 0;
+        int again = refresh_start(d, 0);
+        if (again != 0 || rc != 0) rc = again;
+    }
+    return rc;
+}
+
+/* Starts asking Lua for a plan (daemon.refresh) in a coroutine whose Traffic
+ * Ops requests run on the loop: polls and writes go on meanwhile. Returns 1
+ * while it runs (the loop resumes it), else as refresh_resume. With one in
+ * progress, `again` (a reload) queues another after it; a timer's tick is
+ * dropped, the one in progress being as fresh. */
+static int refresh_start(tsd *d, int again) {
+    lua_State *L = d->L;
+    if (d->refresh_co) {
+        if (again) d->refresh_again = 1;
+        else ts_info("Traffic Ops refresh still in progress; skipping this one");
+        return 1;
+    }
+    lua_State *co = lua_newthread(L);
+    d->refresh_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    ts_api_mark_async(L, co);
+    if (ts_lua_require(co, "daemon") != 0) {
+        lua_pop(co, 1);
+        luaL_unref(L, LUA_REGISTRYINDEX, d->refresh_ref);
+        return d->have_plan ? 0 : -1;
+    }
+    lua_getfield(co, -1, "refresh");
+    lua_remove(co, -2);
+    d->refresh_co = co;
+    return refresh_resume(d);
+}
+
+/* The first plan (and those of once / poll --dry-run): wait for it. */
+static int refresh_plan(tsd *d) {
+    int rc = refresh_start(d, 0);
+    while (rc == 1 && !d->want_stop) {
+        ts_loop_run_once(d->loop, 250);
+        if (d->async_wake && d->refresh_co) rc = refresh_resume(d);
+    }
+    return rc == 1 ? -1 : rc;
 }
 
 static void run_summary(tsd *d) {
@@ -251,7 +327,7 @@ static void reload(tsd *d) {
     writer_opts(d, &o, user, pass, sizeof user);
     ts_writer_reconfigure(d->writer, &o);
     if (lua_daemon_call(d, "start", 0, 0) != 0) ts_error("daemon.start failed after reload");
-    refresh_plan(d);
+    refresh_start(d, 1);   /* after the one in progress, if any */
     arm_timers(d);
     ts_info("configuration reloaded");
 }
@@ -322,6 +398,7 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     d->writer = ts_writer_new(d->loop, &o);
     d->api.loop = d->loop;
     d->api.writer = d->writer;
+    d->api.async_wake = &d->async_wake;
     ts_api_set_ctx(d->L, &d->api);
     d->coll = ts_collector_new(d->L, d->loop, mode == TS_MODE_DRYRUN ? emit_to_stdout : emit_to_writer, d);
     if (setup_signals(d) != 0) ts_warn("signal handling unavailable: %s", strerror(errno));
@@ -361,7 +438,8 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         if (d->want_hup) { d->want_hup = 0; reload(d); }
         if (d->want_poll) { d->want_poll = 0; ts_collector_poll(d->coll); }
         if (d->want_publish) { d->want_publish = 0; ts_writer_flush(d->writer); }
-        if (d->want_refresh) { d->want_refresh = 0; refresh_plan(d); }
+        if (d->want_refresh) { d->want_refresh = 0; refresh_start(d, 0); }
+        if (d->async_wake && d->refresh_co) refresh_resume(d);
         if (d->want_summary) { d->want_summary = 0; run_summary(d); }
         collect_mapping_garbage(d);
         if (ts_mono_ms() - last_report > 60000) { report(d); last_report = ts_mono_ms(); }

@@ -136,6 +136,111 @@ static int records_data(void *ud, const char *p, size_t n) {
     return 0;
 }
 
+/* Pushes the result of a finished request and releases r (and the records
+ * sink's head, which becomes the body). */
+static int http_result(lua_State *L, const char *url, int rc, ts_http_result *r, records_sink *rs) {
+    if (rs && rs->dec) {
+        ts_buf_free(&r->body);
+        r->body = rs->head;
+        ts_buf_init(&rs->head);
+    }
+    if (rc != 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", url, r->errmsg[0] ? r->errmsg : "request failed");
+        ts_http_result_free(r);
+        ts_buf_init(&r->body);
+        return 2;
+    }
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, r->status);
+    lua_setfield(L, -2, "status");
+    lua_pushlstring(L, r->body.data ? r->body.data : "", r->body.len);
+    lua_setfield(L, -2, "body");
+    ts_http_result_free(r);
+    ts_buf_init(&r->body);
+    if (rs && rs->dec) {
+        if (ts_records_finish(rs->dec) == 0) {
+            ts_records_push(L, rs->dec);
+            lua_setfield(L, -2, "records");
+        } else {
+            lua_pushstring(L, ts_records_error(rs->dec));
+            lua_setfield(L, -2, "records_error");
+        }
+    }
+    return 1;
+}
+
+/* ---- requests that yield (the daemon's Traffic Ops refresh) ----------------
+ * In a coroutine the daemon marked with ts_api_mark_async, a request runs on
+ * the daemon's loop and the coroutine yields until it is over, so a slow or
+ * unreachable Traffic Ops never holds up a poll. Elsewhere requests block. */
+static char ASYNC_KEY;
+
+typedef struct async_http {
+    records_sink rs;          /* first: on_data and on_done share the ud */
+    ts_http_result res;
+    int done;
+    int *wake;
+} async_http;
+
+static int async_http_gc(lua_State *L) {
+    async_http *a = lua_touserdata(L, 1);
+    ts_buf_free(&a->rs.head);
+    ts_buf_free(&a->res.body);
+    return 0;
+}
+
+static void async_http_done(void *ud, ts_http_result *r) {
+    async_http *a = ud;
+    a->res = *r;
+    ts_buf_init(&r->body);    /* the body is ours now */
+    a->done = 1;
+    if (a->wake) *a->wake = 1;
+}
+
+void ts_api_mark_async(lua_State *L, lua_State *co) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &ASYNC_KEY);
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_createtable(L, 0, 1);
+        lua_pushliteral(L, "k");
+        lua_setfield(L, -2, "__mode");
+        lua_setmetatable(L, -2);
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &ASYNC_KEY);
+    }
+    lua_pushthread(co);
+    lua_xmove(co, L, 1);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+}
+
+static int async_ok(lua_State *L, ts_api_ctx *ctx) {
+    if (!ctx || !ctx->loop || !ctx->async_wake || !lua_isyieldable(L)) return 0;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &ASYNC_KEY);
+    int ok = 0;
+    if (lua_istable(L, -1)) {
+        lua_pushthread(L);
+        ok = lua_rawget(L, -2) == LUA_TBOOLEAN;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return ok;
+}
+
+static int http_continue(lua_State *L, int status, lua_KContext k) {
+    (void)status;
+    int idx = (int)k;
+    async_http *a = lua_touserdata(L, idx);
+    if (!a->done) return lua_yieldk(L, 0, k, http_continue);   /* woken for another reason */
+    lua_getfield(L, 1, "url");
+    const char *url = lua_tostring(L, -1);
+    lua_pop(L, 1);    /* still referenced by the argument table */
+    return http_result(L, url ? url : "", a->res.curl_code == 0 ? 0 : -1, &a->res, &a->rs);
+}
+
 /* res = {status=, body=[, records= | records_error=]} or nil, err */
 static int http_do(lua_State *L, int t) {
     ts_http_req req;
@@ -158,12 +263,13 @@ static int http_do(lua_State *L, int t) {
     req.opts.gzip_body = opt_bool(L, t, "gzip", 0);
     req.opts.accept_gzip = 1;
     req.opts.ca_file = opt_str(L, t, "ca_file");
-    /* headers: strings built on the Lua stack stay valid until we return */
-    const char *hdrs[33];
+    /* headers: strings anchored on the Lua stack stay valid until we return
+     * (or, in a coroutine, while it is suspended) */
+    const char **hdrs = lua_newuserdatauv(L, 33 * sizeof *hdrs, 0);
     int nh = 0;
     lua_getfield(L, t, "headers");
     int htab = lua_gettop(L);
-    lua_newtable(L);              /* anchors the "Name: value" strings until we return */
+    lua_newtable(L);
     int anchor = lua_gettop(L);
     if (lua_istable(L, htab)) {
         lua_pushnil(L);
@@ -180,43 +286,46 @@ static int http_do(lua_State *L, int t) {
     req.headers = nh ? hdrs : NULL;
     /* records = {field, ...}: the body streams through the records decoder
      * and is never held whole; its head is kept for error messages */
-    records_sink rs = {NULL, {0}};
+    ts_records *dec = NULL;
     lua_getfield(L, t, "records");
-    if (lua_istable(L, -1)) {
-        rs.dec = ts_records_push_new(L, -1);
-        ts_buf_init(&rs.head);
+    if (lua_istable(L, -1)) dec = ts_records_push_new(L, -1);
+
+    ts_api_ctx *ctx = ts_api_get_ctx(L);
+    if (async_ok(L, ctx)) {
+        async_http *a = lua_newuserdatauv(L, sizeof *a, 0);
+        memset(a, 0, sizeof *a);
+        ts_buf_init(&a->rs.head);
+        ts_http_result_init(&a->res);
+        if (luaL_newmetatable(L, "tstats.async_http")) {
+            lua_pushcfunction(L, async_http_gc);
+            lua_setfield(L, -2, "__gc");
+        }
+        lua_setmetatable(L, -2);
+        a->wake = ctx->async_wake;
+        if (dec) {
+            a->rs.dec = dec;
+            req.on_data = records_data;
+        }
+        req.on_done = async_http_done;
+        req.ud = a;
+        if (ts_http_start(ctx->loop, &req) != 0) {
+            lua_pushnil(L);
+            lua_pushfstring(L, "%s: request could not be started", req.url);
+            return 2;
+        }
+        return lua_yieldk(L, 0, (lua_KContext)lua_gettop(L), http_continue);
+    }
+
+    records_sink rs = {dec, {0}};
+    ts_buf_init(&rs.head);
+    if (dec) {
         req.on_data = records_data;
         req.ud = &rs;
     }
     ts_http_result r;
     ts_http_result_init(&r);
     int rc = ts_http_perform(&req, &r);
-    if (rs.dec) {
-        ts_buf_free(&r.body);
-        r.body = rs.head;     /* freed with r */
-    }
-    if (rc != 0) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "%s: %s", req.url, r.errmsg[0] ? r.errmsg : "request failed");
-        ts_http_result_free(&r);
-        return 2;
-    }
-    lua_createtable(L, 0, 3);
-    lua_pushinteger(L, r.status);
-    lua_setfield(L, -2, "status");
-    lua_pushlstring(L, r.body.data ? r.body.data : "", r.body.len);
-    lua_setfield(L, -2, "body");
-    ts_http_result_free(&r);
-    if (rs.dec) {
-        if (ts_records_finish(rs.dec) == 0) {
-            ts_records_push(L, rs.dec);
-            lua_setfield(L, -2, "records");
-        } else {
-            lua_pushstring(L, ts_records_error(rs.dec));
-            lua_setfield(L, -2, "records_error");
-        }
-    }
-    return 1;
+    return http_result(L, req.url, rc, &r, &rs);
 }
 
 static int l_http_request(lua_State *L) {

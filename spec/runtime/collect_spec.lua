@@ -181,6 +181,33 @@ describe("collection #asan", function()
     sim:stop()
   end)
 
+  it("keeps polling every second while a slow Traffic Ops refresh is in progress", function()
+    local sim = start_sim("--cdns 1 --caches 3 --payload-cache-ms 0")
+    local cfg = write_config(sim.to_url, "toslow", "config_interval = 2,")
+    local d = stack.tmpdir()
+    local ts = stack.spawn("exec " .. tstats_bin .. " --config " .. cfg .. " run", d .. "/tstats.log")
+    assert.truthy(stack.wait_until(function() return count("bandwidth") >= 3 end, 30, 0.2), "first points")
+    -- every Traffic Ops answer now takes 2.5 s (under the 3 s timeout): a refresh (servers,
+    -- parameters) takes ~5 s, during which 1 s polls must go on
+    sim.post("/sim/fault?kind=to-slow&ms=2500")
+    local log0 = #stack.read_file(d .. "/tstats.log")
+    stack.sleep(9)
+    local log = stack.read_file(d .. "/tstats.log"):sub(log0 + 1)
+    ts:kill("TERM")
+    assert.are.equal(0, ts:wait(20))
+    sim:stop()
+    local times = {}
+    for hh, mm, ss in log:gmatch("T(%d%d):(%d%d):(%d%d%.%d+)Z INFO Collected %d+ cache stats") do
+      times[#times + 1] = tonumber(hh) * 3600 + tonumber(mm) * 60 + tonumber(ss)
+    end
+    local plans = select(2, log:gsub("plan: %d+ endpoints", ""))
+    assert.truthy(plans >= 1, "a refresh completed while Traffic Ops was slow:\n" .. log)
+    assert.truthy(#times >= 7, #times .. " polls in 9 s:\n" .. log)
+    for i = 2, #times do
+      assert.truthy(times[i] - times[i - 1] < 2.5, ("a %.1f s gap between polls:\n%s"):format(times[i] - times[i - 1], log))
+    end
+  end)
+
   it("round-trips hostile names exactly", function()
     local sim = start_sim("--cdns 1 --caches 4 --fault hostile")
     local cfg = write_config(sim.to_url, "hostile")
