@@ -31,6 +31,9 @@ void ts_lua_set_script_dir(lua_State *L, const char *dir);
  * lua_errors counter, leaves nothing on the stack and returns -1. `budget`
  * instructions at most (0 = unlimited). */
 int ts_lua_pcall(lua_State *L, int nargs, int nresults, const char *what, long budget);
+/* Counts a Lua error (lua_errors) and logs "what: first line", the rest of
+ * msg (a traceback) at debug. */
+void ts_lua_log_error(const char *what, const char *msg);
 /* require(mod) in protected mode; pushes the module on success. */
 int ts_lua_require(lua_State *L, const char *mod);
 /* Does an embedded module of that name exist? */

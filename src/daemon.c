@@ -177,11 +177,18 @@ static void emit_to_stdout(void *ud, ts_batch *b) {
 }
 
 /* ---- Lua calls ----------------------------------------------------------- */
-static int lua_daemon_call(tsd *d, const char *fn, int nargs, int nres) {
-    lua_State *L = d->L;
-    if (ts_lua_require(L, "daemon") != 0) { lua_pop(L, nargs); return -1; }
+/* Pushes daemon.<fn> (lua/daemon.lua) on L's stack; -1 (nothing pushed) when
+ * the module does not load (logged). */
+static int push_daemon_fn(lua_State *L, const char *fn) {
+    if (ts_lua_require(L, "daemon") != 0) return -1;
     lua_getfield(L, -1, fn);
     lua_remove(L, -2);
+    return 0;
+}
+
+static int lua_daemon_call(tsd *d, const char *fn, int nargs, int nres) {
+    lua_State *L = d->L;
+    if (push_daemon_fn(L, fn) != 0) { lua_pop(L, nargs); return -1; }
     lua_insert(L, -1 - nargs);
     char what[64];
     snprintf(what, sizeof what, "daemon.%s", fn);
@@ -230,9 +237,8 @@ static int refresh_resume(tsd *d) {
         rc = install_plan(d);
     } else {
         luaL_traceback(L, co, lua_tostring(co, -1), 0);
-        ts_error("daemon.refresh: %s", lua_tostring(L, -1));
+        ts_lua_log_error("daemon.refresh", lua_tostring(L, -1));
         lua_pop(L, 1);
-        ts_counter_add(ts_counter_get("lua_errors"), 1);
         rc = d->have_plan ? 0 : -1;
     }
     luaL_unref(L, LUA_REGISTRYINDEX, d->refresh_ref);
@@ -260,13 +266,10 @@ static int refresh_start(tsd *d, int again) {
     lua_State *co = lua_newthread(L);
     d->refresh_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     ts_api_mark_async(L, co);
-    if (ts_lua_require(co, "daemon") != 0) {
-        lua_pop(co, 1);
+    if (push_daemon_fn(co, "refresh") != 0) {
         luaL_unref(L, LUA_REGISTRYINDEX, d->refresh_ref);
         return d->have_plan ? 0 : -1;
     }
-    lua_getfield(co, -1, "refresh");
-    lua_remove(co, -2);
     d->refresh_co = co;
     return refresh_resume(d);
 }

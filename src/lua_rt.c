@@ -120,9 +120,18 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
     luaL_error(L, "script exceeded its instruction budget");
 }
 
-int ts_lua_pcall(lua_State *L, int nargs, int nresults, const char *what, long budget) {
+void ts_lua_log_error(const char *what, const char *msg) {
     static ts_counter *errors;
     if (!errors) errors = ts_counter_get("lua_errors");
+    ts_counter_add(errors, 1);
+    if (!msg) msg = "(no message)";
+    /* First line is file:line: message; the traceback goes to debug. */
+    const char *nl = strchr(msg, '\n');
+    ts_error("%s: %.*s", what, nl ? (int)(nl - msg) : (int)strlen(msg), msg);
+    if (nl) ts_debug("%s traceback:%s", what, nl);
+}
+
+int ts_lua_pcall(lua_State *L, int nargs, int nresults, const char *what, long budget) {
     int base = lua_gettop(L) - nargs;
     lua_pushcfunction(L, msghandler);
     lua_insert(L, base);
@@ -135,13 +144,7 @@ int ts_lua_pcall(lua_State *L, int nargs, int nresults, const char *what, long b
     if (budget > 0 && !old_hook) lua_sethook(L, old_hook, old_mask, old_count);
     lua_remove(L, base);
     if (rc != LUA_OK) {
-        ts_counter_add(errors, 1);
-        const char *msg = lua_tostring(L, -1);
-        if (!msg) msg = "(no message)";
-        /* First line is file:line: message; the traceback goes to debug. */
-        const char *nl = strchr(msg, '\n');
-        ts_error("%s: %.*s", what, nl ? (int)(nl - msg) : (int)strlen(msg), msg);
-        if (nl) ts_debug("%s traceback:%s", what, nl);
+        ts_lua_log_error(what, lua_tostring(L, -1));
         lua_pop(L, 1);
         return -1;
     }

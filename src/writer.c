@@ -567,9 +567,8 @@ enum { K_OK, K_REJECT, K_DROP, K_DEST, K_HOST };
 
 static void chunk_done(void *ud, ts_http_result *r);
 
-/* Returns 0, or -1 if the request could not be started (c went to retry). */
-/* A POST to one InfluxDB URL with the writer's connection settings. */
-static void influx_req(const ts_writer *w, ts_http_req *rq, const char *url, const char *body, size_t len,
+/* A POST to one InfluxDB URL with connection settings c. */
+static void influx_req(const ts_influx_conn *c, ts_http_req *rq, const char *url, const char *body, size_t len,
                        const char *ctype) {
     memset(rq, 0, sizeof *rq);
     rq->url = url;
@@ -577,15 +576,21 @@ static void influx_req(const ts_writer *w, ts_http_req *rq, const char *url, con
     rq->body = body;
     rq->body_len = len;
     rq->content_type = ctype;
-    rq->opts.connect_timeout_ms = w->connect_timeout_ms;
-    rq->opts.timeout_ms = w->timeout_ms;
-    rq->opts.insecure = w->insecure;
-    rq->opts.ca_file = w->ca_file;
-    rq->opts.user = w->user;
-    rq->opts.password = w->password;
+    rq->opts.connect_timeout_ms = c->connect_timeout_ms;
+    rq->opts.timeout_ms = c->timeout_ms;
+    rq->opts.insecure = c->insecure;
+    rq->opts.ca_file = c->ca_file;
+    rq->opts.user = c->user && *c->user ? c->user : NULL;
+    rq->opts.password = c->password;
     rq->opts.accept_gzip = 1;
 }
 
+static ts_influx_conn writer_conn(const ts_writer *w) {
+    return (ts_influx_conn){(const char *const *)w->urls, w->nurls, w->user, w->password, w->ca_file,
+                            w->insecure, w->timeout_ms, w->connect_timeout_ms};
+}
+
+/* Returns 0, or -1 if the request could not be started (c went to retry). */
 static int send_chunk(ts_writer *w, chunk *c) {
     if (w->nurls == 0) {
         /* nowhere to send: keep it as a failed chunk with backoff */
@@ -608,7 +613,8 @@ static int send_chunk(ts_writer *w, chunk *c) {
     snprintf(c->url, ul, "%s%s", w->urls[idx], c->d->path);
 
     ts_http_req rq;
-    influx_req(w, &rq, c->url, c->body.data, c->body.len, "text/plain; charset=utf-8");
+    ts_influx_conn conn = writer_conn(w);
+    influx_req(&conn, &rq, c->url, c->body.data, c->body.len, "text/plain; charset=utf-8");
     rq.opts.gzip_body = w->gzip;
     rq.max_body = 1 << 20;  /* error answers are short; a huge one is not InfluxDB */
     rq.on_done = chunk_done;
@@ -941,19 +947,7 @@ int ts_influx_post(const ts_influx_conn *c, int *preferred, const char *path_que
         ts_buf_init(&url);
         ts_buf_printf(&url, "%s%s", c->urls[idx], path_query);
         ts_http_req rq;
-        memset(&rq, 0, sizeof rq);
-        rq.url = url.data;
-        rq.method = "POST";
-        rq.body = body;
-        rq.body_len = len;
-        rq.content_type = ctype;
-        rq.opts.connect_timeout_ms = c->connect_timeout_ms;
-        rq.opts.timeout_ms = c->timeout_ms;
-        rq.opts.insecure = c->insecure;
-        rq.opts.ca_file = c->ca_file;
-        rq.opts.user = c->user && *c->user ? c->user : NULL;
-        rq.opts.password = c->password;
-        rq.opts.accept_gzip = 1;
+        influx_req(c, &rq, url.data, body, len, ctype);
         rq.max_body = max_body;
         ts_http_result r;
         ts_http_result_init(&r);
@@ -985,8 +979,7 @@ int ts_writer_query(ts_writer *w, const char *db, const char *q, const char *epo
     ts_http_urlencode(&body, q, strlen(q));
     if (db && *db) { ts_buf_adds(&body, "&db="); ts_http_urlencode(&body, db, strlen(db)); }
     if (epoch && *epoch) { ts_buf_adds(&body, "&epoch="); ts_http_urlencode(&body, epoch, strlen(epoch)); }
-    ts_influx_conn c = {(const char *const *)w->urls, w->nurls, w->user, w->password, w->ca_file,
-                        w->insecure, w->timeout_ms, w->connect_timeout_ms};
+    ts_influx_conn c = writer_conn(w);
     ts_http_result r;
     ts_http_result_init(&r);
     /* InfluxDB 1.x takes reads and writes as POST /query */
