@@ -105,6 +105,11 @@ int ts_parse_number(const char *s, size_t n, double *out);
 typedef struct ts_collector ts_collector;
 typedef void (*ts_emit_fn)(void *ud, ts_batch *b);  /* takes ownership */
 ts_collector *ts_collector_new(lua_State *L, ts_loop *loop, ts_emit_fn emit, void *emit_ud);
+/* Where compact batches come from (default ts_batch_new_compact): `points` and
+ * `runs` are the endpoint's last poll, for ts_batch_reserve. */
+typedef ts_batch *(*ts_batch_source_fn)(void *ud, const ts_dest *d, const ts_map_owner *owner, size_t points,
+                                        size_t runs);
+void ts_collector_set_batch_source(ts_collector *c, ts_batch_source_fn fn, void *ud);
 /* Install the plan table at the top of the stack (from lua/plan.lua). Returns the
  * number of endpoints, or -1 on a malformed plan (old plan kept). */
 int ts_collector_set_plan(ts_collector *c, int plan_index);

@@ -43,6 +43,10 @@ typedef struct ts_map_owner {
 typedef struct ts_batch ts_batch;
 ts_batch *ts_batch_new_compact(const ts_dest *d, const ts_map_owner *owner); /* owner may be NULL */
 void ts_batch_add_compact(ts_batch *b, const ts_cpoint *p);
+/* Room for `points` points in `runs` runs (entity + time stamp changes) and a
+ * little more, so a poll like the last one fills its arrays without regrowing. */
+void ts_batch_reserve(ts_batch *b, size_t points, size_t runs);
+size_t ts_batch_runs(const ts_batch *b);
 ts_batch *ts_batch_new_text(const ts_dest *d);
 /* Append one already-encoded line (no trailing newline needed; one is added). */
 void ts_batch_add_line(ts_batch *b, const char *line, size_t len);
@@ -77,6 +81,11 @@ ts_writer *ts_writer_new(ts_loop *loop, const ts_writer_opts *o);
 int ts_writer_reconfigure(ts_writer *w, const ts_writer_opts *o);
 /* Takes ownership of b. Enforces max_buffer_bytes by dropping the oldest data. */
 void ts_writer_submit(ts_writer *w, ts_batch *b);
+/* A compact batch for a poll like the last one (`points`, `runs` as
+ * ts_batch_reserve), built on the arrays of a batch w has already sent when
+ * it has one: reused memory instead of fresh pages every poll. */
+ts_batch *ts_writer_new_compact(ts_writer *w, const ts_dest *d, const ts_map_owner *owner, size_t points,
+                                size_t runs);
 /* Publish tick: encode pending batches into chunks and start sending them. */
 void ts_writer_flush(ts_writer *w);
 /* Shutdown: flush everything and run the loop until all is written or

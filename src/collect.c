@@ -33,6 +33,7 @@ typedef struct endpoint {
     int64_t cutoff_ms;      /* samples older than this are skipped */
     uint64_t n_points;
     char scan_err[200];
+    size_t last_points, last_runs;   /* the last poll's batch, for the next one's size */
 } endpoint;
 
 struct ts_collector {
@@ -40,6 +41,8 @@ struct ts_collector {
     ts_loop *loop;
     ts_emit_fn emit;
     void *emit_ud;
+    ts_batch_source_fn batch_source;
+    void *batch_source_ud;
     endpoint **eps;
     int neps;
     endpoint **retired;
@@ -72,6 +75,20 @@ ts_collector *ts_collector_new(lua_State *L, ts_loop *loop, ts_emit_fn emit, voi
     c->emit = emit;
     c->emit_ud = emit_ud;
     return c;
+}
+
+void ts_collector_set_batch_source(ts_collector *c, ts_batch_source_fn fn, void *ud) {
+    c->batch_source = fn;
+    c->batch_source_ud = ud;
+}
+
+static ts_batch *new_batch(endpoint *e) {
+    ts_collector *c = e->c;
+    const ts_map_owner *owner = ts_mapper_owner(e->mapper);
+    if (c->batch_source) return c->batch_source(c->batch_source_ud, &e->dest, owner, e->last_points, e->last_runs);
+    ts_batch *b = ts_batch_new_compact(&e->dest, owner);
+    ts_batch_reserve(b, e->last_points, e->last_runs);
+    return b;
 }
 
 static void endpoint_free(endpoint *e) {
@@ -332,6 +349,10 @@ static void on_done(void *ud, ts_http_result *r) {
     }
     ts_debug("successfully got %s stats URL %s", e->cdn, url);
     size_t np = ts_batch_points(b);
+    if (e->format != FMT_LUA) {
+        e->last_points = np;
+        e->last_runs = ts_batch_runs(b);
+    }
     c->st.points += np;
     c->st.bytes += e->bytes;
     ts_counter_add(c_points, (int64_t)np);
@@ -357,7 +378,7 @@ static void start_fetch(endpoint *e) {
             ts_scan_sink sink = sink_proto;
             sink.ud = e;
             e->scan = ts_scan_new(e->format == FMT_DSSTATS ? TS_SCAN_DSSTATS : TS_SCAN_CACHESTATS, &sink);
-            e->batch = ts_batch_new_compact(&e->dest, ts_mapper_owner(e->mapper));
+            e->batch = new_batch(e);
         }
         ts_http_req req;
         memset(&req, 0, sizeof req);

@@ -161,6 +161,12 @@ static void emit_to_writer(void *ud, ts_batch *b) {
     ts_writer_submit(d->writer, b);
 }
 
+static ts_batch *batch_from_writer(void *ud, const ts_dest *dest, const ts_map_owner *owner, size_t points,
+                                   size_t runs) {
+    tsd *d = ud;
+    return ts_writer_new_compact(d->writer, dest, owner, points, runs);
+}
+
 static void emit_to_stdout(void *ud, ts_batch *b) {
     tsd *d = ud;
     ts_buf out;
@@ -404,6 +410,7 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     d->api.async_wake = &d->async_wake;
     ts_api_set_ctx(d->L, &d->api);
     d->coll = ts_collector_new(d->L, d->loop, mode == TS_MODE_DRYRUN ? emit_to_stdout : emit_to_writer, d);
+    if (mode != TS_MODE_DRYRUN) ts_collector_set_batch_source(d->coll, batch_from_writer, d);
     if (setup_signals(d) != 0) ts_warn("signal handling unavailable: %s", strerror(errno));
     if (lua_daemon_call(d, "start", 0, 0) != 0) goto out;
 

@@ -433,6 +433,67 @@ static void test_compact_form(void) {
     ts_batch_free(b);
 }
 
+/* A batch the writer has encoded comes back from ts_writer_new_compact with
+ * its arrays, and nothing of its old contents (stat index, runs, owner)
+ * leaks into the lines of the new one. */
+static void test_recycled_batch(void) {
+    enum { NSTAT = 300 };
+    static ts_stat_map st[NSTAT];
+    static char names[NSTAT][16];
+    for (int i = 0; i < NSTAT; i++) {
+        snprintf(names[i], sizeof names[i], "r%d", i);
+        st[i] = g_stat;
+        st[i].meas = names[i];
+        st[i].meas_len = (uint32_t)strlen(names[i]);
+    }
+    ts_loop *l = ts_loop_new();
+    ts_writer_opts o = {0};   /* no URLs: chunks wait in the retry queue, batches are done with */
+    ts_writer *w = ts_writer_new(l, &o);
+    ts_dest d = mkdest("cache_stats", "", TS_PREC_MS);
+    owner_count oc = {0, 0};
+    ts_map_owner own = {own_retain, own_release, &oc};
+
+    ts_batch *a = ts_writer_new_compact(w, &d, &own, 0, 0);   /* nothing spare yet: a new one */
+    for (int c = 0; c < 2; c++)
+        for (int k = 0; k < NSTAT / 2; k++) {
+            ts_cpoint p = {&st[k], &g_ent[c], k, 1600000000000LL + c};
+            ts_batch_add_compact(a, &p);
+        }
+    ts_writer_submit(w, a);
+    ts_writer_flush(w);
+    CHECK_EQ_U(oc.retain, 1);
+    CHECK_EQ_U(oc.release, 1);   /* encoded: the maps are free to go */
+
+    ts_dest d2 = mkdest("other", "rp", TS_PREC_S);
+    ts_batch *b = ts_writer_new_compact(w, &d2, &own, 50, 5);
+    CHECK(b == a);
+    CHECK_EQ_U(oc.retain, 2);
+    CHECK_EQ_U(ts_batch_points(b), 0);
+    CHECK(strcmp(ts_batch_dest(b)->db, "other") == 0 && strcmp(ts_batch_dest(b)->rp, "rp") == 0);
+    /* a stat of the old batch among new ones that take its old index (a stale
+     * lookup slot would hand that index out); entities interleaved; past the
+     * old capacity */
+    ts_buf want, got;
+    ts_buf_init(&want);
+    ts_buf_init(&got);
+    for (int i = 0; i < 5000; i++) {
+        int k = i % 13 == 2 ? 5 : NSTAT / 2 + (i * 7 + 3) % 101;
+        ts_cpoint p = {&st[k], &g_ent[(i / 3) & 1], i * 0.5, 1700000000000LL + i / 9};
+        ts_batch_add_compact(b, &p);
+        CHECK(ts_lp_encode_compact(&want, &p, TS_PREC_S) == 0);
+    }
+    CHECK_EQ_U(ts_batch_points(b), 5000);
+    CHECK_EQ_U(ts_batch_encode(b, &got), 5000);
+    CHECK(got.len == want.len && memcmp(got.data, want.data, got.len) == 0);
+    ts_buf_free(&want);
+    ts_buf_free(&got);
+    ts_batch_free(b);
+    CHECK_EQ_U(oc.release, 2);
+    ts_writer_drain(w, ts_mono_ms());
+    ts_writer_free(w);
+    ts_loop_free(l);
+}
+
 /* Lazy encoding: with 2 slots busy, the rest stays compact. */
 static void test_lazy_encoding(void) {
     ts_loop *l = ts_loop_new();
@@ -858,6 +919,7 @@ int main(int argc, char **argv) {
     test_http_keepalive_stream();
     test_chunking();
     test_compact_form();
+    test_recycled_batch();
     test_lazy_encoding();
     test_exact_request();
     test_memory_bound();
