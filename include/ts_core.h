@@ -74,6 +74,18 @@ int ts_cfg_bool(lua_State *L, const char *path, int def);
 const char *ts_cfg_str(lua_State *L, const char *path, const char *def, char *buf, size_t n);
 /* Pushes the value at path (nil when absent). */
 void ts_cfg_push(lua_State *L, const char *path);
+/* The influxdb.* section, read in one place for the daemon's writer, the CLI's
+ * writer and tstats._influx_post. `o` and `conn` point into the struct's own
+ * strings: use it where it was read (do not copy it), then free it. */
+typedef struct ts_influx_cfg {
+    char *urls[65];            /* NULL-terminated, at most 64 */
+    int nurls;
+    char user[256], password[256];
+    ts_writer_opts o;
+    ts_influx_conn conn;
+} ts_influx_cfg;
+int ts_influx_cfg_read(lua_State *L, ts_influx_cfg *c);   /* returns nurls */
+void ts_influx_cfg_free(ts_influx_cfg *c);
 
 /* ---- mapping caches (mapping.c) ------------------------------------------ */
 /* A mapper binds one endpoint's Lua mapping module (and its ctx table) to a

@@ -39,25 +39,9 @@ static int run_lua_command(const char *config, const char *cmd, int argc, char *
     char dir[1024];
     ts_lua_set_script_dir(L, ts_cfg_str(L, "script_dir", NULL, dir, sizeof dir));
     ts_loop *loop = ts_loop_new();
-    ts_cfg_push(L, "influxdb.urls");
-    int n = lua_istable(L, -1) ? (int)luaL_len(L, -1) : 0;
-    char **urls = calloc((size_t)n + 1, sizeof(char *));
-    for (int i = 1; i <= n; i++) {
-        lua_rawgeti(L, -1, i);
-        urls[i - 1] = strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "");
-        lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-    ts_writer_opts o;
-    memset(&o, 0, sizeof o);
-    char user[256], pass[256];
-    o.urls = (const char *const *)urls;
-    o.user = ts_cfg_str(L, "influxdb.user", NULL, user, sizeof user);
-    if (o.user && !*o.user) o.user = NULL;
-    o.password = ts_cfg_str(L, "influxdb.password", NULL, pass, sizeof pass);
-    o.insecure = ts_cfg_bool(L, "influxdb.insecure", 0);
-    o.max_publish_size = (size_t)ts_cfg_int(L, "influxdb.max_publish_size", 10000);
-    ts_writer *w = n > 0 ? ts_writer_new(loop, &o) : NULL;
+    ts_influx_cfg ic;
+    int n = ts_influx_cfg_read(L, &ic);
+    ts_writer *w = n > 0 ? ts_writer_new(loop, &ic.o) : NULL;
     ts_api_ctx ctx = {loop, w, NULL};   /* scripts block on their requests */
     ts_api_set_ctx(L, &ctx);
     if (ts_lua_require(L, "cli") == 0) {
@@ -83,8 +67,7 @@ static int run_lua_command(const char *config, const char *cmd, int argc, char *
         ts_writer_free(w);
     }
     ts_loop_free(loop);
-    for (int i = 0; i < n; i++) free(urls[i]);
-    free(urls);
+    ts_influx_cfg_free(&ic);
     ts_lua_close(L);
     return rc;
 }

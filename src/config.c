@@ -3,6 +3,7 @@
  * registry and reads values from it by dotted path. */
 #include <lauxlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "ts_core.h"
 #include "ts_log.h"
@@ -93,4 +94,40 @@ const char *ts_cfg_str(lua_State *L, const char *path, const char *def, char *bu
     if (s) { snprintf(buf, n, "%s", s); ret = buf; }
     lua_pop(L, 1);
     return ret;
+}
+
+int ts_influx_cfg_read(lua_State *L, ts_influx_cfg *c) {
+    memset(c, 0, sizeof *c);
+    ts_cfg_push(L, "influxdb.urls");
+    int n = lua_istable(L, -1) ? (int)luaL_len(L, -1) : 0;
+    for (int i = 1; i <= n && c->nurls < 64; i++) {
+        lua_rawgeti(L, -1, i);
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            c->urls[c->nurls] = strdup(lua_tostring(L, -1));
+            if (!c->urls[c->nurls]) abort();
+            c->nurls++;
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (n > 64) ts_warn("influxdb.urls: %d URLs, only the first 64 are used", n);
+    ts_writer_opts *o = &c->o;
+    o->urls = (const char *const *)c->urls;
+    o->user = ts_cfg_str(L, "influxdb.user", NULL, c->user, sizeof c->user);
+    if (o->user && !*o->user) o->user = NULL;
+    o->password = ts_cfg_str(L, "influxdb.password", NULL, c->password, sizeof c->password);
+    o->insecure = ts_cfg_bool(L, "influxdb.insecure", 0);
+    o->gzip = ts_cfg_bool(L, "influxdb.gzip", 0);
+    o->timeout_ms = (long)(ts_cfg_num(L, "influxdb.timeout", 30) * 1000);
+    o->max_publish_size = (size_t)ts_cfg_int(L, "influxdb.max_publish_size", 10000);
+    o->max_buffer_bytes = (size_t)ts_cfg_int(L, "influxdb.max_buffer_bytes", 256LL << 20);
+    o->max_inflight = (int)ts_cfg_int(L, "influxdb.max_inflight", 2);
+    c->conn = (ts_influx_conn){(const char *const *)c->urls, c->nurls, o->user, o->password ? o->password : "",
+                               NULL, o->insecure, o->timeout_ms, 5000};
+    return c->nurls;
+}
+
+void ts_influx_cfg_free(ts_influx_cfg *c) {
+    for (int i = 0; i < c->nurls; i++) free(c->urls[i]);
+    c->nurls = 0;
 }

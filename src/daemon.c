@@ -107,38 +107,14 @@ static void on_signal(void *ud) {
 }
 
 /* ---- writer set-up from the configuration -------------------------------- */
-static void free_urls(char **u) {
-    if (!u) return;
-    for (char **p = u; *p; p++) free(*p);
-    free(u);
-}
-
-static int writer_opts(tsd *d, ts_writer_opts *o, char *user, char *pass, size_t n) {
-    lua_State *L = d->L;
-    memset(o, 0, sizeof *o);
-    ts_cfg_push(L, "influxdb.urls");
-    int k = lua_istable(L, -1) ? (int)luaL_len(L, -1) : 0;
-    char **urls = calloc((size_t)k + 1, sizeof(char *));
-    for (int i = 1; i <= k; i++) {
-        lua_rawgeti(L, -1, i);
-        urls[i - 1] = strdup(lua_tostring(L, -1));
-        lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-    free_urls(d->urls);
-    d->urls = urls;
-    o->urls = (const char *const *)urls;
-    o->user = ts_cfg_str(L, "influxdb.user", NULL, user, n);
-    if (o->user && !*o->user) o->user = NULL;
-    o->password = ts_cfg_str(L, "influxdb.password", NULL, pass, n);
-    o->insecure = ts_cfg_bool(L, "influxdb.insecure", 0);
-    if (o->insecure) ts_warn("influxdb.insecure = true: TLS certificates of InfluxDB are NOT verified");
-    o->gzip = ts_cfg_bool(L, "influxdb.gzip", 0);
-    o->timeout_ms = (long)(ts_cfg_num(L, "influxdb.timeout", 30) * 1000);
-    o->max_publish_size = (size_t)ts_cfg_int(L, "influxdb.max_publish_size", 10000);
-    o->max_buffer_bytes = (size_t)ts_cfg_int(L, "influxdb.max_buffer_bytes", 256LL << 20);
-    o->max_inflight = (int)ts_cfg_int(L, "influxdb.max_inflight", 2);
-    return k;
+/* The writer from influxdb.* (new, or reconfigured on SIGHUP); it copies what it keeps. */
+static void writer_setup(tsd *d, int reconfigure) {
+    ts_influx_cfg ic;
+    if (ts_influx_cfg_read(d->L, &ic) == 0) ts_warn("no influxdb.urls: nothing can be written");
+    if (ic.o.insecure) ts_warn("influxdb.insecure = true: TLS certificates of InfluxDB are NOT verified");
+    if (reconfigure) ts_writer_reconfigure(d->writer, &ic.o);
+    else d->writer = ts_writer_new(d->loop, &ic.o);
+    ts_influx_cfg_free(&ic);
 }
 
 static void apply_logging(lua_State *L) {
@@ -331,10 +307,7 @@ static void reload(tsd *d) {
     apply_logging(L);
     apply_script_dir(L);
     unload_modules(L);
-    ts_writer_opts o;
-    char user[256], pass[256];
-    writer_opts(d, &o, user, pass, sizeof user);
-    ts_writer_reconfigure(d->writer, &o);
+    writer_setup(d, 1);
     if (lua_daemon_call(d, "start", 0, 0) != 0) ts_error("daemon.start failed after reload");
     refresh_start(d, 1);   /* after the one in progress, if any */
     arm_timers(d);
@@ -401,10 +374,7 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     apply_logging(d->L);
     apply_script_dir(d->L);
     d->loop = ts_loop_new();
-    ts_writer_opts o;
-    char user[256], pass[256];
-    if (writer_opts(d, &o, user, pass, sizeof user) == 0) ts_warn("no influxdb.urls: nothing can be written");
-    d->writer = ts_writer_new(d->loop, &o);
+    writer_setup(d, 0);
     d->api.loop = d->loop;
     d->api.writer = d->writer;
     d->api.async_wake = &d->async_wake;
@@ -469,7 +439,6 @@ out:
     ts_loop_free(d->loop);
     ts_collector_free(d->coll);
     if (d->sigfd >= 0) close(d->sigfd);
-    free_urls(d->urls);
     ts_lua_close(d->L);
     return rc;
 }

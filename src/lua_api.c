@@ -513,26 +513,14 @@ static int l_influx_post(lua_State *L) {
     size_t blen;
     const char *body = luaL_checklstring(L, 2, &blen);
     const char *ctype = luaL_optstring(L, 3, "text/plain; charset=utf-8");
-    ts_cfg_push(L, "influxdb.urls");
-    int urls = lua_gettop(L);
-    int n = lua_istable(L, urls) ? (int)luaL_len(L, urls) : 0;
-    if (n > 64) n = 64;
-    const char *list[64];
-    int nurls = 0;
-    for (int i = 1; i <= n; i++) {
-        lua_rawgeti(L, urls, i);
-        if (lua_type(L, -1) == LUA_TSTRING) list[nurls++] = lua_tostring(L, -1);   /* alive in the table */
-        lua_pop(L, 1);
-    }
-    char user[256], pass[256];
-    ts_influx_conn c = {list, nurls, ts_cfg_str(L, "influxdb.user", NULL, user, sizeof user),
-                        ts_cfg_str(L, "influxdb.password", NULL, pass, sizeof pass), NULL,
-                        ts_cfg_bool(L, "influxdb.insecure", 0),
-                        (long)(ts_cfg_num(L, "influxdb.timeout", 30) * 1000), 5000};
+    ts_influx_cfg ic;
+    ts_influx_cfg_read(L, &ic);
     ts_http_result r;
     ts_http_result_init(&r);
     char err[1024];
-    if (ts_influx_post(&c, &preferred_url, pq, body, blen, ctype, (size_t)512 << 20, &r, err, sizeof err) != 0) {
+    int rc = ts_influx_post(&ic.conn, &preferred_url, pq, body, blen, ctype, (size_t)512 << 20, &r, err, sizeof err);
+    ts_influx_cfg_free(&ic);
+    if (rc != 0) {
         ts_http_result_free(&r);
         lua_pushnil(L);
         lua_pushstring(L, err);
