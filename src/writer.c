@@ -301,6 +301,8 @@ struct ts_writer {
     /* Kept from finished work for the next polls and publishes (see recycling). */
     ts_batch *spare_batches;
     size_t spare_batch_bytes;
+    int compact_submitted;            /* since the last publish tick */
+    int spare_batches_max;            /* compact batches of the last publishing interval */
     size_t pending_capacity, held_peak;   /* array bytes of the pending compact batches, its maximum */
     int nspare_batches;
     ts_buf spare_bodies[8];
@@ -427,11 +429,11 @@ static void chunk_free(chunk *c);
  * ~350 faults per 20k-point poll (issue 4's benchmark). The writer keeps what
  * it is done with instead, within what it held at its busiest (held_peak),
  * so the process's peak does not grow. */
-enum { SPARE_BATCHES_MAX = 64 };
-
 static void recycle_batch(ts_writer *w, ts_batch *b) {
     size_t bytes = batch_capacity_bytes(b);
-    if (!b->compact || w->nspare_batches >= SPARE_BATCHES_MAX || w->spare_batch_bytes + bytes > w->held_peak) {
+    /* As many as one publishing interval brings: after a backlog (InfluxDB was
+     * down) the extra batches go back to malloc, not into a hoard. */
+    if (!b->compact || w->nspare_batches >= w->spare_batches_max || w->spare_batch_bytes + bytes > w->held_peak) {
         ts_batch_free(b);
         return;
     }
@@ -618,6 +620,7 @@ void ts_writer_submit(ts_writer *w, ts_batch *b) {
     w->bytes_held += ts_batch_bytes(b);
     w->pending_capacity += batch_capacity_bytes(b);
     if (w->pending_capacity > w->held_peak) w->held_peak = w->pending_capacity;
+    if (b->compact) w->compact_submitted++;
     enforce_bound(w);
 }
 
@@ -867,6 +870,8 @@ static void pump(ts_writer *w) {
 }
 
 void ts_writer_flush(ts_writer *w) {
+    w->spare_batches_max = w->compact_submitted;
+    w->compact_submitted = 0;
     w->flushing = 1;
     pump(w);
 }
