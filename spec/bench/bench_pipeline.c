@@ -471,14 +471,18 @@ static int run_catchup(lua_State *L, const opts *o, ts_mapper *mc, ts_mapper *md
            polls, per_poll, polls * (long long)per_poll, o->catchup_url, o->catchup_db, wo.max_publish_size,
            wo.max_inflight);
     fflush(stdout);
+    size_t runs_c = 0, runs_d = 0;   /* entity or time changes: ts_batch_reserve's runs */
+    for (size_t i = 0; i < nc; i++) runs_c += i == 0 || pc[i].ent != pc[i - 1].ent || pc[i].time_ms != pc[i - 1].time_ms;
+    for (size_t i = 0; i < nd; i++) runs_d += i == 0 || pd[i].ent != pd[i - 1].ent || pd[i].time_ms != pd[i - 1].time_ms;
     double infl0 = o->influxd_pid > 0 ? proc_cpu_s(o->influxd_pid) : -1;
     tmark m0 = mark();
     ts_writer_stats ws;
     for (long long k = 0; k < polls; k++) {
         int64_t shift = base + k * 10000 - t0;
-        ts_batch *b1 = ts_batch_new_compact(&dest, ts_mapper_owner(mc));
+        /* batches as the daemon's collector gets them: on the arrays of sent ones */
+        ts_batch *b1 = ts_writer_new_compact(w, &dest, ts_mapper_owner(mc), nc, runs_c);
         for (size_t i = 0; i < nc; i++) { ts_cpoint q = pc[i]; q.time_ms += shift; ts_batch_add_compact(b1, &q); }
-        ts_batch *b2 = ts_batch_new_compact(&dest, ts_mapper_owner(md));
+        ts_batch *b2 = ts_writer_new_compact(w, &dest, ts_mapper_owner(md), nd, runs_d);
         for (size_t i = 0; i < nd; i++) { ts_cpoint q = pd[i]; q.time_ms += shift; ts_batch_add_compact(b2, &q); }
         ts_writer_submit(w, b1);
         ts_writer_submit(w, b2);
