@@ -21,7 +21,6 @@ typedef struct tsd {
     ts_writer *writer;
     ts_collector *coll;
     ts_api_ctx api;
-    char **urls;              /* writer URL list (NULL-terminated) */
     int sigfd;
     volatile int want_stop, want_hup, want_poll, want_publish, want_refresh, want_summary;
     int t_poll, t_publish, t_refresh, t_summary;

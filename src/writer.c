@@ -54,12 +54,16 @@ struct ts_batch {
     struct ts_batch *next;
 };
 
-static ts_batch *batch_alloc(const ts_dest *d) {
-    ts_batch *b = calloc(1, sizeof *b);
-    if (!b) abort();
+static void batch_set_dest(ts_batch *b, const ts_dest *d) {
     b->dest = *d;
     b->dest.db[sizeof b->dest.db - 1] = '\0';
     b->dest.rp[sizeof b->dest.rp - 1] = '\0';
+}
+
+static ts_batch *batch_alloc(const ts_dest *d) {
+    ts_batch *b = calloc(1, sizeof *b);
+    if (!b) abort();
+    batch_set_dest(b, d);
     ts_buf_init(&b->text);
     return b;
 }
@@ -80,11 +84,15 @@ ts_batch *ts_batch_new_compact(const ts_dest *d, const ts_map_owner *owner) {
     return b;
 }
 
-static void *grow(void *p, size_t *cap, size_t elem, size_t first) {
-    *cap = *cap ? *cap * 2 : first;
-    p = realloc(p, *cap * elem);
+static void *resize(void *p, size_t n, size_t elem) {
+    p = realloc(p, n * elem);
     if (!p) abort();
     return p;
+}
+
+static void *grow(void *p, size_t *cap, size_t elem, size_t first) {
+    *cap = *cap ? *cap * 2 : first;
+    return resize(p, *cap, elem);
 }
 
 void ts_batch_reserve(ts_batch *b, size_t points, size_t runs) {
@@ -94,13 +102,11 @@ void ts_batch_reserve(ts_batch *b, size_t points, size_t runs) {
     points += points / 8 + 64;
     runs += runs / 8 + 16;
     if (b->cap < points) {
-        b->pts = realloc(b->pts, points * sizeof *b->pts);
-        if (!b->pts) abort();
+        b->pts = resize(b->pts, points, sizeof *b->pts);
         b->cap = points;
     }
     if (b->runs_cap < runs) {
-        b->runs = realloc(b->runs, runs * sizeof *b->runs);
-        if (!b->runs) abort();
+        b->runs = resize(b->runs, runs, sizeof *b->runs);
         b->runs_cap = runs;
     }
 }
@@ -461,9 +467,7 @@ ts_batch *ts_writer_new_compact(ts_writer *w, const ts_dest *d, const ts_map_own
         b->next = NULL;
         w->nspare_batches--;
         w->spare_batch_bytes -= batch_capacity_bytes(b);
-        b->dest = *d;
-        b->dest.db[sizeof b->dest.db - 1] = '\0';
-        b->dest.rp[sizeof b->dest.rp - 1] = '\0';
+        batch_set_dest(b, d);
         batch_set_owner(b, owner);
     } else {
         b = ts_batch_new_compact(d, owner);

@@ -47,8 +47,17 @@ static int g_fail, g_checks;
 static ts_stat_map g_stat = {"it_bw", 5, "value", 5, {NULL, 0}, 1.0, 1, -2, 0};
 static ts_etag g_tags[2][2];
 static ts_entity_map g_ent[2];
+enum { NMANY = 300 };
+static ts_stat_map g_many[NMANY];   /* distinct stats "s0".."s299" for the compact-batch tests */
 
 static void init_maps(void) {
+    static char names[NMANY][16];
+    for (int i = 0; i < NMANY; i++) {
+        snprintf(names[i], sizeof names[i], "s%d", i);
+        g_many[i] = g_stat;
+        g_many[i].meas = names[i];
+        g_many[i].meas_len = (uint32_t)strlen(names[i]);
+    }
     static char kv[2][16];
     for (int i = 0; i < 2; i++) {
         snprintf(kv[i], sizeof kv[i], "host=h%d", i);
@@ -384,15 +393,8 @@ static void test_chunking(void) {
  * that changes, 300 distinct stats, NaN) the lines are exactly those of the
  * points encoded one by one. */
 static void test_compact_form(void) {
-    enum { NSTAT = 300, NENT = 2 };
-    static ts_stat_map st[NSTAT];
-    static char names[NSTAT][16];
-    for (int i = 0; i < NSTAT; i++) {
-        snprintf(names[i], sizeof names[i], "s%d", i);
-        st[i] = g_stat;
-        st[i].meas = names[i];
-        st[i].meas_len = (uint32_t)strlen(names[i]);
-    }
+    enum { NSTAT = NMANY };
+    ts_stat_map *st = g_many;
     ts_dest d = mkdest("cache_stats", "", TS_PREC_MS);
 
     /* TM shape: 2000 caches x 40 stats, one time per cache */
@@ -437,15 +439,8 @@ static void test_compact_form(void) {
  * its arrays, and nothing of its old contents (stat index, runs, owner)
  * leaks into the lines of the new one. */
 static void test_recycled_batch(void) {
-    enum { NSTAT = 300 };
-    static ts_stat_map st[NSTAT];
-    static char names[NSTAT][16];
-    for (int i = 0; i < NSTAT; i++) {
-        snprintf(names[i], sizeof names[i], "r%d", i);
-        st[i] = g_stat;
-        st[i].meas = names[i];
-        st[i].meas_len = (uint32_t)strlen(names[i]);
-    }
+    enum { NSTAT = NMANY };
+    ts_stat_map *st = g_many;
     ts_loop *l = ts_loop_new();
     ts_writer_opts o = {0};   /* no URLs: chunks wait in the retry queue, batches are done with */
     ts_writer *w = ts_writer_new(l, &o);
