@@ -504,7 +504,7 @@ static int scan_dir(ts_spool *s) {
         }
     }
     closedir(d);
-    qsort(s->segs, s->nsegs, sizeof *s->segs, seg_cmp);
+    if (s->nsegs > 1) qsort(s->segs, s->nsegs, sizeof *s->segs, seg_cmp);
     for (size_t i = 0; i < s->nsegs; i++)
         if (s->segs[i].id >= s->next_id) s->next_id = s->segs[i].id + 1;
     return 0;
@@ -788,6 +788,17 @@ ts_spool_consumer *ts_spool_consumer_open(ts_spool *s, const char *name, ts_spoo
         /* a position older than every segment: the data it pointed at is gone */
         ts_spool_pos first = s->nsegs ? (ts_spool_pos){s->segs[0].id, 0} : (ts_spool_pos){s->next_id, 0};
         if (ts_spool_pos_cmp(c->acked, first) < 0) c->acked = first;
+        /* past the end (segments removed by hand, a file from elsewhere): new
+         * records would go before it and never be read, so start at the end */
+        ts_spool_pos end = {s->next_id, SEG_HDR};
+        if (s->wfd >= 0) end = (ts_spool_pos){s->segs[s->nsegs - 1].id, s->segs[s->nsegs - 1].size};
+        if (ts_spool_pos_cmp(c->acked, end) > 0) {
+            s->st.bad_positions++;
+            ts_error("spool: consumer '%s' had a position past the end of %s: it starts at the end", c->name,
+                     s->dir);
+            c->acked = end;
+            c->dirty = 1;
+        }
         c->cur = c->acked;
         return c;
     }

@@ -307,6 +307,25 @@ static void test_positions_reopen(void) {
     CHECK_EQ(ts_spool_read(k, &r), 1);
     CHECK_EQ(which(&r), 0);
     ts_spool_close(s);
+
+    /* a valid position past the end (segments removed by hand): new records
+     * would land before it, so it restarts at the end instead of hiding them */
+    s = sopen(&o);
+    k = ts_spool_consumer_open(s, "kafka", TS_SPOOL_START_OLDEST);
+    while (ts_spool_read(k, &r) == 1) ts_spool_ack(k, r.next);
+    ts_spool_pos far = {999, 16};
+    ts_spool_ack(k, far);
+    ts_spool_close(s);
+    s = sopen(&o);
+    k = ts_spool_consumer_open(s, "kafka", TS_SPOOL_START_OLDEST);
+    ts_spool_get_stats(s, &st);
+    CHECK_EQ(st.bad_positions, 1);
+    CHECK_EQ(log_count("past the end"), 1);
+    CHECK_EQ(ts_spool_read(k, &r), 0);
+    CHECK_EQ(append(s, 33, 2), 0);
+    CHECK_EQ(ts_spool_read(k, &r), 1);
+    CHECK_EQ(which(&r), 33);
+    ts_spool_close(s);
     ts_log_open(NULL);
 }
 

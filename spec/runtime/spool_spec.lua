@@ -12,7 +12,7 @@ describe("spool on a full disk (tmpfs)", function()
     stack.cleanup_all()
   end)
 
-  it("refuses appends with one error, loses nothing written, resumes when space returns", function()
+  it("refuses appends with one error, loses nothing written, resumes when space returns #asan", function()
     local rc, uid = stack.run("id -u")
     assert(rc == 0)
     assert(uid:match("^0"), "this test mounts a tmpfs and must run as root (CI does)")
