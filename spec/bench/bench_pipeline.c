@@ -18,6 +18,7 @@
 #include "ts_core.h"
 #include "ts_log.h"
 #include "ts_scan.h"
+#include "ts_scan_yajl.h"
 
 /* ---- options ------------------------------------------------------------- */
 typedef struct opts {
