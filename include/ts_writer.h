@@ -62,6 +62,7 @@ typedef struct ts_writer_stats {
     uint64_t points_pending;   /* buffered + retrying now */
     uint64_t bytes_pending;
     uint64_t requests_ok, requests_failed;
+    uint64_t retries;          /* chunks sent again after a failure */
     uint64_t bytes_sent;
 } ts_writer_stats;
 void ts_writer_get_stats(const ts_writer *w, ts_writer_stats *s);

@@ -77,7 +77,8 @@ struct ts_writer {
     int nspare_bodies;
 
     ts_counter *c_written, *c_rejected, *c_dropped, *c_ok, *c_failed, *c_bytes, *c_retries,
-        *c_invalid, *c_spooled;
+        *c_invalid, *c_spooled, *c_db_missing;
+    int64_t db_missing_logged;        /* mono ms of the last "run setup-influx" line */
 };
 
 static void pump(ts_writer *w);
@@ -137,6 +138,7 @@ ts_writer *ts_writer_new(ts_loop *loop, const ts_writer_opts *o) {
     w->c_retries = ts_counter_get("writer_retries");
     w->c_invalid = ts_counter_get("writer_points_invalid");
     w->c_spooled = ts_counter_get("writer_points_spooled");
+    w->c_db_missing = ts_counter_get("writer_database_missing");
     return w;
 }
 
@@ -341,7 +343,8 @@ static int send_chunk(ts_writer *w, chunk *c) {
     rq.ud = c;
 
     if (c->is_retry) {
-        ts_counter_add(c->w->c_retries, 1);
+        w->st.retries++;
+        ts_counter_add(w->c_retries, 1);
     }
     c->prev = NULL;
     c->next = w->inflight;
@@ -547,7 +550,17 @@ static void chunk_done(void *ud, ts_http_result *r) {
         c->attempts++;
         c->next_at = now + backoff_ms(w, c->attempts);
     }
-    if (r->curl_code != 0)
+    if (r->status == 404 && strstr(msg, "database not found")) {
+        /* Every chunk of every publish says the same thing until the schema
+         * exists: one line a minute that says what to do, and a counter. */
+        ts_counter_add(w->c_db_missing, 1);
+        if (!w->db_missing_logged || now - w->db_missing_logged >= 60000) {
+            w->db_missing_logged = now;
+            ts_error("writer: %s has no database '%s' (HTTP 404 database not found): run `tstats setup-influx` "
+                     "to create ATC's databases, retention policies and continuous queries; %zu points kept for "
+                     "retry (repeated at most once a minute)", host, d->d.db, c->lines);
+        }
+    } else if (r->curl_code != 0)
         ts_warn("writer: request to %s for %s/%s failed: %.300s (%zu points kept, retry in %lld ms)", host,
                 d->d.db, rp_or_default(&d->d), msg, c->lines, (long long)(c->next_at - now));
     else

@@ -1,6 +1,6 @@
 -- Runtime spec: lua.memory_limit reaches every Lua state (the daemon's
--- mappings and `tstats script`), and the Lua API never writes into the
--- options table a script hands it.
+-- mappings and `tstats script`), the Lua API never writes into the options
+-- table a script hands it, and a missing database is one clear line.
 local stack = require "spec.runtime.stack"
 local cjson = require "cjson"
 
@@ -49,12 +49,16 @@ return {
     assert.are.equal(0, rc, err)
   end)
 
-  it("the daemon's mappings run under lua.memory_limit", function()
+  local function start_sim(args)
     local dir = stack.tmpdir()
     local ready = dir .. "/ready.json"
-    local sim = stack.spawn("exec " .. sim_bin .. " --ready-file " .. sq(ready) .. " --cdns 1 --caches 3", dir .. "/sim.log")
+    local sim = stack.spawn("exec " .. sim_bin .. " --ready-file " .. sq(ready) .. " " .. args, dir .. "/sim.log")
     assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05))
-    local to_url = cjson.decode(stack.read_file(ready)).to_url
+    return sim, cjson.decode(stack.read_file(ready)).to_url
+  end
+
+  it("the daemon's mappings run under lua.memory_limit", function()
+    local sim, to_url = start_sim("--cdns 1 --caches 3")
     local sd = stack.tmpdir()
     os.execute("mkdir -p " .. sq(sd .. "/mappings"))
     -- a cache stats mapping that allocates ~80 MB when it loads
@@ -92,5 +96,32 @@ return 0
 ]]):format(influx.url .. "/query", influx.url .. "/ping"))
     local rc, _, err = stack.run(tstats .. " --config " .. config() .. " script " .. script, { timeout = 60 })
     assert.are.equal(0, rc, err)
+  end)
+
+  it("a missing database is one line naming tstats setup-influx, not one per chunk", function()
+    local sim, to_url = start_sim("--cdns 2 --caches 3 --payload-cache-ms 0")
+    local cfg = write(tmp .. "/nodb.lua", ([[
+return {
+  traffic_ops = { url = %q, user = "admin", password = "twelve12", timeout = 3 },
+  influxdb = { urls = { %q } },
+  databases = { cache = "nodb_cache_%d", ds = "nodb_ds_%d" },
+  polling_interval = 1, publishing_interval = 1,
+  state_dir = %q,
+  collect = { timeout = 2, connect_timeout = 1 },
+  summary = { enabled = false },
+}]]):format(to_url, influx.url, math.random(1e9), math.random(1e9), tmp .. "/state-nodb"))
+    local d = stack.tmpdir()
+    local ts = stack.spawn("exec " .. tstats .. " --config " .. cfg .. " run", d .. "/tstats.log")
+    assert.truthy(stack.wait_until(function()
+      local _, n = (stack.read_file(d .. "/tstats.log") or ""):gsub("Collected %d+ cache stats", "")
+      return n >= 8
+    end, 30, 0.2))
+    ts:kill("TERM")
+    ts:wait(30)
+    local log = stack.read_file(d .. "/tstats.log")
+    local _, hints = log:gsub("run `tstats setup%-influx`", "")
+    assert.are.equal(1, hints, log)
+    assert.falsy(log:find("WARN writer: HTTP 404", 1, true), log)
+    sim:stop()
   end)
 end)
