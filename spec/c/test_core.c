@@ -15,8 +15,7 @@
 #include "ts_log.h"
 #include "ts_scan.h"
 
-static int failures, checks;
-#define CHECK(cond, ...) do { checks++; if (!(cond)) { failures++; printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } } while (0)
+#include "check.h"
 
 static char *slurp(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
@@ -303,6 +302,5 @@ int main(void) {
     ts_lua_close(L);
     test_heap_cap();
     test_config();
-    printf("%d checks, %d failed\n", checks, failures);
-    return failures ? 1 : 0;
+    return check_report("test_core");
 }

@@ -21,24 +21,7 @@
 #include "ts_log.h"
 #include "ts_writer.h"
 
-static int g_fail, g_checks;
-#define CHECK(cond)                                                                \
-    do {                                                                           \
-        g_checks++;                                                                \
-        if (!(cond)) {                                                             \
-            g_fail++;                                                              \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);        \
-        }                                                                          \
-    } while (0)
-#define CHECK_EQ_U(a, b)                                                           \
-    do {                                                                           \
-        unsigned long long a_ = (unsigned long long)(a), b_ = (unsigned long long)(b); \
-        g_checks++;                                                                \
-        if (a_ != b_) {                                                            \
-            g_fail++;                                                              \
-            fprintf(stderr, "FAIL %s:%d: %s == %s (%llu vs %llu)\n", __FILE__, __LINE__, #a, #b, a_, b_); \
-        }                                                                          \
-    } while (0)
+#include "check.h"
 
 #include "it_writer.c"
 
@@ -921,6 +904,5 @@ int main(int argc, char **argv) {
     test_failover_rotation();
     test_free_inflight();
     ts_http_global_cleanup();
-    printf("test_writer: %d checks, %d failed\n", g_checks, g_fail);
-    return g_fail ? 1 : 0;
+    return check_report("test_writer");
 }
