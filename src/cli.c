@@ -13,6 +13,7 @@
 #include "ts_daemon.h"
 #include "ts_log.h"
 #include "ts_lua.h"
+#include "ts_version.h"
 #include "ts_writer.h"
 
 static const char USAGE[] =

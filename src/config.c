@@ -12,8 +12,7 @@
 #include "ts_log.h"
 #include "ts_lua.h"
 
-struct ts_embedded_lua { const char *name; const unsigned char *src; size_t len; };
-extern const struct ts_embedded_lua ts_embedded_lua[];
+#include "ts_embedded.h"
 
 static const char CFG_KEY = 'g';
 static const char SETTINGS_KEY = 's';

@@ -17,6 +17,7 @@
 #include "ts_config.h"
 #include "ts_log.h"
 #include "ts_lua.h"
+#include "ts_version.h"
 #include "ts_writer.h"
 
 typedef struct tsd {

@@ -15,13 +15,9 @@
 #include "ts_lp.h"
 #include "ts_lua.h"
 #include "ts_records.h"
-#ifdef TS_HAVE_PG
 #include "ts_pg.h"
-#endif
 
-#ifndef TS_VERSION
-#define TS_VERSION "0.0.0"
-#endif
+#include "ts_version.h"
 
 static const char CTX_KEY = 'c';
 
@@ -596,10 +592,8 @@ void ts_api_open(lua_State *L) {
     lua_pushliteral(L, "cjson");
     lua_call(L, 1, 1);          /* raises inside the set-up pcall if cjson is missing */
     lua_setfield(L, -2, "json");
-#ifdef TS_HAVE_PG
     ts_pg_open(L);
     lua_setfield(L, -2, "pg");
-#endif
     lua_pushvalue(L, -1);
     lua_setglobal(L, "tstats");
     lua_getglobal(L, "package");
