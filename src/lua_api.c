@@ -264,6 +264,9 @@ static int http_do(lua_State *L, int t) {
     req.opts.gzip_body = opt_bool(L, t, "gzip", 0);
     req.opts.accept_gzip = 1;
     req.opts.ca_file = opt_str(L, t, "ca_file");
+    req.opts.tls.ca_path = opt_str(L, t, "ca_path");
+    req.opts.tls.client_cert = opt_str(L, t, "client_cert");
+    req.opts.tls.client_key = opt_str(L, t, "client_key");
     lua_getfield(L, t, "max_body");
     req.max_body = lua_isinteger(L, -1) && lua_tointeger(L, -1) > 0 ? (size_t)lua_tointeger(L, -1) : 0;
     lua_pop(L, 1);
