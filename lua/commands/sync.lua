@@ -472,6 +472,9 @@ function Sync:measurement(job)
       self.resumed = self.resumed + 1
     else
       local ok = self:window(job, a, b)
+      -- a full collection per chunk keeps the peak at one chunk's data instead
+      -- of the few chunks of garbage the incremental collector lets pile up
+      collectgarbage("collect")
       self.chunks = self.chunks + 1
       if ok and not self.dry_run and b <= settled then
         local sok, serr = self.state:add(id, a, b)
