@@ -93,6 +93,12 @@ local function yaml_lines(v, ind, out)
     elseif type(x) == "table" then
       out[#out + 1] = ind .. k .. ":"
       yaml_lines(x, ind .. "  ", out)
+    elseif type(x) == "string" and x:find("\n", 1, true) then
+      -- a literal block keeps the lines (a PEM certificate)
+      out[#out + 1] = ind .. k .. ": |"
+      for l in x:gsub("\n+$", ""):gmatch("[^\n]*") do
+        if l ~= "" then out[#out + 1] = ind .. "  " .. l end
+      end
     else
       out[#out + 1] = ind .. k .. ": " .. yaml_scalar(x)
     end
@@ -105,7 +111,7 @@ function M.yaml(v)
 end
 
 -- ---- the provisioning documents ----
-function M.datasources(cfg, url)
+function M.datasources(cfg, url, ca_pem)
   local dbs = cfg.databases or {}
   local ic = cfg.influxdb or {}
   local list = {}
@@ -117,11 +123,17 @@ function M.datasources(cfg, url)
     }
     local jd = { { "dbName", ds[2] }, { "httpMode", "POST" }, { "timeInterval", "1m" } }
     if ic.insecure then jd[#jd + 1] = { "tlsSkipVerify", true } end
+    local secure = {}
+    if ca_pem then
+      jd[#jd + 1] = { "tlsAuthWithCACert", true }
+      secure[#secure + 1] = { "tlsCACert", ca_pem }
+    end
     d[#d + 1] = { "jsonData", jd }
     if ic.user then
       d[#d + 1] = { "user", ic.user }
-      d[#d + 1] = { "secureJsonData", { { "password", "${INFLUX_PASSWORD}" } } }
+      secure[#secure + 1] = { "password", "${INFLUX_PASSWORD}" }
     end
+    if #secure > 0 then d[#d + 1] = { "secureJsonData", secure } end
     list[#list + 1] = d
   end
   return { { "apiVersion", 1 }, { "datasources", { list = list } } }
@@ -226,8 +238,22 @@ function M.run(o, rest)
     if rp ~= "indefinite" then q = q:gsub('"indefinite"%."daily_', '"' .. rp .. '"."daily_') end
     return q
   end
+  -- Grafana wants the CA itself (a certificate is public); a client key is a
+  -- secret and is left to the operator
+  local ca_pem
+  local ic = cfg.influxdb or {}
+  if ic.ca_file then
+    local f = io.open(ic.ca_file, "rb")
+    if not f then io.stderr:write("grafana: cannot read influxdb.ca_file ", ic.ca_file, "\n"); return 1 end
+    ca_pem = f:read("a")
+    f:close()
+  end
+  if ic.ca_path or ic.client_cert then
+    io.stderr:write("grafana: influxdb.ca_path / client_cert are not written into the datasources; "
+      .. "add tlsCACert / tlsClientCert / tlsClientKey in Grafana\n")
+  end
   local files = {
-    { out .. "/provisioning/datasources/tstats.yaml", M.yaml(M.datasources(cfg, url)) },
+    { out .. "/provisioning/datasources/tstats.yaml", M.yaml(M.datasources(cfg, url, ca_pem)) },
     { out .. "/provisioning/dashboards/tstats.yaml", M.yaml(M.provider(dpath)) },
   }
   for _, d in ipairs(require("grafana.dashboards").list) do

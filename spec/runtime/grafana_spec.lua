@@ -204,6 +204,22 @@ print(json.dumps({"ds": ds, "pv": pv, "exists": os.path.isdir(pv["providers"][0]
     local p = doc.pv.providers[1]
     assert.are.equal("file", p.type)
     assert.is_true(doc.exists)
+    -- influxdb.ca_file: Grafana gets the CA itself, as a YAML literal block
+    local pem = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\nAbCd+/==\n-----END CERTIFICATE-----\n"
+    stack.write_file(tmp .. "/ca.pem", pem)
+    local cfg2 = tmp .. "/config-ca.lua"
+    stack.write_file(cfg2, (stack.read_file(cfg):gsub("influxdb = { urls = { ([^}]*) } }",
+      function(u) return ("influxdb = { urls = { %s }, ca_file = %q, user = \"grafana\" }"):format(u, tmp .. "/ca.pem") end)))
+    local rc3, o3, e3 = stack.run(q(tstats) .. " --config " .. q(cfg2) .. " grafana --out " .. q(tmp .. "/g2"))
+    assert.are.equal(0, rc3, o3 .. e3)
+    stack.write_file(pyf, "import sys, yaml, json\nprint(json.dumps(yaml.safe_load(open(sys.argv[1]))))\n")
+    rc3, o3, e3 = stack.run("/usr/bin/python3 " .. q(pyf) .. " " .. q(tmp .. "/g2/provisioning/datasources/tstats.yaml"))
+    assert.are.equal(0, rc3, e3)
+    local d2 = cjson.decode(o3).datasources[1]
+    assert.is_true(d2.jsonData.tlsAuthWithCACert)
+    assert.are.equal(pem, d2.secureJsonData.tlsCACert)
+    assert.are.equal("${INFLUX_PASSWORD}", d2.secureJsonData.password)
+    assert.are.equal("grafana", d2.user)
     -- a second run keeps the files unless --force
     local rc2, _, err2 = run("grafana --out " .. q(out))
     assert.are.equal(1, rc2)

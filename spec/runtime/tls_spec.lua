@@ -57,6 +57,8 @@ describe("TLS to Traffic Ops and InfluxDB", function()
       sh(("openssl x509 -req -in %s -CA %s -CAkey %s -CAcreateserial -out %s -days 1 -extfile %s")
         :format(q(csr), q(ca), q(tmp .. "/ca.key"), q(c[1]), q(ext)))
     end
+    local dir = tmp .. "/capath"
+    sh("mkdir -p " .. q(dir) .. " && cp " .. q(ca) .. " " .. q(dir .. "/ca.pem") .. " && openssl rehash " .. q(dir))
     influx = stack.influxd_start_atc()
     local d = stack.tmpdir()
     local ready = d .. "/ready.json"
@@ -103,7 +105,6 @@ return {
 
     it("is verified with a CA directory (ca_path)", function()
       local dir = tmp .. "/capath"
-      sh("mkdir -p " .. q(dir) .. " && cp " .. q(ca) .. " " .. q(dir .. "/ca.pem") .. " && openssl rehash " .. q(dir))
       local rc, _, err = once(config("https://localhost:" .. p, ("ca_path = %q"):format(dir)))
       assert.are.equal(0, rc, err)
     end)
@@ -149,6 +150,84 @@ return {
       rc, _, err = once(config("https://localhost:" .. mp, ("ca_file = %q, client_cert = %q, client_key = %q"):format(ca,
         cli_cert, cli_key)))
       assert.are.equal(0, rc, err)
+    end)
+  end)
+
+  describe("InfluxDB", function()
+    local p, to
+    setup(function()
+      p = tls_proxy(influx.port)
+      to = sim_info.to_url
+    end)
+    local function points()
+      local res = stack.influx_query(influx.url, 'SELECT count(value) FROM "daily"."bandwidth"', "cache_stats")
+      local s = res and res.results[1].series
+      return s and s[1].values[1][2] or 0
+    end
+
+    it("is verified with the CA file (writes and queries)", function()
+      local before = points()
+      local rc, _, err = once(config(to, nil, "https://localhost:" .. p, ("ca_file = %q"):format(ca)))
+      assert.are.equal(0, rc, err)
+      assert.truthy(points() > before)
+      -- the Lua API's queries go the same way
+      local script = tmp .. "/q.lua"
+      stack.write_file(script, 'local r = assert(tstats.influx.query("SHOW DATABASES")); print("series", #r)')
+      local cfg = config(to, nil, "https://localhost:" .. p, ("ca_path = %q"):format(tmp .. "/capath"))
+      local src, out
+      rc, out, err = stack.run(q(tstats) .. " --config " .. q(cfg) .. " script " .. q(script), { timeout = 60 })
+      src = out .. err
+      assert.are.equal(0, rc, src)
+      assert.truthy(src:find("series\t1", 1, true), src)
+    end)
+
+    it("is refused without the CA and for a wrong host name", function()
+      local rc, _, err = once(config(to, nil, "https://localhost:" .. p))
+      assert.are_not.equal(0, rc)
+      assert.truthy(err:lower():find("certificate"), err)
+      rc, _, err = once(config(to, nil, "https://127.0.0.1:" .. p, ("ca_file = %q"):format(ca)))
+      assert.are_not.equal(0, rc)
+      assert.truthy(err:find("no alternative certificate subject name matches target host name '127.0.0.1'", 1, true), err)
+    end)
+
+    it("is accepted with insecure = true, with a warning at start and at every reload", function()
+      local cfg = config(to, nil, "https://127.0.0.1:" .. p, "insecure = true")
+      local rc, _, err = once(cfg)
+      assert.are.equal(0, rc, err)
+      assert.truthy(err:find("influxdb.insecure = true: TLS certificates of InfluxDB are NOT verified", 1, true), err)
+      local log = tmp .. "/run-influx.log"
+      local h = stack.spawn(q(tstats) .. " --config " .. q(cfg) .. " run", log, { env = { TO_PASSWORD = "twelve12" } })
+      local function warnings()
+        local c = 0
+        for _ in (stack.read_file(log) or ""):gmatch("influxdb.insecure = true") do c = c + 1 end
+        return c
+      end
+      assert.truthy(stack.wait_until(function() return warnings() >= 1 end, 20, 0.1))
+      assert.truthy(stack.wait_until(function() return (stack.read_file(log) or ""):find("plan: ", 1, true) end, 20, 0.1))
+      h:kill("HUP")
+      assert.truthy(stack.wait_until(function() return warnings() >= 2 end, 20, 0.1), stack.read_file(log))
+      h:stop()
+    end)
+
+    it("presents a client certificate when the server demands one", function()
+      local mp = tls_proxy(influx.port, { client_ca = ca })
+      local rc, _, err = once(config(to, nil, "https://localhost:" .. mp, ("ca_file = %q"):format(ca)))
+      assert.are_not.equal(0, rc, "refused without a client certificate")
+      rc, _, err = once(config(to, nil, "https://localhost:" .. mp, ("ca_file = %q, client_cert = %q, client_key = %q")
+        :format(ca, cli_cert, cli_key)))
+      assert.are.equal(0, rc, err)
+    end)
+
+    it("lets tstats sync verify both ends with their own CA files", function()
+      local rc, out, err = stack.run(q(tstats) .. " sync --source https://localhost:" .. p .. " --target "
+        .. q(influx.url) .. " --database daily_stats --state-dir " .. q(tmp .. "/sync-state"), { timeout = 60 })
+      assert.are.equal(1, rc)
+      assert.truthy(err:lower():find("certificate"), err)
+      rc, out, err = stack.run(q(tstats) .. " sync --source https://localhost:" .. p .. " --target "
+        .. q(influx.url) .. " --database daily_stats --state-dir " .. q(tmp .. "/sync-state"),
+        { timeout = 60, env = { SYNC_SOURCE_CA_FILE = ca } })
+      -- the same server on both ends under two names: nothing to copy, and it does not fail
+      assert.are.equal(0, rc, err .. out)
     end)
   end)
 
