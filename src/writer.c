@@ -116,7 +116,7 @@ static int64_t backoff_ms(ts_writer *w, int attempts) {
 
 static ts_influx_opts influx_opts(const ts_writer_opts *o) {
     return (ts_influx_opts){o->urls, o->user, o->password, o->insecure, o->ca_file, o->timeout_ms,
-                            o->connect_timeout_ms};
+                            o->connect_timeout_ms, o->tls};
 }
 
 static int spool_evict(void *ud, const ts_dest *d, const char *body, size_t len, size_t lines);
