@@ -79,6 +79,7 @@ typedef struct ts_writer_stats {
     uint64_t retries;          /* chunks sent again after a failure */
     uint64_t bytes_sent;
     uint64_t points_spooled;   /* appended to the spool by submit */
+    uint64_t split_413;        /* chunks resent as two halves after HTTP 413 */
     uint64_t points_left_in_spool;  /* read from the spool, unanswered at shutdown: sent again at the next start */
     uint64_t spool_backlog_bytes;   /* spool bytes not acknowledged by this writer's target */
 } ts_writer_stats;

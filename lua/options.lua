@@ -40,7 +40,7 @@ O.list = {
   { "collect.non_numeric", "string", "skip", "skip | zero: what to do with non-numeric values (ATC writes 0)", enum = { "skip", "zero" } },
   { "collect.max_payload_bytes", "integer", 1024 * MiB, "a Traffic Monitor answer larger than this is refused", min = 1024 },
 
-  { "influxdb.urls", "list", nil, "InfluxDB 1.x base URLs; writes fail over between them", required = true },
+  { "influxdb.urls", "list", nil, "InfluxDB 1.x base URLs; writes fail over between them", required = true, nonempty = true },
   { "influxdb.user", "string", nil, "InfluxDB user (basic auth)" },
   { "influxdb.password", "secret", nil, "InfluxDB password (use env(\"INFLUX_PASSWORD\"))" },
   { "influxdb.insecure", "boolean", false, "skip TLS verification of InfluxDB (logged as a warning)" },
@@ -83,7 +83,8 @@ O.list = {
 
 local by_key, sections = {}, {}
 for _, o in ipairs(O.list) do
-  local d = { key = o[1], type = o[2], default = o[3], help = o[4], enum = o.enum, min = o.min, required = o.required }
+  local d = { key = o[1], type = o[2], default = o[3], help = o[4], enum = o.enum, min = o.min, required = o.required,
+    nonempty = o.nonempty }
   by_key[d.key] = d
   local sec = d.key:match("^([^.]+)%.")
   if sec then sections[sec] = true end
@@ -130,6 +131,8 @@ local function check_value(d, v)
     if type(v) ~= "table" then return "must be a list of strings" end
     for i, x in ipairs(v) do if type(x) ~= "string" then return ("item %d must be a string"):format(i) end end
     for k in pairs(v) do if math.type(k) ~= "integer" then return "must be a list (no named keys)" end end
+    -- an empty list would leave nothing to write to, and a reload to it nothing for requests in flight
+    if d.nonempty and #v == 0 then return "must list at least one entry" end
   elseif t == "table" then
     if type(v) ~= "table" then return "must be a table" end
   end

@@ -380,12 +380,14 @@ static void report(tsd *d) {
     ts_collect_stats cs;
     ts_collector_get_stats(d->coll, &cs);
     ts_info("stats: polls=%llu points=%llu written=%llu rejected=%llu dropped=%llu pending=%llu "
-            "non_numeric_skipped=%llu old_skipped=%llu lua_calls=%llu lua_mem=%zu spooled=%llu spool_backlog_bytes=%llu",
+            "non_numeric_skipped=%llu old_skipped=%llu lua_calls=%llu lua_mem=%zu spooled=%llu spool_backlog_bytes=%llu "
+            "split_413=%llu",
             (unsigned long long)cs.polls, (unsigned long long)cs.points, (unsigned long long)ws.points_written,
             (unsigned long long)ws.points_rejected, (unsigned long long)ws.points_dropped,
             (unsigned long long)ws.points_pending, (unsigned long long)cs.skipped_non_numeric,
             (unsigned long long)cs.skipped_old, (unsigned long long)cs.lua_calls, ts_lua_mem_used(d->L),
-            (unsigned long long)ws.points_spooled, (unsigned long long)ws.spool_backlog_bytes);
+            (unsigned long long)ws.points_spooled, (unsigned long long)ws.spool_backlog_bytes,
+            (unsigned long long)ws.split_413);
 }
 
 int ts_daemon_main(const char *config_file, ts_mode mode) {

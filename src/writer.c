@@ -47,6 +47,7 @@ typedef struct chunk {
     char *url;
     int spooled;             /* read from the spool: acknowledged there, never dropped for memory */
     ts_spool_pos pos;
+    int *pieces;             /* split after a 413: pieces of the record still unanswered (shared) */
     struct chunk *prev, *next;
 } chunk;
 
@@ -274,7 +275,11 @@ static void inflight_unlink(ts_writer *w, chunk *c) {
     w->ninflight--;
 }
 
+static void pieces_release(chunk *c);
+
 static void chunk_free(chunk *c) {
+    /* an orphan's pieces (writer freed): the record stays in the spool */
+    if (c->pieces && --*c->pieces == 0) free(c->pieces);
     ts_buf_free(&c->body);
     free(c->url);
     free(c);
@@ -288,6 +293,7 @@ static void drop_retry(ts_writer *w, chunk *c, const char *why) {
     if (c->spooled) {
         /* not acknowledged: the next start reads it from the spool again */
         w->st.points_left_in_spool += c->lines;
+        pieces_release(c);
         chunk_free(c);
         return;
     }
@@ -588,7 +594,20 @@ static chunk *spool_next(ts_writer *w) {
 
 /* A chunk from the spool is answered for good: its record is done. */
 static void spool_done(ts_writer *w, chunk *c) {
+    if (c->pieces) {
+        /* a record split after a 413 is done when its last piece is */
+        int left = --*c->pieces;
+        if (left == 0) free(c->pieces);
+        c->pieces = NULL;
+        if (left > 0) return;
+    }
     if (c->spooled && w->cons) ts_spool_ack_one(w->cons, c->pos);
+}
+
+/* A piece that will never be answered (shutdown): it stays in the spool. */
+static void pieces_release(chunk *c) {
+    if (c->pieces && --*c->pieces == 0) free(c->pieces);
+    c->pieces = NULL;
 }
 
 static dest *next_ready_dest(ts_writer *w) {
@@ -655,6 +674,65 @@ void ts_writer_flush(ts_writer *w) {
     pump(w);
 }
 
+/* HTTP 413: the server's body limit (InfluxDB's [http] max-body-size) is
+ * below this chunk. Resend it as two halves at a line boundary, at once and
+ * before new data; a single line that is still too large is dropped and
+ * counted. Returns 1 when c was consumed. */
+static int split_413(ts_writer *w, chunk *c, const char *host) {
+    dest *d = c->d;
+    if (c->lines <= 1) {
+        count_dropped(w, c->lines);
+        ts_warn("writer: HTTP 413 from %s for %s/%s: one line of %zu bytes is larger than the server accepts: "
+                "dropped", host, d->d.db, rp_or_default(&d->d), c->body.len);
+        if (c->is_retry) d->nretry--;
+        spool_done(w, c);
+        recycle_body(w, c);
+        return 1;
+    }
+    size_t want = c->lines / 2, n = 0, cut = 0;
+    for (size_t i = 0; i < c->body.len; i++)
+        if (c->body.data[i] == '\n' && ++n == want) {
+            cut = i + 1;
+            break;
+        }
+    if (cut == 0 || cut >= c->body.len) return 0;   /* not line protocol we wrote: let it be classified */
+    chunk *b = calloc(1, sizeof *b);
+    if (!b) abort();
+    b->d = d;
+    b->seq = c->seq;
+    b->spooled = c->spooled;
+    b->pos = c->pos;
+    ts_buf_init(&b->body);
+    ts_buf_add(&b->body, c->body.data + cut, c->body.len - cut);
+    b->lines = c->lines - want;
+    c->body.len = cut;
+    c->body.data[cut] = '\0';
+    c->lines = want;
+    if (c->spooled) {
+        if (!c->pieces) {
+            c->pieces = malloc(sizeof *c->pieces);
+            if (!c->pieces) abort();
+            *c->pieces = 1;
+        }
+        ++*c->pieces;
+        b->pieces = c->pieces;
+    }
+    ts_debug("writer: HTTP 413 from %s for %s/%s: resending as %zu + %zu lines", host, d->d.db,
+             rp_or_default(&d->d), c->lines, b->lines);
+    w->st.split_413++;
+    int64_t now = ts_mono_ms();
+    chunk *parts[2] = {c, b};
+    for (int k = 0; k < 2; k++) {
+        chunk *x = parts[k];
+        if (!x->is_retry) { x->is_retry = 1; d->nretry++; }
+        x->next_at = now;
+        x->round_fails = 0;
+        w->bytes_held += x->body.len;
+        retry_insert(w, x);
+    }
+    return 1;
+}
+
 static void chunk_done(void *ud, ts_http_result *r) {
     chunk *c = ud;
     ts_writer *w = c->w;
@@ -676,6 +754,15 @@ static void chunk_done(void *ud, ts_http_result *r) {
     /* what went over the wire, answered or not */
     w->st.bytes_sent += r->bytes_out;
     ts_counter_add(w->c_bytes, (int64_t)r->bytes_out);
+    if (r->curl_code == 0 && r->status == 413) {
+        w->st.requests_failed++;
+        ts_counter_add(w->c_failed, 1);
+        if (split_413(w, c, host)) {
+            enforce_bound(w);
+            pump(w);
+            return;
+        }
+    }
     if (kind == TS_INFLUX_OK || kind == TS_INFLUX_REJECT || kind == TS_INFLUX_DROP) {
         if (same && kind != TS_INFLUX_DROP) ts_influx_set_current(w->influx, c->url_idx);  /* this host answers */
         if (c->is_retry) d->nretry--;
@@ -790,6 +877,7 @@ size_t ts_writer_drain(ts_writer *w, int64_t deadline) {
         if (c->is_retry) c->d->nretry--;
         if (c->spooled) {
             w->st.points_left_in_spool += c->lines;   /* unacknowledged: read again at the next start */
+            pieces_release(c);
         } else if (!offer_evict(w, &c->d->d, c->body.data, c->body.len, c->lines)) {
             count_dropped(w, c->lines);
             ts_warn("writer: dropped %zu points for %s/%s (shutdown deadline, request still in flight)", c->lines,

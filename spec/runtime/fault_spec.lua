@@ -24,7 +24,7 @@ local function start_sim(args)
   return h
 end
 
-local function write_config(name, to_url, extra)
+local function write_config(name, to_url, extra, url)
   local path = tmp .. "/config-" .. name .. ".lua"
   local f = assert(io.open(path, "w"))
   f:write(([[
@@ -37,7 +37,7 @@ return {
   summary = { enabled = false },
   %s
 }
-]]):format(to_url, influx.url, tmp .. "/state-" .. name, extra or ""))
+]]):format(to_url, url or influx.url, tmp .. "/state-" .. name, extra or ""))
   f:close()
   return path
 end
@@ -50,10 +50,10 @@ local function polled(log)
 end
 
 -- Points stored in the raw RPs of both stats databases (every measurement).
-local function stored()
+local function stored(url)
   local total = 0
   for _, db in ipairs({ "cache_stats", "deliveryservice_stats" }) do
-    local d = stack.influx_query(influx.url, 'SELECT count(value) FROM "daily"./.*/', db)
+    local d = stack.influx_query(url or influx.url, 'SELECT count(value) FROM "daily"./.*/', db)
     local r = d and d.results and d.results[1]
     for _, s in ipairs(r and r.series or {}) do total = total + (s.values[1][2] or 0) end
   end
@@ -202,5 +202,24 @@ describe("fault suite: the spool #asan", function()
     assert.are.equal(p - lost_expected, s)
     assert.are.equal(1, corrupt)
     assert.are.equal(1, torn)
+  end)
+
+  it("11. InfluxDB answering 413 (a small max-body-size): chunks split and resent, nothing lost", function()
+    local small = stack.influxd_start({ env = { TS_INFLUX_MAX_BODY = "20000" } })
+    local rc, _, err = stack.run(q(tstats_bin) .. " setup-influx --replication 1", { env = { TSTATS_INFLUX_URL = small.url } })
+    assert.are.equal(0, rc, err)
+    local cfg = write_config("413", sim.to_url, "", small.url)
+    local d = stack.spawn(tstats_bin .. " --config " .. q(cfg) .. " run", tmp .. "/413.log")
+    assert(wait_log(d.log, "Sent %d+ stats", 60), stack.read_file(d.log))
+    stack.sleep(4)
+    assert.are.equal(0, d:stop(), "SIGTERM: exit 0")
+    local p, s = polled(d.log), stored(small.url)
+    local fin = (stack.read_file(d.log) or ""):match("stats: polls=[^\n]*") or ""
+    local splits = tonumber(fin:match("split_413=(%d+)")) or 0
+    print(("fault 11: influxd with max-body-size 20000 bytes (a poll is ~100 kB of line protocol); %d chunks split "
+      .. "after 413; polled %d stored %d lost %d"):format(splits, p, s, p - s))
+    assert.truthy(splits > 0, fin)
+    assert.are.equal(p, s)
+    small:stop()
   end)
 end)
