@@ -90,12 +90,22 @@ struct ts_writer {
     int rate_timer, sync_timer;
     ts_buf spool_buf;
 
+    /* Recovery without waiting on backoff: while every server failed, a GET
+     * /ping runs every second and the first answer sends the retries at once;
+     * after a failover the servers listed before the current one are pinged
+     * every 10 s and the first that answers is written to again (failback). */
+    int host_down;
+    struct probe *probe;              /* in flight (one at a time) */
+    int probe_timer, probe_next;
+    int64_t failback_at;
+
     ts_counter *c_written, *c_rejected, *c_dropped, *c_ok, *c_failed, *c_bytes, *c_retries,
         *c_invalid, *c_spooled, *c_db_missing;
     int64_t db_missing_logged;        /* mono ms of the last "run setup-influx" line */
 };
 
 static void pump(ts_writer *w);
+static void arm_probe(ts_writer *w);
 
 static uint64_t rnd(ts_writer *w) {
     /* xorshift64*: jitter only, not security */
@@ -674,6 +684,109 @@ void ts_writer_flush(ts_writer *w) {
     pump(w);
 }
 
+/* ---- /ping probes: recovery and failback ---- */
+
+typedef struct probe {
+    ts_writer *w;            /* NULL once orphaned (writer freed) */
+    int idx, failback;
+    char *url;
+} probe;
+
+static void probe_done(void *ud, ts_http_result *r) {
+    probe *p = ud;
+    ts_writer *w = p->w;
+    if (w) {
+        w->probe = NULL;
+        const char *at = ts_influx_url(w->influx, p->idx);
+        size_t al = at ? strlen(at) : 0;
+        int same = at && strncmp(p->url, at, al) == 0 && strcmp(p->url + al, "/ping") == 0;
+        int up = r->curl_code == 0 && r->status >= 200 && r->status < 300;
+        char host[256];
+        ts_influx_safe_url(host, sizeof host, p->url);
+        if (up && same && p->failback) {
+            int cur = ts_influx_current(w->influx);
+            if (cur > p->idx) {
+                ts_info("writer: %s answers again: writing to it (failback from the server at position %d)", host,
+                        cur + 1);
+                ts_influx_set_current(w->influx, p->idx);
+            }
+        } else if (up && same && w->host_down) {
+            w->host_down = 0;
+            ts_influx_set_current(w->influx, p->idx);
+            int64_t now = ts_mono_ms();
+            size_t n = 0;
+            for (chunk *x = w->retry_head; x; x = x->next) {
+                x->next_at = now;
+                x->round_fails = 0;
+                n++;
+            }
+            ts_info("writer: %s answers /ping: sending %zu waiting chunk(s) and the backlog now", host, n);
+            pump(w);
+        }
+        arm_probe(w);
+    }
+    free(p->url);
+    free(p);
+}
+
+static void probe_start(ts_writer *w, int idx, int failback) {
+    const char *base = ts_influx_url(w->influx, idx);
+    if (!base) return;
+    probe *p = calloc(1, sizeof *p);
+    if (!p) abort();
+    p->w = w;
+    p->idx = idx;
+    p->failback = failback;
+    size_t n = strlen(base) + sizeof "/ping";
+    p->url = malloc(n);
+    if (!p->url) abort();
+    snprintf(p->url, n, "%s/ping", base);
+    ts_http_req rq;
+    ts_influx_req(w->influx, &rq, p->url, NULL, 0, NULL);
+    rq.method = NULL;   /* GET */
+    /* cheap: a server that does not answer within a second is still down */
+    rq.opts.connect_timeout_ms = 1000;
+    rq.opts.timeout_ms = 2000;
+    rq.max_body = 4096;
+    rq.on_done = probe_done;
+    rq.ud = p;
+    if (ts_http_start(w->loop, &rq) != 0) {
+        free(p->url);
+        free(p);
+        return;
+    }
+    w->probe = p;
+}
+
+static void on_probe_timer(void *ud) {
+    ts_writer *w = ud;
+    w->probe_timer = 0;
+    if (w->probe || w->draining) return;
+    int n = ts_influx_nurls(w->influx), cur = ts_influx_current(w->influx);
+    if (n <= 0) return;
+    if (w->host_down) {
+        /* every server failed: ping them in list order, so the first healthy one wins */
+        probe_start(w, w->probe_next % n, 0);
+        w->probe_next = (w->probe_next + 1) % n;
+    } else if (cur > 0) {
+        /* written to a later server: is an earlier one back? */
+        w->failback_at = ts_mono_ms() + 10000;
+        probe_start(w, w->probe_next % cur, 1);
+        w->probe_next = (w->probe_next + 1) % cur;
+    }
+    arm_probe(w);
+}
+
+static void arm_probe(ts_writer *w) {
+    if (w->probe_timer || w->probe || w->draining) return;
+    int64_t now = ts_mono_ms();
+    if (w->host_down) w->probe_timer = ts_loop_timer(w->loop, now + 1000, on_probe_timer, w);
+    else if (ts_influx_current(w->influx) > 0) {
+        if (w->failback_at < now + 1000) w->failback_at = now + 10000;
+        w->probe_timer = ts_loop_timer(w->loop, w->failback_at, on_probe_timer, w);
+    }
+}
+
 /* HTTP 413: the server's body limit (InfluxDB's [http] max-body-size) is
  * below this chunk. Resend it as two halves at a line boundary, at once and
  * before new data; a single line that is still too large is dropped and
@@ -764,8 +877,14 @@ static void chunk_done(void *ud, ts_http_result *r) {
         }
     }
     if (kind == TS_INFLUX_OK || kind == TS_INFLUX_REJECT || kind == TS_INFLUX_DROP) {
-        if (same && kind != TS_INFLUX_DROP) ts_influx_set_current(w->influx, c->url_idx);  /* this host answers */
+        /* this host answers: it becomes the preferred one, unless an earlier
+         * one already is (a late answer after a failback must not undo it) */
+        int cur = ts_influx_current(w->influx);
+        if (same && kind != TS_INFLUX_DROP && (cur < 0 || c->url_idx <= cur))
+            ts_influx_set_current(w->influx, c->url_idx);
         if (c->is_retry) d->nretry--;
+        w->host_down = 0;
+        arm_probe(w);   /* failed over: look for an earlier server coming back */
     }
     if (kind == TS_INFLUX_OK) {
         w->st.requests_ok++;
@@ -819,6 +938,10 @@ static void chunk_done(void *ud, ts_http_result *r) {
             c->round_fails = 0;
             c->attempts++;
             c->next_at = now + backoff_ms(w, c->attempts);
+            /* every server failed: ping instead of waiting out the backoff */
+            if (!w->host_down) w->probe_next = 0;
+            w->host_down = 1;
+            arm_probe(w);
         }
     } else {
         c->attempts++;
@@ -930,6 +1053,8 @@ int ts_writer_current_url(const ts_writer *w) { return ts_influx_current(w->infl
 void ts_writer_free(ts_writer *w) {
     if (!w) return;
     if (w->timer_id) ts_loop_timer_cancel(w->loop, w->timer_id);
+    if (w->probe_timer) ts_loop_timer_cancel(w->loop, w->probe_timer);
+    if (w->probe) w->probe->w = NULL;   /* freed by its completion */
     if (w->rate_timer) ts_loop_timer_cancel(w->loop, w->rate_timer);
     if (w->sync_timer) ts_loop_timer_cancel(w->loop, w->sync_timer);
     if (w->parked) chunk_free(w->parked);

@@ -110,12 +110,17 @@ describe("fault suite: the spool #asan", function()
     local during = polled(d.log)
     local spooled = spool_bytes(tmp .. "/state-outage/spool")
     influx_restart()
+    local t1 = stack.now()
+    -- recovery does not wait out the backoff: a /ping probe every second while it is down
+    assert(wait_log(d.log, "answers /ping", 30), "no probe answered")
+    local probe_s = stack.now() - t1
     local ok = stack.wait_until(function() return stored() >= polled(d.log) end, 120, 0.5)
     local back = stack.now() - t0 - 8
     assert.are.equal(0, d:stop(), "SIGTERM: exit 0")
     local p, s = polled(d.log), stored()
-    print(("fault 1: influxd down 8 s (%d points polled by then, spool %d bytes); back after restart in %.1f s; "
-      .. "polled %d stored %d lost %d"):format(during, spooled, back, p, s, p - s))
+    print(("fault 1: influxd down 8 s (%d points polled by then, spool %d bytes); the /ping probe saw it back %.1f s "
+      .. "after its restart, all stored %.1f s after it; polled %d stored %d lost %d"):format(during, spooled, probe_s,
+      back, p, s, p - s))
     assert.truthy(ok, "not everything arrived: polled " .. p .. " stored " .. s)
     assert.are.equal(p, s)
     assert.truthy(spooled > 0)
@@ -221,5 +226,35 @@ describe("fault suite: the spool #asan", function()
     assert.truthy(splits > 0, fin)
     assert.are.equal(p, s)
     small:stop()
+  end)
+
+  it("failover fails back to the first healthy URL once it answers again", function()
+    local second = stack.influxd_start_atc()
+    local cfg = write_config("failback", sim.to_url, "", nil)
+    -- both servers, the usual one first
+    local text = stack.read_file(cfg):gsub('urls = { "([^"]+)" }', 'urls = { "%1", "' .. second.url .. '" }')
+    local f = assert(io.open(cfg, "w")); f:write(text); f:close()
+    local d = stack.spawn(tstats_bin .. " --config " .. q(cfg) .. " run", tmp .. "/failback.log")
+    assert(wait_log(d.log, "Sent %d+ stats", 30), stack.read_file(d.log))
+    influx_stop()
+    stack.sleep(4)
+    local on_second = stored(second.url)
+    influx_restart()
+    assert(wait_log(d.log, "writing to it %(failback", 40), "no failback: " .. stack.read_file(d.log))
+    stack.sleep(1.5)   -- let chunks already in flight to the second server finish
+    local second_at_failback = stored(second.url)
+    local first_before = stored()
+    stack.sleep(4)
+    local second_after, first_after = stored(second.url), stored()
+    assert.are.equal(0, d:stop(), "SIGTERM: exit 0")
+    local p = polled(d.log)
+    print(("failback: first server down 4 s: %d points went to the second; after the failback the first got %d more "
+      .. "points in 4 s, the second %d; polled %d, stored on the two %d"):format(on_second, first_after - first_before,
+      second_after - second_at_failback, p, stored() + stored(second.url)))
+    assert.truthy(on_second > 0)
+    assert.truthy(first_after > first_before)
+    assert.are.equal(second_at_failback, second_after)
+    assert.are.equal(p, stored() + stored(second.url))
+    second:stop()
   end)
 end)
