@@ -60,6 +60,28 @@ local function stored(url)
   return math.tointeger(total) or total
 end
 
+-- Every stored point of the raw RPs as "db measurement tags time" keys, added to set.
+local function point_keys(url, set)
+  for _, db in ipairs({ "cache_stats", "deliveryservice_stats" }) do
+    local d = stack.influx_query(url, 'SELECT value FROM "daily"./.*/ GROUP BY *', db, { epoch = "ms" })
+    local r = d and d.results and d.results[1]
+    for _, sr in ipairs(r and r.series or {}) do
+      local tags = {}
+      for k, v in pairs(sr.tags or {}) do tags[#tags + 1] = k .. "=" .. tostring(v) end
+      table.sort(tags)
+      local prefix = db .. " " .. sr.name .. " " .. table.concat(tags, ",") .. " "
+      for _, v in ipairs(sr.values) do set[prefix .. tostring(math.tointeger(v[1]) or v[1])] = true end
+    end
+  end
+  return set
+end
+
+local function set_size(set)
+  local n = 0
+  for _ in pairs(set) do n = n + 1 end
+  return n
+end
+
 local function influx_stop() os.execute(q(influxd_sh) .. " stop " .. q(influx.dir) .. " >/dev/null 2>&1") end
 local function influx_restart()
   local rc, _, err = stack.run(q(influxd_sh) .. " start " .. q(influx.dir),
@@ -255,6 +277,43 @@ describe("fault suite: the spool #asan", function()
     assert.truthy(first_after > first_before)
     assert.are.equal(second_at_failback, second_after)
     assert.are.equal(p, stored() + stored(second.url))
+    second:stop()
+  end)
+
+  it("8. SIGHUP with writes in flight: an empty influxdb.urls is refused, a new server list applies, nothing lost", function()
+    local second = stack.influxd_start_atc()
+    local cfg = write_config("hup", sim.to_url)
+    local original = stack.read_file(cfg)
+    local function rewrite(urls)
+      local f = assert(io.open(cfg, "w"))
+      f:write((original:gsub('urls = { "[^"]+" }', "urls = " .. urls)))
+      f:close()
+    end
+    local d = stack.spawn(tstats_bin .. " --config " .. q(cfg) .. " run", tmp .. "/hup.log")
+    assert(wait_log(d.log, "Sent %d+ stats", 30), stack.read_file(d.log))
+    -- the first server hangs: its writes stay in flight until they time out (influxdb.timeout 2 s)
+    os.execute("kill -STOP " .. influx.pid)
+    stack.sleep(1.5)
+    rewrite("{}")
+    d:kill("HUP")
+    assert(wait_log(d.log, "new configuration rejected", 10), stack.read_file(d.log))
+    local refused = (stack.read_file(d.log) or ""):find("'influxdb.urls' must list at least one entry", 1, true)
+    rewrite('{ "' .. second.url .. '" }')
+    d:kill("HUP")
+    assert(wait_log(d.log, "configuration reloaded", 10), stack.read_file(d.log))
+    stack.sleep(4)
+    os.execute("kill -CONT " .. influx.pid)
+    stack.sleep(3)
+    assert.truthy(d:alive(), "the daemon survived both reloads")
+    assert.are.equal(0, d:stop(), "SIGTERM: exit 0")
+    local p = polled(d.log)
+    local union = set_size(point_keys(second.url, point_keys(influx.url, {})))
+    local a, b = stored(), stored(second.url)
+    print(("fault 8 (reload): first server stopped with writes in flight, SIGHUP to urls = {} (refused: %s), SIGHUP "
+      .. "to a second server; polled %d, first %d + second %d stored, %d distinct, lost %d"):format(
+      refused and "yes" or "NO", p, a, b, union, p - union))
+    assert.truthy(refused)
+    assert.are.equal(p, union)
     second:stop()
   end)
 end)
