@@ -33,12 +33,12 @@ O.list = {
   { "state_dir", "string", "/var/lib/tstats", "where the last good Traffic Ops data (and by default the spool) is kept" },
   { "script_dir", "string", nil, "directory whose .lua files override the embedded scripts" },
 
-  { "collect.timeout", "number", 10, "seconds per Traffic Monitor request (then the next monitor is tried)", min = 0.1 },
+  { "collect.timeout", "number", 4, "seconds per Traffic Monitor request, then the next monitor is tried (keep it under half of polling_interval so a second monitor fits in the timeslot)", min = 0.1 },
   { "collect.connect_timeout", "number", 3, "seconds to connect to a Traffic Monitor", min = 0.1 },
   { "collect.gzip", "boolean", false, "ask Traffic Monitor for gzip (saves network, costs CPU)" },
   { "collect.max_sample_age", "integer", 86400, "samples older than this many seconds are skipped", min = 1 },
   { "collect.non_numeric", "string", "skip", "skip | zero: what to do with non-numeric values (ATC writes 0)", enum = { "skip", "zero" } },
-  { "collect.max_payload_bytes", "integer", 1024 * MiB, "a Traffic Monitor answer larger than this is refused", min = 1024 },
+  { "collect.max_payload_bytes", "integer", 128 * MiB, "a Traffic Monitor answer larger than this is refused (measured: ~3.9 KB per cache with the TRAFFIC_STATS stats list, ~21 KB with 200 unfiltered stats: 128 MiB holds 30,000 caches of the first kind)", min = 1024 },
 
   { "influxdb.urls", "list", nil, "InfluxDB 1.x base URLs; writes fail over between them", required = true, nonempty = true },
   { "influxdb.user", "string", nil, "InfluxDB user (basic auth)" },
