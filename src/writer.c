@@ -99,6 +99,9 @@ struct ts_writer {
     int probe_timer, probe_next;
     int64_t failback_at;
 
+    ts_writer *const *mirrors;        /* mirror mode: copies of what stays in memory */
+    int nmirrors;
+
     ts_counter *c_written, *c_rejected, *c_dropped, *c_ok, *c_failed, *c_bytes, *c_retries,
         *c_invalid, *c_spooled, *c_db_missing;
     int64_t db_missing_logged;        /* mono ms of the last "run setup-influx" line */
@@ -396,6 +399,28 @@ static int spool_batch(ts_writer *w, ts_batch *b, ts_batch **rest) {
 
 static void submit_memory(ts_writer *w, ts_batch *b);
 
+void ts_writer_set_mirrors(ts_writer *w, ts_writer *const *mirrors, int n) {
+    w->mirrors = mirrors;
+    w->nmirrors = n;
+}
+
+/* Mirror mode without the spool's help: every other server gets its own
+ * copy (as line protocol: compact batches cannot be shared). */
+static void copy_to_mirrors(ts_writer *w, const ts_batch *b) {
+    if (w->nmirrors == 0 || ts_batch_points(b) == 0) return;
+    ts_buf *buf = &w->spool_buf;
+    ts_buf_reset(buf);
+    size_t lines = ts_batch_encode(b, buf);
+    if (lines == 0) return;
+    for (int i = 0; i < w->nmirrors; i++) {
+        ts_batch *t = ts_batch_new_text(ts_batch_dest(b));
+        ts_buf_add(ts_batch_text_buf(t), buf->data, buf->len);
+        ts_batch_text_commit(t, lines);
+        submit_memory(w->mirrors[i], t);
+    }
+    ts_buf_shrink(buf, (size_t)1 << 20);
+}
+
 void ts_writer_submit(ts_writer *w, ts_batch *b) {
     if (!b) return;
     if (ts_batch_points(b) == 0) { ts_batch_pool_put(w->pool, b); return; }
@@ -403,9 +428,11 @@ void ts_writer_submit(ts_writer *w, ts_batch *b) {
         ts_batch *rest;
         if (spool_batch(w, b, &rest)) { ts_batch_pool_put(w->pool, b); return; }
         /* the spool refused (disk full, unwritable: logged there): memory keeps it */
+        copy_to_mirrors(w, rest);
         submit_memory(w, rest);
         if (ts_batch_points(b) == 0) { ts_batch_pool_put(w->pool, b); return; }
     }
+    copy_to_mirrors(w, b);
     submit_memory(w, b);
 }
 

@@ -316,4 +316,39 @@ describe("fault suite: the spool #asan", function()
     assert.are.equal(p, union)
     second:stop()
   end)
+
+  it("6. mirror mode with one of two influxd down for a while: both end with identical data", function()
+    local second = stack.influxd_start_atc()
+    local cfg = write_config("mirror", sim.to_url, 'influxdb = { urls = { "' .. influx.url .. '", "' .. second.url
+      .. '" }, mode = "mirror", timeout = 2 },')
+    -- the extra influxdb table above replaces the one write_config wrote
+    local text = stack.read_file(cfg):gsub('  influxdb = { urls = { "[^"]+" }, timeout = 2 },\n', "", 1)
+    local f = assert(io.open(cfg, "w")); f:write(text); f:close()
+    local d = stack.spawn(tstats_bin .. " --config " .. q(cfg) .. " run", tmp .. "/mirror.log")
+    assert(wait_log(d.log, "influxdb.mode = mirror", 30), stack.read_file(d.log))
+    assert(wait_log(d.log, "Sent %d+ stats", 30), stack.read_file(d.log))
+    os.execute(q(influxd_sh) .. " stop " .. q(second.dir) .. " >/dev/null 2>&1")
+    stack.sleep(6)
+    local first_during = stored()
+    local rc, _, err = stack.run(q(influxd_sh) .. " start " .. q(second.dir),
+      { env = { TS_INFLUX_PORT = tostring(second.port) }, timeout = 90 })
+    assert.are.equal(0, rc, err)
+    assert(wait_log(d.log, "answers /ping", 30), "the second server's probe never answered")
+    local ok = stack.wait_until(function()
+      local p = polled(d.log)
+      return stored() >= p and stored(second.url) >= p
+    end, 120, 0.5)
+    assert.are.equal(0, d:stop(), "SIGTERM: exit 0")
+    local p = polled(d.log)
+    local a, b = point_keys(influx.url, {}), point_keys(second.url, {})
+    local na, nb, same = set_size(a), set_size(b), 0
+    for k in pairs(a) do if b[k] then same = same + 1 end end
+    print(("fault 6 (mirror): second of two servers down 6 s (the first stored %d points meanwhile); polled %d, "
+      .. "first %d, second %d, in both %d"):format(first_during, p, na, nb, same))
+    assert.truthy(ok)
+    assert.are.equal(p, na)
+    assert.are.equal(p, nb)
+    assert.are.equal(p, same)
+    second:stop()
+  end)
 end)
