@@ -601,10 +601,19 @@ static chunk *spool_next(ts_writer *w) {
         }
         return NULL;
     }
+    /* the body is read straight into the chunk's buffer */
+    ts_buf body;
+    if (w->nspare_bodies > 0) {
+        body = w->spare_bodies[--w->nspare_bodies];
+        body.len = 0;
+    } else
+        ts_buf_init(&body);
     ts_spool_rec r;
-    int rc = ts_spool_read(w->cons, &r);
+    int rc = ts_spool_read_into(w->cons, &r, &body);
     if (rc != 1) {
         w->spool_dry = rc == 0;
+        if (body.data && w->nspare_bodies < 8) w->spare_bodies[w->nspare_bodies++] = body;
+        else ts_buf_free(&body);
         return NULL;
     }
     ts_dest dd;
@@ -616,12 +625,7 @@ static chunk *spool_next(ts_writer *w) {
     if (!c) abort();
     c->d = dest_get(w, &dd);
     c->seq = ++w->seq;
-    if (w->nspare_bodies > 0) {
-        c->body = w->spare_bodies[--w->nspare_bodies];
-        c->body.len = 0;
-    } else
-        ts_buf_init(&c->body);
-    ts_buf_add(&c->body, r.body, r.len);
+    c->body = body;
     c->lines = r.lines;
     c->spooled = 1;
     c->pos = r.pos;
