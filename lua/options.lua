@@ -79,6 +79,7 @@ O.list = {
 
   { "lua.memory_limit", "integer", 512 * MiB, "bytes the Lua heap may use", min = MiB },
   { "lua.hook_budget", "integer", 10000000, "instructions a mapping call may run", min = 1000 },
+  { "lua.poll_budget_ms", "integer", 1000, "CPU ms all calls of one endpoint's mapping may use in one poll; names beyond it wait for the next poll", min = 1 },
 }
 
 local by_key, sections = {}, {}
