@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include "ts_core.h"
 #include "ts_log.h"
+#include "ts_sdnotify.h"
 
 typedef struct tsd {
     const char *config_file;
@@ -24,6 +25,8 @@ typedef struct tsd {
     int sigfd;
     volatile int want_stop, want_hup, want_poll, want_publish, want_refresh, want_summary;
     int t_poll, t_publish, t_refresh, t_summary;
+    int t_watchdog;              /* systemd watchdog pings, from the loop so a stuck loop stops them */
+    int64_t watchdog_iv;         /* ms; 0 = no watchdog */
     uint64_t lua_calls_at_gc;    /* mapping Lua calls of the plan at the last full GC */
     int64_t poll_iv, publish_iv, refresh_iv, summary_iv;   /* ms */
     int64_t poll_wall, publish_wall;                       /* boundaries the timers are armed for */
@@ -73,6 +76,21 @@ static void on_summary(void *ud) {
     tsd *d = ud;
     d->want_summary = 1;
     d->t_summary = ts_loop_timer(d->loop, ts_mono_ms() + d->summary_iv, on_summary, d);
+}
+
+static void on_watchdog(void *ud) {
+    tsd *d = ud;
+    ts_sd_watchdog_ping();
+    d->t_watchdog = ts_loop_timer(d->loop, ts_mono_ms() + d->watchdog_iv, on_watchdog, d);
+}
+
+/* Pings at half the interval systemd asked for, as sd_watchdog_enabled(3) advises. */
+static void arm_watchdog(tsd *d) {
+    int64_t ms = ts_sd_watchdog_ms();
+    if (ms <= 0 || d->t_watchdog > 0) return;
+    d->watchdog_iv = ms / 2 > 0 ? ms / 2 : 1;
+    ts_sd_watchdog_ping();
+    d->t_watchdog = ts_loop_timer(d->loop, ts_mono_ms() + d->watchdog_iv, on_watchdog, d);
 }
 
 static void cancel_timers(tsd *d) {
@@ -298,9 +316,11 @@ static void unload_modules(lua_State *L) {
 
 static void reload(tsd *d) {
     ts_info("HUP Received - reloading config");
+    ts_sd_reloading();
     lua_State *L = d->L;
     if (ts_config_load(L, d->config_file) != 0) {
         ts_error("new configuration rejected; keeping the running one");
+        ts_sd_ready("new configuration rejected; running the previous one");
         return;
     }
     apply_logging(L);
@@ -311,6 +331,7 @@ static void reload(tsd *d) {
     refresh_start(d, 1);   /* after the one in progress, if any */
     arm_timers(d);
     ts_info("configuration reloaded");
+    ts_sd_ready("configuration reloaded");
 }
 
 static int setup_signals(tsd *d) {
@@ -383,6 +404,13 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     if (setup_signals(d) != 0) ts_warn("signal handling unavailable: %s", strerror(errno));
     if (lua_daemon_call(d, "start", 0, 0) != 0) goto out;
 
+    /* Ready for systemd once the configuration is in and the loop runs; waiting for
+     * Traffic Ops is part of running (it may take long), and /ready tells the rest. */
+    if (mode == TS_MODE_RUN) {
+        arm_watchdog(d);
+        ts_sd_ready("waiting for Traffic Ops");
+    }
+
     /* Traffic Ops may be down at start: retry with backoff (ATC panics). */
     int64_t backoff = 1000;
     while (!d->want_stop && refresh_plan(d) != 0) {
@@ -392,7 +420,7 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         while (!d->want_stop && ts_mono_ms() < until) ts_loop_run_once(d->loop, 250);
         backoff = backoff * 2 > 60000 ? 60000 : backoff * 2;
     }
-    if (d->want_stop) { rc = 0; goto out; }
+    if (d->want_stop) { if (mode == TS_MODE_RUN) ts_sd_stopping(); rc = 0; goto out; }
 
     if (mode != TS_MODE_RUN) {
         ts_collector_poll(d->coll);
@@ -409,6 +437,7 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     }
 
     arm_timers(d);
+    ts_sd_status("polling");
     ts_info("tstats %s running: polling every %lld s, publishing every %lld s", TS_VERSION_STRING,
             (long long)(d->poll_iv / 1000), (long long)(d->publish_iv / 1000));
     int64_t last_report = ts_mono_ms();
@@ -424,6 +453,7 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         if (ts_mono_ms() - last_report > 60000) { report(d); last_report = ts_mono_ms(); }
     }
     ts_info("Shutdown Request Received - Sending stored metrics then quitting");
+    ts_sd_stopping();
     cancel_timers(d);
     int64_t deadline = ts_mono_ms() + (int64_t)(ts_cfg_num(d->L, "shutdown_timeout", 10) * 1000);
     wait_collector(d, deadline);
