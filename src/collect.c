@@ -9,6 +9,7 @@
 #include <string.h>
 #include "ts_core.h"
 #include "ts_log.h"
+#include "ts_metrics.h"
 #include "ts_scan.h"
 
 enum { FMT_CACHESTATS, FMT_DSSTATS, FMT_LUA };
@@ -34,6 +35,11 @@ typedef struct endpoint {
     uint64_t n_points;
     char scan_err[200];
     size_t last_points, last_runs;   /* the last poll's batch, for the next one's size */
+    /* for the metrics: this fetch's start, monitors failed, last failure, points */
+    int64_t t0_ms;
+    int fails;
+    char last_err[300];
+    uint64_t got_points;
 } endpoint;
 
 struct ts_collector {
@@ -54,6 +60,7 @@ struct ts_collector {
     int gzip, zero_non_numeric;
     int64_t max_age_ms;
     uint64_t max_payload;
+    ts_metrics *metrics;    /* may be NULL */
 };
 
 static ts_counter *c_ok, *c_fail, *c_points, *c_nonnum, *c_old, *c_notime, *c_timeslot;
@@ -213,6 +220,11 @@ int ts_collector_set_plan(ts_collector *c, int plan_index) {
     c->zero_non_numeric = strcmp(ts_cfg_str(L, "collect.non_numeric", "skip", buf, sizeof buf), "zero") == 0;
     c->max_age_ms = ts_cfg_int(L, "collect.max_sample_age", 86400) * 1000;
     c->max_payload = (uint64_t)ts_cfg_int(L, "collect.max_payload_bytes", 1LL << 30);
+    if (c->metrics) {
+        ts_metrics_plan_begin(c->metrics);
+        for (int i = 0; i < k; i++) ts_metrics_plan_endpoint(c->metrics, eps[i]->cdn, eps[i]->name);
+        ts_metrics_plan_end(c->metrics);
+    }
     return k;
 }
 
@@ -290,8 +302,20 @@ static ts_batch *lua_payload_batch(endpoint *e) {
     return b;
 }
 
+/* One event per fetch, after every monitor it tried: what the listener reports. */
+static void report_fetch(endpoint *e, int ok) {
+    ts_poll_event ev = {
+        .cdn = e->cdn, .endpoint = e->name, .monitor = e->nurls ? e->urls[e->url_idx] : "", .ok = ok,
+        .failovers = ok ? e->fails : (e->fails > 0 ? e->fails - 1 : 0), .points = ok ? e->got_points : 0,
+        .bytes = e->bytes, .duration_ms = ts_mono_ms() - e->t0_ms, .db = e->dest.db, .rp = e->dest.rp,
+        .error = ok ? NULL : (e->last_err[0] ? e->last_err : "request could not be started"),
+    };
+    ts_metrics_poll_done(e->c->metrics, &ev);
+}
+
 static void finish_fetch(endpoint *e, int ok) {
     ts_collector *c = e->c;
+    if (c->metrics) report_fetch(e, ok);
     e->busy = 0;
     c->busy--;
     if (e->scan) { ts_scan_free(e->scan); e->scan = NULL; }
@@ -334,6 +358,8 @@ static void on_done(void *ud, ts_http_result *r) {
     }
     if (why[0]) {
         ts_warn("failed to get %s %s from %s: %s", e->cdn, e->name, url, why);
+        e->fails++;
+        snprintf(e->last_err, sizeof e->last_err, "%s: %s", url, why);
         if (e->batch) { ts_batch_free(e->batch); e->batch = NULL; }
         if (e->url_idx + 1 < e->nurls && !e->retired && !c->closing) {
             e->url_idx++;
@@ -355,6 +381,7 @@ static void on_done(void *ud, ts_http_result *r) {
     }
     c->st.points += np;
     c->st.bytes += e->bytes;
+    e->got_points = np;
     ts_counter_add(c_points, (int64_t)np);
     ts_info("Collected %zu %s values for %s @ %lld", np,
             e->format == FMT_CACHESTATS ? "cache stats" : e->format == FMT_DSSTATS ? "deliveryservice stats" : e->name,
@@ -393,6 +420,8 @@ static void start_fetch(endpoint *e) {
         c->busy++;
         if (ts_http_start(c->loop, &req) == 0) return;
         ts_warn("failed to get %s %s from %s: request could not be started", e->cdn, e->name, req.url);
+        e->fails++;
+        snprintf(e->last_err, sizeof e->last_err, "%s: request could not be started", req.url);
         if (e->scan) { ts_scan_free(e->scan); e->scan = NULL; }
         if (e->batch) { ts_batch_free(e->batch); e->batch = NULL; }
         if (e->url_idx + 1 >= e->nurls) { finish_fetch(e, 0); return; }
@@ -414,9 +443,15 @@ void ts_collector_poll(ts_collector *c) {
             continue;
         }
         e->url_idx = 0;
+        e->t0_ms = ts_mono_ms();
+        e->fails = 0;
+        e->last_err[0] = '\0';
+        e->got_points = 0;
         start_fetch(e);
     }
 }
+
+void ts_collector_set_metrics(ts_collector *c, ts_metrics *m) { c->metrics = m; }
 
 int ts_collector_busy(const ts_collector *c) { return c->busy; }
 

@@ -12,6 +12,8 @@
 #include <unistd.h>
 #include "ts_core.h"
 #include "ts_log.h"
+#include "ts_httpd.h"
+#include "ts_metrics.h"
 #include "ts_sdnotify.h"
 
 typedef struct tsd {
@@ -27,6 +29,10 @@ typedef struct tsd {
     int t_poll, t_publish, t_refresh, t_summary;
     int t_watchdog;              /* systemd watchdog pings, from the loop so a stuck loop stops them */
     int64_t watchdog_iv;         /* ms; 0 = no watchdog */
+    ts_metrics *metrics;         /* what the HTTP listener serves (run mode) */
+    ts_httpd *httpd;             /* NULL when http.listen is unset */
+    char http_key[1400];         /* the listener's settings, to restart it only when they change */
+    int64_t metrics_published;   /* ts_mono_ms of the last publish */
     uint64_t lua_calls_at_gc;    /* mapping Lua calls of the plan at the last full GC */
     int64_t poll_iv, publish_iv, refresh_iv, summary_iv;   /* ms */
     int64_t poll_wall, publish_wall;                       /* boundaries the timers are armed for */
@@ -198,6 +204,7 @@ static int lua_daemon_call(tsd *d, const char *fn, int nargs, int nres) {
  * plan is in place. */
 static int install_plan(tsd *d) {
     lua_State *L = d->L;
+    if (d->metrics) ts_metrics_refresh_done(d->metrics, !lua_isnil(L, -2));
     if (lua_isnil(L, -2)) {
         ts_error("Traffic Ops refresh failed: %s%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "unknown error",
                  d->have_plan ? "; keeping the last good configuration" : "");
@@ -216,6 +223,7 @@ static int install_plan(tsd *d) {
 }
 
 static int refresh_start(tsd *d, int again);
+static void publish_metrics(tsd *d);
 
 /* Runs the refresh coroutine until it yields on a request (returns 1) or
  * ends (returns install_plan's answer, or -1 on a Lua error). */
@@ -278,6 +286,7 @@ static int refresh_plan(tsd *d) {
     int rc = refresh_start(d, 0);
     while (rc == 1 && !d->want_stop) {
         ts_loop_run_once(d->loop, 250);
+        publish_metrics(d);
         if (d->async_wake && d->refresh_co) rc = refresh_resume(d);
     }
     return rc == 1 ? -1 : rc;
@@ -285,7 +294,13 @@ static int refresh_plan(tsd *d) {
 
 static void run_summary(tsd *d) {
     lua_pushinteger(d->L, ts_now_ms() / 1000);
-    if (lua_daemon_call(d, "summary_tick", 1, 0) != 0) ts_warn("daily summary tick failed; it runs again next tick");
+    if (lua_daemon_call(d, "summary_tick", 1, 1) != 0) {
+        ts_warn("daily summary tick failed; it runs again next tick");
+        return;
+    }
+    /* summary.tick returns the number of days it stored (each covers every CDN) */
+    if (d->metrics && lua_isinteger(d->L, -1) && lua_tointeger(d->L, -1) > 0) ts_metrics_summary_done(d->metrics, NULL);
+    lua_pop(d->L, 1);
 }
 
 /* Unload our modules so SIGHUP picks up edited scripts; the API and the
@@ -314,6 +329,53 @@ static void unload_modules(lua_State *L) {
     lua_pop(L, 3);
 }
 
+/* ---- HTTP listener: settings, and the numbers it serves ------------------ */
+static void http_setup(tsd *d) {
+    if (!d->metrics) return;
+    char listen[256], user[256], password[512], token[512], key[sizeof d->http_key];
+    const char *l = ts_cfg_str(d->L, "http.listen", "", listen, sizeof listen);
+    const char *u = ts_cfg_str(d->L, "http.user", "", user, sizeof user);
+    const char *p = ts_cfg_str(d->L, "http.password", "", password, sizeof password);
+    const char *t = ts_cfg_str(d->L, "http.token", "", token, sizeof token);
+    snprintf(key, sizeof key, "%s\n%s\n%s\n%s", l, u, p, t);
+    if (strcmp(key, d->http_key) == 0 && (d->httpd || !l[0])) return;
+    if ((u[0] != 0) != (p[0] != 0)) ts_warn("http.user and http.password go together: basic auth is off");
+    ts_httpd_stop(d->httpd);
+    d->httpd = NULL;
+    snprintf(d->http_key, sizeof d->http_key, "%s", key);
+    if (!l[0]) return;
+    ts_httpd_opts o = {.listen = l, .user = u[0] && p[0] ? u : NULL, .password = u[0] && p[0] ? p : NULL, .token = t};
+    d->httpd = ts_httpd_start(&o, d->metrics, NULL);
+    d->metrics_published = 0;
+}
+
+static ts_counter *c_writer_retries;
+
+static void publish_metrics(tsd *d) {
+    if (!d->httpd) return;
+    int64_t now = ts_mono_ms();
+    if (d->metrics_published && now - d->metrics_published < 1000) return;
+    d->metrics_published = now;
+    ts_writer_stats ws;
+    ts_writer_get_stats(d->writer, &ws);
+    ts_metrics_inputs in;
+    memset(&in, 0, sizeof in);
+    in.poll_interval_ms = d->poll_iv;
+    in.publish_interval_ms = d->publish_iv;
+    in.health_intervals = (int)ts_cfg_int(d->L, "http.health_intervals", 3);
+    in.points_written = ws.points_written;
+    in.points_rejected = ws.points_rejected;
+    in.points_dropped = ws.points_dropped;
+    in.points_pending = ws.points_pending;
+    in.bytes_pending = ws.bytes_pending;
+    in.requests_ok = ws.requests_ok;
+    in.requests_failed = ws.requests_failed;
+    in.bytes_sent = ws.bytes_sent;
+    in.retries = (uint64_t)c_writer_retries->value;
+    in.lua_heap_bytes = ts_lua_mem_used(d->L);
+    ts_metrics_publish(d->metrics, &in);
+}
+
 static void reload(tsd *d) {
     ts_info("HUP Received - reloading config");
     ts_sd_reloading();
@@ -327,6 +389,7 @@ static void reload(tsd *d) {
     apply_script_dir(L);
     unload_modules(L);
     writer_setup(d, 1);
+    http_setup(d);
     if (lua_daemon_call(d, "start", 0, 0) != 0) ts_error("daemon.start failed after reload");
     refresh_start(d, 1);   /* after the one in progress, if any */
     arm_timers(d);
@@ -372,12 +435,16 @@ static void report(tsd *d) {
     ts_writer_get_stats(d->writer, &ws);
     ts_collect_stats cs;
     ts_collector_get_stats(d->coll, &cs);
+    if (!c_writer_retries) c_writer_retries = ts_counter_get("writer_retries");
     ts_info("stats: polls=%llu points=%llu written=%llu rejected=%llu dropped=%llu pending=%llu "
+            "endpoints_failed=%llu writer_requests_failed=%llu writer_retries=%lld "
             "non_numeric_skipped=%llu old_skipped=%llu lua_calls=%llu lua_mem=%zu",
             (unsigned long long)cs.polls, (unsigned long long)cs.points, (unsigned long long)ws.points_written,
             (unsigned long long)ws.points_rejected, (unsigned long long)ws.points_dropped,
-            (unsigned long long)ws.points_pending, (unsigned long long)cs.skipped_non_numeric,
-            (unsigned long long)cs.skipped_old, (unsigned long long)cs.lua_calls, ts_lua_mem_used(d->L));
+            (unsigned long long)ws.points_pending, (unsigned long long)cs.endpoints_failed,
+            (unsigned long long)ws.requests_failed, (long long)c_writer_retries->value,
+            (unsigned long long)cs.skipped_non_numeric, (unsigned long long)cs.skipped_old,
+            (unsigned long long)cs.lua_calls, ts_lua_mem_used(d->L));
 }
 
 int ts_daemon_main(const char *config_file, ts_mode mode) {
@@ -401,6 +468,14 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     ts_api_set_ctx(d->L, &d->api);
     d->coll = ts_collector_new(d->L, d->loop, mode == TS_MODE_DRYRUN ? emit_to_stdout : emit_to_writer, d);
     if (mode != TS_MODE_DRYRUN) ts_collector_set_batch_source(d->coll, batch_from_writer, d);
+    if (!c_writer_retries) c_writer_retries = ts_counter_get("writer_retries");
+    if (mode == TS_MODE_RUN) {
+        d->metrics = ts_metrics_new(TS_VERSION_STRING);
+        ts_collector_set_metrics(d->coll, d->metrics);
+        d->poll_iv = ts_cfg_int(d->L, "polling_interval", 10) * 1000;
+        d->publish_iv = ts_cfg_int(d->L, "publishing_interval", 30) * 1000;
+        http_setup(d);   /* before Traffic Ops answers: /ready and /health say why not yet */
+    }
     if (setup_signals(d) != 0) ts_warn("signal handling unavailable: %s", strerror(errno));
     if (lua_daemon_call(d, "start", 0, 0) != 0) goto out;
 
@@ -417,7 +492,10 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         if (mode != TS_MODE_RUN) { ts_error("no polling plan: giving up"); goto out; }
         ts_warn("no Traffic Ops data yet; retrying in %lld s", (long long)(backoff / 1000));
         int64_t until = ts_mono_ms() + backoff;
-        while (!d->want_stop && ts_mono_ms() < until) ts_loop_run_once(d->loop, 250);
+        while (!d->want_stop && ts_mono_ms() < until) {
+            ts_loop_run_once(d->loop, 250);
+            publish_metrics(d);
+        }
         backoff = backoff * 2 > 60000 ? 60000 : backoff * 2;
     }
     if (d->want_stop) { if (mode == TS_MODE_RUN) ts_sd_stopping(); rc = 0; goto out; }
@@ -450,6 +528,7 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         if (d->async_wake && d->refresh_co) refresh_resume(d);
         if (d->want_summary) { d->want_summary = 0; run_summary(d); }
         collect_mapping_garbage(d);
+        publish_metrics(d);
         if (ts_mono_ms() - last_report > 60000) { report(d); last_report = ts_mono_ms(); }
     }
     ts_info("Shutdown Request Received - Sending stored metrics then quitting");
@@ -463,11 +542,13 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     report(d);
     rc = 0;
 out:
+    ts_httpd_stop(d->httpd);   /* its thread reads the metrics: stop it first */
     ts_collector_close(d->coll);
     ts_writer_free(d->writer);
     ts_loop_free(d->loop);
     ts_collector_free(d->coll);
     if (d->sigfd >= 0) close(d->sigfd);
     ts_lua_close(d->L);
+    ts_metrics_free(d->metrics);
     return rc;
 }
