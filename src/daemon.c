@@ -372,6 +372,21 @@ static void publish_metrics(tsd *d) {
     in.requests_failed = ws.requests_failed;
     in.bytes_sent = ws.bytes_sent;
     in.retries = (uint64_t)c_writer_retries->value;
+    ts_writer_get_retry_state(d->writer, &in.retry_chunks, &in.backoff_ms);
+    ts_writer_current_url_text(d->writer, in.writer_url, sizeof in.writer_url);
+    ts_writer_dest_stats ds[32];
+    ts_metrics_dest md[32];
+    int nd = ts_writer_get_dest_stats(d->writer, ds, 32);
+    for (int i = 0; i < nd; i++) {
+        snprintf(md[i].db, sizeof md[i].db, "%s", ds[i].dest.db);
+        snprintf(md[i].rp, sizeof md[i].rp, "%s", ds[i].dest.rp);
+        md[i].written = ds[i].written;
+        md[i].rejected = ds[i].rejected;
+        md[i].dropped = ds[i].dropped;
+        md[i].pending = ds[i].pending;
+    }
+    in.dests = md;
+    in.ndests = nd;
     in.lua_heap_bytes = ts_lua_mem_used(d->L);
     ts_metrics_publish(d->metrics, &in);
 }
@@ -474,9 +489,11 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         ts_collector_set_metrics(d->coll, d->metrics);
         d->poll_iv = ts_cfg_int(d->L, "polling_interval", 10) * 1000;
         d->publish_iv = ts_cfg_int(d->L, "publishing_interval", 30) * 1000;
-        http_setup(d);   /* before Traffic Ops answers: /ready and /health say why not yet */
     }
     if (setup_signals(d) != 0) ts_warn("signal handling unavailable: %s", strerror(errno));
+    /* After the signal mask (its thread inherits it: signals stay the loop's), before Traffic
+     * Ops answers (/ready and /health say why not yet). */
+    http_setup(d);
     if (lua_daemon_call(d, "start", 0, 0) != 0) goto out;
 
     /* Ready for systemd once the configuration is in and the loop runs; waiting for
