@@ -25,7 +25,13 @@ install(FILES ${TS_DOC_FILES} DESTINATION ${CMAKE_INSTALL_DOCDIR})
 # and the man pages, which the command-line module generates into ${CMAKE_BINARY_DIR}/man
 # (tstats.1, tstats-<cmd>.1, tstats.conf.5, flat or in manN/ folders): whatever is there
 # when installing is installed; none yet is said, not an error.
+if(TARGET man)
+  set(TS_MAN_BY_TARGET 1)   # the man page target installs its own pages
+else()
+  set(TS_MAN_BY_TARGET 0)
+endif()
 install(CODE "
+  set(TS_MAN_BY_TARGET ${TS_MAN_BY_TARGET})
   set(TS_SRC \"${CMAKE_SOURCE_DIR}\")
   set(TS_BIN_DIR \"${CMAKE_BINARY_DIR}\")
   set(TS_SYSCONFDIR_OVERRIDE \"${TSTATS_SYSCONFDIR}\")

@@ -57,9 +57,13 @@ file(INSTALL DESTINATION "${_unitdir}" TYPE FILE FILES "${_unit}")
 message(STATUS "Installing: ${_destdir}${_var}/lib/tstats")
 file(MAKE_DIRECTORY "${_destdir}${_var}/lib/tstats")
 
-# Man pages generated into the build tree by the command-line module.
-file(GLOB_RECURSE _man RELATIVE "${TS_BIN_DIR}/man" "${TS_BIN_DIR}/man/*.[1-9]")
-if(NOT _man)
+# Man pages generated into the build tree by the command-line module (when its `man` target
+# does not install them itself).
+set(_man "")
+if(NOT TS_MAN_BY_TARGET)
+  file(GLOB_RECURSE _man RELATIVE "${TS_BIN_DIR}/man" "${TS_BIN_DIR}/man/*.[1-9]")
+endif()
+if(NOT _man AND NOT TS_MAN_BY_TARGET)
   message(STATUS "No man pages in ${TS_BIN_DIR}/man (build the man page target first); none installed")
 endif()
 foreach(_m ${_man})
