@@ -67,7 +67,7 @@ return {
   return path
 end
 
-describe("sd_notify", function()
+describe("sd_notify #asan", function()
   local tmp, sim
   setup(function()
     tmp = stack.tmpdir()
