@@ -104,6 +104,7 @@ local function start_tstats(extra, opts)
   local h = stack.spawn(tstats_bin .. " --config " .. q(cfg) .. " run", dir .. "/tstats.log", { env = opts.env })
   h.base = "http://127.0.0.1:" .. port
   h.port = port
+  h.dir = dir
   h.logtext = function() return stack.read_file(dir .. "/tstats.log") or "" end
   assert(stack.wait_until(function() return h.logtext():find("http: listening on", 1, true) end, 15),
     "listener up: " .. h.logtext())
@@ -319,6 +320,35 @@ describe("HTTP listener #asan", function()
     assert.falsy(b401:find("s3cret", 1, true))
     assert.are.equal(405, (curl(d.base .. "/metrics", "-XPOST -u prom:s3cret-pw")))
     assert.are.equal(404, (curl(d.base .. "/nope", "-u prom:s3cret-pw")))
+    d:kill("TERM")
+    assert.are.equal(0, d:wait(30))
+  end)
+
+  it("follows http.listen on SIGHUP (moved, then off) and keeps its counters", function()
+    sim.post("/sim/fault?kind=none")
+    local d = start_tstats([[http = { listen = "127.0.0.1:PORT" },]])
+    assert.truthy(stack.wait_until(function() return curl(d.base .. "/ready") == 200 end, 20))
+    local before = value(scrape(d.base), "tstats_polls", "tstats_polls_total", { cdn = "cdn1", endpoint = "CacheStats" })
+    local port2 = stack.free_port()
+    local path = d.dir .. "/config.lua"
+    local text = stack.read_file(path)
+    stack.write_file(path, (text:gsub("127%.0%.0%.1:" .. d.port, "127.0.0.1:" .. port2)))
+    d:kill("HUP")
+    local base2 = "http://127.0.0.1:" .. port2
+    assert.truthy(stack.wait_until(function()
+      local ok, code = pcall(curl, base2 .. "/ready")
+      return ok and code == 200
+    end, 20), "listening on the new port: " .. d.logtext())
+    local after = value(scrape(base2), "tstats_polls", "tstats_polls_total", { cdn = "cdn1", endpoint = "CacheStats" })
+    assert.truthy(after >= before, "counters kept across the reload")
+    assert.are_not.equal(0, (stack.run("curl -sS -m 3 -o /dev/null " .. q(d.base .. "/metrics"))), "old port closed")
+    -- unset: off
+    stack.write_file(path, (text:gsub('http = { listen = "127%.0%.0%.1:%d+" },', "")))
+    d:kill("HUP")
+    assert.truthy(stack.wait_until(function()
+      return stack.run("curl -sS -m 3 -o /dev/null " .. q(base2 .. "/metrics")) ~= 0
+    end, 20), "listener off after the reload")
+    assert.truthy(d:alive())
     d:kill("TERM")
     assert.are.equal(0, d:wait(30))
   end)
