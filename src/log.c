@@ -66,7 +66,9 @@ ts_counter *ts_counter_get(const char *name) {
         static ts_counter overflow = {"counter_overflow", 0};
         return &overflow;
     }
-    counters[ncounters].name = strdup(name);
+    char *copy = strdup(name);
+    if (!copy) abort();   /* the abort-on-OOM policy of ts_buf.h */
+    counters[ncounters].name = copy;
     counters[ncounters].value = 0;
     return &counters[ncounters++];
 }

@@ -8,13 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "check.h"
 #include "ts_httpd.h"
 #include "ts_metrics.h"
-
-static int failures, checks;
-
-#define FAIL(...) do { failures++; printf("FAIL "); printf(__VA_ARGS__); printf("\n"); } while (0)
-#define CHECK(cond, ...) do { checks++; if (!(cond)) FAIL(__VA_ARGS__); } while (0)
 
 static void test_listen(void) {
     char host[256], err[256];
@@ -177,6 +173,5 @@ int main(void) {
     test_listen();
     test_render();
     test_threads();
-    printf("test_metrics: %d checks, %d failures\n", checks, failures);
-    return failures ? 1 : 0;
+    return check_report("test_metrics");
 }

@@ -55,17 +55,7 @@ static const scan_api *const apis[] = {&api_lib, &api_yajl, &api_raw};
 #define NAPIS (sizeof apis / sizeof apis[0])
 static const scan_api *A = &api_lib; /* the one run() uses */
 
-static int n_ok, n_fail;
-#define CHECK(cond, ...)                                                    \
-    do {                                                                    \
-        if (cond) n_ok++;                                                   \
-        else {                                                              \
-            n_fail++;                                                       \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                   \
-            fputc('\n', stderr);                                            \
-        }                                                                   \
-    } while (0)
+#include "check.h"
 
 /* ---------------------------------------------------------------- recorder */
 
@@ -1140,7 +1130,7 @@ int main(void) {
     test_generated();
     printf("differential: %ld inputs compared, %ld disagreements, largest error-offset gap %ld bytes, %ld inputs "
            "with yajl's open-string-after-the-document bug\n", n_diff, n_diff_fail, off_max_delta, n_open_str);
-    printf("test_scan: %d checks passed, %d failed\n", n_ok, n_fail);
+    printf("test_scan: %d checks passed, %d failed\n", check_count - check_failures, check_failures);
     for (size_t i = 0; i < nseeds; i++) free(seeds[i]);
-    return n_fail ? 1 : 0;
+    return check_failures ? 1 : 0;
 }
