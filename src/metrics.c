@@ -11,7 +11,8 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
-#include "ts_log.h"
+#include "ts_clock.h"
+#include "ts_counter.h"
 #include "ts_metrics.h"
 
 #define HIST_SPAN_MS (3600 * 1000)   /* the status page's sparklines: the last hour */
