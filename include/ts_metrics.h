@@ -54,8 +54,9 @@ typedef struct ts_metrics_inputs {
     int ndests;
     uint64_t lua_heap_bytes;
     int spool_enabled;
-    uint64_t spool_bytes;
-    int64_t spool_oldest_age_ms;
+    uint64_t spool_bytes;                  /* on disk */
+    uint64_t spool_backlog_bytes;          /* not yet acknowledged by InfluxDB */
+    uint64_t spool_append_failures, spool_lines_dropped;
 } ts_metrics_inputs;
 /* Also copies every named counter (ts_counters_foreach): call it on the loop. */
 void ts_metrics_publish(ts_metrics *m, const ts_metrics_inputs *in);

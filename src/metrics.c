@@ -518,10 +518,14 @@ void ts_metrics_render_prometheus(ts_metrics *m, ts_buf *b) {
         ts_buf_adds(b, "\"} 1\n");
     }
     if (s.in.spool_enabled) {
-        family(b, "tstats_spool_bytes", "gauge", "Bytes in the on-disk spool.");
+        family(b, "tstats_spool_bytes", "gauge", "Bytes of the on-disk spool's segments.");
         sample(b, "tstats_spool_bytes", (double)s.in.spool_bytes);
-        family(b, "tstats_spool_oldest_age_seconds", "gauge", "Age of the oldest data in the spool.");
-        sample(b, "tstats_spool_oldest_age_seconds", (double)s.in.spool_oldest_age_ms / 1000.0);
+        family(b, "tstats_spool_backlog_bytes", "gauge", "Spool bytes InfluxDB has not acknowledged yet.");
+        sample(b, "tstats_spool_backlog_bytes", (double)s.in.spool_backlog_bytes);
+        family(b, "tstats_spool_append_failures_total", "counter", "Appends the spool refused (disk full, unwritable).");
+        sample(b, "tstats_spool_append_failures_total", (double)s.in.spool_append_failures);
+        family(b, "tstats_spool_dropped_lines_total", "counter", "Unacknowledged lines removed for spool.max_bytes.");
+        sample(b, "tstats_spool_dropped_lines_total", (double)s.in.spool_lines_dropped);
     }
 
     /* Lua, Traffic Ops, summaries */
@@ -729,8 +733,8 @@ void ts_metrics_render_status(ts_metrics *m, ts_buf *b) {
     jnum(b, s.last_write_ms ? (double)(s.now_ms - s.last_write_ms) / 1000.0 : NAN);
     ts_buf_adds(b, "},\"spool\":");
     if (s.in.spool_enabled)
-        ts_buf_printf(b, "{\"bytes\":%llu,\"oldest_age_s\":%.1f}", (unsigned long long)s.in.spool_bytes,
-                      (double)s.in.spool_oldest_age_ms / 1000.0);
+        ts_buf_printf(b, "{\"bytes\":%llu,\"backlog_bytes\":%llu}", (unsigned long long)s.in.spool_bytes,
+                      (unsigned long long)s.in.spool_backlog_bytes);
     else ts_buf_adds(b, "null");
     ts_buf_adds(b, "}");
     ts_buf_free(&reasons);
