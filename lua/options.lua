@@ -62,6 +62,9 @@ O.list = {
 
   { "lua.memory_limit", "integer", 512 * MiB, "bytes the Lua heap may use", min = MiB },
   { "lua.hook_budget", "integer", 10000000, "instructions a mapping call may run", min = 1000 },
+
+  -- custom derived metrics (lua/metrics.lua, computed in C by src/derive.c)
+  { "metrics", "table", {}, "derived metrics: definitions and names of lua/metrics/ modules (see lua/README.md)" },
 }
 
 local by_key, sections = {}, {}
@@ -177,6 +180,14 @@ local function config_env()
     local v = os.getenv(name)
     if v == nil or v == "" then return default end
     return v
+  end
+  -- metric { ... }: a derived-metric definition that remembers its file:line
+  env.metric = function(t)
+    local info = debug.getinfo(2, "Sl")
+    if type(t) == "table" and info and info.currentline > 0 then
+      rawset(t, "__where", (info.source:match("^@(.*)") or info.short_src) .. ":" .. info.currentline)
+    end
+    return t
   end
   return env
 end

@@ -11,6 +11,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 #include "ts_core.h"
+#include "ts_derive.h"
 #include "ts_log.h"
 
 typedef struct tsd {
@@ -306,6 +307,9 @@ static void reload(tsd *d) {
     apply_logging(L);
     apply_script_dir(L);
     unload_modules(L);
+    ts_derive *dv;
+    if (ts_derive_load(L, d->config_file, &dv) == 0) { ts_collector_set_derive(d->coll, dv); ts_derive_release(dv); }
+    else ts_error("derived metrics: keeping the running definitions");
     writer_setup(d, 1);
     if (lua_daemon_call(d, "start", 0, 0) != 0) ts_error("daemon.start failed after reload");
     refresh_start(d, 1);   /* after the one in progress, if any */
@@ -380,6 +384,10 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     ts_api_set_ctx(d->L, &d->api);
     d->coll = ts_collector_new(d->L, d->loop, mode == TS_MODE_DRYRUN ? emit_to_stdout : emit_to_writer, d);
     if (mode != TS_MODE_DRYRUN) ts_collector_set_batch_source(d->coll, batch_from_writer, d);
+    ts_derive *dv;
+    if (ts_derive_load(d->L, config_file, &dv) != 0) { rc = 2; goto out; }
+    ts_collector_set_derive(d->coll, dv);
+    ts_derive_release(dv);
     if (setup_signals(d) != 0) ts_warn("signal handling unavailable: %s", strerror(errno));
     if (lua_daemon_call(d, "start", 0, 0) != 0) goto out;
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ts_core.h"
+#include "ts_derive.h"
 #include "ts_log.h"
 #include "ts_lp.h"
 #include "ts_scan.h"
@@ -115,6 +116,7 @@ struct ts_mapper {
     long budget;
     int *hooks;             /* sample-hook refs to release */
     int nhooks;
+    ts_derive_ep *derive;   /* derived metrics bound to this endpoint's answers, or NULL */
     char label[160];
 };
 
@@ -167,6 +169,7 @@ ts_mapper *ts_mapper_new(lua_State *L, const char *module, int ctx_ref, const ch
 }
 
 void ts_mapper_release(ts_mapper *m) { if (m) mapper_release_cb(m); }
+void ts_mapper_set_derive(ts_mapper *m, ts_derive_ep *e) { m->derive = e; }
 const ts_map_owner *ts_mapper_owner(ts_mapper *m) { return &m->owner; }
 uint64_t ts_mapper_lua_calls(const ts_mapper *m) { return m->lua_calls; }
 
@@ -324,6 +327,7 @@ static ts_stat_map *stat_from_lua(ts_mapper *m, const char *name, size_t len) {
             lua_getfield(L, t, "tags");
             build_tagset(m, lua_gettop(L), &st->tags);
             lua_pop(L, 1);
+            if (m->derive) st->derive = ts_derive_bind_stat(m->derive, meas, ml, &st->tags);
             lua_getfield(L, t, "sample");
             if (lua_isfunction(L, -1)) {
                 st->hook_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -352,6 +356,7 @@ const ts_entity_map *ts_mapper_entity(ts_mapper *m, const char *name, size_t len
         e = arena_alloc(&m->arena, sizeof *e);
         e->keep = 1;
         build_tagset(m, lua_gettop(L), &e->tags);
+        e->derive_id = ts_derive_bind_entity(m->derive, name, len);
     }
     if (rc >= 0) lua_pop(L, 1);
     htab_put(&m->ents, h, arena_strdup(&m->arena, name, len), len, e);
