@@ -246,10 +246,12 @@ local function compile_one(d, where, problem)
       end
     end
     table.sort(group)
-    if not seen.cdn then
-      warn(label .. ": group_by has no cdn: every CDN writes its own point of this series at the same time " ..
-        "(the last one wins in InfluxDB)")
-    end
+  end
+  if d.group_by == nil or (is_list_of_strings(d.group_by) and not (function()
+    for _, g in ipairs(d.group_by) do if g == "cdn" then return true end end
+  end)()) then
+    warn(label .. ": group_by has no cdn: every CDN writes its own point of this series at the same time " ..
+      "(the last one wins in InfluxDB)")
   end
   if type(d.from) == "string" and d.from ~= "" and not known_stat(d.from) then
     local s = suggest(d.from, M.KNOWN_STATS)
