@@ -9,6 +9,7 @@
 #include <lua.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include "ts_point.h"
 #include "ts_writer.h"
 
@@ -23,6 +24,10 @@ ts_derive *ts_derive_new(lua_State *L, int idx, char *err, size_t errlen);
  * level: message"); *out = the engine, or NULL when the config defines no
  * metric. Returns 0, or -1 when a definition has an error (nothing built). */
 int ts_derive_load(lua_State *L, const char *cfg_path, ts_derive **out);
+/* `tstats check`: the definitions' problems printed to out, one line each
+ * ("file:line: level: message") after a summary line. Returns 0, or 2 when
+ * a definition has an error. */
+int ts_derive_check(lua_State *L, const char *cfg_path, FILE *out);
 void ts_derive_retain(ts_derive *d);
 void ts_derive_release(ts_derive *d);
 int ts_derive_count(const ts_derive *d);

@@ -35,15 +35,28 @@ local function known_stat(s)
   return M.KNOWN_STATS[s] or s:match("^ats%.") ~= nil or s:match("^system%.") ~= nil
 end
 
+-- Edit distance (Levenshtein) for "did you mean".
+local function distance(a, b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      local cost = a:byte(i) == b:byte(j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
 local function suggest(word, set)
   local best, bestd
   for k in pairs(set) do
-    local n = 0
-    while n < #k and n < #word and k:sub(n + 1, n + 1) == word:sub(n + 1, n + 1) do n = n + 1 end
-    local d = (#word - n) + (#k - n)
-    if not bestd or d < bestd then best, bestd = k, d end
+    local d = distance(word, k)
+    if not bestd or d < bestd or (d == bestd and k < best) then best, bestd = k, d end
   end
-  if bestd and bestd <= 4 then return best end
+  if bestd and bestd <= math.max(2, #word // 4) then return best end
 end
 
 -- Line of a definition in its source text: the line holding `name = "<name>"`.

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "ts_core.h"
+#include "ts_derive.h"
 #include "ts_log.h"
 
 static const char USAGE[] =
@@ -93,6 +94,7 @@ static int check_config(const char *config) {
         }
         lua_pop(L, 1);
     }
+    if (rc == 0) rc = ts_derive_check(L, config, stdout);
     ts_lua_close(L);
     return rc;
 }

@@ -410,6 +410,31 @@ int ts_derive_load(lua_State *L, const char *cfg_path, ts_derive **out) {
     return rc;
 }
 
+int ts_derive_check(lua_State *L, const char *cfg_path, FILE *out) {
+    if (ts_lua_require(L, "metrics") != 0) return 2;
+    lua_getfield(L, -1, "load");
+    lua_remove(L, -2);
+    lua_getglobal(L, "tstats");
+    lua_getfield(L, -1, "config");
+    lua_remove(L, -2);
+    if (cfg_path) lua_pushstring(L, cfg_path); else lua_pushnil(L);
+    if (ts_lua_pcall(L, 2, 4, "metrics.load", 0) != 0) return 2;
+    int nerr = (int)lua_tointeger(L, -2), nwarn = (int)lua_tointeger(L, -1);
+    int ndef = lua_istable(L, -4) ? (int)luaL_len(L, -4) : 0;
+    const char *text = lua_tostring(L, -3);
+    fprintf(out, "# metrics: %d derived definition(s), %d error(s), %d warning(s)\n", ndef, nerr, nwarn);
+    if (text && *text) fprintf(out, "%s\n", text);
+    if (nerr == 0 && ndef > 0) {
+        /* what C reads must load as well */
+        char err[256];
+        ts_derive *d = ts_derive_new(L, -4, err, sizeof err);
+        if (!d) { fprintf(out, "metrics: %s\n", err); nerr = 1; }
+        ts_derive_release(d);
+    }
+    lua_pop(L, 4);
+    return nerr ? 2 : 0;
+}
+
 void ts_derive_retain(ts_derive *d) { if (d) d->refs++; }
 int ts_derive_count(const ts_derive *d) { return d ? d->ndefs : 0; }
 
