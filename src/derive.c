@@ -411,6 +411,8 @@ int ts_derive_load(lua_State *L, const char *cfg_path, ts_derive **out) {
 }
 
 int ts_derive_check(lua_State *L, const char *cfg_path, FILE *out) {
+    char dir[1024];
+    ts_lua_set_script_dir(L, ts_cfg_str(L, "script_dir", NULL, dir, sizeof dir));   /* modules as the daemon finds them */
     if (ts_lua_require(L, "metrics") != 0) return 2;
     lua_getfield(L, -1, "load");
     lua_remove(L, -2);
