@@ -70,6 +70,10 @@ typedef struct ts_derive_stats {
 } ts_derive_stats;
 void ts_derive_get_stats(const ts_derive *d, ts_derive_stats *s);
 
+/* Text of a derived value: reads back (strtod) as exactly v; short when a
+ * 15-digit decimal does, else 17 digits. Fast for any value. */
+size_t ts_derive_fmt_double(char out[40], double v);
+
 /* The hooks in the collection path (defined in mapping.c and collect.c). */
 typedef struct ts_mapper ts_mapper;
 typedef struct ts_collector ts_collector;

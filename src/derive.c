@@ -163,6 +163,24 @@ typedef struct dcellset {
     uint32_t ncells;
 } dcellset;
 
+typedef struct kvblock { struct kvblock *next; size_t used; char data[16384]; } kvblock;
+
+static char *kv_copy(kvblock **head, const char *s, size_t n) {
+    if (n + 1 > sizeof((*head)->data)) return xstrndup(s, n);   /* never in practice: tags are short */
+    if (!*head || sizeof((*head)->data) - (*head)->used < n + 1) {
+        kvblock *b = malloc(sizeof *b);
+        if (!b) abort();
+        b->next = *head;
+        b->used = 0;
+        *head = b;
+    }
+    char *p = (*head)->data + (*head)->used;
+    memcpy(p, s, n);
+    p[n] = 0;
+    (*head)->used += n + 1;
+    return p;
+}
+
 typedef struct ddefst {
     const ddef *def;
     int active;
@@ -179,6 +197,7 @@ typedef struct ddefst {
     int has_t;
     dcellset **sets;
     int nsets;
+    struct kvblock *kv;  /* the groups' tag strings, side by side (read in order at the end of a poll) */
 } ddefst;
 
 typedef struct dbind { dcellset *set; uint32_t op; } dbind;
@@ -446,7 +465,9 @@ static void ep_free(void *p) {
     ts_derive_ep *e = p;
     for (int i = 0; i < e->d->ndefs; i++) {
         ddefst *ds = &e->defs[i];
-        for (uint32_t g = 0; g < ds->ngroups; g++) free(ds->groups[g].kvs);
+        for (uint32_t g = 0; g < ds->ngroups; g++)
+            if (ds->groups[g].kvs_len + 1 > sizeof(ds->kv->data)) free(ds->groups[g].kvs);
+        while (ds->kv) { kvblock *n = ds->kv->next; free(ds->kv); ds->kv = n; }
         free(ds->groups);
         dtab_free(&ds->group_ix, NULL);
         free(ds->touched);
@@ -629,7 +650,7 @@ static void classify(ts_derive_ep *e, dcellset *cs, dcell *c, const ts_entity_ma
         gi = ds->ngroups++;
         dgroup *gr = &ds->groups[gi];
         memset(gr, 0, sizeof *gr);
-        gr->kvs = xstrndup(g.data ? g.data : "", g.len);
+        gr->kvs = kv_copy(&ds->kv, g.data ? g.data : "", g.len);
         gr->kvs_len = g.len;
         dtab_put(&ds->group_ix, g.data ? g.data : "", g.len, (void *)gi);
     }
@@ -804,6 +825,94 @@ static int64_t to_prec(int64_t ms, ts_precision p) {
     }
 }
 
+/* ---- number text ----------------------------------------------------------
+ * Derived values are rarely short decimals (rates, means, ratios): the
+ * writer's shortest-text search would fall back to snprintf/strtod, ~1 us a
+ * value. Here: the 15-digit decimal when it provably round-trips (Clinger:
+ * an integer below 2^53 over an exact power of ten is correctly rounded, and
+ * at most one 15-digit decimal maps to a double), else the correctly rounded
+ * 17-digit decimal, computed exactly in 128-bit integers (17 digits always
+ * round-trip). Outside 1e-6 .. 9e15 and for integers: ts_fmt_double. */
+static const double P10D[23] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+                                1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+static const char DIG2[201] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
+/* Digits of q, least significant first, into dig; returns their count. */
+static size_t rev_digits(char *dig, uint64_t q) {
+    size_t nd = 0;
+    while (q >= 100) {
+        unsigned r = (unsigned)(q % 100);
+        q /= 100;
+        dig[nd++] = DIG2[2 * r + 1];
+        dig[nd++] = DIG2[2 * r];
+    }
+    if (q >= 10) { dig[nd++] = DIG2[2 * q + 1]; dig[nd++] = DIG2[2 * q]; }
+    else dig[nd++] = (char)('0' + q);
+    return nd;
+}
+
+static size_t put_decimal(char *out, uint64_t q, int frac, int neg) {
+    while (frac > 0 && q % 10 == 0) { q /= 10; frac--; }
+    char dig[24];
+    size_t nd = rev_digits(dig, q);
+    size_t n = 0;
+    if (neg) out[n++] = '-';
+    if ((int)nd <= frac) {
+        out[n++] = '0';
+        out[n++] = '.';
+        for (int z = (int)nd; z < frac; z++) out[n++] = '0';
+        while (nd) out[n++] = dig[--nd];
+    } else {
+        int ip = (int)nd - frac;
+        for (int i = 0; i < ip; i++) out[n++] = dig[--nd];
+        if (frac) out[n++] = '.';
+        while (nd) out[n++] = dig[--nd];
+    }
+    out[n] = 0;
+    return n;
+}
+
+/* 10^-8 .. 10^16, for the decimal exponent of a value in range */
+static const double P10N[25] = {1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1e0, 1e1, 1e2, 1e3, 1e4,
+                                1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16};
+
+size_t ts_derive_fmt_double(char out[40], double v) {
+    double a = fabs(v);
+    if (!(a >= 1e-6 && a < 9e15) || v == nearbyint(v)) return ts_fmt_double(out, v);
+    int ex;
+    double fr = frexp(a, &ex);     /* a = fr * 2^ex, fr in [0.5, 1) */
+    /* floor(log10(a)) from the binary exponent (78913 / 2^18 ~ log10(2)), then one step of correction */
+    int e10 = ((ex - 1) * 78913) >> 18;
+    if (e10 < -8) e10 = -8;
+    while (e10 < 15 && a >= P10N[e10 + 9]) e10++;
+    while (e10 > -8 && a < P10N[e10 + 8]) e10--;
+    int k = 14 - e10;
+    if (k >= 0 && k <= 22) {
+        double m = nearbyint(a * P10D[k]);
+        if (m >= 1e15 && k > 0) { k--; m = nearbyint(a * P10D[k]); }
+        else if (m < 1e14 && k < 22) { k++; m = nearbyint(a * P10D[k]); }
+        if (m < 9007199254740992.0 && m / P10D[k] == a) return put_decimal(out, (uint64_t)m, k, v < 0);
+    }
+    uint64_t f = (uint64_t)(fr * 9007199254740992.0);
+    int sh = 53 - ex;   /* a = f / 2^sh */
+    int n = 16 - e10;   /* q = a * 10^n has 17 digits */
+    for (int tries = 0; tries < 3 && sh > 0 && sh < 127; tries++) {
+        if (n < 0 || n > 22) break;
+        unsigned __int128 p = (unsigned __int128)(uint64_t)(n > 19 ? 1e19 : P10D[n]);
+        if (n > 19) p *= (uint64_t)P10D[n - 19];
+        unsigned __int128 x = (unsigned __int128)f * p;
+        unsigned __int128 q = (x + ((unsigned __int128)1 << (sh - 1))) >> sh;
+        if (q >= (unsigned __int128)100000000000000000ULL) { n--; continue; }
+        if (q < (unsigned __int128)10000000000000000ULL) { n++; continue; }
+        return put_decimal(out, (uint64_t)q, n, v < 0);
+    }
+    return ts_fmt_double(out, v);
+}
+
 typedef struct outb { const ts_dest *dest; ts_batch *b; } outb;
 typedef struct emitter { outb v[16]; int n; ts_buf line; size_t points; } emitter;
 
@@ -817,22 +926,31 @@ static ts_batch *out_batch(emitter *em, const ts_dest *d) {
     return em->v[em->n++].b;
 }
 
+static size_t fmt_time(char out[24], int64_t t) {
+    if (t < 0) return ts_fmt_int64(out, t);
+    char d[24];
+    size_t n = rev_digits(d, (uint64_t)t), k = 0;
+    while (n) out[k++] = d[--n];
+    out[k] = 0;
+    return k;
+}
+
 static void emit_point(ts_derive_ep *e, emitter *em, ddefst *ds, const dgroup *g, double v, int64_t t_ms) {
     const ddef *f = ds->def;
     v *= f->scale;
     if (!isfinite(v)) { e->d->st.undefined++; ts_counter_add(c_undef, 1); return; }
     ts_batch *b = out_batch(em, &ds->dest);
     if (!b) return;
-    char num[32], ts[24];
+    char num[40], ts[24];
     ts_buf_reset(&em->line);
     ts_buf_add(&em->line, f->meas_esc, f->meas_len);
     ts_buf_add(&em->line, g->kvs, g->kvs_len);
     ts_buf_addc(&em->line, ' ');
     ts_buf_add(&em->line, f->field_esc, f->field_len);
     ts_buf_addc(&em->line, '=');
-    ts_buf_add(&em->line, num, ts_fmt_double(num, v));
+    ts_buf_add(&em->line, num, ts_derive_fmt_double(num, v));
     ts_buf_addc(&em->line, ' ');
-    ts_buf_add(&em->line, ts, ts_fmt_int64(ts, to_prec(t_ms, ds->dest.precision)));
+    ts_buf_add(&em->line, ts, fmt_time(ts, to_prec(t_ms, ds->dest.precision)));
     ts_batch_add_line(b, em->line.data, em->line.len);
     em->points++;
 }

@@ -499,7 +499,39 @@ static void test_validation(lua_State *L) {
     remove(path);
 }
 
+/* Derived values' text must read back as the very same double. */
+static void test_fmt(void) {
+    unsigned long long x = 0x243F6A8885A308D3ULL;
+    int bad = 0, shortish = 0;
+    char buf[40];
+    for (int i = 0; i < 1000000; i++) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        double v;
+        switch (i % 4) {
+        case 0: v = (double)(x >> 11) / 9007199254740992.0 * pow(10, (int)(x % 30) - 10); break;   /* any digits, 1e-10..1e20 */
+        case 1: v = (double)(x % 100000000) / 1000.0; break;                                         /* short decimals */
+        case 2: v = ((double)(x % 1000000) + 0.5) * 1000.0 / (double)(1 + x % 20000); break;           /* a rate */
+        default: v = -(double)(x % 90000) / (double)(1 + (x >> 20) % 100000); break;                  /* a ratio, negative */
+        }
+        size_t n = ts_derive_fmt_double(buf, v);
+        double back = strtod(buf, NULL);
+        if (n == 0 || n >= 40 || memcmp(&back, &v, sizeof v) != 0 || (strchr(buf, 'e') != NULL && fabs(v) >= 1e-6 && fabs(v) < 9e15)) {
+            if (bad++ < 5) printf("FAIL fmt %.17g -> \"%s\" -> %.17g\n", v, buf, back);
+        }
+        if (i % 4 == 1 && n <= 13) shortish++;
+    }
+    CHECK(bad == 0, "%d values do not read back", bad);
+    CHECK(shortish == 250000, "short decimals stay short (%d of 250000)", shortish);
+    ts_derive_fmt_double(buf, 0.1);
+    CHECK(strcmp(buf, "0.1") == 0, "0.1 -> %s", buf);
+    ts_derive_fmt_double(buf, 1.0 / 3.0);
+    CHECK(strcmp(buf, "0.33333333333333331") == 0, "1/3 -> %s", buf);
+    ts_derive_fmt_double(buf, 220);
+    CHECK(strcmp(buf, "220") == 0, "220 -> %s", buf);
+}
+
 int main(void) {
+    test_fmt();
     ts_log_set_level(TS_LOG_ERROR);
     lua_State *L = ts_lua_new(NULL, NULL);
     if (!L || ts_config_load(L, NULL) != 0) { printf("FAIL Lua state\n"); return 1; }
