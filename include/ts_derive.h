@@ -10,8 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include "ts_batch.h"
 #include "ts_point.h"
-#include "ts_writer.h"
 
 typedef struct ts_derive ts_derive;          /* one load's compiled definitions and their state */
 typedef struct ts_derive_ep ts_derive_ep;    /* the state of one endpoint (cdn + endpoint name) */

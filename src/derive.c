@@ -10,9 +10,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include "ts_core.h"
+#include "ts_config.h"
 #include "ts_log.h"
 #include "ts_lp.h"
+#include "ts_lua.h"
 
 enum { AGG_SUM, AGG_MIN, AGG_MAX, AGG_MEAN, AGG_COUNT, AGG_LAST, AGG_RATE, AGG_RATIO };
 static const char *const AGG_NAMES[] = {"sum", "min", "max", "mean", "count", "last", "rate", "ratio", NULL};
@@ -430,8 +431,8 @@ int ts_derive_load(lua_State *L, const char *cfg_path, ts_derive **out) {
 }
 
 int ts_derive_check(lua_State *L, const char *cfg_path, FILE *out) {
-    char dir[1024];
-    ts_lua_set_script_dir(L, ts_cfg_str(L, "script_dir", NULL, dir, sizeof dir));   /* modules as the daemon finds them */
+    const ts_settings *st = ts_config_settings(L);
+    if (st) ts_lua_set_script_dir(L, st->script_dir);   /* modules as the daemon finds them */
     if (ts_lua_require(L, "metrics") != 0) return 2;
     lua_getfield(L, -1, "load");
     lua_remove(L, -2);

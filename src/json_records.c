@@ -15,7 +15,7 @@
 #include <yajl/yajl_parse.h>
 
 #include "ts_buf.h"
-#include "ts_core.h"
+#include "ts_records.h"
 
 #define MAX_FIELDS 32
 

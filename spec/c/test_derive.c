@@ -9,13 +9,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "ts_core.h"
+#include "ts_api.h"
+#include "ts_collect.h"
+#include "ts_config.h"
 #include "ts_derive.h"
+#include "ts_lua.h"
+#include "ts_mapping.h"
 #include "ts_log.h"
 #include "ts_scan.h"
 
-static int failures, checks;
-#define CHECK(cond, ...) do { checks++; if (!(cond)) { failures++; printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } } while (0)
+#include "check.h"
 
 /* ---- a poll as the collector runs it ----------------------------------- */
 typedef struct rig {
@@ -40,7 +43,9 @@ static void *r_stat(void *ud, void *ent, const char *n, size_t l) {
 static void r_sample(void *ud, void *ent, void *st, const char *v, size_t vl, int kind, int64_t t, int has_t) {
     rig *r = ud;
     ts_cpoint cp;
-    if (ts_mapper_sample(r->m, st, ent, v, vl, kind, t, has_t, INT64_MIN, 0, &cp) != TS_SAMPLE_OK) return;
+    ts_sample_policy pol = {INT64_MIN, 0};
+    ts_raw_sample s = {v, vl, kind, t, has_t};
+    if (ts_collect_sample(r->m, &pol, st, ent, &s, &cp) != TS_SAMPLE_OK) return;
     if (cp.stat->derive) ts_derive_sample(r->ep, &cp);
 }
 static void r_emit(void *ud, ts_batch *b) {
@@ -59,8 +64,7 @@ static ts_derive *compile(lua_State *L, const char *defs, char *problems, size_t
                               "local c, p = require('metrics').compile(list, nil)\n"
                               "return c, require('metrics').format(p)\n", defs);
     if (luaL_loadstring(L, src) != LUA_OK || ts_lua_pcall(L, 0, 2, "compile", 0) != 0) {
-        printf("FAIL compile chunk\n");
-        failures++;
+        FAIL("compile chunk: %s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "");
         return NULL;
     }
     if (problems) snprintf(problems, plen, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "");
@@ -516,7 +520,7 @@ static void test_fmt(void) {
         size_t n = ts_derive_fmt_double(buf, v);
         double back = strtod(buf, NULL);
         if (n == 0 || n >= 40 || memcmp(&back, &v, sizeof v) != 0 || (strchr(buf, 'e') != NULL && fabs(v) >= 1e-6 && fabs(v) < 9e15)) {
-            if (bad++ < 5) printf("FAIL fmt %.17g -> \"%s\" -> %.17g\n", v, buf, back);
+            if (bad++ < 5) printf("fmt %.17g -> \"%s\" -> %.17g\n", v, buf, back);
         }
         if (i % 4 == 1 && n <= 13) shortish++;
     }
@@ -533,7 +537,7 @@ static void test_fmt(void) {
 int main(void) {
     test_fmt();
     ts_log_set_level(TS_LOG_ERROR);
-    lua_State *L = ts_lua_new(NULL, NULL);
+    lua_State *L = ts_lua_new(0, ts_api_open);
     if (!L || ts_config_load(L, NULL) != 0) { printf("FAIL Lua state\n"); return 1; }
     test_aggregations(L);
     test_rate(L);
@@ -543,6 +547,5 @@ int main(void) {
     test_unbound(L);
     test_validation(L);
     ts_lua_close(L);
-    printf("%d checks, %d failures\n", checks, failures);
-    return failures ? 1 : 0;
+    return check_report("test_derive");
 }
