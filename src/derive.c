@@ -15,6 +15,7 @@
 #include "ts_lp.h"
 #include "ts_lua.h"
 
+#define TS_DERIVE_MAX_DESTS 16
 enum { AGG_SUM, AGG_MIN, AGG_MAX, AGG_MEAN, AGG_COUNT, AGG_LAST, AGG_RATE, AGG_RATIO };
 static const char *const AGG_NAMES[] = {"sum", "min", "max", "mean", "count", "last", "rate", "ratio", NULL};
 
@@ -222,6 +223,7 @@ struct ts_derive_ep {
     const void *owner;   /* the fetch whose poll is open, or NULL */
     dtouch *touch;
     size_t ntouch, captouch;
+    size_t last_bytes[TS_DERIVE_MAX_DESTS];   /* text of the last poll, per destination in order */
     char label[200];
 };
 
@@ -914,17 +916,26 @@ size_t ts_derive_fmt_double(char out[40], double v) {
     return ts_fmt_double(out, v);
 }
 
-typedef struct outb { const ts_dest *dest; ts_batch *b; } outb;
-typedef struct emitter { outb v[16]; int n; ts_buf line; size_t points; } emitter;
+typedef struct outb { const ts_dest *dest; ts_batch *b; ts_buf *text; size_t lines; } outb;
+typedef struct emitter { ts_derive_ep *e; outb v[TS_DERIVE_MAX_DESTS]; int n; size_t points; } emitter;
 
-static ts_batch *out_batch(emitter *em, const ts_dest *d) {
+/* The text batch of a destination; sized like the last poll's, so a poll
+ * like the last one writes its lines without regrowing (fresh pages cost a
+ * fault each). */
+static outb *out_batch(emitter *em, const ts_dest *d) {
     for (int i = 0; i < em->n; i++)
         if (strcmp(em->v[i].dest->db, d->db) == 0 && strcmp(em->v[i].dest->rp, d->rp) == 0 &&
             em->v[i].dest->precision == d->precision)
-            return em->v[i].b;
-    if (em->n == 16) return NULL;
-    em->v[em->n] = (outb){d, ts_batch_new_text(d)};
-    return em->v[em->n++].b;
+            return &em->v[i];
+    if (em->n == TS_DERIVE_MAX_DESTS) return NULL;
+    outb *o = &em->v[em->n];
+    o->dest = d;
+    o->b = ts_batch_new_text(d);
+    o->text = ts_batch_text_buf(o->b);
+    o->lines = 0;
+    ts_buf_reserve(o->text, em->e->last_bytes[em->n] + 64);
+    em->n++;
+    return o;
 }
 
 static size_t fmt_time(char out[24], int64_t t) {
@@ -940,19 +951,20 @@ static void emit_point(ts_derive_ep *e, emitter *em, ddefst *ds, const dgroup *g
     const ddef *f = ds->def;
     v *= f->scale;
     if (!isfinite(v)) { e->d->st.undefined++; ts_counter_add(c_undef, 1); return; }
-    ts_batch *b = out_batch(em, &ds->dest);
-    if (!b) return;
+    outb *o = out_batch(em, &ds->dest);
+    if (!o) return;
     char num[40], ts[24];
-    ts_buf_reset(&em->line);
-    ts_buf_add(&em->line, f->meas_esc, f->meas_len);
-    ts_buf_add(&em->line, g->kvs, g->kvs_len);
-    ts_buf_addc(&em->line, ' ');
-    ts_buf_add(&em->line, f->field_esc, f->field_len);
-    ts_buf_addc(&em->line, '=');
-    ts_buf_add(&em->line, num, ts_derive_fmt_double(num, v));
-    ts_buf_addc(&em->line, ' ');
-    ts_buf_add(&em->line, ts, fmt_time(ts, to_prec(t_ms, ds->dest.precision)));
-    ts_batch_add_line(b, em->line.data, em->line.len);
+    ts_buf *t = o->text;
+    ts_buf_add(t, f->meas_esc, f->meas_len);
+    ts_buf_add(t, g->kvs, g->kvs_len);
+    ts_buf_addc(t, ' ');
+    ts_buf_add(t, f->field_esc, f->field_len);
+    ts_buf_addc(t, '=');
+    ts_buf_add(t, num, ts_derive_fmt_double(num, v));
+    ts_buf_addc(t, ' ');
+    ts_buf_add(t, ts, fmt_time(ts, to_prec(t_ms, ds->dest.precision)));
+    ts_buf_addc(t, '\n');
+    o->lines++;
     em->points++;
 }
 
@@ -1019,7 +1031,7 @@ size_t ts_derive_finish(ts_derive_ep *e, ts_derive_emit_fn emit, void *ud) {
     e->ntouch = 0;
     emitter em;
     memset(&em, 0, sizeof em);
-    ts_buf_init(&em.line);
+    em.e = e;
     for (int i = 0; i < d->ndefs; i++) {
         ddefst *ds = &e->defs[i];
         if (!ds->active) continue;
@@ -1037,9 +1049,10 @@ size_t ts_derive_finish(ts_derive_ep *e, ts_derive_emit_fn emit, void *ud) {
         }
         ds->ntouched = 0;
     }
-    ts_buf_free(&em.line);
     for (int i = 0; i < em.n; i++) {
-        if (ts_batch_points(em.v[i].b) && emit) emit(ud, em.v[i].b);
+        e->last_bytes[i] = em.v[i].text->len;
+        ts_batch_text_commit(em.v[i].b, em.v[i].lines);
+        if (em.v[i].lines && emit) emit(ud, em.v[i].b);
         else ts_batch_free(em.v[i].b);
     }
     d->st.points += em.points;

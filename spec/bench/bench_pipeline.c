@@ -571,7 +571,7 @@ static void remove_hook_dir(const char *dir) {
 
 static int64_t counter(const char *name) { return ts_counter_get(name)->value; }
 
-/* ---- derived metrics: the five definitions of lua/metrics/cache_health.lua ---- */
+/* ---- derived metrics: the five definitions of lua/metrics/<module>.lua ---- */
 static uint64_t lua_calls_seen;
 static void count_calls(lua_State *L, lua_Debug *ar) { (void)L; (void)ar; lua_calls_seen++; }
 static void take_points(void *ud, ts_batch *b) { *(size_t *)ud += ts_batch_points(b); ts_batch_free(b); }
@@ -579,14 +579,13 @@ static void take_points(void *ud, ts_batch *b) { *(size_t *)ud += ts_batch_point
 /* The same polls (fresh time stamps and values each, generated outside the
  * timing) through plain mappers and through mappers with the definitions
  * bound, alternately; the difference of the CPU times is what they add. */
-static int run_derive(lua_State *L, const opts *o, int ctx_ref, const ts_buf *dsj, int64_t t0) {
-    static const char SRC[] = "local m = require('metrics')\n"
-                              "local c, p = m.compile({ 'cache_health' })\n"
-                              "return c, m.format(p)\n";
-    if (luaL_loadstring(L, SRC) != LUA_OK || ts_lua_pcall(L, 0, 2, "metrics.compile", 0) != 0) return 1;
+static int run_derive(lua_State *L, const opts *o, int ctx_ref, const ts_buf *dsj, int64_t t0, const char *module) {
+    char src[256];
+    snprintf(src, sizeof src, "local m = require('metrics')\nlocal c, p = m.compile({ '%s' })\nreturn c, m.format(p)\n", module);
+    if (luaL_loadstring(L, src) != LUA_OK || ts_lua_pcall(L, 0, 2, "metrics.compile", 0) != 0) return 1;
     char err[256];
     ts_derive *d = lua_istable(L, -2) ? ts_derive_new(L, -2, err, sizeof err) : NULL;
-    if (!d) { fprintf(stderr, "bench: cache_health did not compile: %s\n", lua_tostring(L, -1)); return 1; }
+    if (!d) { fprintf(stderr, "bench: %s did not compile: %s\n", module, lua_tostring(L, -1)); return 1; }
     lua_pop(L, 2);
     static const ts_dest dest = {"cache_stats", "daily", TS_PREC_MS};
     ts_derive_ep *ec = ts_derive_endpoint(d, "cdn1", "CacheStats", &dest);
@@ -639,7 +638,7 @@ static int run_derive(lua_State *L, const opts *o, int ctx_ref, const ts_buf *ds
     ts_derive_stats ds;
     ts_derive_get_stats(d, &ds);
     double bb = best(cb + 1, n - 1), db = best(cd + 1, n - 1), dmed = median(df + 1, n - 1), bmed = median(cb + 1, n - 1);
-    printf("\n== derived metrics: lua/metrics/cache_health.lua (2 sums, a rate over every cache, a ratio, a filtered max)\n");
+    printf("\n== derived metrics: lua/metrics/%s.lua (2 sums, a rate over every cache, a ratio, a filtered max)\n", module);
     printf("derive: %d warm polls, %zu input samples per poll, %zu derived points per poll; %llu samples fed a definition in all\n",
            n - 1, points, dpoints, (unsigned long long)ds.samples);
     printf("derive: Lua calls in the warm polls: %llu (any Lua function, counted by a call hook); mapping calls %llu\n",
@@ -802,7 +801,7 @@ int main(int argc, char **argv) {
            chosen * 1e3, points / chosen / 1e6, (double)ts_lua_mem_used(L) / 1e6);
 
     int derive_rc = 0;
-    if (!o.chosen_only) derive_rc = run_derive(L, &o, ctx_ref, &dsj, t0);
+    if (!o.chosen_only) derive_rc = run_derive(L, &o, ctx_ref, &dsj, t0, "cache_health") | run_derive(L, &o, ctx_ref, &dsj, t0, "cdn_summary");
     if (o.chosen_only || o.derive_only) {
         ts_buf_free(&out);
         ts_mapper_release(mc);
