@@ -163,4 +163,59 @@ return {
     r = query('SELECT count(value) FROM "daily"."edge.maxkbps.max" GROUP BY cdn', "cache_stats")
     assert.are.equal(2, #(r.series or {}), "one filtered max series per CDN")
   end)
+
+  it("refuses definitions with errors at start-up and in check (file:line), keeps the running ones on SIGHUP", function()
+    local sim = start_sim("--cdns 1 --caches 3 --ds 1 --payload-cache-ms 0")
+    local cfg = tmp .. "/config2.lua"
+    local function write(metrics)
+      local f = assert(io.open(cfg, "w"))
+      f:write(([[
+return {
+  traffic_ops = { url = %q, user = "admin", password = "twelve12", timeout = 3 },
+  influxdb = { urls = { %q } },
+  polling_interval = 1, publishing_interval = 1, state_dir = %q,
+  summary = { enabled = false },
+  metrics = {
+%s
+  },
+}
+]]):format(sim.info.to_url, influx.url, tmp .. "/state2", metrics))
+      f:close()
+    end
+    write([[    { name = "bad.one", from = "bandwidth", agg = "avg", group_by = { "cdn" } },]])
+    local rc, out = stack.run(tstats_bin .. " check --config " .. sq(cfg))
+    assert.are.equal(2, rc, out)
+    assert.truthy(out:find(cfg .. ":7: error: bad.one: agg \"avg\" is not one of", 1, true), out)
+    local rc2, _, err = stack.run(tstats_bin .. " --config " .. sq(cfg) .. " once", { timeout = 30 })
+    assert.truthy(err:find(cfg .. ":7: error: bad.one", 1, true), err)
+    assert.are.equal(2, rc2, "start-up stops on a definition error")
+
+    write([[    { name = "reload.sum", from = "bandwidth", agg = "sum", group_by = { "cdn" } },]])
+    local log = tmp .. "/tstats2.log"
+    local ts = stack.spawn("exec " .. tstats_bin .. " --config " .. sq(cfg) .. " run", log)
+    local function count(m)
+      local r = query(('SELECT count(value) FROM "daily".%q'):format(m), "cache_stats")
+      return r.series and r.series[1].values[1][2] or 0
+    end
+    assert.truthy(stack.wait_until(function() return count("reload.sum") >= 2 end, 30, 0.5), "derived points written")
+    -- a broken edit: refused, the running definition goes on
+    write([[    { name = "reload.sum2", from = "bandwidth", agg = "sum", group_by = "cdn" },]])
+    ts:kill("HUP")
+    assert.truthy(stack.wait_until(function()
+      return (stack.read_file(log) or ""):find("derived metrics: keeping the running definitions", 1, true)
+    end, 20, 0.2), stack.read_file(log))
+    local n0 = count("reload.sum")
+    assert.truthy(stack.wait_until(function() return count("reload.sum") > n0 end, 20, 0.5), "old definition still runs")
+    -- a good edit: the new set replaces the old one
+    write([[    { name = "reload.max", from = "bandwidth", agg = "max", group_by = { "cdn" } },]])
+    ts:kill("HUP")
+    assert.truthy(stack.wait_until(function() return count("reload.max") >= 2 end, 30, 0.5), "new definition after SIGHUP")
+    stack.sleep(2.5)   -- a poll in flight at the reload may still end with the old set
+    local n1 = count("reload.sum")
+    stack.sleep(3)
+    assert.are.equal(n1, count("reload.sum"), "the replaced definition stopped")
+    ts:kill("TERM")
+    assert.are.equal(0, ts:wait(30))
+    sim:stop()
+  end)
 end)
