@@ -199,13 +199,11 @@ static endpoint *endpoint_from_lua(ts_collector *c, int t, int plan_index) {
         return NULL;
     }
     if (e->format == FMT_LUA) {
-        /* the module is loaded by now (the mapper required it) */
-        if (ts_lua_require(L, e->mapping) == 0) {
-            lua_getfield(L, -1, "payload");
-            if (lua_isfunction(L, -1)) e->payload_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-            else lua_pop(L, 1);
-            lua_pop(L, 1);
-        }
+        ts_mapper_push_module(e->mapper);
+        lua_getfield(L, -1, "payload");
+        if (lua_isfunction(L, -1)) e->payload_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        else lua_pop(L, 1);
+        lua_pop(L, 1);
         if (e->payload_ref == LUA_NOREF) {
             ts_error("plan endpoint %s %s: mapping '%s' has no payload(body, ctx) function (format = \"lua\"); "
                      "endpoint ignored", e->cdn, e->name, e->mapping);

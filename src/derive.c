@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ts_config.h"
+#include "ts_counter.h"
 #include "ts_log.h"
 #include "ts_lp.h"
 #include "ts_lua.h"

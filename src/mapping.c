@@ -6,6 +6,7 @@
  * a SIGHUP never frees strings that buffered points still point at. */
 #include <lauxlib.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "ts_mapping.h"
@@ -144,13 +145,35 @@ static void mapper_release_cb(void *o) {
     if (--m->refs == 0) mapper_free(m);
 }
 
+static int l_sandbox_require(lua_State *L) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "sandbox");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "require");
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1);
+    return 1;
+}
+
+/* Mapping modules run inside the poll: they are loaded into lua/sandbox.lua's
+ * allow-list environment, never as ordinary modules. Pushes the module. */
+static int require_sandboxed(lua_State *L, const char *module) {
+    lua_pushcfunction(L, l_sandbox_require);
+    lua_pushstring(L, module);
+    char what[200];
+    snprintf(what, sizeof what, "loading mapping module '%s'", module);
+    return ts_lua_pcall(L, 1, 1, what, 0);
+}
+
+void ts_mapper_push_module(ts_mapper *m) { lua_rawgeti(m->L, LUA_REGISTRYINDEX, m->mod_ref); }
+
 ts_mapper *ts_mapper_new(lua_State *L, const char *module, int ctx_ref, const char *label) {
     if (!c_lua_calls) {
         c_lua_calls = ts_counter_get("mapping_lua_calls");
         c_map_errors = ts_counter_get("mapping_errors");
         c_hook_calls = ts_counter_get("mapping_sample_hook_calls");
     }
-    if (ts_lua_require(L, module) != 0) return NULL;
+    if (require_sandboxed(L, module) != 0) return NULL;
     if (!lua_istable(L, -1)) {
         ts_error("mapping module '%s' did not return a table", module);
         lua_pop(L, 1);

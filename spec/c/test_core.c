@@ -286,6 +286,22 @@ static void test_config(void) {
     CHECK(ts_config_settings(L)->polling_interval == 5, "value from file");
     CHECK(ts_config_settings(L)->summary_enabled == 0, "false inside a section overrides a true default");
     remove(path);
+    /* A setting C reads that the option table lacks fails the load instead of
+     * yielding a C-side default. */
+    const char *logp = "/tmp/tstats_test_core_log.txt";
+    ts_log_open(logp);
+    luaL_dostring(L, "require('options').by_key['collect.timeout'].type = 'boolean'");
+    CHECK(ts_config_load(L, NULL) == -1, "a C setting whose option type differs refuses the load");
+    luaL_dostring(L, "require('options').by_key['collect.timeout'].type = 'number'");
+    ts_log_open(NULL);
+    FILE *lf = fopen(logp, "r");
+    char logbuf[4096] = "";
+    if (lf) { logbuf[fread(logbuf, 1, sizeof logbuf - 1, lf)] = '\0'; fclose(lf); }
+    remove(logp);
+    CHECK(strstr(logbuf, "internal: C reads setting 'collect.timeout' as number, but lua/options.lua declares it boolean") != NULL,
+          "the log names the setting: %s", logbuf);
+    CHECK(ts_config_load(L, NULL) == 0, "loads again once the option is back");
+    CHECK(ts_config_settings(L)->collect.timeout == 10, "collect.timeout from the option table's default");
     ts_lua_close(L);
 }
 

@@ -2,8 +2,8 @@
  * Expectations are written out by hand from the fixture JSON; every input is
  * fed whole, one byte at a time and in random chunk sizes, and must give the
  * same samples, counters and return code. Every check runs against the
- * hand-written scanner (src/tmscan.c) and the yajl reference
- * (spec/oracle/tmscan_yajl.c), and a differential test makes the two agree on every
+ * hand-written scanner (src/scan.c) and the yajl reference
+ * (spec/oracle/scan_yajl.c), and a differential test makes the two agree on every
  * input built here plus random mutations. Speed figures are printed only. */
 #include "ts_buf.h"
 #include "ts_scan.h"
@@ -26,7 +26,7 @@
 #define ts_scan_yajl_get_stats raw_scan_get_stats
 #define ts_scan_yajl_free raw_scan_free
 #define SCAN_COALESCE 1
-#include "../oracle/tmscan_yajl.c"
+#include "../oracle/scan_yajl.c"
 #undef ts_scan_yajl_new
 #undef ts_scan_yajl_feed
 #undef ts_scan_yajl_finish

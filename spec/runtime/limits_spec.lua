@@ -83,6 +83,25 @@ return {
     sim:stop()
   end)
 
+  it("the daemon's mapping calls run under lua.hook_budget", function()
+    local sim, to_url = start_sim("--cdns 1 --caches 3")
+    local sd = stack.tmpdir()
+    os.execute("mkdir -p " .. sq(sd .. "/mappings"))
+    write(sd .. "/mappings/cachestats.lua", "return { stat = function() while true do end end, entity = function() return {} end }\n")
+    local cfg = write(tmp .. "/budget.lua", ([[
+return {
+  traffic_ops = { url = %q, user = "admin", password = "twelve12", timeout = 3 },
+  influxdb = { urls = { %q } },
+  state_dir = %q, script_dir = %q,
+  collect = { timeout = 2, connect_timeout = 1 },
+  summary = { enabled = false },
+  lua = { hook_budget = 100000 },
+}]]):format(to_url, influx.url, tmp .. "/state-b", sd))
+    local _, _, err = stack.run(tstats .. " --config " .. cfg .. " poll --dry-run", { timeout = 60 })
+    assert.truthy(err:find("script exceeded its instruction budget", 1, true), err)
+    sim:stop()
+  end)
+
   it("tstats.http.get/post leave the caller's options table as it was", function()
     local script = write(tmp .. "/opts.lua", ([[
 local o = { timeout = 5 }

@@ -601,7 +601,7 @@ void ts_api_open(lua_State *L) {
     lua_pushvalue(L, -3);
     lua_setfield(L, -2, "tstats");
     lua_pop(L, 3);
-    ts_json_records_open(L);
+    ts_records_open(L);
     /* The Lua half of the API (influx.query/write, ...) */
     if (ts_lua_require(L, "tstats.api") == 0) lua_pop(L, 1);
 }
