@@ -31,6 +31,7 @@ typedef struct ts_stat_map {
     int keep;               /* 0: drop every sample of this stat */
     int hook_ref;           /* Lua registry ref of a per-sample hook, or LUA_NOREF (-2) */
     int as_int;             /* write the field as an integer ("42i") */
+    int failed;             /* keep = 0 because the mapping failed (error, bad answer), not by choice */
     const struct ts_derive_slots *derive;   /* derived metrics fed by this stat (ts_derive.h), or NULL */
 } ts_stat_map;
 
@@ -38,6 +39,7 @@ typedef struct ts_stat_map {
 typedef struct ts_entity_map {
     ts_tagset tags;
     int keep;
+    int failed;             /* keep = 0 because the mapping failed, not by choice */
     uint32_t derive_id;     /* the entity's id in the derived-metric state (ts_derive.h); 0 = none */
 } ts_entity_map;
 

@@ -272,6 +272,7 @@ static int call_lua(ts_mapper *m, const char *fn, const char *name, size_t len) 
 }
 
 static ts_entity_map DROP_ENT = {.keep = 0};
+static ts_entity_map FAILED_ENT = {.keep = 0, .failed = 1};
 
 /* Every cache lists its stats in the same order, so the entry that followed
  * this one last time is checked (one memcmp) before hashing the name. */
@@ -321,6 +322,7 @@ static void stat_from_lua(ts_mapper *m, const char *name, size_t len, ts_stat_ma
         if (!meas || ml == 0) {
             ts_warn("%s stat(\"%.*s\"): no measurement in the answer; stat dropped", m->label, (int)len, name);
             ts_counter_add(c_map_errors, 1);
+            st->failed = 1;
         } else {
             st->keep = 1;
             st->hook_ref = LUA_NOREF;
@@ -364,6 +366,7 @@ static void stat_from_lua(ts_mapper *m, const char *name, size_t len, ts_stat_ma
         lua_pop(L, 1);   /* measurement */
     }
     if (rc >= 0) lua_pop(L, 1);
+    else st->failed = 1;
 }
 
 const ts_entity_map *ts_mapper_entity(ts_mapper *m, const char *name, size_t len) {
@@ -371,10 +374,11 @@ const ts_entity_map *ts_mapper_entity(ts_mapper *m, const char *name, size_t len
     ts_entity_map *e = htab_get(&m->ents, h, name, len);
     if (e) return e;
     lua_State *L = m->L;
-    e = &DROP_ENT;
     int rc = call_lua(m, "entity", name, len);
+    e = rc < 0 ? &FAILED_ENT : &DROP_ENT;
     if (rc >= 0 && lua_istable(L, -1)) {
         e = arena_alloc(&m->arena, sizeof *e);
+        memset(e, 0, sizeof *e);   /* the arena does not zero */
         e->keep = 1;
         build_tagset(m, lua_gettop(L), &e->tags);
         e->derive_id = ts_derive_bind_entity(m->derive, name, len);

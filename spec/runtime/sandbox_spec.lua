@@ -88,11 +88,19 @@ return {
     local sb, stock = sections.sandboxed_db or {}, sections.cache_stats or {}
     for i = 1, #REFUSED do
       assert.falsy(sb["edge-cdn1-" .. i], "refused cache " .. i .. " is not mapped")
-      assert.truthy(stock["edge-cdn1-" .. i], "stock endpoint has cache " .. i)
+      assert.truthy(stock["edge-cdn1-" .. i], "stock endpoint has cache " .. i .. "\n" .. err)
     end
     local left = 0
     for _ in pairs(sb) do left = left + 1 end
     assert.truthy(left > 0, "the other caches of the sandboxed endpoint are written")
+    -- what the refused caches would have written is counted and said, not silently missing;
+    -- the stock endpoint lost nothing
+    local lost = tonumber(err:match("Collected %d+ cache stats values for cdn1 @ %d+ %((%d+) lost to mapping errors%)"))
+    assert.truthy(lost and lost >= 9 * 40, err)
+    assert.truthy(err:find("mapping 'mappings.sandboxed' [cdn1 Sandboxed]: " .. lost ..
+      " samples of this poll were lost because the mapping failed", 1, true), err)
+    local _, nlost = err:gsub("lost to mapping errors", "")
+    assert.are.equal(1, nlost, err)
     sim:stop()
   end)
 end)
