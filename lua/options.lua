@@ -40,7 +40,7 @@ O.list = {
   { "collect.non_numeric", "string", "skip", "skip | zero: what to do with non-numeric values (ATC writes 0)", enum = { "skip", "zero" } },
   { "collect.max_payload_bytes", "integer", 128 * MiB, "a Traffic Monitor answer larger than this is refused (measured: ~3.9 KB per cache with the TRAFFIC_STATS stats list, ~21 KB with 200 unfiltered stats: 128 MiB holds 30,000 caches of the first kind)", min = 1024 },
 
-  { "influxdb.urls", "list", nil, "InfluxDB 1.x base URLs (see influxdb.mode)", required = true, nonempty = true },
+  { "influxdb.urls", "list", nil, "InfluxDB 1.x base URLs (see influxdb.mode)", required = true },
   { "influxdb.mode", "string", "failover", "failover: one server at a time, back to the first healthy one | mirror: every point to every URL, each with its own queue and spool position", enum = { "failover", "mirror" } },
   { "influxdb.user", "string", nil, "InfluxDB user (basic auth)" },
   { "influxdb.password", "secret", nil, "InfluxDB password (use env(\"INFLUX_PASSWORD\"))" },
@@ -80,12 +80,21 @@ O.list = {
 
   { "lua.memory_limit", "integer", 512 * MiB, "bytes the Lua heap may use", min = MiB },
   { "lua.hook_budget", "integer", 10000000, "instructions a mapping call may run", min = 1000 },
+  { "lua.poll_budget_ms", "integer", 1000, "CPU ms all calls of one endpoint's mapping may use in one poll; names beyond it wait for the next poll", min = 1 },
+
+  { "http.listen", "string", nil, "address:port of /metrics, /health, /ready and the status page; unset = off; a bare port (\"9101\") listens on 127.0.0.1" },
+  { "http.user", "string", nil, "basic auth user of the HTTP listener (with http.password)" },
+  { "http.password", "secret", nil, "basic auth password of the HTTP listener (use env(\"TSTATS_HTTP_PASSWORD\"))" },
+  { "http.token", "secret", nil, "bearer token of the HTTP listener (use env(\"TSTATS_HTTP_TOKEN\"))" },
+  { "http.health_intervals", "integer", 3, "/health fails when a CDN was not polled (or nothing written) within this many intervals", min = 1 },
+
+  -- custom derived metrics (lua/metrics.lua, computed in C by src/derive.c)
+  { "metrics", "table", {}, "derived metrics: definitions and names of lua/metrics/ modules (see lua/README.md)" },
 }
 
 local by_key, sections = {}, {}
 for _, o in ipairs(O.list) do
-  local d = { key = o[1], type = o[2], default = o[3], help = o[4], enum = o.enum, min = o.min, required = o.required,
-    nonempty = o.nonempty }
+  local d = { key = o[1], type = o[2], default = o[3], help = o[4], enum = o.enum, min = o.min, required = o.required }
   by_key[d.key] = d
   local sec = d.key:match("^([^.]+)%.")
   if sec then sections[sec] = true end
@@ -132,8 +141,6 @@ local function check_value(d, v)
     if type(v) ~= "table" then return "must be a list of strings" end
     for i, x in ipairs(v) do if type(x) ~= "string" then return ("item %d must be a string"):format(i) end end
     for k in pairs(v) do if math.type(k) ~= "integer" then return "must be a list (no named keys)" end end
-    -- an empty list would leave nothing to write to, and a reload to it nothing for requests in flight
-    if d.nonempty and #v == 0 then return "must list at least one entry" end
   elseif t == "table" then
     if type(v) ~= "table" then return "must be a table" end
   end
@@ -179,6 +186,8 @@ function O.resolve(user, file)
     if v == nil then v = deepcopy(d.default) end
     if d.type == "integer" and type(v) == "number" then v = math.tointeger(v) or v end
     if v == nil and d.required then err(key, "is required") end
+    -- a required list means at least one item (influxdb.urls = {} would leave the writer nowhere to go)
+    if d.required and d.type == "list" and type(v) == "table" and #v == 0 then err(key, "must list at least one value") end
     if sec then
       cfg[sec] = cfg[sec] or {}
       cfg[sec][name] = v
@@ -198,6 +207,14 @@ local function config_env()
     local v = os.getenv(name)
     if v == nil or v == "" then return default end
     return v
+  end
+  -- metric { ... }: a derived-metric definition that remembers its file:line
+  env.metric = function(t)
+    local info = debug.getinfo(2, "Sl")
+    if type(t) == "table" and info and info.currentline > 0 then
+      rawset(t, "__where", (info.source:match("^@(.*)") or info.short_src) .. ":" .. info.currentline)
+    end
+    return t
   end
   return env
 end

@@ -15,8 +15,10 @@
 #include <string.h>
 #include "ts_api.h"
 #include "ts_config.h"
+#include "ts_derive.h"
 #include "ts_log.h"
 #include "ts_lua.h"
+#include "ts_metrics.h"
 #include "ts_scan.h"
 
 enum { FMT_CACHESTATS, FMT_DSSTATS, FMT_LUA };
@@ -45,10 +47,20 @@ typedef struct endpoint {
     ts_sample_policy pol;
     uint64_t n_points;
     uint64_t n_lost;        /* samples of this fetch lost to mapping errors */
+    uint64_t n_deferred;    /* samples whose mapping waits for the next poll's Lua budget */
+    int64_t deferred_warned;
     int64_t lost_warned;    /* mono ms of the last warning about them */
     ts_counter *c_lost;     /* mapping_samples_lost.<module> */
     char scan_err[200];
     size_t last_points, last_runs;   /* the last poll's batch, for the next one's size */
+    ts_derive *derive;      /* derived metrics: the engine of this plan and this endpoint's state */
+    ts_derive_ep *dst;
+    int dst_on;             /* this fetch feeds dst */
+    /* for the metrics: this fetch's start, monitors failed, last failure, points */
+    int64_t t0_ms;
+    int fails;
+    char last_err[300];
+    uint64_t got_points;
 } endpoint;
 
 struct ts_collector {
@@ -63,7 +75,9 @@ struct ts_collector {
     int nretired;
     int busy;
     int closing;            /* shutting down: no failover, no new fetches */
+    ts_metrics *metrics;    /* may be NULL */
     ts_collect_stats st;
+    ts_derive *derive;      /* for the next plan's endpoints */
     /* collect.* of the settings at the last plan */
     double timeout_s, connect_timeout_s;
     int gzip, zero_non_numeric;
@@ -71,7 +85,7 @@ struct ts_collector {
     uint64_t max_payload;
 };
 
-static ts_counter *c_ok, *c_fail, *c_points, *c_nonnum, *c_old, *c_notime, *c_timeslot, *c_lost_all;
+static ts_counter *c_ok, *c_fail, *c_points, *c_nonnum, *c_old, *c_notime, *c_timeslot, *c_lost_all, *c_deferred;
 
 ts_collector *ts_collector_new(lua_State *L, ts_loop *loop, ts_emit_fn emit, void *emit_ud) {
     if (!c_ok) {
@@ -83,6 +97,7 @@ ts_collector *ts_collector_new(lua_State *L, ts_loop *loop, ts_emit_fn emit, voi
         c_notime = ts_counter_get("collect_skipped_no_time");
         c_timeslot = ts_counter_get("collect_timeslots_skipped");
         c_lost_all = ts_counter_get("mapping_samples_lost");
+        c_deferred = ts_counter_get("mapping_samples_deferred");
     }
     ts_collector *c = calloc(1, sizeof *c);
     if (!c) abort();
@@ -112,7 +127,9 @@ static void endpoint_free(endpoint *e) {
     if (e->scan) ts_scan_free(e->scan);
     if (e->batch) ts_batch_free(e->batch);
     ts_buf_free(&e->body);
+    if (e->dst_on) ts_derive_abort(e->dst);
     ts_mapper_release(e->mapper);
+    ts_derive_release(e->derive);
     for (int i = 0; i < e->nurls; i++) free(e->urls[i]);
     free(e->urls);
     free(e->cdn);
@@ -130,7 +147,7 @@ static char *field_dup(lua_State *L, int t, const char *k, const char *def) {
 }
 
 /* Reads one plan endpoint (table at index t). NULL when malformed (logged). */
-static endpoint *endpoint_from_lua(ts_collector *c, int t, int plan_index) {
+static endpoint *endpoint_from_lua(ts_collector *c, int t, int plan_index, int *mapping_failed) {
     lua_State *L = c->L;
     endpoint *e = calloc(1, sizeof *e);
     if (!e) abort();
@@ -196,7 +213,9 @@ static endpoint *endpoint_from_lua(ts_collector *c, int t, int plan_index) {
     e->mapper = ts_mapper_new(L, e->mapping, ctx_ref, label);
     if (!e->mapper) {
         luaL_unref(L, LUA_REGISTRYINDEX, ctx_ref);
-        ts_error("plan endpoint %s %s: mapping '%s' could not be loaded; endpoint ignored", e->cdn, e->name, e->mapping);
+        ts_error("plan endpoint %s %s: mapping '%s' could not be loaded (the error above names file:line)", e->cdn,
+                 e->name, e->mapping);
+        *mapping_failed = 1;
         endpoint_free(e);
         return NULL;
     }
@@ -207,13 +226,24 @@ static endpoint *endpoint_from_lua(ts_collector *c, int t, int plan_index) {
         else lua_pop(L, 1);
         lua_pop(L, 1);
         if (e->payload_ref == LUA_NOREF) {
-            ts_error("plan endpoint %s %s: mapping '%s' has no payload(body, ctx) function (format = \"lua\"); "
-                     "endpoint ignored", e->cdn, e->name, e->mapping);
+            ts_error("plan endpoint %s %s: mapping '%s' has no payload(body, ctx) function (format = \"lua\")",
+                     e->cdn, e->name, e->mapping);
+            *mapping_failed = 1;
             endpoint_free(e);
             return NULL;
         }
     }
+    if (c->derive && e->format != FMT_LUA && (e->dst = ts_derive_endpoint(c->derive, e->cdn, e->name, &e->dest))) {
+        ts_derive_retain(e->derive = c->derive);
+        ts_mapper_set_derive(e->mapper, e->dst);
+    }
     return e;
+}
+
+void ts_collector_set_derive(ts_collector *c, ts_derive *d) {
+    ts_derive_retain(d);
+    ts_derive_release(c->derive);
+    c->derive = d;
 }
 
 static void retire(ts_collector *c, endpoint *e) {
@@ -235,11 +265,33 @@ static int same_monitor(const char *a, const char *b) {
 static void keep_good_monitor(ts_collector *c, endpoint *e) {
     for (int i = 0; i < c->neps; i++) {
         endpoint *o = c->eps[i];
+        if (!o) continue;
         if (strcmp(o->cdn, e->cdn) != 0 || strcmp(o->name, e->name) != 0 || o->good_idx >= o->nurls) continue;
         for (int j = 0; j < e->nurls; j++)
             if (same_monitor(e->urls[j], o->urls[o->good_idx])) e->good_idx = j;
         return;
     }
+}
+
+/* A new plan whose mapping for an endpoint does not load (a SIGHUP with a
+ * broken script): the running endpoint, with the mapping it has, goes on
+ * rather than the endpoint stopping. Takes it out of c->eps. */
+static endpoint *take_running(ts_collector *c, int t) {
+    lua_State *L = c->L;
+    char *cdn = field_dup(L, t, "cdn", ""), *name = field_dup(L, t, "name", "endpoint");
+    endpoint *found = NULL;
+    for (int i = 0; i < c->neps && !found; i++) {
+        endpoint *o = c->eps[i];
+        if (o && strcmp(o->cdn, cdn) == 0 && strcmp(o->name, name) == 0) {
+            found = o;
+            c->eps[i] = NULL;
+            ts_error("plan endpoint %s %s: keeping the mapping '%s' that is running until one loads", cdn, name,
+                     o->mapping);
+        }
+    }
+    free(cdn);
+    free(name);
+    return found;
 }
 
 int ts_collector_set_plan(ts_collector *c, int plan_index) {
@@ -255,14 +307,17 @@ int ts_collector_set_plan(ts_collector *c, int plan_index) {
     for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, -1, i);
         if (lua_istable(L, -1)) {
-            endpoint *e = endpoint_from_lua(c, lua_gettop(L), plan_index);
+            int mapping_failed = 0;
+            endpoint *e = endpoint_from_lua(c, lua_gettop(L), plan_index, &mapping_failed);
+            if (!e && mapping_failed) e = take_running(c, lua_gettop(L));
             if (e) eps[k++] = e;
         }
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
     for (int i = 0; i < k; i++) keep_good_monitor(c, eps[i]);
-    for (int i = 0; i < c->neps; i++) retire(c, c->eps[i]);
+    for (int i = 0; i < c->neps; i++)
+        if (c->eps[i]) retire(c, c->eps[i]);
     free(c->eps);
     c->eps = eps;
     c->neps = k;
@@ -273,6 +328,11 @@ int ts_collector_set_plan(ts_collector *c, int plan_index) {
     c->zero_non_numeric = s->collect.non_numeric && strcmp(s->collect.non_numeric, "zero") == 0;
     c->max_age_ms = s->collect.max_sample_age * 1000;
     c->max_payload = (uint64_t)s->collect.max_payload_bytes;
+    if (c->metrics) {
+        ts_metrics_plan_begin(c->metrics);
+        for (int i = 0; i < k; i++) ts_metrics_plan_endpoint(c->metrics, eps[i]->cdn, eps[i]->name);
+        ts_metrics_plan_end(c->metrics);
+    }
     return k;
 }
 
@@ -280,7 +340,8 @@ int ts_collector_set_plan(ts_collector *c, int plan_index) {
 /* Samples of an entity or stat whose mapping failed still reach
  * sink_sample, which counts them as lost: a broken mapping is never a silent
  * "Collected 0". What a mapping drops by choice is skipped unseen. */
-static const ts_stat_map LOST_STAT = {.failed = 1, .hook_ref = -2};
+static const ts_stat_map LOST_STAT = {.failed = TS_MAP_FAILED, .hook_ref = -2};
+static const ts_stat_map DEFERRED_STAT = {.failed = TS_MAP_DEFERRED, .hook_ref = -2};
 
 static void *sink_entity(void *ud, const char *name, size_t len) {
     endpoint *e = ud;
@@ -290,7 +351,8 @@ static void *sink_entity(void *ud, const char *name, size_t len) {
 
 static void *sink_stat(void *ud, void *ent, const char *name, size_t len) {
     endpoint *e = ud;
-    if (((const ts_entity_map *)ent)->failed) return (void *)&LOST_STAT;
+    int f = ((const ts_entity_map *)ent)->failed;
+    if (f) return (void *)(f == TS_MAP_DEFERRED ? &DEFERRED_STAT : &LOST_STAT);
     const ts_stat_map *m = ts_mapper_stat(e->mapper, name, len);
     return m->keep || m->failed ? (void *)m : NULL;
 }
@@ -298,17 +360,23 @@ static void *sink_stat(void *ud, void *ent, const char *name, size_t len) {
 static void sink_sample(void *ud, void *ent, void *stat, const char *val, size_t vlen, int kind, int64_t time_ms, int has_time) {
     endpoint *e = ud;
     ts_collector *c = e->c;
-    if (((const ts_stat_map *)stat)->failed) { e->n_lost++; return; }
+    int f = ((const ts_stat_map *)stat)->failed;
+    if (f) {
+        if (f == TS_MAP_DEFERRED) e->n_deferred++; else e->n_lost++;
+        return;
+    }
     ts_cpoint p;
     ts_raw_sample s = {val, vlen, kind, time_ms, has_time};
     switch (ts_collect_sample(e->mapper, &e->pol, stat, ent, &s, &p)) {
     case TS_SAMPLE_OK:
         ts_batch_add_compact(e->batch, &p);
         e->n_points++;
+        if (p.stat->derive && e->dst_on) ts_derive_sample(e->dst, &p);
         break;
     case TS_SAMPLE_NO_TIME: c->st.skipped_no_time++; ts_counter_add(c_notime, 1); break;
     case TS_SAMPLE_OLD: c->st.skipped_old++; ts_counter_add(c_old, 1); break;
     case TS_SAMPLE_NON_NUMERIC: c->st.skipped_non_numeric++; ts_counter_add(c_nonnum, 1); break;
+    case TS_SAMPLE_DEFERRED: e->n_deferred++; break;
     default: break;   /* the script's hook dropped it */
     }
 }
@@ -322,7 +390,11 @@ int ts_collect_sample(ts_mapper *m, const ts_sample_policy *pol, const ts_stat_m
         if (!pol->zero_non_numeric) return TS_SAMPLE_NON_NUMERIC;
         v = 0.0;
     }
-    if (st->hook_ref != LUA_NOREF && ts_mapper_sample_hook(m, st, &v, s->val, s->time_ms) != 0) return TS_SAMPLE_HOOK_DROP;
+    if (st->hook_ref != LUA_NOREF) {
+        int h = ts_mapper_sample_hook(m, st, &v, s->val, s->time_ms);
+        if (h == -2) return TS_SAMPLE_DEFERRED;
+        if (h != 0) return TS_SAMPLE_HOOK_DROP;
+    }
     out->stat = st;
     out->ent = ent;
     out->value = v;
@@ -373,8 +445,20 @@ static ts_batch *lua_payload_batch(endpoint *e) {
     return b;
 }
 
+/* One event per fetch, after every monitor it tried: what the listener reports. */
+static void report_fetch(endpoint *e, int ok) {
+    ts_poll_event ev = {
+        .cdn = e->cdn, .endpoint = e->name, .monitor = e->nurls ? e->urls[e->url_idx] : "", .ok = ok,
+        .failovers = ok ? e->fails : (e->fails > 0 ? e->fails - 1 : 0), .points = ok ? e->got_points : 0,
+        .bytes = e->bytes, .duration_ms = ts_mono_ms() - e->t0_ms, .db = e->dest.db, .rp = e->dest.rp,
+        .error = ok ? NULL : (e->last_err[0] ? e->last_err : "request could not be started"),
+    };
+    ts_metrics_poll_done(e->c->metrics, &ev);
+}
+
 static void finish_fetch(endpoint *e, int ok) {
     ts_collector *c = e->c;
+    if (c->metrics) report_fetch(e, ok);
     e->busy = 0;
     c->busy--;
     if (e->scan) { ts_scan_free(e->scan); e->scan = NULL; }
@@ -409,6 +493,8 @@ static void log_fetch_failure(endpoint *e, const char *why) {
     int n = q ? (int)(q - url) : (int)strlen(url);
     ts_warn("failed to get %s %s: %s (monitor %d of %d: %.*s%s)%s", e->cdn, e->name, why, e->tried, e->nurls, n, url,
             q ? "?..." : "", e->tried < e->nurls ? "; trying the next" : "");
+    e->fails++;
+    snprintf(e->last_err, sizeof e->last_err, "%.*s: %s", n, url, why);
 }
 
 static void on_done(void *ud, ts_http_result *r) {
@@ -443,6 +529,7 @@ static void on_done(void *ud, ts_http_result *r) {
             start_fetch(e);
             return;
         }
+        if (e->dst_on) { e->dst_on = 0; ts_derive_abort(e->dst); }
         finish_fetch(e, 0);
         return;
     }
@@ -455,17 +542,34 @@ static void on_done(void *ud, ts_http_result *r) {
     }
     c->st.points += np;
     c->st.bytes += e->bytes;
+    e->got_points = np;
     ts_counter_add(c_points, (int64_t)np);
     const char *what =
         e->format == FMT_CACHESTATS ? "cache stats" : e->format == FMT_DSSTATS ? "deliveryservice stats" : e->name;
-    if (e->n_lost) {
+    if (e->n_deferred) {
+        c->st.samples_deferred += e->n_deferred;
+        ts_counter_add(c_deferred, (int64_t)e->n_deferred);
+        int64_t now = ts_mono_ms();
+        if (!e->deferred_warned || now - e->deferred_warned >= 60000) {
+            e->deferred_warned = now;
+            ts_warn("mapping '%s' [%s %s]: its Lua budget for this poll (lua.poll_budget_ms) is spent; %llu samples "
+                    "of names not mapped yet were skipped and their names wait for the next poll (at most once a "
+                    "minute; counter mapping_samples_deferred)", e->mapping, e->cdn, e->name,
+                    (unsigned long long)e->n_deferred);
+        }
+    }
+    if (e->n_lost || e->n_deferred) {
         c->st.samples_lost += e->n_lost;
         ts_counter_add(e->c_lost, (int64_t)e->n_lost);
         ts_counter_add(c_lost_all, (int64_t)e->n_lost);
-        ts_info("Collected %zu %s values for %s @ %lld (%llu lost to mapping errors)", np, what, e->cdn,
-                (long long)(ts_now_ms() / 1000), (unsigned long long)e->n_lost);
+        char lost[64] = "", deferred[64] = "";
+        if (e->n_lost) snprintf(lost, sizeof lost, "%llu lost to mapping errors", (unsigned long long)e->n_lost);
+        if (e->n_deferred)
+            snprintf(deferred, sizeof deferred, "%llu deferred to the next poll", (unsigned long long)e->n_deferred);
+        ts_info("Collected %zu %s values for %s @ %lld (%s%s%s)", np, what, e->cdn, (long long)(ts_now_ms() / 1000),
+                lost, lost[0] && deferred[0] ? ", " : "", deferred);
         int64_t now = ts_mono_ms();
-        if (!e->lost_warned || now - e->lost_warned >= 60000) {
+        if (e->n_lost && (!e->lost_warned || now - e->lost_warned >= 60000)) {
             e->lost_warned = now;
             ts_warn("mapping '%s' [%s %s]: %llu samples of this poll were lost because the mapping failed for "
                     "their stat or entity (its errors are logged once per name per plan; this warning at most once "
@@ -478,6 +582,7 @@ static void on_done(void *ud, ts_http_result *r) {
     /* A retired endpoint's last poll still counts: its mapper lives on in the batch. */
     if (np > 0 && !c->closing) c->emit(c->emit_ud, b);
     else ts_batch_free(b);
+    if (e->dst_on) { e->dst_on = 0; ts_derive_finish(e->dst, c->closing ? NULL : c->emit, c->emit_ud); }
     finish_fetch(e, 1);
 }
 
@@ -490,6 +595,7 @@ static void start_fetch(endpoint *e) {
         e->scan_err[0] = '\0';
         e->n_points = 0;
         e->n_lost = 0;
+        e->n_deferred = 0;
         e->pol.cutoff_ms = ts_now_ms() - c->max_age_ms;
         e->pol.zero_non_numeric = c->zero_non_numeric;
         if (e->format != FMT_LUA) {
@@ -497,6 +603,7 @@ static void start_fetch(endpoint *e) {
             sink.ud = e;
             e->scan = ts_scan_new(e->format == FMT_DSSTATS ? TS_SCAN_DSSTATS : TS_SCAN_CACHESTATS, &sink);
             e->batch = new_batch(e);
+            e->dst_on = e->dst && ts_derive_begin(e->dst, e) == 0;
         }
         ts_http_req req;
         memset(&req, 0, sizeof req);
@@ -513,6 +620,7 @@ static void start_fetch(endpoint *e) {
         log_fetch_failure(e, "request could not be started");
         if (e->scan) { ts_scan_free(e->scan); e->scan = NULL; }
         if (e->batch) { ts_batch_free(e->batch); e->batch = NULL; }
+        if (e->dst_on) { e->dst_on = 0; ts_derive_abort(e->dst); }
         if (e->tried >= e->nurls) { finish_fetch(e, 0); return; }
         e->busy = 0;
         c->busy--;
@@ -533,9 +641,16 @@ void ts_collector_poll(ts_collector *c) {
         }
         e->url_idx = e->good_idx < e->nurls ? e->good_idx : 0;
         e->tried = 1;
+        ts_mapper_begin_poll(e->mapper);
+        e->t0_ms = ts_mono_ms();
+        e->fails = 0;
+        e->last_err[0] = '\0';
+        e->got_points = 0;
         start_fetch(e);
     }
 }
+
+void ts_collector_set_metrics(ts_collector *c, ts_metrics *m) { c->metrics = m; }
 
 int ts_collector_busy(const ts_collector *c) { return c->busy; }
 
@@ -554,6 +669,7 @@ void ts_collector_free(ts_collector *c) {
     for (int i = 0; i < c->nretired; i++) endpoint_free(c->retired[i]);
     free(c->eps);
     free(c->retired);
+    ts_derive_release(c->derive);
     free(c);
 }
 

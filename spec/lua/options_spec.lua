@@ -14,7 +14,7 @@ describe("options for the spool and the InfluxDB targets", function()
     local cfg, errs = O.resolve(base({ influxdb = { urls = {} } }), "test.lua")
     assert.is_nil(cfg)
     assert.are.equal(1, #errs)
-    assert.truthy(errs[1]:find("'influxdb.urls' must list at least one entry", 1, true), errs[1])
+    assert.truthy(errs[1]:find("'influxdb.urls' must list at least one value", 1, true), errs[1])
     assert.truthy(O.resolve(base()))
   end)
 
