@@ -141,5 +141,8 @@ void ts_collector_free(ts_collector *c);
 typedef enum { TS_MODE_RUN, TS_MODE_ONCE, TS_MODE_DRYRUN } ts_mode;
 int ts_daemon_main(const char *config_file, ts_mode mode);
 int ts_cli_main(int argc, char **argv);
+/* `once`'s exit status from the poll's outcome (cli.c): 1 when an endpoint failed, 3 when
+ * the plan came from the cached Traffic Ops data, else rc. */
+int ts_cli_once_status(lua_State *L, ts_collector *coll, int rc);
 
 #endif

@@ -190,7 +190,7 @@ end
 backfill.parse_when = parse_when
 
 -- Runs the backfill. opts: chunk_hours (default 6), rollup (default true),
--- progress(i, n, item) with item.date a label, schema (default require "schema").
+-- progress(i, n, item) with item.date a label (rollup_progress for the rollup phase), schema (default require "schema").
 -- Returns { queries=, written=, days= } or nil, err.
 function backfill.run(from, to, opts)
   opts = opts or {}
@@ -245,7 +245,7 @@ function backfill.run(from, to, opts)
     if first > last then
       log("info", "backfill-cq: no closed day in the window: daily rollups left to the daemon")
     else
-      local n, rerr = summary.range(summary.date(first), summary.date(last), { progress = opts.progress, now = opts.now })
+      local n, rerr = summary.range(summary.date(first), summary.date(last), { progress = opts.rollup_progress or opts.progress, now = opts.now })
       if not n then return nil, "rollups: " .. tostring(rerr) end
       days = n
     end

@@ -121,6 +121,8 @@ static void apply_logging(lua_State *L) {
     const char *lv = ts_cfg_str(L, "log.level", "info", buf, sizeof buf);
     int level = ts_log_parse_level(lv);
     if (level >= 0) ts_log_set_level(level);
+    int format = ts_log_parse_format(ts_cfg_str(L, "log.format", "text", buf, sizeof buf));
+    if (format >= 0) ts_log_set_format(format);
     const char *file = ts_cfg_str(L, "log.file", NULL, buf, sizeof buf);
     if (ts_log_open(file) != 0) ts_error("cannot open log file %s: %s; logging to stderr", file, strerror(errno));
 }
@@ -405,6 +407,7 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         report(d);
         rc = (ws.points_written > 0 && lost == 0) ? 0 : 1;
         if (ws.points_written == 0) ts_error("nothing could be written");
+        rc = ts_cli_once_status(d->L, d->coll, rc);
         goto out;
     }
 
