@@ -39,15 +39,31 @@ function V.url_problem(s)
   end
 end
 
+-- Edit distance with transpositions (a typo swaps two letters as often as it drops one).
+local function distance(a, b)
+  local d = {}
+  for i = 0, #a do d[i] = { [0] = i } end
+  for j = 0, #b do d[0][j] = j end
+  for i = 1, #a do
+    for j = 1, #b do
+      local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
+      d[i][j] = math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+      if i > 1 and j > 1 and a:sub(i, i) == b:sub(j - 1, j - 1) and a:sub(i - 1, i - 1) == b:sub(j, j) then
+        d[i][j] = math.min(d[i][j], d[i - 2][j - 2] + 1)
+      end
+    end
+  end
+  return d[#a][#b]
+end
+V.distance = distance
+
 local function suggest(word, list)
   local best, bestd
   for _, k in ipairs(list) do
-    local n = 0
-    while n < #k and n < #word and k:sub(n + 1, n + 1) == word:sub(n + 1, n + 1) do n = n + 1 end
-    local d = (#word - n) + (#k - n)
+    local d = distance(word, k)
     if not bestd or d < bestd then best, bestd = k, d end
   end
-  if bestd and bestd <= 4 then return best end
+  if bestd and bestd <= math.max(2, #word // 3) then return best end
 end
 
 -- Problems of one extra endpoint entry: list of {key, message}.
