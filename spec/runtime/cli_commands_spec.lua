@@ -149,7 +149,7 @@ describe("tstats command table #asan", function()
       for _, o in ipairs(c.options) do assert.truthy(man1:find("\\-\\-" .. (o:gsub("%-", "\\-")), 1, true), c.name .. " --" .. o) end
     end
     local _, opts = stack.run(tstats .. " options")
-    for key in opts:gmatch("| `([%w_.]+)` |") do assert.truthy(man5:find("\\fB" .. key .. "\\fR", 1, true), key) end
+    for key in ("\n" .. opts):gmatch("\n| `([%w_.]+)` |") do assert.truthy(man5:find("\\fB" .. key .. "\\fR", 1, true), key) end
     local rc, out = stack.run("man --warnings -l " .. sq(stack.bin("man/tstats.1")) .. " 2>&1 >/dev/null", { env = { MANWIDTH = "80" } })
     assert.are.equal(0, rc)
     assert.are.equal("", out, "groff warnings")
