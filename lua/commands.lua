@@ -18,7 +18,8 @@ local EXIT_USAGE = { 2, "usage error (unknown option, stray argument, bad value)
 --   name, summary (one line), usage (arguments after the options), description (paragraph),
 --   options = { { name, VALUE-NAME | false (a flag), help, type = "date" | "datetime" | "int",
 --                 min =, enum = {...}, multi = true (repeatable) } },
---   args = { { NAME, help, optional = true, rest = true } }  (positional arguments),
+--   args = { { NAME, help, optional = true, rest = true (repeatable), passthrough = true (everything
+--            after the first argument is the command's own, options included) } },
 --   exits = { { code, meaning } },
 --   config = "required" (default) | "none" (runs without loading a configuration),
 --   daemon = "run" | "once" | "dryrun" (run by the C daemon) or run = "module.function"
@@ -87,10 +88,35 @@ K.list = {
       .. "Lua API, the configuration, and `arg`; its return value is the exit code. Everything after NAME is "
       .. "passed to the script untouched.",
     options = { { "list", false, "list the built-in scripts" } },
-    args = { { "NAME", "script file or built-in script name", optional = true }, { "ARGS", "the script's arguments", rest = true, optional = true } },
+    args = { { "NAME", "script file or built-in script name", optional = true }, { "ARGS", "the script's arguments", rest = true, passthrough = true, optional = true } },
     run = "cli.script",
     exits = { { 0, "the script returned nil or true" }, { 1, "the script returned false" },
       { 2, "usage error, or the script raised an error" }, { "N", "the integer the script returned" } } },
+  { name = "map", summary = "run a mapping over a saved Traffic Monitor payload, offline, and print what it makes",
+    description = "Polls the saved payload through the real collector (file:// URL): scanner, the mapping "
+      .. "module (stock or from script_dir) and the encoder, then prints the line protocol, a per-measurement "
+      .. "summary (lines starting with #) and logs every Lua error with file:line. Nothing is written.",
+    options = {
+      { "payload", "FILE", "a saved CacheStats, DsStats or other endpoint answer", required = true },
+      { "mapping", "MODULE", "mapping module (default: the stock one of the format; 'x' means mappings.x)" },
+      { "format", "FORMAT", "tm_cachestats | tm_dsstats | lua (default: guessed from the payload)", enum = { "tm_cachestats", "tm_dsstats", "lua" } },
+      { "servers", "FILE", "a saved Traffic Ops servers answer (cache groups and types for the tags)" },
+      { "cdn", "NAME", "the CDN name the mapping sees (default cdn1)" },
+      { "endpoint", "NAME", "the endpoint name the mapping sees (default CacheStats / DsStats / Payload)" },
+      { "db", "NAME", "database shown in the output (default databases.cache or .ds)" },
+      { "rp", "NAME", "retention policy shown in the output" },
+      { "summary", false, "print the summary only, not the lines" },
+    },
+    run = "maptest.map_cmd",
+    exits = { { 0, "mapped without errors" }, { 1, "a Lua error or the payload could not be read or parsed" }, EXIT_USAGE } },
+  { name = "test", summary = "run the examples carried by mapping and rollup modules (M.examples)",
+    description = "Each example gives an input (a payload, or a rollup's query answers) and the expected "
+      .. "output (lines, or rows); a difference is printed as a diff (- expected, + got). Without MODULE, "
+      .. "every stock and script_dir mapping and rollup that has examples is run.",
+    options = { { "verbose", false, "name every example run" } },
+    args = { { "MODULE", "only these modules (e.g. mappings.cachestats)", optional = true, rest = true } },
+    run = "maptest.test_cmd",
+    exits = { { 0, "every example passed" }, { 1, "an example failed, or there were none" }, EXIT_USAGE } },
   { name = "config", summary = "print a commented starting configuration",
     options = { { "print-default", false, "print the embedded default config.lua (commented)", required = true } },
     config = "none", run = "cli.config_cmd", exits = { { 0, "printed" }, EXIT_USAGE } },
@@ -354,7 +380,7 @@ function K.parse(argv)
   while i <= n do
     local a = argv[i]
     local c = r.cmd
-    local rest_started = c and c.args and #r.args > 0 and c.args[#c.args].rest
+    local rest_started = c and c.args and #r.args > 0 and c.args[#c.args].passthrough
     if rest_started or no_more_opts or a == "-" or not a:match("^%-") then
       if not c then
         c = K.by_name[a]

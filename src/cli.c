@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "ts_cli_map.h"
 #include "ts_core.h"
 #include "ts_log.h"
 
@@ -107,6 +108,18 @@ static int l_embedded_scripts(lua_State *L) {
     return 1;
 }
 
+/* tstats._embedded_modules() -> list of the embedded module names */
+static int l_embedded_modules(lua_State *L) {
+    lua_newtable(L);
+    int n = 0;
+    for (const struct ts_embedded_lua *e = ts_embedded_lua; e->name; e++)
+        if (strncmp(e->name, "scripts.", 8) != 0) {
+            lua_pushstring(L, e->name);
+            lua_rawseti(L, -2, ++n);
+        }
+    return 1;
+}
+
 /* tstats._default_config() -> the embedded config.lua */
 static int l_default_config(lua_State *L) {
     size_t len;
@@ -124,11 +137,14 @@ static void add_cli_api(lua_State *L, const char *config) {
     lua_setfield(L, -2, "_embedded_script");
     lua_pushcfunction(L, l_embedded_scripts);
     lua_setfield(L, -2, "_embedded_scripts");
+    lua_pushcfunction(L, l_embedded_modules);
+    lua_setfield(L, -2, "_embedded_modules");
     lua_pushcfunction(L, l_default_config);
     lua_setfield(L, -2, "_default_config");
     if (config) lua_pushstring(L, config); else lua_pushnil(L);
     lua_setfield(L, -2, "_config_file");
     lua_pop(L, 1);
+    ts_cli_map_open(L);
 }
 
 /* Runs commands.run(argv, tty) with the configuration loaded (unless the

@@ -12,6 +12,10 @@
 
 #include "ts_log.h"
 
+/* file:// only for the offline mapping loop (`tstats map`, `tstats test`), never the daemon. */
+static int allow_file;
+void ts_http_allow_file(int on) { allow_file = on; }
+
 #ifndef TS_VERSION
 #define TS_VERSION "0.1.0"
 #endif
@@ -175,7 +179,7 @@ static int setup(req *q) {
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, q);
     curl_easy_setopt(e, CURLOPT_USERAGENT, o->user_agent ? o->user_agent : "tstats/" TS_VERSION);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, allow_file ? "http,https,file" : "http,https");
     if (o->insecure) {
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
