@@ -285,10 +285,11 @@ function C.rollup(opts, _, ctx)
   end
   local summary = require "summary"
   local days, rows = summary.range(opts.from, opts.to, {
-    cdns = opts.cdn, rollups = opts.rollup, progress = C.progress("daily rollups", ctx.tty_err),
+    cdns = opts.cdn, rollups = opts.rollup, dry_run = opts["dry-run"],
+    progress = not opts["dry-run"] and C.progress("daily rollups", ctx.tty_err) or nil,
   })
   if not days then tstats.error("rollup failed: " .. tostring(rows)); return 1 end
-  print(("rollup: %d days, %d rows written"):format(days, rows))
+  print(("rollup: %d days, %d rows %s"):format(days, rows, opts["dry-run"] and "computed (dry run: nothing written)" or "written"))
   if rows == 0 then
     eprint(("tstats rollup: nothing written: no data in %s for %s..%s"):format(tstats.config.databases.cache, opts.from, opts.to))
     return 1
@@ -332,11 +333,15 @@ function C.backfill_cq(opts, _, ctx)
       summary.rfc3339(math.floor(horizon)), why))
   end
   local r, err = backfill.run(opts.from, opts.to, {
-    chunk_hours = opts.chunk, rollup = not opts["no-rollup"],
-    progress = C.progress("continuous queries", ctx.tty_err),
+    chunk_hours = opts.chunk, rollup = not opts["no-rollup"], dry_run = opts["dry-run"],
+    progress = not opts["dry-run"] and C.progress("continuous queries", ctx.tty_err) or nil,
     rollup_progress = C.progress("daily rollups", ctx.tty_err),
   })
   if not r then tstats.error("backfill-cq failed: " .. tostring(err)); return 1 end
+  if opts["dry-run"] then
+    print(("-- backfill-cq --dry-run: %d queries printed, nothing run"):format(r.queries))
+    return 0
+  end
   print(("backfill-cq: %d queries, %d points written, %d days rolled up"):format(r.queries, r.written, r.days))
   return 0
 end
