@@ -9,9 +9,7 @@
 #include "ts_http.h"
 #include "ts_writer.h"
 
-#ifndef TS_VERSION
-#define TS_VERSION "0.0.0"
-#endif
+#include "ts_version.h"
 #define TS_VERSION_STRING TS_VERSION
 
 /* ---- Lua runtime (lua_rt.c) ---------------------------------------------- */

@@ -356,7 +356,7 @@ function C.script(opts, args)
   if opts.list then
     for _, n in ipairs(builtin_scripts()) do
       local src = tstats._embedded_script(n) or ""
-      local first = src:match("^%-%-%s*([^\n]*)") or ""
+      local first = (src:match("^%-%-%s*([^\n]*)") or ""):gsub("^[%w_]+%.lua:%s*", "")
       print(("%-24s %s"):format(n, first))
     end
     return 0

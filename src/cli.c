@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include "ts_cli_map.h"
 #include "ts_core.h"
+#include "ts_embedded.h"
 #include "ts_log.h"
 
 typedef struct cli_plan {
@@ -74,38 +75,30 @@ static int l_status(lua_State *L) {
     return 0;
 }
 
-/* Embedded sources by name. Operator scripts are the modules "scripts.NAME"
- * of the embedded table. */
-struct ts_embedded_lua { const char *name; const unsigned char *src; size_t len; };
-extern const struct ts_embedded_lua ts_embedded_lua[];
-
-static const char *embedded_source(const char *name, size_t *len) {
-    for (const struct ts_embedded_lua *e = ts_embedded_lua; e->name; e++)
-        if (strcmp(e->name, name) == 0) { *len = e->len; return (const char *)e->src; }
-    return NULL;
-}
-
 /* tstats._embedded_script(NAME) -> source or nil */
 static int l_embedded_script(lua_State *L) {
-    char mod[256];
-    snprintf(mod, sizeof mod, "scripts.%s", luaL_checkstring(L, 1));
     size_t len;
-    const char *src = embedded_source(mod, &len);
+    const char *src = ts_lua_embedded_script(luaL_checkstring(L, 1), &len);
     if (!src) return 0;
     lua_pushlstring(L, src, len);
     return 1;
 }
 
-/* tstats._embedded_scripts() -> sorted list of names */
+/* tstats._embedded_scripts() -> list of names, in file name order */
 static int l_embedded_scripts(lua_State *L) {
     lua_newtable(L);
-    int n = 0;
-    for (const struct ts_embedded_lua *e = ts_embedded_lua; e->name; e++)
-        if (strncmp(e->name, "scripts.", 8) == 0) {
-            lua_pushstring(L, e->name + 8);
-            lua_rawseti(L, -2, ++n);
-        }
+    const char *name;
+    for (size_t i = 0; (name = ts_lua_embedded_script_name(i)) != NULL; i++) {
+        lua_pushstring(L, name);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
     return 1;
+}
+
+static const char *embedded_module(const char *name, size_t *len) {
+    for (const struct ts_embedded_lua *e = ts_embedded_lua; e->name; e++)
+        if (strcmp(e->name, name) == 0) { *len = e->len; return (const char *)e->src; }
+    return NULL;
 }
 
 /* tstats._embedded_modules() -> list of the embedded module names */
@@ -113,7 +106,7 @@ static int l_embedded_modules(lua_State *L) {
     lua_newtable(L);
     int n = 0;
     for (const struct ts_embedded_lua *e = ts_embedded_lua; e->name; e++)
-        if (strncmp(e->name, "scripts.", 8) != 0) {
+        if (strcmp(e->name, "tstats.default_config") != 0) {
             lua_pushstring(L, e->name);
             lua_rawseti(L, -2, ++n);
         }
@@ -123,7 +116,7 @@ static int l_embedded_modules(lua_State *L) {
 /* tstats._default_config() -> the embedded config.lua */
 static int l_default_config(lua_State *L) {
     size_t len;
-    const char *src = embedded_source("tstats.default_config", &len);
+    const char *src = embedded_module("tstats.default_config", &len);
     if (!src) return 0;
     lua_pushlstring(L, src, len);
     return 1;

@@ -8,8 +8,7 @@
 #include "ts_core.h"
 #include "ts_log.h"
 
-struct ts_embedded_lua { const char *name; const unsigned char *src; size_t len; };
-extern const struct ts_embedded_lua ts_embedded_lua[];
+#include "ts_embedded.h"
 
 static const char CFG_KEY = 'g';
 

@@ -11,14 +11,11 @@
 #include <zlib.h>
 
 #include "ts_log.h"
+#include "ts_version.h"
 
 /* file:// only for the offline mapping loop (`tstats map`, `tstats test`), never the daemon. */
 static int allow_file;
 void ts_http_allow_file(int on) { allow_file = on; }
-
-#ifndef TS_VERSION
-#define TS_VERSION "0.1.0"
-#endif
 
 #define MAX_BODY_DEFAULT ((size_t)64 << 20)
 #define FREE_EASY_MAX 8

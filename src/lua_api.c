@@ -16,9 +16,7 @@
 #include "ts_pg.h"
 #endif
 
-#ifndef TS_VERSION
-#define TS_VERSION "0.0.0"
-#endif
+#include "ts_version.h"
 
 static const char CTX_KEY = 'c';
 

@@ -9,10 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ts_core.h"
+#include "ts_embedded.h"
 #include "ts_log.h"
-
-struct ts_embedded_lua { const char *name; const unsigned char *src; size_t len; };
-extern const struct ts_embedded_lua ts_embedded_lua[];
 
 /* Heap accounting for the allocator cap. Kept outside the state so that the
  * allocator (which has no state pointer) can reach it through its ud. */
@@ -56,6 +54,34 @@ int ts_lua_embedded_exists(const char *mod) {
     for (const struct ts_embedded_lua *e = ts_embedded_lua; e->name; e++)
         if (strcmp(e->name, mod) == 0) return 1;
     return 0;
+}
+
+const char *ts_lua_embedded_script(const char *name, size_t *len) {
+    for (const struct ts_embedded_lua *e = ts_embedded_scripts; e->name; e++)
+        if (strcmp(e->name, name) == 0) {
+            if (len) *len = e->len;
+            return (const char *)e->src;
+        }
+    return NULL;
+}
+
+const char *ts_lua_embedded_script_name(size_t i) {
+    for (size_t k = 0; ts_embedded_scripts[k].name; k++)
+        if (k == i) return ts_embedded_scripts[k].name;
+    return NULL;
+}
+
+int ts_lua_load_embedded_script(lua_State *L, const char *name) {
+    size_t len;
+    const char *src = ts_lua_embedded_script(name, &len);
+    if (!src) {
+        lua_pushfstring(L, "no embedded script '%s'", name);
+        return LUA_ERRFILE;
+    }
+    lua_pushfstring(L, "@[tstats]/lua/scripts/%s.lua", name);
+    int rc = luaL_loadbufferx(L, src, len, lua_tostring(L, -1), "t");
+    lua_remove(L, -2);
+    return rc;
 }
 
 /* package.searchers entry: script_dir/<mod with dots as slashes>.lua, then

@@ -18,6 +18,7 @@
 #include "ts_core.h"
 #include "ts_log.h"
 #include "ts_scan.h"
+#include "ts_scan_yajl.h"
 
 /* ---- options ------------------------------------------------------------- */
 typedef struct opts {
@@ -143,7 +144,7 @@ static void gen_cachestats(ts_buf *b, const opts *o, int64_t t0, size_t *expect)
         cache_name(name, sizeof name, c, o->cgs);
         ts_buf_printf(b, "%s\"%s\":{", c ? "," : "", name);
         /* Traffic Monitor stamps a cache's stats with the time of the poll
-         * result they came from (ATC.md 1.1): one time per cache */
+         * result they came from: one time per cache */
         long long tc = (long long)(t0 + (int64_t)(rnd() % 900));
         for (int s = 0; s < o->stats; s++) {
             stat_name(name, sizeof name, s);

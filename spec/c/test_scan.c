@@ -3,10 +3,11 @@
  * fed whole, one byte at a time and in random chunk sizes, and must give the
  * same samples, counters and return code. Every check runs against the
  * hand-written scanner (src/tmscan.c) and the yajl reference
- * (src/tmscan_yajl.c), and a differential test makes the two agree on every
+ * (spec/oracle/tmscan_yajl.c), and a differential test makes the two agree on every
  * input built here plus random mutations. Speed figures are printed only. */
 #include "ts_buf.h"
 #include "ts_scan.h"
+#include "ts_scan_yajl.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -25,7 +26,7 @@
 #define ts_scan_yajl_get_stats raw_scan_get_stats
 #define ts_scan_yajl_free raw_scan_free
 #define SCAN_COALESCE 1
-#include "../../src/tmscan_yajl.c"
+#include "../oracle/tmscan_yajl.c"
 #undef ts_scan_yajl_new
 #undef ts_scan_yajl_feed
 #undef ts_scan_yajl_finish

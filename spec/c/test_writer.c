@@ -700,8 +700,9 @@ static void test_memory_bound(void) {
     CHECK(oc.retain == 4 && oc.release == 4);
 }
 
-/* Fail-over keeps every host in rotation (ATC.md 5.7): two listeners that
- * accept and close, a refused port between them. */
+/* Fail-over keeps every host in rotation (Traffic Stats' host picker rewrites
+ * its own URL list, so a host it passed over once is never tried again):
+ * two listeners that accept and close, a refused port between them. */
 static void test_failover_rotation(void) {
     ts_loop *l = ts_loop_new();
     lsn a, b;
