@@ -28,19 +28,18 @@ int ts_log_parse_format(const char *name) {
     return -1;
 }
 
+/* The status line is on stderr (the terminal); a log going to a file never sees it. */
 void ts_log_set_status(const char *line) {
-    FILE *fp = log_fp ? log_fp : stderr;
     snprintf(status_line, sizeof status_line, "%s", line ? line : "");
-    fputs("\r\033[K", fp);
-    fputs(status_line, fp);
-    fflush(fp);
+    fputs("\r\033[K", stderr);
+    fputs(status_line, stderr);
+    fflush(stderr);
 }
 
 void ts_log_clear_status(void) {
-    FILE *fp = log_fp ? log_fp : stderr;
-    if (status_line[0]) fputs("\r\033[K", fp);
+    if (status_line[0]) fputs("\r\033[K", stderr);
     status_line[0] = 0;
-    fflush(fp);
+    fflush(stderr);
 }
 
 /* s as the body of a JSON string, or as a logfmt value (quoted when needed). */
@@ -89,7 +88,8 @@ void ts_log(int level, const char *fmt, ...) {
     char when[40];
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
     int li = level < 0 ? 0 : level > 3 ? 3 : level;
-    if (status_line[0]) fputs("\r\033[K", fp);
+    int redraw = status_line[0] && fp == stderr;
+    if (redraw) fputs("\r\033[K", fp);
     if (log_format == TS_LOG_TEXT) {
         fprintf(fp, "%s.%03ldZ %s ", when, ts.tv_nsec / 1000000, tags[li]);
         va_list ap;
@@ -109,7 +109,7 @@ void ts_log(int level, const char *fmt, ...) {
         if (json) fputc('}', fp);
     }
     fputc('\n', fp);
-    if (status_line[0]) fputs(status_line, fp);
+    if (redraw) fputs(status_line, fp);
     fflush(fp);
 }
 

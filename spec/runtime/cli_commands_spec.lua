@@ -196,6 +196,16 @@ describe("tstats command table #asan", function()
     rc, _, err = stack.run(tstats .. " --config " .. cfg .. " --log-format logfmt script " .. script)
     assert.truthy(err:find('level=warn msg="[^"]*a \\"warn\\" line"'), err)
     assert.truthy(err:find("^time=%S+ level=info msg="), err)
+    -- the daemon modes too
+    rc, _, err = stack.run(tstats .. " poll --config " .. cfg .. " --log-format json", { timeout = 30 })
+    assert.are.equal(1, rc)
+    n = 0
+    for line in err:gmatch("[^\n]+") do
+      local doc = cjson.decode(line)
+      assert.truthy(doc.level and doc.msg, line)
+      n = n + 1
+    end
+    assert.is_true(n >= 2, err)
     -- log.format in the configuration works as well
     local cfg2 = file([[return { log = { format = "json" }, traffic_ops = { url = "http://127.0.0.1:1" },
       influxdb = { urls = { "http://127.0.0.1:1" } }, summary = { enabled = false } }]])
