@@ -1,5 +1,5 @@
 /* ts_embedded: the Lua sources compiled into the binary (C core). The tables are
- * generated from lua/ by cmake/embed_lua.cmake; the lookups live in src/lua_rt.c.
+ * generated from lua/ by cmake/embed_lua.cmake; the lookups live in src/lua.c.
  * Modules (every .lua file under lua/ but scripts/, plus config.lua as "tstats.default_config") are what
  * require() falls back to; operator scripts (lua/scripts/NAME.lua) are kept
  * apart so that require() never finds them, and are run by name. */

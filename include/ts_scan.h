@@ -1,5 +1,5 @@
 /* Streaming scanner for Traffic Monitor payloads (C core, hand-written
- * lexer in src/tmscan.c; no library, no Lua).
+ * lexer in src/scan.c; no library, no Lua).
  * Feeds arrive as curl delivers them; the scanner never holds the payload.
  * It reports each entity (cache / delivery service) and each stat key once
  * per occurrence through the sink, which answers with an opaque handle (the

@@ -55,10 +55,9 @@ function T.run(spec)
   }
   if not eps.mapping then return nil, "format " .. tostring(fmt) .. " needs --mapping" end
   local plan = { endpoints = { eps }, servers = T.host_map(spec.servers), cdns = { [eps.cdn] = { monitors = {} } } }
-  -- saved payloads are old: the sample age cutoff would drop them all
-  cfg.collect.max_sample_age = spec.max_age or 100 * 365 * 86400
   local before = tstats.counters()
-  local r = tstats._map_run(plan, cfg.collect.timeout or 10)
+  -- saved payloads are old: no sample age cutoff unless asked for
+  local r = tstats._map_run(plan, cfg.collect.timeout or 10, spec.max_age or 0)
   local after = tstats.counters()
   local errors = 0
   for _, k in ipairs({ "lua_errors", "mapping_errors" }) do errors = errors + ((after[k] or 0) - (before[k] or 0)) end

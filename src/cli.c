@@ -7,10 +7,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "ts_cli.h"
+
+#include "ts_api.h"
 #include "ts_cli_map.h"
-#include "ts_core.h"
+#include "ts_clock.h"
+#include "ts_collect.h"
+#include "ts_config.h"
+#include "ts_daemon.h"
 #include "ts_embedded.h"
+#include "ts_http.h"
 #include "ts_log.h"
+#include "ts_lua.h"
+#include "ts_writer.h"
 
 typedef struct cli_plan {
     char action[16], mode[16], command[64];
@@ -42,7 +51,7 @@ static void field_copy(lua_State *L, int t, const char *k, char *dst, size_t n) 
 /* commands.dispatch(argv) in a state without configuration. Returns 0 with p filled. */
 static int plan_argv(int argc, char **argv, cli_plan *p) {
     memset(p, 0, sizeof *p);
-    lua_State *L = ts_lua_new(NULL, NULL);
+    lua_State *L = ts_lua_new(0, ts_api_open);
     if (!L) return -1;
     int rc = -1;
     if (ts_lua_require(L, "commands") == 0) {
@@ -143,29 +152,32 @@ static void add_cli_api(lua_State *L, const char *config) {
 /* Runs commands.run(argv, tty) with the configuration loaded (unless the
  * command needs none) and a writer available for asynchronous writes. */
 static int run_lua_command(const cli_plan *p, int argc, char **argv) {
-    lua_State *L = ts_lua_new(NULL, NULL);
+    lua_State *L = ts_lua_new(0, ts_api_open);
     if (!L) return 1;
     int rc = 1;
-    if (p->load_config) {
-        if (ts_config_load(L, p->config) != 0) {
-            fprintf(stderr, "tstats %s: configuration %s is NOT valid\n", p->command,
-                    p->config ? p->config : "[embedded]config.lua");
-            ts_lua_close(L);
-            return 2;
-        }
-        char buf[1024];
-        ts_lua_set_script_dir(L, ts_cfg_str(L, "script_dir", NULL, buf, sizeof buf));
-        int lv = ts_log_parse_level(ts_cfg_str(L, "log.level", "info", buf, sizeof buf));
+    if (p->load_config && ts_config_load(L, p->config) != 0) {
+        fprintf(stderr, "tstats %s: configuration %s is NOT valid\n", p->command,
+                p->config ? p->config : "[embedded]config.lua");
+        ts_lua_close(L);
+        return 2;
+    }
+    const ts_settings *s = p->load_config ? ts_config_settings(L) : NULL;
+    ts_loop *loop = ts_loop_new();
+    ts_writer *w = NULL;
+    if (s) {
+        ts_lua_set_script_dir(L, s->script_dir);
+        /* commands run under the same heap cap as the daemon */
+        ts_lua_set_memory_limit(L, (size_t)s->lua.memory_limit);
+        int lv = ts_log_parse_level(s->log_level ? s->log_level : "info");
         if (lv >= 0) ts_log_set_level(lv);
-        int lf = ts_log_parse_format(ts_cfg_str(L, "log.format", "text", buf, sizeof buf));
+        int lf = ts_log_parse_format(s->log_format ? s->log_format : "text");
         if (lf >= 0) ts_log_set_format(lf);
+        ts_writer_opts o;
+        ts_config_writer_opts(s, &o);
+        if (s->influxdb.nurls > 0) w = ts_writer_new(loop, &o);
     }
     add_cli_api(L, p->config);
-    ts_loop *loop = ts_loop_new();
-    ts_influx_cfg ic;
-    int n = p->load_config ? ts_influx_cfg_read(L, &ic) : (memset(&ic, 0, sizeof ic), 0);
-    ts_writer *w = n > 0 ? ts_writer_new(loop, &ic.o) : NULL;
-    ts_api_ctx ctx = {loop, w, NULL};   /* commands block on their requests */
+    ts_api_ctx ctx = {loop, w, w ? ts_writer_influx(w) : NULL, NULL};   /* commands block on their requests */
     ts_api_set_ctx(L, &ctx);
     if (ts_lua_require(L, "commands") == 0) {
         lua_getfield(L, -1, "run");
@@ -189,7 +201,6 @@ static int run_lua_command(const cli_plan *p, int argc, char **argv) {
         ts_writer_free(w);
     }
     ts_loop_free(loop);
-    if (n > 0) ts_influx_cfg_free(&ic);
     ts_lua_close(L);
     return rc;
 }

@@ -6,9 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ts_cli_map.h"
-#include "ts_core.h"
+
+#include "ts_batch.h"
+#include "ts_clock.h"
+#include "ts_collect.h"
 #include "ts_http.h"
 #include "ts_log.h"
+#include "ts_lp.h"
 
 typedef struct map_out {
     ts_buf *bodies;
@@ -45,7 +49,7 @@ static void set_int(lua_State *L, const char *k, uint64_t v) {
     lua_setfield(L, -2, k);
 }
 
-/* tstats._map_run(plan, timeout_s) -> { batches = { {db=, rp=, precision=, points=, body=}, ... },
+/* tstats._map_run(plan, timeout_s, max_age_s (0 = none)) -> { batches = { {db=, rp=, precision=, points=, body=}, ... },
  *   endpoints_ok=, endpoints_failed=, points=, skipped_old=, skipped_non_numeric=, skipped_no_time=, lua_calls= } */
 static int l_map_run(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -58,6 +62,8 @@ static int l_map_run(lua_State *L) {
     lua_pushvalue(L, 1);
     int n = ts_collector_set_plan(coll, lua_gettop(L));
     lua_pop(L, 1);
+    /* saved payloads are old: no sample age cutoff unless asked for */
+    ts_collector_set_max_age(coll, (int64_t)(luaL_optnumber(L, 3, 0) * 1000));
     ts_collect_stats cs;
     memset(&cs, 0, sizeof cs);
     if (n > 0) {

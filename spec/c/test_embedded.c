@@ -7,12 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "ts_core.h"
+#include "ts_api.h"
+#include "ts_lua.h"
 #include "ts_embedded.h"
 #include "ts_log.h"
 
-static int failures, checks;
-#define CHECK(cond, ...) do { checks++; if (!(cond)) { failures++; printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } } while (0)
+#include "check.h"
 
 static char *slurp(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
@@ -85,7 +85,7 @@ static void test_scripts_embedded(void) {
 }
 
 static void test_scripts_in_lua(void) {
-    lua_State *L = ts_lua_new(NULL, NULL);
+    lua_State *L = ts_lua_new(0, ts_api_open);
     CHECK(L != NULL, "state");
     if (!L) return;
     /* require() never finds a script, embedded or not */
@@ -113,6 +113,5 @@ int main(void) {
     ts_log_set_level(TS_LOG_ERROR);
     test_scripts_embedded();
     test_scripts_in_lua();
-    printf("%d checks, %d failures\n", checks, failures);
-    return failures ? 1 : 0;
+    return check_report("test_embedded");
 }

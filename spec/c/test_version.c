@@ -12,13 +12,13 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include "ts_core.h"
+#include "ts_api.h"
+#include "ts_lua.h"
 #include "ts_http.h"
 #include "ts_log.h"
 #include "ts_version.h"
 
-static int failures, checks;
-#define CHECK(cond, ...) do { checks++; if (!(cond)) { failures++; printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } } while (0)
+#include "check.h"
 
 /* The x.y.z of `project(tstats VERSION x.y.z` in the tree's CMakeLists.txt. */
 static void project_version(char *out, size_t cap) {
@@ -114,7 +114,7 @@ static void test_cli(const char *tstats, const char *want) {
 }
 
 static void test_lua(const char *want) {
-    lua_State *L = ts_lua_new(NULL, NULL);
+    lua_State *L = ts_lua_new(0, ts_api_open);
     CHECK(L != NULL, "state");
     if (!L) return;
     CHECK(ts_lua_require(L, "tstats") == 0 && lua_istable(L, -1), "require 'tstats'");
@@ -135,6 +135,5 @@ int main(int argc, char **argv) {
     test_cli(argv[1], want);
     test_lua(want);
     ts_http_global_cleanup();
-    printf("%d checks, %d failures\n", checks, failures);
-    return failures ? 1 : 0;
+    return check_report("test_version");
 }

@@ -67,7 +67,7 @@ copy_tree(${WORK}/intact)
 expect("intact tree configures" OK "" ${WORK}/intact --)
 
 # One listed source missing at a time.
-foreach(f src/lp.c src/lua_api.c src/main.c spec/c/test_scan.c tools/sim/tm.c spec/oracle/tmscan_yajl.c
+foreach(f src/lp.c src/api.c src/main.c spec/c/test_scan.c tools/sim/tm.c spec/oracle/scan_yajl.c
           spec/bench/bench_pipeline.c)
   string(MAKE_C_IDENTIFIER "${f}" id)
   copy_tree(${WORK}/missing_${id})

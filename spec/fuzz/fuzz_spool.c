@@ -10,6 +10,8 @@
  * last 64 bytes. After the reads the spool must still append and read back. */
 #include "../../src/buf.c"
 #include "../../src/log.c"
+#include "../../src/counter.c"
+#include "../../src/clock.c"
 #include "../../src/spool.c"
 
 #include <stdint.h>

@@ -1,5 +1,5 @@
 /* ts_scan_yajl: the scanner's oracle (C test side, yajl): the contract of
- * include/ts_scan.h implemented on yajl's SAX parser (spec/oracle/tmscan_yajl.c),
+ * include/ts_scan.h implemented on yajl's SAX parser (spec/oracle/scan_yajl.c),
  * which the unit test, the differential fuzzer and the benchmark compare the
  * hand-written scanner against. Never linked into tstats. */
 #ifndef TS_SCAN_YAJL_H

@@ -2,15 +2,17 @@
  * created inside a protected call, with a heap cap, an instruction budget
  * for hooks, a traceback on every error, and a module searcher that prefers
  * the operator's script_dir and falls back to the scripts compiled into the
- * binary. */
+ * binary. The host API is opened by the function its creator hands over, so
+ * the runtime depends on no module above it. */
 #include <lauxlib.h>
 #include <lualib.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "ts_core.h"
 #include "ts_embedded.h"
 #include "ts_log.h"
+#include "ts_lua.h"
 
 /* Heap accounting for the allocator cap. Kept outside the state so that the
  * allocator (which has no state pointer) can reach it through its ud. */
@@ -43,6 +45,11 @@ static lua_heap *get_heap(lua_State *L) {
     lua_heap *h = lua_touserdata(L, -1);
     lua_pop(L, 1);
     return h;
+}
+
+void ts_lua_set_memory_limit(lua_State *L, size_t bytes) {
+    lua_heap *h = get_heap(L);
+    if (h) h->limit = bytes;
 }
 
 size_t ts_lua_mem_used(lua_State *L) {
@@ -194,6 +201,7 @@ int ts_lua_require(lua_State *L, const char *mod) {
 
 /* Everything that can raise during set-up runs here, under lua_pcall. */
 static int pmain_setup(lua_State *L) {
+    ts_lua_open_fn open_api = (ts_lua_open_fn)(uintptr_t)lua_touserdata(L, 1);
     luaL_openlibs(L);
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "searchers");
@@ -205,21 +213,23 @@ static int pmain_setup(lua_State *L) {
     lua_pushcfunction(L, searcher);
     lua_rawseti(L, -2, 2);
     lua_pop(L, 2);
-    ts_api_open(L);
+    if (open_api) open_api(L);
     return 0;
 }
 
-lua_State *ts_lua_new(const char *script_dir, const ts_lua_limits *lim) {
+lua_State *ts_lua_new(size_t mem_limit, ts_lua_open_fn open_api) {
     lua_heap *h = calloc(1, sizeof *h);
     if (!h) return NULL;
-    h->limit = lim ? lim->mem_bytes : 0;
+    h->limit = mem_limit;
     lua_State *L = lua_newstate(heap_alloc, h);
     if (!L) { free(h); ts_error("cannot create the Lua state"); return NULL; }
     lua_pushlightuserdata(L, h);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &HEAP_KEY);
-    ts_lua_set_script_dir(L, script_dir);
+    ts_lua_set_script_dir(L, NULL);
     lua_pushcfunction(L, pmain_setup);
-    if (ts_lua_pcall(L, 0, 0, "Lua set-up", 0) != 0) {
+    /* a function pointer travels as a light userdata (POSIX: same size) */
+    lua_pushlightuserdata(L, (void *)(uintptr_t)open_api);
+    if (ts_lua_pcall(L, 1, 0, "Lua set-up", 0) != 0) {
         lua_close(L);
         free(h);
         return NULL;

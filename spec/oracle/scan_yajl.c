@@ -1,5 +1,5 @@
 /* ts_scan_yajl: the yajl-based TM payload scanner (C test side; no Lua here), kept
- * as the reference that the hand-written scanner in src/tmscan.c is tested and
+ * as the reference that the hand-written scanner in src/scan.c is tested and
  * fuzzed against; built for the tests, the fuzzer and the benchmark only (same contract, ts_scan_yajl_* names). yajl's SAX parser drives a small fixed
  * state machine: top object -> entity map -> stat map -> history array ->
  * element [0]. Everything else is skipped by counting container depth, so the
