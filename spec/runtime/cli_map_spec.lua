@@ -45,6 +45,7 @@ describe("the mapping test loop #asan", function()
   it("runs a format = \"lua\" mapping from script_dir and reports its errors with file:line", function()
     local dir = tmp .. "/scripts"
     write(dir .. "/mappings/mine.lua", [[
+local tstats = require "tstats"
 local M = {}
 function M.payload(body, ctx)
   local doc = tstats.json.decode(body)
@@ -65,7 +66,7 @@ return M
     assert.truthy(out:find("\nmine,cdn=x,name=a value=1.5 1000\n", 1, true), out)
     rc, out, err = stack.run(tstats .. " --config " .. c .. " map --format lua --mapping mine --payload " .. sq(bad), { timeout = 30 })
     assert.are.equal(1, rc, out)
-    assert.truthy(err:find(dir .. "/mappings/mine.lua:6: negative value for a", 1, true), err)
+    assert.truthy(err:find(dir .. "/mappings/mine.lua:7: negative value for a", 1, true), err)
     assert.truthy(out:find("1 endpoint(s) failed", 1, true), out)
     rc, _, err = stack.run(tstats .. " --config " .. c .. " map --format lua --payload " .. sq(good))
     assert.are.equal(2, rc)
