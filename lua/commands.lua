@@ -94,6 +94,59 @@ K.list = {
     run = "cli.script",
     exits = { { 0, "the script returned nil or true" }, { 1, "the script returned false" },
       { 2, "usage error, or the script raised an error" }, { "N", "the integer the script returned" } } },
+  { name = "import-atc", summary = "convert ATC's traffic_stats.cfg (JSON) into a commented config.lua",
+    description = "Reads an ATC Traffic Stats config and writes the equivalent tstats config.lua (to stdout, "
+      .. "or to --out; an existing file is kept unless --force). Passwords become env(\"TO_PASSWORD\") / "
+      .. "env(\"INFLUX_PASSWORD\"); the variables to set are printed. --secrets-in-clear copies them into "
+      .. "the file instead (mode 0600). Every ATC key without an equivalent is reported on stderr with the reason.",
+    options = {
+      { "out", "CONFIG.lua", "write here instead of stdout" },
+      { "force", false, "overwrite an existing --out file" },
+      { "secrets-in-clear", false, "copy the passwords into the file (mode 0600) instead of env() references" },
+    },
+    args = { { "FILE", "ATC's traffic_stats.cfg" } },
+    config = "none", run = "cli.import_atc",
+    exits = { { 0, "converted (warnings on stderr)" }, { 1, "unreadable or invalid file, or --out exists" }, EXIT_USAGE } },
+  { name = "sync", summary = "copy InfluxDB data between two instances where the target is missing or lower (ATC's sync_ts_databases)",
+    description = "Copies every point of the selected measurements from --source to --target unless the target "
+      .. "already holds it with an equal or higher value, keeping every tag, in bounded time chunks, resumable "
+      .. "(progress kept in the state dir). Both URLs are required and must differ. Credentials come from the "
+      .. "environment: SYNC_SOURCE_USER, SYNC_SOURCE_PASSWORD, SYNC_TARGET_USER, SYNC_TARGET_PASSWORD; TLS: "
+      .. "SYNC_SOURCE_CA_FILE / SYNC_TARGET_CA_FILE, SYNC_SOURCE_INSECURE=1 / SYNC_TARGET_INSECURE=1.",
+    options = {
+      { "source", "URL", "InfluxDB to read (required)" },
+      { "target", "URL", "InfluxDB to write (required, not the source)" },
+      { "database", "DB", "cache_stats | deliveryservice_stats | daily_stats | all (default all)" },
+      { "days", "N", "the last N days (default: all the data there is)" },
+      { "from", "DATE", "start, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ" },
+      { "to", "DATE", "end: YYYY-MM-DD inclusive, or YYYY-MM-DDTHH:MM:SSZ exclusive" },
+      { "measurement", "NAME[,NAME...]", "names or globs (bandwidth.*) among the continuous-query series (default all)" },
+      { "rp", "RP", "sync the --measurement names in this retention policy instead (e.g. raw data in daily)" },
+      { "chunk", "DURATION", "time per query (30m, 6h, 1d; default 6h for 1-minute series, 30d for daily ones)" },
+      { "dry-run", false, "count what would be written, write nothing" },
+      { "restart", false, "ignore the completed chunks recorded in the state dir" },
+      { "state-dir", "DIR", "where progress is kept (default: state_dir)" },
+      { "max-chunk-bytes", "N", "a chunk whose answer is larger is halved (default 64 MiB)" },
+      { "batch", "N", "points per write (default 5000)" },
+      { "timeout", "SECONDS", "seconds per request (default 120)" },
+    },
+    run = "cli.sync",
+    exits = { { 0, "everything was copied" }, { 1, "anything failed (each failure counted and logged)" }, EXIT_USAGE } },
+  { name = "grafana", summary = "write Grafana provisioning: datasources and dashboards",
+    description = "Writes under DIR: provisioning/datasources/tstats.yaml (InfluxDB datasources cache_stats, "
+      .. "deliveryservice_stats, daily_stats), provisioning/dashboards/tstats.yaml (a file provider) and "
+      .. "dashboards/*.json (CDN overview, cache group, delivery service, server, daily summaries). The datasource "
+      .. "URL is the first of influxdb.urls unless --url; the InfluxDB password is read by Grafana from its own "
+      .. "environment ($INFLUX_PASSWORD), never written. Dashboards are Lua data (grafana/dashboards.lua, "
+      .. "overridable in script_dir).",
+    options = {
+      { "out", "DIR", "where to write (required)" },
+      { "url", "URL", "InfluxDB URL of the datasources (default: the first influxdb.urls)" },
+      { "dashboards-path", "PATH", "where Grafana will read the dashboards (default: DIR/dashboards, absolute)" },
+      { "force", false, "overwrite existing files" },
+    },
+    run = "cli.grafana",
+    exits = { { 0, "written" }, { 1, "a file could not be written, or exists without --force" }, EXIT_USAGE } },
   { name = "map", summary = "run a mapping over a saved Traffic Monitor payload, offline, and print what it makes",
     description = "Polls the saved payload through the real collector (file:// URL): scanner, the mapping "
       .. "module (stock or from script_dir) and the encoder, then prints the line protocol, a per-measurement "
@@ -150,10 +203,12 @@ end
 function K.usage(c)
   if not c then return "usage: tstats [--config FILE] [--log-level LEVEL] [--log-format FORMAT] COMMAND [OPTIONS] [ARGS]" end
   local parts = { "usage: tstats", c.name }
+  for _, a in ipairs(c.args or {}) do
+    if not a.optional then parts[#parts + 1] = a[1] .. (a.rest and "..." or "") end
+  end
   for _, o in ipairs(c.options or {}) do parts[#parts + 1] = opt_usage(o) end
   for _, a in ipairs(c.args or {}) do
-    local s = a[1] .. (a.rest and "..." or "")
-    parts[#parts + 1] = a.optional and ("[" .. s .. "]") or s
+    if a.optional then parts[#parts + 1] = "[" .. a[1] .. (a.rest and "..." or "") .. "]" end
   end
   return table.concat(parts, " ")
 end
