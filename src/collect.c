@@ -35,6 +35,8 @@ typedef struct endpoint {
     /* the fetch in progress */
     int busy;
     int url_idx;
+    int tried;              /* monitors tried in this timeslot */
+    int good_idx;           /* the monitor that answered last: the next poll starts there */
     ts_scan *scan;
     ts_batch *batch;
     ts_buf body;            /* FMT_LUA only */
@@ -43,6 +45,8 @@ typedef struct endpoint {
     ts_sample_policy pol;
     uint64_t n_points;
     uint64_t n_lost;        /* samples of this fetch lost to mapping errors */
+    uint64_t n_deferred;    /* samples whose mapping waits for the next poll's Lua budget */
+    int64_t deferred_warned;
     int64_t lost_warned;    /* mono ms of the last warning about them */
     ts_counter *c_lost;     /* mapping_samples_lost.<module> */
     char scan_err[200];
@@ -69,7 +73,7 @@ struct ts_collector {
     uint64_t max_payload;
 };
 
-static ts_counter *c_ok, *c_fail, *c_points, *c_nonnum, *c_old, *c_notime, *c_timeslot, *c_lost_all;
+static ts_counter *c_ok, *c_fail, *c_points, *c_nonnum, *c_old, *c_notime, *c_timeslot, *c_lost_all, *c_deferred;
 
 ts_collector *ts_collector_new(lua_State *L, ts_loop *loop, ts_emit_fn emit, void *emit_ud) {
     if (!c_ok) {
@@ -81,6 +85,7 @@ ts_collector *ts_collector_new(lua_State *L, ts_loop *loop, ts_emit_fn emit, voi
         c_notime = ts_counter_get("collect_skipped_no_time");
         c_timeslot = ts_counter_get("collect_timeslots_skipped");
         c_lost_all = ts_counter_get("mapping_samples_lost");
+        c_deferred = ts_counter_get("mapping_samples_deferred");
     }
     ts_collector *c = calloc(1, sizeof *c);
     if (!c) abort();
@@ -223,6 +228,23 @@ static void retire(ts_collector *c, endpoint *e) {
     c->retired[c->nretired++] = e;
 }
 
+static int same_monitor(const char *a, const char *b) {
+    size_t na = strcspn(a, "?"), nb = strcspn(b, "?");
+    return na == nb && memcmp(a, b, na) == 0;
+}
+
+/* A new plan (refresh, SIGHUP) keeps starting where the old one found an
+ * answer, if that monitor is still listed for the endpoint. */
+static void keep_good_monitor(ts_collector *c, endpoint *e) {
+    for (int i = 0; i < c->neps; i++) {
+        endpoint *o = c->eps[i];
+        if (strcmp(o->cdn, e->cdn) != 0 || strcmp(o->name, e->name) != 0 || o->good_idx >= o->nurls) continue;
+        for (int j = 0; j < e->nurls; j++)
+            if (same_monitor(e->urls[j], o->urls[o->good_idx])) e->good_idx = j;
+        return;
+    }
+}
+
 int ts_collector_set_plan(ts_collector *c, int plan_index) {
     lua_State *L = c->L;
     plan_index = lua_absindex(L, plan_index);
@@ -242,6 +264,7 @@ int ts_collector_set_plan(ts_collector *c, int plan_index) {
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
+    for (int i = 0; i < k; i++) keep_good_monitor(c, eps[i]);
     for (int i = 0; i < c->neps; i++) retire(c, c->eps[i]);
     free(c->eps);
     c->eps = eps;
@@ -264,7 +287,8 @@ void ts_collector_set_max_age(ts_collector *c, int64_t ms) {
 /* Samples of an entity or stat whose mapping failed still reach
  * sink_sample, which counts them as lost: a broken mapping is never a silent
  * "Collected 0". What a mapping drops by choice is skipped unseen. */
-static const ts_stat_map LOST_STAT = {.failed = 1, .hook_ref = -2};
+static const ts_stat_map LOST_STAT = {.failed = TS_MAP_FAILED, .hook_ref = -2};
+static const ts_stat_map DEFERRED_STAT = {.failed = TS_MAP_DEFERRED, .hook_ref = -2};
 
 static void *sink_entity(void *ud, const char *name, size_t len) {
     endpoint *e = ud;
@@ -274,7 +298,8 @@ static void *sink_entity(void *ud, const char *name, size_t len) {
 
 static void *sink_stat(void *ud, void *ent, const char *name, size_t len) {
     endpoint *e = ud;
-    if (((const ts_entity_map *)ent)->failed) return (void *)&LOST_STAT;
+    int f = ((const ts_entity_map *)ent)->failed;
+    if (f) return (void *)(f == TS_MAP_DEFERRED ? &DEFERRED_STAT : &LOST_STAT);
     const ts_stat_map *m = ts_mapper_stat(e->mapper, name, len);
     return m->keep || m->failed ? (void *)m : NULL;
 }
@@ -282,7 +307,11 @@ static void *sink_stat(void *ud, void *ent, const char *name, size_t len) {
 static void sink_sample(void *ud, void *ent, void *stat, const char *val, size_t vlen, int kind, int64_t time_ms, int has_time) {
     endpoint *e = ud;
     ts_collector *c = e->c;
-    if (((const ts_stat_map *)stat)->failed) { e->n_lost++; return; }
+    int f = ((const ts_stat_map *)stat)->failed;
+    if (f) {
+        if (f == TS_MAP_DEFERRED) e->n_deferred++; else e->n_lost++;
+        return;
+    }
     ts_cpoint p;
     ts_raw_sample s = {val, vlen, kind, time_ms, has_time};
     switch (ts_collect_sample(e->mapper, &e->pol, stat, ent, &s, &p)) {
@@ -293,6 +322,7 @@ static void sink_sample(void *ud, void *ent, void *stat, const char *val, size_t
     case TS_SAMPLE_NO_TIME: c->st.skipped_no_time++; ts_counter_add(c_notime, 1); break;
     case TS_SAMPLE_OLD: c->st.skipped_old++; ts_counter_add(c_old, 1); break;
     case TS_SAMPLE_NON_NUMERIC: c->st.skipped_non_numeric++; ts_counter_add(c_nonnum, 1); break;
+    case TS_SAMPLE_DEFERRED: e->n_deferred++; break;
     default: break;   /* the script's hook dropped it */
     }
 }
@@ -306,7 +336,11 @@ int ts_collect_sample(ts_mapper *m, const ts_sample_policy *pol, const ts_stat_m
         if (!pol->zero_non_numeric) return TS_SAMPLE_NON_NUMERIC;
         v = 0.0;
     }
-    if (st->hook_ref != LUA_NOREF && ts_mapper_sample_hook(m, st, &v, s->val, s->time_ms) != 0) return TS_SAMPLE_HOOK_DROP;
+    if (st->hook_ref != LUA_NOREF) {
+        int h = ts_mapper_sample_hook(m, st, &v, s->val, s->time_ms);
+        if (h == -2) return TS_SAMPLE_DEFERRED;
+        if (h != 0) return TS_SAMPLE_HOOK_DROP;
+    }
     out->stat = st;
     out->ent = ent;
     out->value = v;
@@ -379,6 +413,22 @@ static void finish_fetch(endpoint *e, int ok) {
     }
 }
 
+/* Failover goes round the monitor list from the one the poll started with. */
+static void next_monitor(endpoint *e) {
+    e->url_idx = (e->url_idx + 1) % e->nurls;
+    e->tried++;
+}
+
+/* The reason first; the URL without its query (Traffic Ops' stats= list
+ * makes it kilobytes long). */
+static void log_fetch_failure(endpoint *e, const char *why) {
+    const char *url = e->urls[e->url_idx];
+    const char *q = strchr(url, '?');
+    int n = q ? (int)(q - url) : (int)strlen(url);
+    ts_warn("failed to get %s %s: %s (monitor %d of %d: %.*s%s)%s", e->cdn, e->name, why, e->tried, e->nurls, n, url,
+            q ? "?..." : "", e->tried < e->nurls ? "; trying the next" : "");
+}
+
 static void on_done(void *ud, ts_http_result *r) {
     endpoint *e = ud;
     ts_collector *c = e->c;
@@ -400,10 +450,10 @@ static void on_done(void *ud, ts_http_result *r) {
         }
     }
     if (why[0]) {
-        ts_warn("failed to get %s %s from %s: %s", e->cdn, e->name, url, why);
+        log_fetch_failure(e, why);
         if (e->batch) { ts_batch_free(e->batch); e->batch = NULL; }
-        if (e->url_idx + 1 < e->nurls && !e->retired && !c->closing) {
-            e->url_idx++;
+        if (e->tried < e->nurls && !e->retired && !c->closing) {
+            next_monitor(e);
             e->c->busy--;      /* start_fetch counts it again */
             e->busy = 0;
             if (e->scan) { ts_scan_free(e->scan); e->scan = NULL; }
@@ -415,6 +465,7 @@ static void on_done(void *ud, ts_http_result *r) {
         return;
     }
     ts_debug("successfully got %s stats URL %s", e->cdn, url);
+    e->good_idx = e->url_idx;
     size_t np = ts_batch_points(b);
     if (e->format != FMT_LUA) {
         e->last_points = np;
@@ -425,14 +476,30 @@ static void on_done(void *ud, ts_http_result *r) {
     ts_counter_add(c_points, (int64_t)np);
     const char *what =
         e->format == FMT_CACHESTATS ? "cache stats" : e->format == FMT_DSSTATS ? "deliveryservice stats" : e->name;
-    if (e->n_lost) {
+    if (e->n_deferred) {
+        c->st.samples_deferred += e->n_deferred;
+        ts_counter_add(c_deferred, (int64_t)e->n_deferred);
+        int64_t now = ts_mono_ms();
+        if (!e->deferred_warned || now - e->deferred_warned >= 60000) {
+            e->deferred_warned = now;
+            ts_warn("mapping '%s' [%s %s]: its Lua budget for this poll (lua.poll_budget_ms) is spent; %llu samples "
+                    "of names not mapped yet were skipped and their names wait for the next poll (at most once a "
+                    "minute; counter mapping_samples_deferred)", e->mapping, e->cdn, e->name,
+                    (unsigned long long)e->n_deferred);
+        }
+    }
+    if (e->n_lost || e->n_deferred) {
         c->st.samples_lost += e->n_lost;
         ts_counter_add(e->c_lost, (int64_t)e->n_lost);
         ts_counter_add(c_lost_all, (int64_t)e->n_lost);
-        ts_info("Collected %zu %s values for %s @ %lld (%llu lost to mapping errors)", np, what, e->cdn,
-                (long long)(ts_now_ms() / 1000), (unsigned long long)e->n_lost);
+        char lost[64] = "", deferred[64] = "";
+        if (e->n_lost) snprintf(lost, sizeof lost, "%llu lost to mapping errors", (unsigned long long)e->n_lost);
+        if (e->n_deferred)
+            snprintf(deferred, sizeof deferred, "%llu deferred to the next poll", (unsigned long long)e->n_deferred);
+        ts_info("Collected %zu %s values for %s @ %lld (%s%s%s)", np, what, e->cdn, (long long)(ts_now_ms() / 1000),
+                lost, lost[0] && deferred[0] ? ", " : "", deferred);
         int64_t now = ts_mono_ms();
-        if (!e->lost_warned || now - e->lost_warned >= 60000) {
+        if (e->n_lost && (!e->lost_warned || now - e->lost_warned >= 60000)) {
             e->lost_warned = now;
             ts_warn("mapping '%s' [%s %s]: %llu samples of this poll were lost because the mapping failed for "
                     "their stat or entity (its errors are logged once per name per plan; this warning at most once "
@@ -457,6 +524,7 @@ static void start_fetch(endpoint *e) {
         e->scan_err[0] = '\0';
         e->n_points = 0;
         e->n_lost = 0;
+        e->n_deferred = 0;
         e->pol.cutoff_ms = ts_now_ms() - c->max_age_ms;
         e->pol.zero_non_numeric = c->zero_non_numeric;
         if (e->format != FMT_LUA) {
@@ -477,13 +545,13 @@ static void start_fetch(endpoint *e) {
         e->busy = 1;
         c->busy++;
         if (ts_http_start(c->loop, &req) == 0) return;
-        ts_warn("failed to get %s %s from %s: request could not be started", e->cdn, e->name, req.url);
+        log_fetch_failure(e, "request could not be started");
         if (e->scan) { ts_scan_free(e->scan); e->scan = NULL; }
         if (e->batch) { ts_batch_free(e->batch); e->batch = NULL; }
-        if (e->url_idx + 1 >= e->nurls) { finish_fetch(e, 0); return; }
+        if (e->tried >= e->nurls) { finish_fetch(e, 0); return; }
         e->busy = 0;
         c->busy--;
-        e->url_idx++;
+        next_monitor(e);
     }
 }
 
@@ -498,7 +566,9 @@ void ts_collector_poll(ts_collector *c) {
             ts_counter_add(c_timeslot, 1);
             continue;
         }
-        e->url_idx = 0;
+        e->url_idx = e->good_idx < e->nurls ? e->good_idx : 0;
+        e->tried = 1;
+        ts_mapper_begin_poll(e->mapper);
         start_fetch(e);
     }
 }

@@ -27,6 +27,7 @@ typedef struct tsd {
     lua_State *L;
     ts_loop *loop;
     ts_writer *writer;
+    ts_spool *spool;         /* NULL: spool.enabled = false, or not the daemon's run mode */
     ts_collector *coll;
     ts_api_ctx api;
     int sigfd;
@@ -115,10 +116,38 @@ static void on_signal(void *ud) {
 
 /* ---- writer set-up from the configuration -------------------------------- */
 /* The writer from influxdb.* (new, or reconfigured on SIGHUP); it copies what it keeps. */
+/* The spool opens once per process: its directory and bounds apply at start
+ * (a SIGHUP that changes them says so). */
+static void spool_setup(tsd *d) {
+    const ts_settings *s = ts_config_settings(d->L);
+    if (!s->spool.enabled) {
+        ts_warn("spool.enabled = false: points not yet written live in memory only (a crash loses them)");
+        return;
+    }
+    char dir[4096];
+    if (s->spool.dir && *s->spool.dir) snprintf(dir, sizeof dir, "%s", s->spool.dir);
+    else snprintf(dir, sizeof dir, "%s/spool", s->state_dir && *s->state_dir ? s->state_dir : ".");
+    ts_spool_opts so;
+    memset(&so, 0, sizeof so);
+    so.dir = dir;
+    so.max_bytes = (uint64_t)s->spool.max_bytes;
+    so.segment_bytes = (uint64_t)s->spool.segment_bytes;
+    if (ts_spool_fsync_parse(s->spool.fsync, &so.fsync) != 0) so.fsync = TS_SPOOL_FSYNC_INTERVAL;
+    so.fsync_interval_ms = (int64_t)(s->spool.fsync_interval * 1000);
+    char err[256];
+    d->spool = ts_spool_open(&so, err, sizeof err);
+    if (!d->spool) ts_error("%s: points live in memory only", err);
+    else
+        ts_info("spool: %s (max %lld MiB, fsync %s)", dir, (long long)(s->spool.max_bytes >> 20),
+                ts_spool_fsync_name(so.fsync));
+}
+
 static void writer_setup(tsd *d, int reconfigure) {
     const ts_settings *s = ts_config_settings(d->L);
     ts_writer_opts o;
     ts_config_writer_opts(s, &o);
+    o.spool = d->spool;
+    o.replay_rate = (double)s->spool.replay_rate;
     if (s->influxdb.nurls == 0) ts_warn("no influxdb.urls: nothing can be written");
     if (o.insecure) ts_warn("influxdb.insecure = true: TLS certificates of InfluxDB are NOT verified");
     if (reconfigure) ts_writer_reconfigure(d->writer, &o);
@@ -354,11 +383,12 @@ static void report(tsd *d) {
     ts_collect_stats cs;
     ts_collector_get_stats(d->coll, &cs);
     ts_info("stats: polls=%llu points=%llu written=%llu rejected=%llu dropped=%llu pending=%llu "
-            "non_numeric_skipped=%llu old_skipped=%llu lua_calls=%llu lua_mem=%zu",
+            "non_numeric_skipped=%llu old_skipped=%llu lua_calls=%llu lua_mem=%zu spooled=%llu spool_backlog_bytes=%llu",
             (unsigned long long)cs.polls, (unsigned long long)cs.points, (unsigned long long)ws.points_written,
             (unsigned long long)ws.points_rejected, (unsigned long long)ws.points_dropped,
             (unsigned long long)ws.points_pending, (unsigned long long)cs.skipped_non_numeric,
-            (unsigned long long)cs.skipped_old, (unsigned long long)cs.lua_calls, ts_lua_mem_used(d->L));
+            (unsigned long long)cs.skipped_old, (unsigned long long)cs.lua_calls, ts_lua_mem_used(d->L),
+            (unsigned long long)ws.points_spooled, (unsigned long long)ws.spool_backlog_bytes);
 }
 
 int ts_daemon_main(const char *config_file, ts_mode mode) {
@@ -373,7 +403,10 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     if (ts_config_load(d->L, config_file) != 0) { ts_lua_close(d->L); return 2; }
     apply_settings(d->L);
     d->loop = ts_loop_new();
+    if (mode == TS_MODE_RUN) spool_setup(d);
     writer_setup(d, 0);
+    /* every target of the run has its spool consumer now */
+    if (d->spool) ts_spool_consumers_done(d->spool);
     d->api.loop = d->loop;
     d->api.writer = d->writer;
     d->api.influx = ts_writer_influx(d->writer);
@@ -437,6 +470,7 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
 out:
     ts_collector_close(d->coll);
     ts_writer_free(d->writer);
+    ts_spool_close(d->spool);
     ts_loop_free(d->loop);
     ts_collector_free(d->coll);
     if (d->sigfd >= 0) close(d->sigfd);
