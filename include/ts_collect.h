@@ -31,6 +31,9 @@ typedef struct ts_collect_stats {
     uint64_t samples_deferred;   /* samples skipped for the mapping's spent poll budget */
 } ts_collect_stats;
 void ts_collector_get_stats(const ts_collector *c, ts_collect_stats *s);
+/* Report every finished fetch and every new plan to the service metrics (NULL: off). */
+struct ts_metrics;
+void ts_collector_set_metrics(ts_collector *c, struct ts_metrics *m);
 /* Shutdown order: ts_collector_close, ts_loop_free (aborts fetches), ts_collector_free. */
 void ts_collector_close(ts_collector *c);
 void ts_collector_free(ts_collector *c);

@@ -17,6 +17,7 @@
 #include "ts_config.h"
 #include "ts_log.h"
 #include "ts_lua.h"
+#include "ts_metrics.h"
 #include "ts_scan.h"
 
 enum { FMT_CACHESTATS, FMT_DSSTATS, FMT_LUA };
@@ -51,6 +52,11 @@ typedef struct endpoint {
     ts_counter *c_lost;     /* mapping_samples_lost.<module> */
     char scan_err[200];
     size_t last_points, last_runs;   /* the last poll's batch, for the next one's size */
+    /* for the metrics: this fetch's start, monitors failed, last failure, points */
+    int64_t t0_ms;
+    int fails;
+    char last_err[300];
+    uint64_t got_points;
 } endpoint;
 
 struct ts_collector {
@@ -65,6 +71,7 @@ struct ts_collector {
     int nretired;
     int busy;
     int closing;            /* shutting down: no failover, no new fetches */
+    ts_metrics *metrics;    /* may be NULL */
     ts_collect_stats st;
     /* collect.* of the settings at the last plan */
     double timeout_s, connect_timeout_s;
@@ -276,6 +283,11 @@ int ts_collector_set_plan(ts_collector *c, int plan_index) {
     c->zero_non_numeric = s->collect.non_numeric && strcmp(s->collect.non_numeric, "zero") == 0;
     c->max_age_ms = s->collect.max_sample_age * 1000;
     c->max_payload = (uint64_t)s->collect.max_payload_bytes;
+    if (c->metrics) {
+        ts_metrics_plan_begin(c->metrics);
+        for (int i = 0; i < k; i++) ts_metrics_plan_endpoint(c->metrics, eps[i]->cdn, eps[i]->name);
+        ts_metrics_plan_end(c->metrics);
+    }
     return k;
 }
 
@@ -391,8 +403,20 @@ static ts_batch *lua_payload_batch(endpoint *e) {
     return b;
 }
 
+/* One event per fetch, after every monitor it tried: what the listener reports. */
+static void report_fetch(endpoint *e, int ok) {
+    ts_poll_event ev = {
+        .cdn = e->cdn, .endpoint = e->name, .monitor = e->nurls ? e->urls[e->url_idx] : "", .ok = ok,
+        .failovers = ok ? e->fails : (e->fails > 0 ? e->fails - 1 : 0), .points = ok ? e->got_points : 0,
+        .bytes = e->bytes, .duration_ms = ts_mono_ms() - e->t0_ms, .db = e->dest.db, .rp = e->dest.rp,
+        .error = ok ? NULL : (e->last_err[0] ? e->last_err : "request could not be started"),
+    };
+    ts_metrics_poll_done(e->c->metrics, &ev);
+}
+
 static void finish_fetch(endpoint *e, int ok) {
     ts_collector *c = e->c;
+    if (c->metrics) report_fetch(e, ok);
     e->busy = 0;
     c->busy--;
     if (e->scan) { ts_scan_free(e->scan); e->scan = NULL; }
@@ -427,6 +451,8 @@ static void log_fetch_failure(endpoint *e, const char *why) {
     int n = q ? (int)(q - url) : (int)strlen(url);
     ts_warn("failed to get %s %s: %s (monitor %d of %d: %.*s%s)%s", e->cdn, e->name, why, e->tried, e->nurls, n, url,
             q ? "?..." : "", e->tried < e->nurls ? "; trying the next" : "");
+    e->fails++;
+    snprintf(e->last_err, sizeof e->last_err, "%.*s: %s", n, url, why);
 }
 
 static void on_done(void *ud, ts_http_result *r) {
@@ -473,6 +499,7 @@ static void on_done(void *ud, ts_http_result *r) {
     }
     c->st.points += np;
     c->st.bytes += e->bytes;
+    e->got_points = np;
     ts_counter_add(c_points, (int64_t)np);
     const char *what =
         e->format == FMT_CACHESTATS ? "cache stats" : e->format == FMT_DSSTATS ? "deliveryservice stats" : e->name;
@@ -569,9 +596,15 @@ void ts_collector_poll(ts_collector *c) {
         e->url_idx = e->good_idx < e->nurls ? e->good_idx : 0;
         e->tried = 1;
         ts_mapper_begin_poll(e->mapper);
+        e->t0_ms = ts_mono_ms();
+        e->fails = 0;
+        e->last_err[0] = '\0';
+        e->got_points = 0;
         start_fetch(e);
     }
 }
+
+void ts_collector_set_metrics(ts_collector *c, ts_metrics *m) { c->metrics = m; }
 
 int ts_collector_busy(const ts_collector *c) { return c->busy; }
 

@@ -123,7 +123,7 @@ struct ts_mapper {
     char label[160];
 };
 
-static ts_counter *c_lua_calls, *c_map_errors, *c_hook_calls;
+static ts_counter *c_lua_calls, *c_map_errors, *c_hook_calls, *c_names_altered;
 
 static void mapper_retain(void *o) { ((ts_mapper *)o)->refs++; }
 
@@ -172,6 +172,7 @@ ts_mapper *ts_mapper_new(lua_State *L, const char *module, int ctx_ref, const ch
         c_lua_calls = ts_counter_get("mapping_lua_calls");
         c_map_errors = ts_counter_get("mapping_errors");
         c_hook_calls = ts_counter_get("mapping_sample_hook_calls");
+        c_names_altered = ts_counter_get("lp_names_altered");
     }
     if (require_sandboxed(L, module) != 0) return NULL;
     if (!lua_istable(L, -1)) {
@@ -228,6 +229,14 @@ static void build_tagset(ts_mapper *m, int idx, ts_tagset *ts) {
             size_t klen = b.len;
             ts_buf_addc(&b, '=');
             ts_lp_escape_tag(&b, v, vl);
+            /* InfluxDB 1.x cannot store a trailing backslash in a tag (it would
+             * escape the separator): the encoder trims it, so "cg\" and "cg"
+             * become one series. Said once per name (answers are cached) and counted. */
+            if ((kl && k[kl - 1] == '\\') || (vl && v[vl - 1] == '\\')) {
+                ts_counter_add(c_names_altered, 1);
+                ts_warn("%s: tag %.*s=%.*s ends in a backslash, which InfluxDB 1.x cannot store; it is written "
+                        "without it (counter lp_names_altered)", m->label, (int)kl, k, (int)vl, v);
+            }
             if (klen > 0 && b.len > klen + 1 && !(kl == 4 && memcmp(k, "time", 4) == 0)) {
                 ts_etag *t = &ts->tags[ts->n++];
                 t->key = arena_strdup(&m->arena, k, kl);
