@@ -60,6 +60,10 @@ function K.main(opts)
   local file = tstats._config_file or "[embedded]config.lua"
   print(("# configuration %s is valid"):format(file))
   print(require("options").dump(cfg))
+  io.stdout:flush()
+  -- derived metric definitions (lua/metrics.lua): their problems with file:line
+  local drc = tstats._derive_check and tstats._derive_check() or 0
+  if drc ~= 0 then return drc end
   if not opts.connect then return 0 end
   local failed = 0
   for _, c in ipairs(K.connect_checks(cfg)) do

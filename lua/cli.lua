@@ -429,14 +429,6 @@ function C.starting_config()
   return table.concat(out, "\n") .. "\n"
 end
 
--- Commands that live in their own module (lua/commands/<name>.lua) with
--- run(opts, args, tty); their options are in lua/commands.lua's table.
-for _, name in ipairs({ "import_atc", "sync", "grafana" }) do
-  C[name] = function(opts, args, ctx)
-    return require("commands." .. name).run(opts, args, ctx.tty_err)
-  end
-end
-
 function C.config_cmd(opts)
   if opts["print-default"] then io.stdout:write(C.starting_config()) end
   return 0

@@ -105,7 +105,7 @@ K.list = {
       { "secrets-in-clear", false, "copy the passwords into the file (mode 0600) instead of env() references" },
     },
     args = { { "FILE", "ATC's traffic_stats.cfg" } },
-    config = "none", run = "cli.import_atc",
+    config = "none", run = "commands.import_atc.main",
     exits = { { 0, "converted (warnings on stderr)" }, { 1, "unreadable or invalid file, or --out exists" }, EXIT_USAGE } },
   { name = "sync", summary = "copy InfluxDB data between two instances where the target is missing or lower (ATC's sync_ts_databases)",
     description = "Copies every point of the selected measurements from --source to --target unless the target "
@@ -120,7 +120,7 @@ K.list = {
       { "days", "N", "the last N days (default: all the data there is)" },
       { "from", "DATE", "start, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ" },
       { "to", "DATE", "end: YYYY-MM-DD inclusive, or YYYY-MM-DDTHH:MM:SSZ exclusive" },
-      { "measurement", "NAME[,NAME...]", "names or globs (bandwidth.*) among the continuous-query series (default all)" },
+      { "measurement", "NAME[,NAME...]", "names or globs (bandwidth.*) among the continuous-query series (repeatable; default all)", multi = true },
       { "rp", "RP", "sync the --measurement names in this retention policy instead (e.g. raw data in daily)" },
       { "chunk", "DURATION", "time per query (30m, 6h, 1d; default 6h for 1-minute series, 30d for daily ones)" },
       { "dry-run", false, "count what would be written, write nothing" },
@@ -130,7 +130,7 @@ K.list = {
       { "batch", "N", "points per write (default 5000)" },
       { "timeout", "SECONDS", "seconds per request (default 120)" },
     },
-    run = "cli.sync",
+    run = "commands.sync.main",
     exits = { { 0, "everything was copied" }, { 1, "anything failed (each failure counted and logged)" }, EXIT_USAGE } },
   { name = "grafana", summary = "write Grafana provisioning: datasources and dashboards",
     description = "Writes under DIR: provisioning/datasources/tstats.yaml (InfluxDB datasources cache_stats, "
@@ -145,7 +145,7 @@ K.list = {
       { "dashboards-path", "PATH", "where Grafana will read the dashboards (default: DIR/dashboards, absolute)" },
       { "force", false, "overwrite existing files" },
     },
-    run = "cli.grafana",
+    run = "commands.grafana.main",
     exits = { { 0, "written" }, { 1, "a file could not be written, or exists without --force" }, EXIT_USAGE } },
   { name = "map", summary = "run a mapping over a saved Traffic Monitor payload, offline, and print what it makes",
     description = "Polls the saved payload through the real collector (file:// URL): scanner, the mapping "

@@ -87,6 +87,9 @@ O.list = {
   { "http.password", "secret", nil, "basic auth password of the HTTP listener (use env(\"TSTATS_HTTP_PASSWORD\"))" },
   { "http.token", "secret", nil, "bearer token of the HTTP listener (use env(\"TSTATS_HTTP_TOKEN\"))" },
   { "http.health_intervals", "integer", 3, "/health fails when a CDN was not polled (or nothing written) within this many intervals", min = 1 },
+
+  -- custom derived metrics (lua/metrics.lua, computed in C by src/derive.c)
+  { "metrics", "table", {}, "derived metrics: definitions and names of lua/metrics/ modules (see lua/README.md)" },
 }
 
 local by_key, sections = {}, {}
@@ -209,6 +212,14 @@ local function config_env()
     local v = os.getenv(name)
     if v == nil or v == "" then return default end
     return v
+  end
+  -- metric { ... }: a derived-metric definition that remembers its file:line
+  env.metric = function(t)
+    local info = debug.getinfo(2, "Sl")
+    if type(t) == "table" and info and info.currentline > 0 then
+      rawset(t, "__where", (info.source:match("^@(.*)") or info.short_src) .. ":" .. info.currentline)
+    end
+    return t
   end
   return env
 end

@@ -15,6 +15,7 @@
 #include "ts_collect.h"
 #include "ts_config.h"
 #include "ts_daemon.h"
+#include "ts_derive.h"
 #include "ts_embedded.h"
 #include "ts_http.h"
 #include "ts_log.h"
@@ -110,6 +111,20 @@ static const char *embedded_module(const char *name, size_t *len) {
     return NULL;
 }
 
+/* tstats._derive_check() -> 0, or 2 when a derived metric definition has an
+ * error; the definitions' problems are printed on stdout (`tstats check`). */
+static int l_derive_check(lua_State *L) {
+    lua_getglobal(L, "tstats");
+    lua_getfield(L, -1, "_config_file");
+    const char *cfg = lua_tostring(L, -1);
+    fflush(stdout);
+    int rc = ts_derive_check(L, cfg, stdout);
+    fflush(stdout);
+    lua_pop(L, 2);
+    lua_pushinteger(L, rc);
+    return 1;
+}
+
 /* tstats._embedded_modules() -> list of the embedded module names */
 static int l_embedded_modules(lua_State *L) {
     lua_newtable(L);
@@ -139,6 +154,8 @@ static void add_cli_api(lua_State *L, const char *config) {
     lua_setfield(L, -2, "_embedded_script");
     lua_pushcfunction(L, l_embedded_scripts);
     lua_setfield(L, -2, "_embedded_scripts");
+    lua_pushcfunction(L, l_derive_check);
+    lua_setfield(L, -2, "_derive_check");
     lua_pushcfunction(L, l_embedded_modules);
     lua_setfield(L, -2, "_embedded_modules");
     lua_pushcfunction(L, l_default_config);

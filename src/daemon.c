@@ -16,6 +16,7 @@
 #include "ts_cli.h"
 #include "ts_collect.h"
 #include "ts_config.h"
+#include "ts_derive.h"
 #include "ts_httpd.h"
 #include "ts_log.h"
 #include "ts_lua.h"
@@ -442,6 +443,9 @@ static void reload(tsd *d) {
     }
     apply_settings(L);
     unload_modules(L);
+    ts_derive *dv;
+    if (ts_derive_load(L, d->config_file, &dv) == 0) { ts_collector_set_derive(d->coll, dv); ts_derive_release(dv); }
+    else ts_error("derived metrics: keeping the running definitions");
     writer_setup(d, 1);
     http_setup(d);
     if (lua_daemon_call(d, "start", 0, 0) != 0) ts_error("daemon.start failed after reload");
@@ -524,6 +528,10 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     ts_api_set_ctx(d->L, &d->api);
     d->coll = ts_collector_new(d->L, d->loop, mode == TS_MODE_DRYRUN ? emit_to_stdout : emit_to_writer, d);
     if (mode != TS_MODE_DRYRUN) ts_collector_set_batch_pool(d->coll, ts_writer_pool(d->writer));
+    ts_derive *dv;
+    if (ts_derive_load(d->L, config_file, &dv) != 0) { rc = 2; goto out; }
+    ts_collector_set_derive(d->coll, dv);
+    ts_derive_release(dv);
     if (setup_signals(d) != 0) ts_warn("signal handling unavailable: %s", strerror(errno));
     if (mode == TS_MODE_RUN) {
         d->metrics = ts_metrics_new(TS_VERSION);

@@ -34,7 +34,7 @@ describe("the command table", function()
     local saved = package.loaded.tstats
     package.loaded.tstats = package.loaded.tstats or { json = require "cjson" }
     for _, c in ipairs(K.list) do
-      local mod = c.run and c.run:match("^cli%.(.+)$")
+      local mod = c.run and c.run:match("^commands%.([%w_]+)%.main$")
       local path = mod and ("./lua/commands/" .. mod .. ".lua")
       local f = path and io.open(path, "r")
       if f then
