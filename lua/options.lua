@@ -62,11 +62,42 @@ O.list = {
 
   { "lua.memory_limit", "integer", 512 * MiB, "bytes the Lua heap may use", min = MiB },
   { "lua.hook_budget", "integer", 10000000, "instructions a mapping call may run", min = 1000 },
+
+  { "kafka.enabled", "boolean", false, "also export every point to Kafka (its own queue: Kafka down never holds InfluxDB back)" },
+  { "kafka.brokers", "string", nil, "bootstrap brokers, \"host1:9092,host2:9092\"" },
+  { "kafka.topic", "string", nil, "topic for every database not named in kafka.topics" },
+  { "kafka.topics", "table", {}, "a topic per database, e.g. { cache_stats = \"cdn.cache\" }", check = "string_map" },
+  { "kafka.format", "string", "json", "json (Traffic Stats' message plus db and rp) | lp (line protocol; db, rp, precision in headers)", enum = { "json", "lp" } },
+  { "kafka.acks", "string", "all", "all | 1 | 0: broker acknowledgements a message waits for", enum = { "all", "1", "0" } },
+  { "kafka.idempotence", "boolean", true, "idempotent producer (no duplicates from librdkafka's retries; needs acks = all)" },
+  { "kafka.compression", "string", "none", "none | gzip | snappy | lz4 | zstd", enum = { "none", "gzip", "snappy", "lz4", "zstd" } },
+  { "kafka.properties", "table", {}, "librdkafka properties passed through: security.protocol, sasl.*, ssl.*, message.timeout.ms, ...", check = "property_map" },
+  { "kafka.max_buffer_bytes", "integer", 256 * MiB, "memory bound for points not yet handed to librdkafka; oldest dropped beyond it", min = 65536 },
+  { "kafka.retry_backoff", "number", 1, "seconds before a message librdkafka gave up on (brokers down) is produced again", min = 0.01 },
 }
+
+-- Checks of free-form tables, named in an option's `check`.
+local checks = {}
+function checks.string_map(v)
+  for k, x in pairs(v) do
+    if type(k) ~= "string" then return "keys must be strings" end
+    if type(x) ~= "string" or x == "" then return ("[%q] must be a non-empty string"):format(k) end
+  end
+end
+function checks.property_map(v)
+  for k, x in pairs(v) do
+    if type(k) ~= "string" then return "keys must be strings (librdkafka property names)" end
+    local t = type(x)
+    if t ~= "string" and t ~= "number" and t ~= "boolean" then
+      return ("[%q] must be a string, a number or a boolean"):format(k)
+    end
+  end
+end
 
 local by_key, sections = {}, {}
 for _, o in ipairs(O.list) do
-  local d = { key = o[1], type = o[2], default = o[3], help = o[4], enum = o.enum, min = o.min, required = o.required }
+  local d = { key = o[1], type = o[2], default = o[3], help = o[4], enum = o.enum, min = o.min, required = o.required,
+              check = o.check }
   by_key[d.key] = d
   local sec = d.key:match("^([^.]+)%.")
   if sec then sections[sec] = true end
@@ -117,6 +148,7 @@ local function check_value(d, v)
     if type(v) ~= "table" then return "must be a table" end
   end
   if d.min and type(v) == "number" and v < d.min then return ("must be at least %s"):format(d.min) end
+  if d.check then return checks[d.check](v) end
 end
 
 -- Resolve a user table: returns cfg, or nil and a list of error strings.

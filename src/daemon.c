@@ -11,6 +11,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 #include "ts_core.h"
+#include "ts_kafka_glue.h"
 #include "ts_log.h"
 
 typedef struct tsd {
@@ -19,6 +20,7 @@ typedef struct tsd {
     lua_State *L;
     ts_loop *loop;
     ts_writer *writer;
+    ts_kafka *kafka;          /* the Kafka target, NULL unless kafka.enabled */
     ts_collector *coll;
     ts_api_ctx api;
     int sigfd;
@@ -133,6 +135,7 @@ static void apply_script_dir(lua_State *L) {
 /* ---- emit: a finished poll's batch goes to the writer (or stdout) -------- */
 static void emit_to_writer(void *ud, ts_batch *b) {
     tsd *d = ud;
+    ts_kafka_submit_batch(d->kafka, b);
     ts_writer_submit(d->writer, b);
 }
 
@@ -307,6 +310,7 @@ static void reload(tsd *d) {
     apply_script_dir(L);
     unload_modules(L);
     writer_setup(d, 1);
+    if (d->kafka) ts_info("kafka: kafka.* changes take effect at the next start");
     if (lua_daemon_call(d, "start", 0, 0) != 0) ts_error("daemon.start failed after reload");
     refresh_start(d, 1);   /* after the one in progress, if any */
     arm_timers(d);
@@ -357,6 +361,7 @@ static void report(tsd *d) {
             (unsigned long long)ws.points_rejected, (unsigned long long)ws.points_dropped,
             (unsigned long long)ws.points_pending, (unsigned long long)cs.skipped_non_numeric,
             (unsigned long long)cs.skipped_old, (unsigned long long)cs.lua_calls, ts_lua_mem_used(d->L));
+    ts_kafka_report(d->kafka);
 }
 
 int ts_daemon_main(const char *config_file, ts_mode mode) {
@@ -380,6 +385,12 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     ts_api_set_ctx(d->L, &d->api);
     d->coll = ts_collector_new(d->L, d->loop, mode == TS_MODE_DRYRUN ? emit_to_stdout : emit_to_writer, d);
     if (mode != TS_MODE_DRYRUN) ts_collector_set_batch_source(d->coll, batch_from_writer, d);
+    if (mode != TS_MODE_DRYRUN) {
+        int kafka_failed;
+        d->kafka = ts_kafka_from_config(d->L, d->loop, &kafka_failed);
+        if (kafka_failed) { rc = 2; goto out; }
+        ts_kafka_lua_open(d->L, d->kafka);
+    }
     if (setup_signals(d) != 0) ts_warn("signal handling unavailable: %s", strerror(errno));
     if (lua_daemon_call(d, "start", 0, 0) != 0) goto out;
 
@@ -399,7 +410,9 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         wait_collector(d, ts_mono_ms() + (int64_t)(ts_cfg_num(d->L, "collect.timeout", 10) * 1000) * 4 + 5000);
         if (mode == TS_MODE_DRYRUN) { rc = d->batches_printed > 0 ? 0 : 1; goto out; }
         ts_writer_flush(d->writer);
-        size_t lost = ts_writer_drain(d->writer, ts_mono_ms() + (int64_t)(ts_cfg_num(d->L, "shutdown_timeout", 10) * 1000));
+        int64_t until = ts_mono_ms() + (int64_t)(ts_cfg_num(d->L, "shutdown_timeout", 10) * 1000);
+        size_t lost = ts_writer_drain(d->writer, until);
+        if (d->kafka) lost += ts_kafka_drain(d->kafka, until);
         ts_writer_stats ws;
         ts_writer_get_stats(d->writer, &ws);
         report(d);
@@ -430,11 +443,13 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     ts_writer_flush(d->writer);
     size_t lost = ts_writer_drain(d->writer, deadline);
     if (lost) ts_error("shutdown: %zu points could not be written before the shutdown timeout", lost);
+    if (d->kafka) ts_kafka_drain(d->kafka, deadline);
     report(d);
     rc = 0;
 out:
     ts_collector_close(d->coll);
     ts_writer_free(d->writer);
+    ts_kafka_free(d->kafka);
     ts_loop_free(d->loop);
     ts_collector_free(d->coll);
     if (d->sigfd >= 0) close(d->sigfd);

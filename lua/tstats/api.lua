@@ -96,12 +96,20 @@ function influx.write(t)
     tstats.count("lua_points_invalid")
   end
   if count == 0 then return 0 end
-  if not t.sync then return tstats._queue_lines(t.db, t.rp or "", precision, body, count) end
+  if not t.sync then
+    local n, err = tstats._queue_lines(t.db, t.rp or "", precision, body, count)
+    -- the Kafka target has its own queue: it gets the points whatever InfluxDB does
+    if n and tstats._kafka_lines then tstats._kafka_lines(t.db, t.rp or "", precision, body) end
+    return n, err
+  end
   local q = "/write?db=" .. enc(t.db) .. "&precision=" .. precision
   if t.rp and t.rp ~= "" then q = q .. "&rp=" .. enc(t.rp) end
   local status, rbody = tstats._influx_post(q, body)
   if not status then return nil, rbody end
   if status ~= 204 and status ~= 200 then return nil, server_error(status, rbody) end
+  -- a synchronous write that failed is retried by its caller: Kafka gets the
+  -- points once, when InfluxDB took them
+  if tstats._kafka_lines then tstats._kafka_lines(t.db, t.rp or "", precision, body) end
   return count
 end
 
