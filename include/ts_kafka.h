@@ -31,6 +31,9 @@ typedef struct ts_kafka_opts {
     const char *acks;           /* "all" (default), "1", "0" */
     int idempotence;            /* enable.idempotence; requires acks "all" */
     const char *compression;    /* compression.codec: none (default), gzip, snappy, lz4, zstd */
+    size_t points_per_message;  /* 1 (default): one message per point, Traffic Stats' shape; N > 1: up to N
+                                 * points of one partition per message, '\n'-separated (JSON lines or
+                                 * line protocol), far cheaper per point */
     size_t max_buffer_bytes;    /* chunk bytes held before the oldest is dropped; default 256 MiB */
     long retry_backoff_ms;      /* before a message librdkafka gave up on is produced again; default 1000 */
     /* Logging of delivery errors: at most one line per error kind per this many ms (default 10000). */
@@ -67,19 +70,22 @@ void ts_kafka_poll(ts_kafka *k);
 
 /* Shutdown: produce what is left and wait for delivery reports until
  * everything is acknowledged or deadline (ts_mono_ms based) passes.
- * Returns the number of messages not acknowledged (their chunks' done is
- * called with them as dropped). Blocks: only for shutdown. */
+ * Returns the number of points not acknowledged; their chunks stay
+ * incomplete (done is not called: a spool keeps their records). Blocks:
+ * only for shutdown. */
 size_t ts_kafka_drain(ts_kafka *k, int64_t deadline_mono_ms);
 
+/* Counters in points (lines) unless named messages: with points_per_message
+ * above 1 a message carries several points. */
 typedef struct ts_kafka_stats {
-    uint64_t messages_produced;   /* handed to librdkafka, re-sends included */
-    uint64_t messages_delivered;  /* acknowledged by the brokers */
-    uint64_t messages_failed;     /* refused for good (permanent errors) */
-    uint64_t messages_retried;    /* produced again after librdkafka gave up on them */
-    uint64_t messages_maybe_dup;  /* retried although possibly persisted: at most this many duplicates */
-    uint64_t messages_dropped;    /* dropped by us: memory bound, shutdown timeout */
+    uint64_t messages_produced;   /* Kafka messages handed to librdkafka, re-sends included */
+    uint64_t points_delivered;    /* acknowledged by the brokers */
+    uint64_t points_failed;       /* refused for good (permanent errors, no topic) */
+    uint64_t points_retried;      /* produced again after librdkafka gave up on them */
+    uint64_t points_maybe_dup;    /* retried although possibly persisted: at most this many duplicates */
+    uint64_t points_dropped;      /* dropped by us: memory bound */
     uint64_t lines_invalid;       /* lines that are not line protocol (counted, not sent) */
-    uint64_t messages_pending;    /* waiting to be produced + in librdkafka awaiting a report */
+    uint64_t points_pending;      /* waiting to be produced + in librdkafka awaiting a report */
     uint64_t bytes_pending;       /* chunk bytes held */
     uint64_t delivery_errors;     /* delivery reports with an error, retried or not */
     uint64_t client_errors;       /* librdkafka error events (brokers down, auth, ...) */

@@ -72,6 +72,7 @@ O.list = {
   { "kafka.idempotence", "boolean", true, "idempotent producer (no duplicates from librdkafka's retries; needs acks = all)" },
   { "kafka.compression", "string", "none", "none | gzip | snappy | lz4 | zstd", enum = { "none", "gzip", "snappy", "lz4", "zstd" } },
   { "kafka.properties", "table", {}, "librdkafka properties passed through: security.protocol, sasl.*, ssl.*, message.timeout.ms, ...", check = "property_map" },
+  { "kafka.points_per_message", "integer", 1, "1: one message per point (Traffic Stats); N: up to N points of one partition per message, one per line (far less CPU)", min = 1 },
   { "kafka.max_buffer_bytes", "integer", 256 * MiB, "memory bound for points not yet handed to librdkafka; oldest dropped beyond it", min = 65536 },
   { "kafka.retry_backoff", "number", 1, "seconds before a message librdkafka gave up on (brokers down) is produced again", min = 0.01 },
 }

@@ -90,6 +90,7 @@ int ts_kafka_cfg_read(lua_State *L, ts_kafka_cfg *c, char *err, size_t errlen) {
     o->idempotence = ts_cfg_bool(L, "kafka.idempotence", 1);
     o->compression = cfg_string(L, c, "kafka.compression");
     o->max_buffer_bytes = (size_t)ts_cfg_int(L, "kafka.max_buffer_bytes", 256LL << 20);
+    o->points_per_message = (size_t)ts_cfg_int(L, "kafka.points_per_message", 1);
     o->retry_backoff_ms = (long)(ts_cfg_num(L, "kafka.retry_backoff", 1) * 1000);
     if (cfg_pairs(L, c, "kafka.topics", c->db_topics, (sizeof c->db_topics / sizeof *c->db_topics - 1) / 2, err,
                   errlen) ||
@@ -130,10 +131,10 @@ ts_kafka *ts_kafka_from_config(lua_State *L, ts_loop *loop, int *failed) {
             ts_error("configuration error: %s", err);
             *failed = 1;
         } else {
-            ts_info("kafka: exporting to %s (topic %s%s, format %s, acks %s%s)", c.o.brokers,
+            ts_info("kafka: exporting to %s (topic %s%s, format %s, %zu point(s) per message, acks %s%s)", c.o.brokers,
                     c.o.topic ? c.o.topic : "-", c.db_topics[0] ? " and kafka.topics" : "",
-                    c.o.format == TS_KAFKA_LP ? "lp" : "json", c.o.acks ? c.o.acks : "all",
-                    c.o.idempotence ? ", idempotent" : "");
+                    c.o.format == TS_KAFKA_LP ? "lp" : "json", c.o.points_per_message ? c.o.points_per_message : 1,
+                    c.o.acks ? c.o.acks : "all", c.o.idempotence ? ", idempotent" : "");
         }
     }
     ts_kafka_cfg_free(&c);
@@ -175,13 +176,13 @@ static int l_kafka_stats(lua_State *L) {
     lua_pushinteger(L, (lua_Integer)s.name);      \
     lua_setfield(L, -2, #name)
     F(messages_produced);
-    F(messages_delivered);
-    F(messages_failed);
-    F(messages_retried);
-    F(messages_maybe_dup);
-    F(messages_dropped);
+    F(points_delivered);
+    F(points_failed);
+    F(points_retried);
+    F(points_maybe_dup);
+    F(points_dropped);
     F(lines_invalid);
-    F(messages_pending);
+    F(points_pending);
     F(bytes_pending);
     F(delivery_errors);
     F(client_errors);
@@ -219,11 +220,11 @@ void ts_kafka_report(const ts_kafka *k) {
     if (!k) return;
     ts_kafka_stats s;
     ts_kafka_get_stats(k, &s);
-    ts_info("kafka: produced=%llu delivered=%llu failed=%llu retried=%llu maybe_dup=%llu dropped=%llu invalid=%llu "
+    ts_info("kafka: messages=%llu delivered=%llu failed=%llu retried=%llu maybe_dup=%llu dropped=%llu invalid=%llu "
             "pending=%llu pending_bytes=%llu errors=%llu",
-            (unsigned long long)s.messages_produced, (unsigned long long)s.messages_delivered,
-            (unsigned long long)s.messages_failed, (unsigned long long)s.messages_retried,
-            (unsigned long long)s.messages_maybe_dup, (unsigned long long)s.messages_dropped,
-            (unsigned long long)s.lines_invalid, (unsigned long long)s.messages_pending,
+            (unsigned long long)s.messages_produced, (unsigned long long)s.points_delivered,
+            (unsigned long long)s.points_failed, (unsigned long long)s.points_retried,
+            (unsigned long long)s.points_maybe_dup, (unsigned long long)s.points_dropped,
+            (unsigned long long)s.lines_invalid, (unsigned long long)s.points_pending,
             (unsigned long long)s.bytes_pending, (unsigned long long)(s.delivery_errors + s.client_errors));
 }

@@ -105,6 +105,10 @@ static void test_json(void) {
 
     const char *l = "bw,host=a\\ b,cg=x value=1 1";
     CHECK_EQ_U(ts_kafka_series_key(l, strlen(l)), strlen("bw,host=a\\ b,cg=x"));
+    l = "bw,host=a\\\\ value=1";   /* an escaped backslash, then the separator */
+    CHECK_EQ_U(ts_kafka_series_key(l, strlen(l)), strlen("bw,host=a\\\\"));
+    l = "bw,host=a\\\\\\ b value=1";
+    CHECK_EQ_U(ts_kafka_series_key(l, strlen(l)), strlen("bw,host=a\\\\\\ b"));
 }
 
 /* ---- mock cluster and consumer ---- */
@@ -300,7 +304,7 @@ static void check_exactly_once(const kmsgs *v, int n, const char *what) {
 static void check_keys(const kmsgs *v) {
     size_t bad_part = 0, bad_key = 0;
     for (size_t i = 0; i < v->n; i++) {
-        for (size_t j = i + 1; j < v->n && j < i + 200; j++)
+        for (size_t j = i + 1; j < v->n; j++)
             if (strcmp(v->m[i].key, v->m[j].key) == 0 && v->m[i].partition != v->m[j].partition) bad_part++;
         /* key kt_<a>,cg=g<b>,host=h<c> against the JSON's name and tags */
         int a, b, c;
@@ -357,8 +361,8 @@ static void test_exactly_once(ts_loop *l) {
     for (int i = 0; i < 6; i++) CHECK(d.ids[i] >= 1 && d.ids[i] <= 6);
     ts_kafka_stats st;
     ts_kafka_get_stats(k, &st);
-    CHECK_EQ_U(st.messages_delivered, (uint64_t)n);
-    CHECK_EQ_U(st.messages_pending, 0);
+    CHECK_EQ_U(st.points_delivered, (uint64_t)n);
+    CHECK_EQ_U(st.points_pending, 0);
     CHECK_EQ_U(st.bytes_pending, 0);
     kmsgs v = {0};
     consume_all(&m, "stats", 4, &v);
@@ -413,8 +417,8 @@ static void test_brokers_down(ts_loop *l, int past_timeout) {
     ts_kafka_stats st;
     ts_kafka_get_stats(k, &st);
     CHECK_EQ_U(d.calls, 1);                      /* nothing acknowledged while down */
-    CHECK_EQ_U(st.messages_delivered, 200);
-    CHECK_EQ_U(st.messages_pending, 1200);
+    CHECK_EQ_U(st.points_delivered, 200);
+    CHECK_EQ_U(st.points_pending, 1200);
     CHECK(max_iter < 1000);                      /* 50 ms waits: a blocked loop shows as seconds */
     if (past_timeout) CHECK(st.delivery_errors > 0);   /* librdkafka gave up: ours to retry */
     rd_kafka_mock_broker_set_up(m.mc, -1);
@@ -423,13 +427,13 @@ static void test_brokers_down(ts_loop *l, int past_timeout) {
     CHECK_EQ_U(d.delivered, 1400);
     CHECK_EQ_U(d.failed + d.dropped, 0);
     ts_kafka_get_stats(k, &st);
-    if (past_timeout) CHECK(st.messages_retried > 0);
-    CHECK_EQ_U(st.messages_pending, 0);
+    if (past_timeout) CHECK(st.points_retried > 0);
+    CHECK_EQ_U(st.points_pending, 0);
     /* the mock broker was refusing connections: nothing can have been written */
-    CHECK_EQ_U(st.messages_maybe_dup, 0);
+    CHECK_EQ_U(st.points_maybe_dup, 0);
     fprintf(stderr, "brokers down%s: produced %" PRIu64 ", retried %" PRIu64 ", delivery errors %" PRIu64
                     ", client errors %" PRIu64 ", longest loop iteration %" PRId64 " ms\n",
-            past_timeout ? " past message.timeout.ms" : "", st.messages_produced, st.messages_retried,
+            past_timeout ? " past message.timeout.ms" : "", st.messages_produced, st.points_retried,
             st.delivery_errors, st.client_errors, max_iter);
     kmsgs v = {0};
     consume_all(&m, "stats", 3, &v);
@@ -466,7 +470,7 @@ static void test_permanent(ts_loop *l) {
     ts_kafka_stats st;
     ts_kafka_get_stats(k, &st);
     CHECK_EQ_U(st.lines_invalid, 1);
-    CHECK_EQ_U(st.messages_failed, 1);   /* the too large one; the invalid line is not a message */
+    CHECK_EQ_U(st.points_failed, 1);   /* the too large one; the invalid line is not a message */
 
     /* the broker refuses the topic: every produce request answers
      * TOPIC_AUTHORIZATION_FAILED */
@@ -480,8 +484,8 @@ static void test_permanent(ts_loop *l) {
     rd_kafka_mock_clear_request_errors(m.mc, 0);
     ts_kafka_get_stats(k, &st);
     CHECK_EQ_U(d.failed, 52);
-    CHECK_EQ_U(st.messages_retried, 0);
-    CHECK_EQ_U(st.messages_pending, 0);
+    CHECK_EQ_U(st.points_retried, 0);
+    CHECK_EQ_U(st.points_pending, 0);
     CHECK_EQ_U(st.last_error_code, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
     fprintf(stderr, "permanent: delivered %zu, failed %zu (1 too large, 1 not line protocol, 50 refused)\n",
             d.delivered, d.failed);
@@ -525,13 +529,13 @@ static void test_memory_bound(ts_loop *l) {
     ts_kafka_stats st;
     ts_kafka_get_stats(k, &st);
     CHECK(st.bytes_pending <= 65536);
-    CHECK(st.messages_dropped > 0);
+    CHECK(st.points_dropped > 0);
     CHECK(st.queue_full > 0);
     rd_kafka_mock_broker_set_up(m.mc, -1);
     want_calls w = {&d, 4};
     CHECK(run_until(l, calls_reached, &w, 30000, NULL));
     CHECK_EQ_U(d.delivered + d.dropped, 4000);
-    CHECK_EQ_U(d.dropped, st.messages_dropped);
+    CHECK_EQ_U(d.dropped, st.points_dropped);
     kmsgs v = {0};
     consume_all(&m, "stats", 1, &v);
     CHECK_EQ_U(v.n, d.delivered);
@@ -590,6 +594,74 @@ static void test_lp_topics(ts_loop *l) {
     mock_stop(&m);
 }
 
+/* Several points per message: every point once, grouped by the partition of
+ * its series, the same partition a message of its own would get. */
+static void test_grouped(ts_loop *l) {
+    static const char *const topics[] = {"stats", NULL};
+    mock m;
+    mock_start(&m, topics, 4);
+    ts_kafka_opts o = {0};
+    o.brokers = m.bootstraps;
+    o.topic = "stats";
+    o.idempotence = 1;
+    o.points_per_message = 50;
+    char err[256];
+    ts_kafka *k = ts_kafka_new(l, &o, err, sizeof err);
+    CHECK(k != NULL);
+    if (!k) return;
+    done_log d = {0};
+    ts_buf b;
+    ts_buf_init(&b);
+    ts_kafka_dest dest = {"cache_stats", "daily", TS_PREC_MS};
+    for (int c = 0; c < 3; c++) {   /* the first goes point by point: the partition count is not known yet */
+        make_body(&b, c * 1000, 1000, 1700000000000LL);
+        ts_kafka_submit(k, &dest, b.data, b.len, (uint64_t)c + 1, on_done, &d);
+        want_calls w = {&d, c + 1};
+        CHECK(run_until(l, calls_reached, &w, 20000, NULL));
+    }
+    CHECK_EQ_U(d.delivered, 3000);
+    ts_kafka_stats st;
+    ts_kafka_get_stats(k, &st);
+    CHECK(st.messages_produced < 1000 + 2 * 1000 / 10);   /* chunks 2 and 3: ~4 partitions x 5 messages */
+    fprintf(stderr, "grouped: 3000 points in %" PRIu64 " messages\n", st.messages_produced);
+    kmsgs v = {0};
+    consume_all(&m, "stats", 4, &v);
+    /* split messages into points, keep the partition and the point's own key */
+    kmsgs pts = {0};
+    int max_lines = 0;
+    for (size_t i = 0; i < v.n; i++) {
+        int lines = 0;
+        for (char *p = v.m[i].val, *e; p; p = e ? e + 1 : NULL) {
+            e = strchr(p, '\n');
+            size_t n = e ? (size_t)(e - p) : strlen(p);
+            if (pts.n == pts.cap) {
+                pts.cap = pts.cap ? pts.cap * 2 : 1024;
+                pts.m = realloc(pts.m, pts.cap * sizeof *pts.m);
+            }
+            kmsg *q = &pts.m[pts.n++];
+            q->partition = v.m[i].partition;
+            q->val = dupn(p, n);
+            q->hdr = NULL;
+            int a, bb, c;
+            char key[128] = "";
+            const char *tags = strstr(q->val, "\"name\":\"kt_");
+            if (tags && sscanf(tags, "\"name\":\"kt_%d\",\"tags\":{\"cg\":\"g%d\",\"host\":\"h%d\"", &a, &bb, &c) == 3)
+                snprintf(key, sizeof key, "kt_%d,cg=g%d,host=h%d", a, bb, c);
+            q->key = strdup(key);
+            lines++;
+        }
+        if (lines > max_lines) max_lines = lines;
+    }
+    CHECK(max_lines > 1 && max_lines <= 50);
+    check_exactly_once(&pts, 3000, "grouped");
+    check_keys(&pts);   /* one partition per series across single and grouped messages */
+    kmsgs_free(&pts);
+    kmsgs_free(&v);
+    ts_kafka_free(k);
+    ts_buf_free(&b);
+    mock_stop(&m);
+}
+
 static void test_bad_options(ts_loop *l) {
     char err[256];
     ts_kafka_opts o = {0};
@@ -638,6 +710,7 @@ int main(int argc, char **argv) {
     if (want("options")) test_bad_options(l);
     if (want("once")) test_exactly_once(l);
     if (want("lp")) test_lp_topics(l);
+    if (want("grouped")) test_grouped(l);
     if (want("permanent")) test_permanent(l);
     if (want("bound")) test_memory_bound(l);
     if (want("down")) test_brokers_down(l, 0);
