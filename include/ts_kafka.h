@@ -61,6 +61,10 @@ typedef void (*ts_kafka_done_fn)(void *ud, uint64_t id, size_t delivered, size_t
 void ts_kafka_submit(ts_kafka *k, const ts_kafka_dest *d, const char *body, size_t len, uint64_t id,
                      ts_kafka_done_fn done, void *ud);
 
+/* The same, taking over body's memory (body is left empty): no copy. */
+void ts_kafka_submit_buf(ts_kafka *k, const ts_kafka_dest *d, ts_buf *body, uint64_t id, ts_kafka_done_fn done,
+                         void *ud);
+
 /* Bytes of chunks not completed yet (a feeder can hold back above a mark). */
 size_t ts_kafka_backlog_bytes(const ts_kafka *k);
 

@@ -725,8 +725,9 @@ static int resolve_topic(ts_kafka *k, const char *db) {
     return k->default_topic;
 }
 
-void ts_kafka_submit(ts_kafka *k, const ts_kafka_dest *d, const char *body, size_t len, uint64_t id,
-                     ts_kafka_done_fn done, void *ud) {
+/* Queues a chunk whose body (malloc'd, NUL-terminated, len bytes) it takes over. */
+static void submit_owned(ts_kafka *k, const ts_kafka_dest *d, char *body, size_t len, uint64_t id,
+                         ts_kafka_done_fn done, void *ud) {
     kchunk *c = calloc(1, sizeof *c);
     if (!c) abort();
     snprintf(c->db, sizeof c->db, "%s", d->db ? d->db : "");
@@ -736,21 +737,21 @@ void ts_kafka_submit(ts_kafka *k, const ts_kafka_dest *d, const char *body, size
     c->id = id;
     c->done = done;
     c->ud = ud;
-    size_t lines = line_count(body, len);
+    size_t lines = body ? line_count(body, len) : 0;
     if (c->topic < 0) {
         /* only when kafka.topics names some databases and kafka.topic is unset */
         log_limited(k, &k->rl_perm, TS_LOG_ERROR, "kafka: no topic for database %s (set kafka.topic): %zu points not sent",
                     c->db, lines);
         c->failed = lines;
         k->st.points_failed += lines;
+        free(body);
     } else if (lines) {
-        c->body = malloc(len + 1);
-        if (!c->body) abort();
-        memcpy(c->body, body, len);
-        c->body[len] = '\0';
+        c->body = body;
         c->len = len;
         k->bytes_held += len;
         k->lines_waiting += lines;
+    } else {
+        free(body);
     }
     c->prev = k->tail;
     if (k->tail) k->tail->next = c;
@@ -758,6 +759,28 @@ void ts_kafka_submit(ts_kafka *k, const ts_kafka_dest *d, const char *body, size
     k->tail = c;
     enforce_bound(k);
     if (!k->in_poll) ts_kafka_poll(k);
+}
+
+void ts_kafka_submit(ts_kafka *k, const ts_kafka_dest *d, const char *body, size_t len, uint64_t id,
+                     ts_kafka_done_fn done, void *ud) {
+    char *copy = malloc(len + 1);
+    if (!copy) abort();
+    if (len) memcpy(copy, body, len);
+    copy[len] = '\0';
+    submit_owned(k, d, copy, len, id, done, ud);
+}
+
+void ts_kafka_submit_buf(ts_kafka *k, const ts_kafka_dest *d, ts_buf *body, uint64_t id, ts_kafka_done_fn done,
+                         void *ud) {
+    char *p = body->data;
+    size_t len = body->len;
+    ts_buf_init(body);
+    if (!p) {
+        p = malloc(1);
+        if (!p) abort();
+        *p = '\0';
+    }
+    submit_owned(k, d, p, len, id, done, ud);
 }
 
 size_t ts_kafka_backlog_bytes(const ts_kafka *k) { return k->bytes_held; }

@@ -141,17 +141,17 @@ ts_kafka *ts_kafka_from_config(lua_State *L, ts_loop *loop, int *failed) {
     return k;
 }
 
-static ts_buf g_scratch;   /* the daemon has one thread: one encoding buffer */
-
 void ts_kafka_submit_batch(ts_kafka *k, const ts_batch *b) {
+    static size_t last_len;   /* a poll like the last one: one allocation, no regrowing */
     if (!k || ts_batch_points(b) == 0) return;
     const ts_dest *d = ts_batch_dest(b);
-    ts_buf_reset(&g_scratch);
-    ts_batch_encode(b, &g_scratch);
+    ts_buf body;
+    ts_buf_init(&body);
+    ts_buf_reserve(&body, last_len + last_len / 16 + 4096);
+    ts_batch_encode(b, &body);
+    last_len = body.len;
     ts_kafka_dest kd = {d->db, d->rp, d->precision};
-    ts_kafka_submit(k, &kd, g_scratch.data ? g_scratch.data : "", g_scratch.len, 0, NULL, NULL);
-    /* a poll's body is megabytes: keep one poll's worth, not the largest ever */
-    ts_buf_shrink(&g_scratch, (size_t)16 << 20);
+    ts_kafka_submit_buf(k, &kd, &body, 0, NULL, NULL);
 }
 
 static int l_kafka_lines(lua_State *L) {

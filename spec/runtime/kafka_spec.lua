@@ -63,11 +63,11 @@ return {
   polling_interval = 1, publishing_interval = 1, config_interval = 300,
   state_dir = %q,
   collect = { timeout = 2, connect_timeout = 1 },
-  summary = { enabled = false },
   kafka = { enabled = true, brokers = %q, topic = "tstats" },
   %s
 }
-]]):format(tmp.to_url, tmp.influx_url or influx.url, tmp.dir .. "/state-" .. name, brokers, extra or ""))
+]]):format(tmp.to_url, tmp.influx_url or influx.url, tmp.dir .. "/state-" .. name, brokers,
+    (extra or "") .. ((extra or ""):find("summary =", 1, true) and "" or "summary = { enabled = false },")))
   return path
 end
 
@@ -160,7 +160,7 @@ local function count(db)
   return n
 end
 
-describe("kafka export", function()
+describe("kafka export #asan", function()
   local sim
   setup(function()
     influx = stack.influxd_start_atc()
@@ -263,6 +263,55 @@ describe("kafka export", function()
     assert.are.equal(0, stat(text, "written"))
     assert.are.equal(0, dups)
     assert.are.equal(collected, kn)
+    kafka:stop()
+  end)
+
+  it("exports the daily summaries once, with db daily_stats and rp indefinite, as InfluxDB has them", function()
+    local DAY = 86400
+    local D = (os.time() - 600) // DAY * DAY - DAY   -- the last day past summary.grace: the one computed
+    local lines = {
+      ("bandwidth.cdn.1min,cdn=cdn-a value=1000000 %d"):format(D),
+      ("bandwidth.cdn.1min,cdn=cdn-a value=3000000 %d"):format(D + 3600),   -- the day's max: 3 Gbps
+    }
+    local st, body = stack.influx_write(influx.url, "cache_stats", table.concat(lines, "\n") .. "\n", "s", "monthly")
+    assert.are.equal(204, st, body)
+    local kafka = start_kafka()
+    local cfg = write_config("daily", kafka.brokers, [[summary = { enabled = true, sinks = { "api" }, rollups = { "daily" } },]])
+    local log = tmp.dir .. "/daily.log"
+    local ts = stack.spawn(tstats_bin .. " --config " .. sq(cfg) .. " run", log)
+    local function daily_rows()
+      local d = stack.influx_query(influx.url, 'SELECT count(value) FROM "indefinite"./.*/', "daily_stats")
+      local n = 0
+      for _, sr in ipairs(d.results[1].series or {}) do n = n + sr.values[1][2] end
+      return n
+    end
+    assert(stack.wait_until(function() return daily_rows() >= 2 end, 60, 0.5),
+      "daily summary written to InfluxDB: " .. (stack.read_file(log) or ""):gsub("[^\n]*Collected[^\n]*\n", ""):gsub("[^\n]*Sent [^\n]*\n", ""):sub(1, 3000))
+    stack.sleep(2)
+    ts:kill("TERM")
+    assert.are.equal(0, ts:wait(30))
+    local n_influx = daily_rows()
+    local daily, max = 0, nil
+    for _, m in ipairs(kafka:dump()) do
+      if m.doc.db == "daily_stats" then
+        daily = daily + 1
+        assert.are.equal("indefinite", m.doc.rp)
+        if m.doc.name == "daily_maxgbps" and m.doc.tags.cdn == "cdn-a" then
+          assert.is_nil(max, "one daily_maxgbps message for cdn-a")
+          max = m.doc
+        end
+      end
+    end
+    print(("\n  daily: %d daily_stats points in InfluxDB, %d in Kafka"):format(n_influx, daily))
+    assert.are.equal(n_influx, daily)
+    assert.truthy(max, "daily_maxgbps of cdn-a in Kafka")
+    assert.are.equal(3, max.fields.value)
+    -- the same time as in InfluxDB, to the second
+    local r = stack.influx_query(influx.url, [[SELECT value FROM "indefinite"."daily_maxgbps" WHERE cdn = 'cdn-a']],
+      "daily_stats", { epoch = "s" })
+    local t = math.tointeger(r.results[1].series[1].values[1][1])
+    assert.truthy(t >= D and t < D + DAY, "a time of the summarized day")
+    assert.are.equal(os.date("!%Y-%m-%dT%H:%M:%SZ", t), max.time)
     kafka:stop()
   end)
 end)
