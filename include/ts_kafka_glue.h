@@ -6,7 +6,7 @@
 #define TS_KAFKA_GLUE_H
 #include <lua.h>
 #include "ts_kafka.h"
-#include "ts_writer.h"
+#include "ts_batch.h"
 
 typedef struct ts_kafka_cfg {
     int enabled;

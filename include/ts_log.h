@@ -1,10 +1,12 @@
-/* Logging and counters (C core). One line per event, with a UTC timestamp.
- * Counters are named int64 slots that modules look up once at init and bump
- * on the hot path; `tstats` reports them and Lua reads them (tstats.counters()). */
+/* Logging (C core). One line per event, with a UTC timestamp. Modules that
+ * log also count and read the clock, so this header brings the counter and
+ * clock headers along. */
 #ifndef TS_LOG_H
 #define TS_LOG_H
 #include <stdint.h>
 #include <stdio.h>
+#include "ts_clock.h"
+#include "ts_counter.h"
 
 enum { TS_LOG_ERROR = 0, TS_LOG_WARN, TS_LOG_INFO, TS_LOG_DEBUG };
 
@@ -17,17 +19,5 @@ void ts_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 #define ts_warn(...) ts_log(TS_LOG_WARN, __VA_ARGS__)
 #define ts_info(...) ts_log(TS_LOG_INFO, __VA_ARGS__)
 #define ts_debug(...) do { if (ts_log_level() >= TS_LOG_DEBUG) ts_log(TS_LOG_DEBUG, __VA_ARGS__); } while (0)
-
-/* Counters: the pointer stays valid for the process lifetime. */
-typedef struct ts_counter { const char *name; int64_t value; } ts_counter;
-ts_counter *ts_counter_get(const char *name);
-static inline void ts_counter_add(ts_counter *c, int64_t n) { c->value += n; }
-typedef void (*ts_counter_fn)(void *ud, const char *name, int64_t value);
-void ts_counters_foreach(ts_counter_fn fn, void *ud);
-
-/* Wall clock in ms / ns since the epoch, and a monotonic clock in ms. */
-int64_t ts_now_ms(void);
-int64_t ts_now_ns(void);
-int64_t ts_mono_ms(void);
 
 #endif

@@ -44,8 +44,8 @@ void ts_lp_escape_tag(ts_buf *out, const char *s, size_t n);       /* tag key or
 void ts_lp_escape_field_key(ts_buf *out, const char *s, size_t n);
 void ts_lp_escape_string_value(ts_buf *out, const char *s, size_t n);
 
-/* Number formatting into caller storage; returns length (no NUL guaranteed
- * beyond the returned length? yes: always NUL-terminated). */
+/* Number formatting into caller storage: returns the length; the text is
+ * always NUL-terminated. */
 size_t ts_fmt_double(char out[32], double v);   /* shortest text that strtod()s back to v */
 size_t ts_fmt_int64(char out[24], int64_t v);
 

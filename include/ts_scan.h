@@ -1,4 +1,5 @@
-/* Streaming scanner for Traffic Monitor payloads (C core, yajl based).
+/* Streaming scanner for Traffic Monitor payloads (C core, hand-written
+ * lexer in src/scan.c; no library, no Lua).
  * Feeds arrive as curl delivers them; the scanner never holds the payload.
  * It reports each entity (cache / delivery service) and each stat key once
  * per occurrence through the sink, which answers with an opaque handle (the
@@ -46,14 +47,5 @@ int ts_scan_finish(ts_scan *s);
 const char *ts_scan_error(const ts_scan *s);
 const ts_scan_stats *ts_scan_get_stats(const ts_scan *s);
 void ts_scan_free(ts_scan *s);
-
-/* The yajl implementation, kept as the reference the hand-written scanner is
- * tested and fuzzed against (src/tmscan_yajl.c; same contract as above). */
-ts_scan *ts_scan_yajl_new(ts_scan_kind kind, const ts_scan_sink *sink);
-int ts_scan_yajl_feed(ts_scan *s, const char *buf, size_t len);
-int ts_scan_yajl_finish(ts_scan *s);
-const char *ts_scan_yajl_error(const ts_scan *s);
-const ts_scan_stats *ts_scan_yajl_get_stats(const ts_scan *s);
-void ts_scan_yajl_free(ts_scan *s);
 
 #endif

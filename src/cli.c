@@ -6,8 +6,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "ts_core.h"
+#include "ts_cli.h"
+
+#include "ts_api.h"
+#include "ts_config.h"
+#include "ts_daemon.h"
 #include "ts_log.h"
+#include "ts_lua.h"
+#include "ts_version.h"
+#include "ts_writer.h"
 
 static const char USAGE[] =
     "usage: tstats [--config FILE] [--log-level LEVEL] COMMAND [ARGS]\n"
@@ -30,19 +37,23 @@ static const char USAGE[] =
 
 /* Runs cli.<fn>(args) from lua/cli.lua with a writer available for async writes. */
 static int run_lua_command(const char *config, const char *cmd, int argc, char **argv) {
-    ts_lua_limits lim = {0, 0};
-    lua_State *L = ts_lua_new(NULL, &lim);
+    lua_State *L = ts_lua_new(0, ts_api_open);
     if (!L) return 1;
     int rc = 1;
-    /* `options` and `check` must work without a loadable config for `options`. */
+    /* `options` must work without a loadable config. */
     if (strcmp(cmd, "options") != 0 && ts_config_load(L, config) != 0) { ts_lua_close(L); return 2; }
-    char dir[1024];
-    ts_lua_set_script_dir(L, ts_cfg_str(L, "script_dir", NULL, dir, sizeof dir));
+    const ts_settings *s = ts_config_settings(L);
     ts_loop *loop = ts_loop_new();
-    ts_influx_cfg ic;
-    int n = ts_influx_cfg_read(L, &ic);
-    ts_writer *w = n > 0 ? ts_writer_new(loop, &ic.o) : NULL;
-    ts_api_ctx ctx = {loop, w, NULL};   /* scripts block on their requests */
+    ts_writer *w = NULL;
+    if (s) {
+        ts_lua_set_script_dir(L, s->script_dir);
+        /* scripts run under the same heap cap as the daemon */
+        ts_lua_set_memory_limit(L, (size_t)s->lua.memory_limit);
+        ts_writer_opts o;
+        ts_config_writer_opts(s, &o);
+        if (s->influxdb.nurls > 0) w = ts_writer_new(loop, &o);
+    }
+    ts_api_ctx ctx = {loop, w, w ? ts_writer_influx(w) : NULL, NULL, NULL, NULL};   /* scripts block on their requests */
     ts_api_set_ctx(L, &ctx);
     if (ts_lua_require(L, "cli") == 0) {
         lua_getfield(L, -1, "main");
@@ -67,13 +78,12 @@ static int run_lua_command(const char *config, const char *cmd, int argc, char *
         ts_writer_free(w);
     }
     ts_loop_free(loop);
-    ts_influx_cfg_free(&ic);
     ts_lua_close(L);
     return rc;
 }
 
 static int check_config(const char *config) {
-    lua_State *L = ts_lua_new(NULL, NULL);
+    lua_State *L = ts_lua_new(0, ts_api_open);
     if (!L) return 1;
     if (ts_config_load(L, config) != 0) {
         fprintf(stderr, "configuration %s is NOT valid\n", config ? config : "[embedded]config.lua");
@@ -103,7 +113,7 @@ int ts_cli_main(int argc, char **argv) {
     for (; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) { fputs(USAGE, stdout); return 0; }
-        if (strcmp(a, "--version") == 0) { printf("tstats %s (Lua %s)\n", TS_VERSION_STRING, LUA_RELEASE + 4); return 0; }
+        if (strcmp(a, "--version") == 0) { printf("tstats %s (Lua %s)\n", TS_VERSION, LUA_RELEASE + 4); return 0; }
         if ((strcmp(a, "--config") == 0 || strcmp(a, "-c") == 0) && i + 1 < argc) { config = argv[++i]; continue; }
         if (strncmp(a, "--config=", 9) == 0) { config = a + 9; continue; }
         if (strcmp(a, "--log-level") == 0 && i + 1 < argc) { level = argv[++i]; continue; }
@@ -140,7 +150,7 @@ int ts_cli_main(int argc, char **argv) {
         rc = ts_daemon_main(config, dry ? TS_MODE_DRYRUN : TS_MODE_ONCE);
     } else if (strcmp(cmd, "check") == 0) rc = check_config(config);
     else if (strcmp(cmd, "options") == 0 || strcmp(cmd, "setup-influx") == 0 || strcmp(cmd, "rollup") == 0 ||
-             strcmp(cmd, "backfill-cq") == 0 || strcmp(cmd, "script") == 0 || strcmp(cmd, "bench-map") == 0)
+             strcmp(cmd, "backfill-cq") == 0 || strcmp(cmd, "script") == 0)
         rc = run_lua_command(config, cmd, argc - rest, argv + rest);
     else { fprintf(stderr, "tstats: unknown command '%s'\n\n%s", cmd, USAGE); rc = 2; }
     ts_http_global_cleanup();

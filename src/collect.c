@@ -3,12 +3,20 @@
  * which mapping; here every endpoint is fetched concurrently on the loop, its
  * body streamed through the TM scanner into a compact batch, and the batch
  * handed on only when the whole payload parsed. Any failure (transport,
- * timeout, non-2xx, unparsable body) moves to the endpoint's next monitor. */
+ * timeout, non-2xx, unparsable body) moves to the endpoint's next monitor.
+ * The per-sample policy (age cutoff, non-numeric values) lives here too;
+ * mapping.c only caches Lua's answers. */
+#include "ts_collect.h"
+
 #include <lauxlib.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "ts_core.h"
+#include "ts_api.h"
+#include "ts_config.h"
 #include "ts_log.h"
+#include "ts_lua.h"
 #include "ts_scan.h"
 
 enum { FMT_CACHESTATS, FMT_DSSTATS, FMT_LUA };
@@ -22,6 +30,8 @@ typedef struct endpoint {
     ts_dest dest;
     ts_mapper *mapper;
     int retired;            /* replaced by a newer plan; freed when idle */
+    int payload_ref;        /* FMT_LUA: the module's payload function (registry), resolved once per plan */
+    int payload_ctx_ref;    /* FMT_LUA: the ctx table it is called with */
     /* the fetch in progress */
     int busy;
     int url_idx;
@@ -30,7 +40,7 @@ typedef struct endpoint {
     ts_buf body;            /* FMT_LUA only */
     uint64_t bytes;
     int too_big;
-    int64_t cutoff_ms;      /* samples older than this are skipped */
+    ts_sample_policy pol;
     uint64_t n_points;
     char scan_err[200];
     size_t last_points, last_runs;   /* the last poll's batch, for the next one's size */
@@ -41,8 +51,7 @@ struct ts_collector {
     ts_loop *loop;
     ts_emit_fn emit;
     void *emit_ud;
-    ts_batch_source_fn batch_source;
-    void *batch_source_ud;
+    ts_batch_pool *pool;     /* spares of batches the writer has sent; may be NULL */
     endpoint **eps;
     int neps;
     endpoint **retired;
@@ -50,6 +59,7 @@ struct ts_collector {
     int busy;
     int closing;            /* shutting down: no failover, no new fetches */
     ts_collect_stats st;
+    /* collect.* of the settings at the last plan */
     double timeout_s, connect_timeout_s;
     int gzip, zero_non_numeric;
     int64_t max_age_ms;
@@ -77,21 +87,22 @@ ts_collector *ts_collector_new(lua_State *L, ts_loop *loop, ts_emit_fn emit, voi
     return c;
 }
 
-void ts_collector_set_batch_source(ts_collector *c, ts_batch_source_fn fn, void *ud) {
-    c->batch_source = fn;
-    c->batch_source_ud = ud;
+void ts_collector_set_batch_pool(ts_collector *c, ts_batch_pool *pool) { c->pool = pool; }
+
+/* Sized from the endpoint's last poll, on a spare's arrays when the pool has one. */
+static ts_batch *new_batch(endpoint *e) {
+    return ts_batch_pool_get(e->c->pool, &e->dest, ts_mapper_owner(e->mapper), e->last_points, e->last_runs);
 }
 
-static ts_batch *new_batch(endpoint *e) {
-    ts_collector *c = e->c;
-    const ts_map_owner *owner = ts_mapper_owner(e->mapper);
-    if (c->batch_source) return c->batch_source(c->batch_source_ud, &e->dest, owner, e->last_points, e->last_runs);
-    ts_batch *b = ts_batch_new_compact(&e->dest, owner);
-    ts_batch_reserve(b, e->last_points, e->last_runs);
-    return b;
+static char *xstrdup(const char *s) {
+    char *d = strdup(s);
+    if (!d) abort();
+    return d;
 }
 
 static void endpoint_free(endpoint *e) {
+    luaL_unref(e->c->L, LUA_REGISTRYINDEX, e->payload_ref);
+    luaL_unref(e->c->L, LUA_REGISTRYINDEX, e->payload_ctx_ref);
     if (e->scan) ts_scan_free(e->scan);
     if (e->batch) ts_batch_free(e->batch);
     ts_buf_free(&e->body);
@@ -107,7 +118,7 @@ static void endpoint_free(endpoint *e) {
 static char *field_dup(lua_State *L, int t, const char *k, const char *def) {
     lua_getfield(L, t, k);
     const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : def;
-    char *r = s ? strdup(s) : NULL;
+    char *r = s ? xstrdup(s) : NULL;
     lua_pop(L, 1);
     return r;
 }
@@ -118,6 +129,7 @@ static endpoint *endpoint_from_lua(ts_collector *c, int t, int plan_index) {
     endpoint *e = calloc(1, sizeof *e);
     if (!e) abort();
     e->c = c;
+    e->payload_ref = e->payload_ctx_ref = LUA_NOREF;
     e->cdn = field_dup(L, t, "cdn", "");
     e->name = field_dup(L, t, "name", "endpoint");
     e->mapping = field_dup(L, t, "mapping", NULL);
@@ -133,9 +145,10 @@ static endpoint *endpoint_from_lua(ts_collector *c, int t, int plan_index) {
     lua_getfield(L, t, "urls");
     int n = lua_istable(L, -1) ? (int)luaL_len(L, -1) : 0;
     e->urls = calloc((size_t)(n ? n : 1), sizeof(char *));
+    if (!e->urls) abort();
     for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, -1, i);
-        if (lua_type(L, -1) == LUA_TSTRING) e->urls[e->nurls++] = strdup(lua_tostring(L, -1));
+        if (lua_type(L, -1) == LUA_TSTRING) e->urls[e->nurls++] = xstrdup(lua_tostring(L, -1));
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
@@ -164,6 +177,10 @@ static endpoint *endpoint_from_lua(ts_collector *c, int t, int plan_index) {
         while (lua_next(L, -2)) { lua_pushvalue(L, -2); lua_insert(L, -2); lua_settable(L, -5); }
     }
     lua_pop(L, 1);
+    if (e->format == FMT_LUA) {
+        lua_pushvalue(L, -1);
+        e->payload_ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
     int ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     char label[160];
     snprintf(label, sizeof label, "%s [%s %s]", e->mapping, e->cdn, e->name);
@@ -174,13 +191,30 @@ static endpoint *endpoint_from_lua(ts_collector *c, int t, int plan_index) {
         endpoint_free(e);
         return NULL;
     }
+    if (e->format == FMT_LUA) {
+        /* the module is loaded by now (the mapper required it) */
+        if (ts_lua_require(L, e->mapping) == 0) {
+            lua_getfield(L, -1, "payload");
+            if (lua_isfunction(L, -1)) e->payload_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+            else lua_pop(L, 1);
+            lua_pop(L, 1);
+        }
+        if (e->payload_ref == LUA_NOREF) {
+            ts_error("plan endpoint %s %s: mapping '%s' has no payload(body, ctx) function (format = \"lua\"); "
+                     "endpoint ignored", e->cdn, e->name, e->mapping);
+            endpoint_free(e);
+            return NULL;
+        }
+    }
     return e;
 }
 
 static void retire(ts_collector *c, endpoint *e) {
     if (!e->busy) { endpoint_free(e); return; }
     e->retired = 1;
-    c->retired = realloc(c->retired, sizeof(endpoint *) * (size_t)(c->nretired + 1));
+    endpoint **r = realloc(c->retired, sizeof(endpoint *) * (size_t)(c->nretired + 1));
+    if (!r) abort();
+    c->retired = r;
     c->retired[c->nretired++] = e;
 }
 
@@ -192,6 +226,7 @@ int ts_collector_set_plan(ts_collector *c, int plan_index) {
     if (!lua_istable(L, -1)) { lua_pop(L, 1); ts_error("plan has no endpoints table; keeping the previous plan"); return -1; }
     int n = (int)luaL_len(L, -1);
     endpoint **eps = calloc((size_t)(n ? n : 1), sizeof *eps);
+    if (!eps) abort();
     int k = 0;
     for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, -1, i);
@@ -206,13 +241,13 @@ int ts_collector_set_plan(ts_collector *c, int plan_index) {
     free(c->eps);
     c->eps = eps;
     c->neps = k;
-    c->timeout_s = ts_cfg_num(L, "collect.timeout", 10);
-    c->connect_timeout_s = ts_cfg_num(L, "collect.connect_timeout", 3);
-    c->gzip = ts_cfg_bool(L, "collect.gzip", 0);
-    char buf[16];
-    c->zero_non_numeric = strcmp(ts_cfg_str(L, "collect.non_numeric", "skip", buf, sizeof buf), "zero") == 0;
-    c->max_age_ms = ts_cfg_int(L, "collect.max_sample_age", 86400) * 1000;
-    c->max_payload = (uint64_t)ts_cfg_int(L, "collect.max_payload_bytes", 1LL << 30);
+    const ts_settings *s = ts_config_settings(L);
+    c->timeout_s = s->collect.timeout;
+    c->connect_timeout_s = s->collect.connect_timeout;
+    c->gzip = s->collect.gzip;
+    c->zero_non_numeric = s->collect.non_numeric && strcmp(s->collect.non_numeric, "zero") == 0;
+    c->max_age_ms = s->collect.max_sample_age * 1000;
+    c->max_payload = (uint64_t)s->collect.max_payload_bytes;
     return k;
 }
 
@@ -234,8 +269,8 @@ static void sink_sample(void *ud, void *ent, void *stat, const char *val, size_t
     endpoint *e = ud;
     ts_collector *c = e->c;
     ts_cpoint p;
-    switch (ts_mapper_sample(e->mapper, stat, ent, val, vlen, kind, time_ms, has_time, e->cutoff_ms,
-                             c->zero_non_numeric, &p)) {
+    ts_raw_sample s = {val, vlen, kind, time_ms, has_time};
+    switch (ts_collect_sample(e->mapper, &e->pol, stat, ent, &s, &p)) {
     case TS_SAMPLE_OK:
         ts_batch_add_compact(e->batch, &p);
         e->n_points++;
@@ -247,6 +282,24 @@ static void sink_sample(void *ud, void *ent, void *stat, const char *val, size_t
     }
 }
 
+int ts_collect_sample(ts_mapper *m, const ts_sample_policy *pol, const ts_stat_map *st, const ts_entity_map *ent,
+                      const ts_raw_sample *s, ts_cpoint *out) {
+    if (!s->has_time) return TS_SAMPLE_NO_TIME;
+    if (s->time_ms < pol->cutoff_ms) return TS_SAMPLE_OLD;
+    double v;
+    if (s->kind == TS_VAL_OTHER || !ts_parse_number(s->val, s->len, &v)) {
+        if (!pol->zero_non_numeric) return TS_SAMPLE_NON_NUMERIC;
+        v = 0.0;
+    }
+    if (st->hook_ref != LUA_NOREF && ts_mapper_sample_hook(m, st, &v, s->val, s->time_ms) != 0) return TS_SAMPLE_HOOK_DROP;
+    out->stat = st;
+    out->ent = ent;
+    out->value = v;
+    out->time_ms = s->time_ms;
+    return TS_SAMPLE_OK;
+}
+
+/* ---- fetching ---- */
 static void start_fetch(endpoint *e);
 
 static int on_data(void *ud, const char *p, size_t n) {
@@ -261,32 +314,31 @@ static int on_data(void *ud, const char *p, size_t n) {
     return 0;
 }
 
-/* FMT_LUA: M.payload(body, ctx) -> points, written as text lines. */
+/* FMT_LUA: M.payload(body, ctx) -> points, encoded by C straight into a
+ * text batch (no line-protocol string passes through Lua). */
 static ts_batch *lua_payload_batch(endpoint *e) {
     lua_State *L = e->c->L;
-    lua_getglobal(L, "tstats");
-    lua_getfield(L, -1, "_map_payload");
-    lua_remove(L, -2);
-    lua_pushstring(L, e->mapping);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->payload_ref);
     lua_pushlstring(L, e->body.data ? e->body.data : "", e->body.len);
-    lua_pushstring(L, e->cdn);
-    lua_pushstring(L, e->name);
-    lua_pushstring(L, ts_precision_name(e->dest.precision));
-    if (ts_lua_pcall(L, 5, 2, e->mapping, 0) != 0) return NULL;
-    ts_batch *b = NULL;
-    if (lua_type(L, -2) == LUA_TSTRING) {
-        size_t len;
-        const char *body = lua_tolstring(L, -2, &len);
-        b = ts_batch_new_text(&e->dest);
-        const char *p = body, *end = body + len;
-        while (p < end) {
-            const char *nl = memchr(p, '\n', (size_t)(end - p));
-            size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
-            if (l) { ts_batch_add_line(b, p, l); e->n_points++; }
-            p += l + 1;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->payload_ctx_ref);
+    if (ts_lua_pcall(L, 2, 1, e->mapping, 0) != 0) return NULL;
+    ts_batch *b = ts_batch_new_text(&e->dest);
+    if (lua_istable(L, -1)) {
+        lua_newtable(L);
+        size_t n = ts_api_encode_points(L, -2, e->dest.precision, ts_batch_text_buf(b), -1);
+        ts_batch_text_commit(b, n);
+        e->n_points += n;
+        lua_Integer nerr = luaL_len(L, -1);
+        for (lua_Integer i = 1; i <= nerr; i++) {
+            lua_rawgeti(L, -1, i);
+            ts_warn("%s: %s", e->mapping, lua_tostring(L, -1));
+            lua_pop(L, 1);
         }
+        lua_pop(L, 1);
+    } else if (!lua_isnil(L, -1)) {
+        ts_warn("%s: payload() returned a %s, not a list of points", e->mapping, luaL_typename(L, -1));
     }
-    lua_pop(L, 2);
+    lua_pop(L, 1);
     return b;
 }
 
@@ -373,7 +425,8 @@ static void start_fetch(endpoint *e) {
         e->too_big = 0;
         e->scan_err[0] = '\0';
         e->n_points = 0;
-        e->cutoff_ms = ts_now_ms() - c->max_age_ms;
+        e->pol.cutoff_ms = ts_now_ms() - c->max_age_ms;
+        e->pol.zero_non_numeric = c->zero_non_numeric;
         if (e->format != FMT_LUA) {
             ts_scan_sink sink = sink_proto;
             sink.ud = e;
@@ -436,4 +489,75 @@ void ts_collector_free(ts_collector *c) {
     free(c->eps);
     free(c->retired);
     free(c);
+}
+
+/* Strict number grammar first: strtod alone would accept "nan", "inf" and
+ * hex floats, none of which TM means as a stat value. Most TM values are
+ * integers or short decimals ("12.500000", "2.62200722e+10"): with at most 15
+ * significant digits and a power of ten up to 1e22 both operands are exact
+ * doubles, so one multiplication or division is correctly rounded and equals
+ * strtod's answer (Clinger's fast path); anything else goes to strtod. */
+int ts_parse_number(const char *s, size_t n, double *out) {
+    static const double p10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+                                 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    size_t i = 0;
+    if (n == 0 || n > 64) return 0;
+    int neg = 0;
+    if (s[i] == '-' || s[i] == '+') { neg = s[i] == '-'; i++; }
+    uint64_t m = 0;      /* significant digits, while they fit */
+    int nsig = 0;        /* significant digits seen (leading zeros excluded) */
+    int dropped = 0;     /* digits not kept in m */
+    size_t d0 = i;
+    while (i < n && s[i] >= '0' && s[i] <= '9') {
+        if (nsig || s[i] != '0') {
+            if (nsig < 19) m = m * 10 + (uint64_t)(s[i] - '0'); else dropped++;
+            nsig++;
+        }
+        i++;
+    }
+    size_t nd = i - d0;
+    int e10 = dropped;
+    size_t frac = 0;
+    if (i < n && s[i] == '.') {
+        i++;
+        size_t f0 = i;
+        while (i < n && s[i] >= '0' && s[i] <= '9') {
+            if (nsig || s[i] != '0') {
+                if (nsig < 19) { m = m * 10 + (uint64_t)(s[i] - '0'); e10--; }
+                nsig++;
+            } else {
+                e10--;
+            }
+            i++;
+        }
+        frac = i - f0;
+    }
+    if (nd + frac == 0) return 0;
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        int eneg = 0;
+        if (i < n && (s[i] == '+' || s[i] == '-')) { eneg = s[i] == '-'; i++; }
+        size_t e0 = i;
+        int ev = 0;
+        while (i < n && s[i] >= '0' && s[i] <= '9') {
+            if (ev < 100000) ev = ev * 10 + (s[i] - '0');
+            i++;
+        }
+        if (i == e0) return 0;
+        e10 += eneg ? -ev : ev;
+    }
+    if (i != n) return 0;
+    if (nsig <= 15 && !dropped && e10 >= -22 && e10 <= 22) {
+        double v = (double)m;
+        v = e10 >= 0 ? v * p10[e10] : v / p10[-e10];
+        *out = neg ? -v : v;
+        return 1;
+    }
+    char tmp[72];
+    memcpy(tmp, s, n);
+    tmp[n] = '\0';
+    double v = strtod(tmp, NULL);
+    if (!isfinite(v)) return 0;
+    *out = v;
+    return 1;
 }

@@ -1,17 +1,21 @@
 /* Configuration (C side): config.lua is loaded and validated by
- * lua/options.lua (the one option table); C keeps the resolved table in the
- * registry and reads values from it by dotted path. */
+ * lua/options.lua (the one option table, holding every default); here the
+ * resolved table becomes the typed ts_settings, once per load, by a table of
+ * the keys C reads, each checked against the option table's own type. */
+#include "ts_config.h"
+
 #include <lauxlib.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "ts_core.h"
 #include "ts_log.h"
+#include "ts_lua.h"
 
-struct ts_embedded_lua { const char *name; const unsigned char *src; size_t len; };
-extern const struct ts_embedded_lua ts_embedded_lua[];
+#include "ts_embedded.h"
 
 static const char CFG_KEY = 'g';
+static const char SETTINGS_KEY = 's';
 
 static int l_embedded_default(lua_State *L) {
     for (const struct ts_embedded_lua *e = ts_embedded_lua; e->name; e++)
@@ -21,6 +25,9 @@ static int l_embedded_default(lua_State *L) {
         }
     return 0;
 }
+
+static int settings_build(lua_State *L, int cfg, ts_settings *s);
+static void settings_push_new(lua_State *L, ts_settings **out);
 
 int ts_config_load(lua_State *L, const char *file) {
     if (ts_lua_require(L, "options") != 0) return -1;
@@ -41,6 +48,11 @@ int ts_config_load(lua_State *L, const char *file) {
         return -1;
     }
     lua_pop(L, 1);
+    int cfg = lua_gettop(L);
+    ts_settings *s;
+    settings_push_new(L, &s);
+    if (settings_build(L, cfg, s) != 0) { lua_settop(L, opt - 1); return -1; }
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &SETTINGS_KEY);
     lua_pushvalue(L, -1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &CFG_KEY);
     lua_getglobal(L, "tstats");
@@ -50,8 +62,108 @@ int ts_config_load(lua_State *L, const char *file) {
     return 0;
 }
 
-void ts_cfg_push(lua_State *L, const char *path) {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &CFG_KEY);
+const ts_settings *ts_config_settings(lua_State *L) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &SETTINGS_KEY);
+    ts_settings *s = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return s;
+}
+
+/* ---- the settings C reads ----
+ * Each entry names its option and the C type it must have there; a name
+ * options.lua lacks, or a type it declares otherwise, fails the load. */
+enum { K_STR, K_INT, K_NUM, K_BOOL, K_LIST };
+
+typedef struct setting {
+    const char *key;
+    int kind;
+    size_t off;
+} setting;
+
+#define S(key, kind, field) {key, kind, offsetof(ts_settings, field)}
+static const setting SETTINGS[] = {
+    S("log.level", K_STR, log_level),
+    S("log.file", K_STR, log_file),
+    S("state_dir", K_STR, state_dir),
+    S("script_dir", K_STR, script_dir),
+    S("polling_interval", K_INT, polling_interval),
+    S("publishing_interval", K_INT, publishing_interval),
+    S("config_interval", K_INT, config_interval),
+    S("daily_summary_interval", K_INT, daily_summary_interval),
+    S("shutdown_timeout", K_NUM, shutdown_timeout),
+    S("summary.enabled", K_BOOL, summary_enabled),
+    S("collect.timeout", K_NUM, collect.timeout),
+    S("collect.connect_timeout", K_NUM, collect.connect_timeout),
+    S("collect.gzip", K_BOOL, collect.gzip),
+    S("collect.max_sample_age", K_INT, collect.max_sample_age),
+    S("collect.non_numeric", K_STR, collect.non_numeric),
+    S("collect.max_payload_bytes", K_INT, collect.max_payload_bytes),
+    S("influxdb.urls", K_LIST, influxdb.urls),
+    S("influxdb.user", K_STR, influxdb.user),
+    S("influxdb.password", K_STR, influxdb.password),
+    S("influxdb.insecure", K_BOOL, influxdb.insecure),
+    S("influxdb.gzip", K_BOOL, influxdb.gzip),
+    S("influxdb.timeout", K_NUM, influxdb.timeout),
+    S("influxdb.max_publish_size", K_INT, influxdb.max_publish_size),
+    S("influxdb.max_buffer_bytes", K_INT, influxdb.max_buffer_bytes),
+    S("influxdb.max_inflight", K_INT, influxdb.max_inflight),
+    S("lua.memory_limit", K_INT, lua.memory_limit),
+    S("lua.hook_budget", K_INT, lua.hook_budget),
+};
+#undef S
+
+/* The option table's type names that each C kind accepts. */
+static int kind_accepts(int kind, const char *type) {
+    switch (kind) {
+    case K_STR: return strcmp(type, "string") == 0 || strcmp(type, "secret") == 0;
+    case K_INT: return strcmp(type, "integer") == 0;
+    case K_NUM: return strcmp(type, "number") == 0 || strcmp(type, "integer") == 0;
+    case K_BOOL: return strcmp(type, "boolean") == 0;
+    case K_LIST: return strcmp(type, "list") == 0;
+    }
+    return 0;
+}
+
+static char *xstrdup(const char *s) {
+    char *d = strdup(s);
+    if (!d) abort();
+    return d;
+}
+
+static void settings_clear(ts_settings *s) {
+    for (size_t i = 0; i < sizeof SETTINGS / sizeof SETTINGS[0]; i++) {
+        void *f = (char *)s + SETTINGS[i].off;
+        if (SETTINGS[i].kind == K_STR) free(*(char **)f);
+        if (SETTINGS[i].kind == K_LIST) {
+            char **l = *(char ***)f;
+            for (int k = 0; l && l[k]; k++) free(l[k]);
+            free(l);
+        }
+    }
+    memset(s, 0, sizeof *s);
+}
+
+static int settings_gc(lua_State *L) {
+    settings_clear(lua_touserdata(L, 1));
+    return 0;
+}
+
+/* A full userdata owns the struct's strings, so a Lua error between here and
+ * the registry store cannot leak them. */
+static void settings_push_new(lua_State *L, ts_settings **out) {
+    ts_settings *s = lua_newuserdatauv(L, sizeof *s, 0);
+    memset(s, 0, sizeof *s);
+    if (luaL_newmetatable(L, "tstats.settings")) {
+        lua_pushcfunction(L, settings_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    *out = s;
+}
+
+/* Pushes cfg's value at a dotted path (nil when absent). */
+static void push_path(lua_State *L, int cfg, const char *path) {
+    lua_pushvalue(L, cfg);
     const char *p = path;
     while (*p && lua_istable(L, -1)) {
         const char *dot = strchr(p, '.');
@@ -60,74 +172,75 @@ void ts_cfg_push(lua_State *L, const char *path) {
         lua_gettable(L, -2);
         lua_remove(L, -2);
         p += n + (dot ? 1 : 0);
-        if (!dot) break;
+        if (!dot) { p = ""; break; }
     }
-    if (*p && !lua_istable(L, -1)) { lua_pop(L, 1); lua_pushnil(L); }
+    if (*p) { lua_pop(L, 1); lua_pushnil(L); }
 }
 
-int64_t ts_cfg_int(lua_State *L, const char *path, int64_t def) {
-    ts_cfg_push(L, path);
-    int64_t v = lua_isnumber(L, -1) ? (int64_t)lua_tonumber(L, -1) : def;
-    if (lua_isinteger(L, -1)) v = lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    return v;
-}
-
-double ts_cfg_num(lua_State *L, const char *path, double def) {
-    ts_cfg_push(L, path);
-    double v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : def;
-    lua_pop(L, 1);
-    return v;
-}
-
-int ts_cfg_bool(lua_State *L, const char *path, int def) {
-    ts_cfg_push(L, path);
-    int v = lua_isboolean(L, -1) ? lua_toboolean(L, -1) : def;
-    lua_pop(L, 1);
-    return v;
-}
-
-const char *ts_cfg_str(lua_State *L, const char *path, const char *def, char *buf, size_t n) {
-    ts_cfg_push(L, path);
-    const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-    const char *ret = def;
-    if (s) { snprintf(buf, n, "%s", s); ret = buf; }
-    lua_pop(L, 1);
-    return ret;
-}
-
-int ts_influx_cfg_read(lua_State *L, ts_influx_cfg *c) {
-    memset(c, 0, sizeof *c);
-    ts_cfg_push(L, "influxdb.urls");
-    int n = lua_istable(L, -1) ? (int)luaL_len(L, -1) : 0;
-    for (int i = 1; i <= n && c->nurls < 64; i++) {
-        lua_rawgeti(L, -1, i);
-        if (lua_type(L, -1) == LUA_TSTRING) {
-            c->urls[c->nurls] = strdup(lua_tostring(L, -1));
-            if (!c->urls[c->nurls]) abort();
-            c->nurls++;
+static int settings_build(lua_State *L, int cfg, ts_settings *s) {
+    if (ts_lua_require(L, "options") != 0) return -1;
+    lua_getfield(L, -1, "by_key");
+    int by_key = lua_gettop(L);
+    int bad = 0;
+    for (size_t i = 0; i < sizeof SETTINGS / sizeof SETTINGS[0]; i++) {
+        const setting *d = &SETTINGS[i];
+        lua_getfield(L, by_key, d->key);
+        if (lua_istable(L, -1)) lua_getfield(L, -1, "type"); else lua_pushnil(L);
+        const char *type = lua_tostring(L, -1);
+        if (!type || !kind_accepts(d->kind, type)) {
+            ts_error("internal: C reads setting '%s' as %s, but lua/options.lua %s%s", d->key,
+                     (const char *[]){"string", "integer", "number", "boolean", "list"}[d->kind],
+                     type ? "declares it " : "does not define it", type ? type : "");
+            bad = 1;
+            lua_pop(L, 2);
+            continue;
+        }
+        lua_pop(L, 2);
+        void *f = (char *)s + d->off;
+        push_path(L, cfg, d->key);
+        switch (d->kind) {
+        case K_STR:
+            if (lua_type(L, -1) == LUA_TSTRING) *(char **)f = xstrdup(lua_tostring(L, -1));
+            break;
+        case K_INT:
+            if (lua_isinteger(L, -1)) *(int64_t *)f = lua_tointeger(L, -1);
+            break;
+        case K_NUM:
+            if (lua_isnumber(L, -1)) *(double *)f = lua_tonumber(L, -1);
+            break;
+        case K_BOOL:
+            *(int *)f = lua_toboolean(L, -1);
+            break;
+        case K_LIST: {
+            lua_Integer n = lua_istable(L, -1) ? luaL_len(L, -1) : 0;
+            char **l = calloc((size_t)n + 1, sizeof *l);
+            if (!l) abort();
+            int k = 0;
+            for (lua_Integer j = 1; j <= n; j++) {
+                lua_rawgeti(L, -1, j);
+                if (lua_type(L, -1) == LUA_TSTRING) l[k++] = xstrdup(lua_tostring(L, -1));
+                lua_pop(L, 1);
+            }
+            *(char ***)f = l;
+            if (f == (void *)&s->influxdb.urls) s->influxdb.nurls = k;
+            break;
+        }
         }
         lua_pop(L, 1);
     }
-    lua_pop(L, 1);
-    if (n > 64) ts_warn("influxdb.urls: %d URLs, only the first 64 are used", n);
-    ts_writer_opts *o = &c->o;
-    o->urls = (const char *const *)c->urls;
-    o->user = ts_cfg_str(L, "influxdb.user", NULL, c->user, sizeof c->user);
-    if (o->user && !*o->user) o->user = NULL;
-    o->password = ts_cfg_str(L, "influxdb.password", NULL, c->password, sizeof c->password);
-    o->insecure = ts_cfg_bool(L, "influxdb.insecure", 0);
-    o->gzip = ts_cfg_bool(L, "influxdb.gzip", 0);
-    o->timeout_ms = (long)(ts_cfg_num(L, "influxdb.timeout", 30) * 1000);
-    o->max_publish_size = (size_t)ts_cfg_int(L, "influxdb.max_publish_size", 10000);
-    o->max_buffer_bytes = (size_t)ts_cfg_int(L, "influxdb.max_buffer_bytes", 256LL << 20);
-    o->max_inflight = (int)ts_cfg_int(L, "influxdb.max_inflight", 2);
-    c->conn = (ts_influx_conn){(const char *const *)c->urls, c->nurls, o->user, o->password ? o->password : "",
-                               NULL, o->insecure, o->timeout_ms, 5000};
-    return c->nurls;
+    lua_pop(L, 2);   /* by_key, options */
+    return bad ? -1 : 0;
 }
 
-void ts_influx_cfg_free(ts_influx_cfg *c) {
-    for (int i = 0; i < c->nurls; i++) free(c->urls[i]);
-    c->nurls = 0;
+void ts_config_writer_opts(const ts_settings *s, ts_writer_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->urls = (const char *const *)s->influxdb.urls;
+    o->user = s->influxdb.user && *s->influxdb.user ? s->influxdb.user : NULL;
+    o->password = s->influxdb.password;
+    o->insecure = s->influxdb.insecure;
+    o->gzip = s->influxdb.gzip;
+    o->timeout_ms = (long)(s->influxdb.timeout * 1000);
+    o->max_publish_size = (size_t)s->influxdb.max_publish_size;
+    o->max_buffer_bytes = (size_t)s->influxdb.max_buffer_bytes;
+    o->max_inflight = (int)s->influxdb.max_inflight;
 }

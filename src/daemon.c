@@ -10,9 +10,16 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
-#include "ts_core.h"
+#include "ts_daemon.h"
+
+#include "ts_api.h"
+#include "ts_collect.h"
+#include "ts_config.h"
 #include "ts_kafka_glue.h"
 #include "ts_log.h"
+#include "ts_lua.h"
+#include "ts_version.h"
+#include "ts_writer.h"
 
 typedef struct tsd {
     const char *config_file;
@@ -84,17 +91,17 @@ static void cancel_timers(tsd *d) {
 }
 
 static void arm_timers(tsd *d) {
-    lua_State *L = d->L;
+    const ts_settings *s = ts_config_settings(d->L);
     cancel_timers(d);
     d->poll_wall = d->publish_wall = 0;   /* intervals may have changed: realign */
-    d->poll_iv = ts_cfg_int(L, "polling_interval", 10) * 1000;
-    d->publish_iv = ts_cfg_int(L, "publishing_interval", 30) * 1000;
-    d->refresh_iv = ts_cfg_int(L, "config_interval", 300) * 1000;
-    d->summary_iv = ts_cfg_int(L, "daily_summary_interval", 60) * 1000;
+    d->poll_iv = s->polling_interval * 1000;
+    d->publish_iv = s->publishing_interval * 1000;
+    d->refresh_iv = s->config_interval * 1000;
+    d->summary_iv = s->daily_summary_interval * 1000;
     d->t_poll = ts_loop_timer(d->loop, next_aligned_mono(d->poll_iv, &d->poll_wall), on_poll, d);
     d->t_publish = ts_loop_timer(d->loop, next_aligned_mono(d->publish_iv, &d->publish_wall), on_publish, d);
     d->t_refresh = ts_loop_timer(d->loop, ts_mono_ms() + d->refresh_iv, on_refresh, d);
-    if (ts_cfg_bool(L, "summary.enabled", 1))
+    if (s->summary_enabled)
         d->t_summary = ts_loop_timer(d->loop, ts_mono_ms() + 5000, on_summary, d);
 }
 
@@ -110,39 +117,38 @@ static void on_signal(void *ud) {
 /* ---- writer set-up from the configuration -------------------------------- */
 /* The writer from influxdb.* (new, or reconfigured on SIGHUP); it copies what it keeps. */
 static void writer_setup(tsd *d, int reconfigure) {
-    ts_influx_cfg ic;
-    if (ts_influx_cfg_read(d->L, &ic) == 0) ts_warn("no influxdb.urls: nothing can be written");
-    if (ic.o.insecure) ts_warn("influxdb.insecure = true: TLS certificates of InfluxDB are NOT verified");
-    if (reconfigure) ts_writer_reconfigure(d->writer, &ic.o);
-    else d->writer = ts_writer_new(d->loop, &ic.o);
-    ts_influx_cfg_free(&ic);
+    const ts_settings *s = ts_config_settings(d->L);
+    ts_writer_opts o;
+    ts_config_writer_opts(s, &o);
+    if (s->influxdb.nurls == 0) ts_warn("no influxdb.urls: nothing can be written");
+    if (o.insecure) ts_warn("influxdb.insecure = true: TLS certificates of InfluxDB are NOT verified");
+    if (reconfigure) ts_writer_reconfigure(d->writer, &o);
+    else d->writer = ts_writer_new(d->loop, &o);
 }
 
-static void apply_logging(lua_State *L) {
-    char buf[512];
-    const char *lv = ts_cfg_str(L, "log.level", "info", buf, sizeof buf);
-    int level = ts_log_parse_level(lv);
+/* What every load of the configuration applies to the process: logging, the
+ * script directory, the Lua heap cap. */
+static void apply_settings(lua_State *L) {
+    const ts_settings *s = ts_config_settings(L);
+    int level = ts_log_parse_level(s->log_level ? s->log_level : "info");
     if (level >= 0) ts_log_set_level(level);
-    const char *file = ts_cfg_str(L, "log.file", NULL, buf, sizeof buf);
-    if (ts_log_open(file) != 0) ts_error("cannot open log file %s: %s; logging to stderr", file, strerror(errno));
-}
-
-static void apply_script_dir(lua_State *L) {
-    char buf[1024];
-    ts_lua_set_script_dir(L, ts_cfg_str(L, "script_dir", NULL, buf, sizeof buf));
+    if (ts_log_open(s->log_file) != 0)
+        ts_error("cannot open log file %s: %s; logging to stderr", s->log_file, strerror(errno));
+    ts_lua_set_script_dir(L, s->script_dir);
+    ts_lua_set_memory_limit(L, (size_t)s->lua.memory_limit);
 }
 
 /* ---- emit: a finished poll's batch goes to the writer (or stdout) -------- */
+/* Points Lua queues with tstats.influx.write go to Kafka as the polls' do. */
+static void queue_to_kafka(void *ud, const ts_batch *b) {
+    tsd *d = ud;
+    ts_kafka_submit_batch(d->kafka, b);
+}
+
 static void emit_to_writer(void *ud, ts_batch *b) {
     tsd *d = ud;
     ts_kafka_submit_batch(d->kafka, b);
     ts_writer_submit(d->writer, b);
-}
-
-static ts_batch *batch_from_writer(void *ud, const ts_dest *dest, const ts_map_owner *owner, size_t points,
-                                   size_t runs) {
-    tsd *d = ud;
-    return ts_writer_new_compact(d->writer, dest, owner, points, runs);
 }
 
 static void emit_to_stdout(void *ud, ts_batch *b) {
@@ -306,8 +312,7 @@ static void reload(tsd *d) {
         ts_error("new configuration rejected; keeping the running one");
         return;
     }
-    apply_logging(L);
-    apply_script_dir(L);
+    apply_settings(L);
     unload_modules(L);
     writer_setup(d, 1);
     if (d->kafka) ts_info("kafka: kafka.* changes take effect at the next start");
@@ -371,25 +376,28 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     d->mode = mode;
     d->sigfd = -1;
     int rc = 1;
-    ts_lua_limits lim = {512u << 20, 0};
-    d->L = ts_lua_new(NULL, &lim);
+    d->L = ts_lua_new(0, ts_api_open);   /* capped by lua.memory_limit once it is read */
     if (!d->L) return 1;
     if (ts_config_load(d->L, config_file) != 0) { ts_lua_close(d->L); return 2; }
-    apply_logging(d->L);
-    apply_script_dir(d->L);
+    apply_settings(d->L);
     d->loop = ts_loop_new();
     writer_setup(d, 0);
     d->api.loop = d->loop;
     d->api.writer = d->writer;
+    d->api.influx = ts_writer_influx(d->writer);
     d->api.async_wake = &d->async_wake;
     ts_api_set_ctx(d->L, &d->api);
     d->coll = ts_collector_new(d->L, d->loop, mode == TS_MODE_DRYRUN ? emit_to_stdout : emit_to_writer, d);
-    if (mode != TS_MODE_DRYRUN) ts_collector_set_batch_source(d->coll, batch_from_writer, d);
+    if (mode != TS_MODE_DRYRUN) ts_collector_set_batch_pool(d->coll, ts_writer_pool(d->writer));
     if (mode != TS_MODE_DRYRUN) {
         int kafka_failed;
         d->kafka = ts_kafka_from_config(d->L, d->loop, &kafka_failed);
         if (kafka_failed) { rc = 2; goto out; }
         ts_kafka_lua_open(d->L, d->kafka);
+        if (d->kafka) {
+            d->api.on_queue = queue_to_kafka;
+            d->api.on_queue_ud = d;
+        }
     }
     if (setup_signals(d) != 0) ts_warn("signal handling unavailable: %s", strerror(errno));
     if (lua_daemon_call(d, "start", 0, 0) != 0) goto out;
@@ -407,10 +415,10 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
 
     if (mode != TS_MODE_RUN) {
         ts_collector_poll(d->coll);
-        wait_collector(d, ts_mono_ms() + (int64_t)(ts_cfg_num(d->L, "collect.timeout", 10) * 1000) * 4 + 5000);
+        wait_collector(d, ts_mono_ms() + (int64_t)(ts_config_settings(d->L)->collect.timeout * 1000) * 4 + 5000);
         if (mode == TS_MODE_DRYRUN) { rc = d->batches_printed > 0 ? 0 : 1; goto out; }
         ts_writer_flush(d->writer);
-        int64_t until = ts_mono_ms() + (int64_t)(ts_cfg_num(d->L, "shutdown_timeout", 10) * 1000);
+        int64_t until = ts_mono_ms() + (int64_t)(ts_config_settings(d->L)->shutdown_timeout * 1000);
         size_t lost = ts_writer_drain(d->writer, until);
         if (d->kafka) lost += ts_kafka_drain(d->kafka, until);
         ts_writer_stats ws;
@@ -422,7 +430,7 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     }
 
     arm_timers(d);
-    ts_info("tstats %s running: polling every %lld s, publishing every %lld s", TS_VERSION_STRING,
+    ts_info("tstats %s running: polling every %lld s, publishing every %lld s", TS_VERSION,
             (long long)(d->poll_iv / 1000), (long long)(d->publish_iv / 1000));
     int64_t last_report = ts_mono_ms();
     while (!d->want_stop) {
@@ -438,7 +446,7 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     }
     ts_info("Shutdown Request Received - Sending stored metrics then quitting");
     cancel_timers(d);
-    int64_t deadline = ts_mono_ms() + (int64_t)(ts_cfg_num(d->L, "shutdown_timeout", 10) * 1000);
+    int64_t deadline = ts_mono_ms() + (int64_t)(ts_config_settings(d->L)->shutdown_timeout * 1000);
     wait_collector(d, deadline);
     ts_writer_flush(d->writer);
     size_t lost = ts_writer_drain(d->writer, deadline);

@@ -11,10 +11,7 @@
 #include <zlib.h>
 
 #include "ts_log.h"
-
-#ifndef TS_VERSION
-#define TS_VERSION "0.1.0"
-#endif
+#include "ts_version.h"
 
 #define MAX_BODY_DEFAULT ((size_t)64 << 20)
 #define FREE_EASY_MAX 8

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ts_core.h"
 #include "ts_log.h"
+#include "ts_lua.h"
 
 static const char *keep(ts_kafka_cfg *c, const char *s) {
     if (c->nstrs == (int)(sizeof c->strs / sizeof c->strs[0])) return NULL;
@@ -19,18 +19,80 @@ static const char *keep(ts_kafka_cfg *c, const char *s) {
     return c->strs[c->nstrs++] = p;
 }
 
+/* Pushes the resolved configuration's value at a dotted path (nil when
+ * absent): the table lua/options.lua validated, as tstats.config. */
+static void cfg_push(lua_State *L, const char *path) {
+    lua_getglobal(L, "tstats");
+    if (lua_istable(L, -1)) lua_getfield(L, -1, "config");
+    else lua_pushnil(L);
+    lua_remove(L, -2);
+    const char *p = path;
+    while (*p && lua_istable(L, -1)) {
+        const char *dot = strchr(p, '.');
+        size_t n = dot ? (size_t)(dot - p) : strlen(p);
+        lua_pushlstring(L, p, n);
+        lua_gettable(L, -2);
+        lua_remove(L, -2);
+        p += n + (dot ? 1 : 0);
+        if (!dot) { p = ""; break; }
+    }
+    if (*p) { lua_pop(L, 1); lua_pushnil(L); }
+}
+
 static const char *cfg_string(lua_State *L, ts_kafka_cfg *c, const char *path) {
-    ts_cfg_push(L, path);
+    cfg_push(L, path);
     const char *v = lua_type(L, -1) == LUA_TSTRING ? keep(c, lua_tostring(L, -1)) : NULL;
     lua_pop(L, 1);
     return v;
+}
+
+static int cfg_bool(lua_State *L, const char *path) {
+    cfg_push(L, path);
+    int v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static double cfg_num(lua_State *L, const char *path) {
+    cfg_push(L, path);
+    double v = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* Every key read here must be one lua/options.lua defines (it holds the
+ * defaults): a key it lacks is an internal error, never a silent default. */
+static const char *const KEYS[] = {
+    "kafka.enabled", "kafka.brokers", "kafka.topic", "kafka.topics", "kafka.format", "kafka.acks",
+    "kafka.idempotence", "kafka.compression", "kafka.properties", "kafka.points_per_message",
+    "kafka.max_buffer_bytes", "kafka.retry_backoff",
+};
+
+static int keys_defined(lua_State *L, char *err, size_t errlen) {
+    if (ts_lua_require(L, "options") != 0) {
+        snprintf(err, errlen, "internal: lua/options.lua cannot be loaded");
+        return -1;
+    }
+    lua_getfield(L, -1, "by_key");
+    for (size_t i = 0; i < sizeof KEYS / sizeof KEYS[0]; i++) {
+        lua_getfield(L, -1, KEYS[i]);
+        int ok = lua_istable(L, -1);
+        lua_pop(L, 1);
+        if (!ok) {
+            snprintf(err, errlen, "internal: C reads setting '%s', which lua/options.lua does not define", KEYS[i]);
+            lua_pop(L, 2);
+            return -1;
+        }
+    }
+    lua_pop(L, 2);
+    return 0;
 }
 
 /* A table of string keys (kafka.topics, kafka.properties) into NULL-terminated
  * pairs, sorted by key so that the order is the same on every start. */
 static int cfg_pairs(lua_State *L, ts_kafka_cfg *c, const char *path, const char **out, size_t max_pairs, char *err,
                      size_t errlen) {
-    ts_cfg_push(L, path);
+    cfg_push(L, path);
     size_t n = 0;
     if (lua_istable(L, -1)) {
         lua_pushnil(L);
@@ -80,18 +142,19 @@ static int cfg_pairs(lua_State *L, ts_kafka_cfg *c, const char *path, const char
 
 int ts_kafka_cfg_read(lua_State *L, ts_kafka_cfg *c, char *err, size_t errlen) {
     memset(c, 0, sizeof *c);
-    c->enabled = ts_cfg_bool(L, "kafka.enabled", 0);
+    if (keys_defined(L, err, errlen) != 0) return -1;
+    c->enabled = cfg_bool(L, "kafka.enabled");
     ts_kafka_opts *o = &c->o;
     o->brokers = cfg_string(L, c, "kafka.brokers");
     o->topic = cfg_string(L, c, "kafka.topic");
     const char *fmt = cfg_string(L, c, "kafka.format");
     o->format = fmt && strcmp(fmt, "lp") == 0 ? TS_KAFKA_LP : TS_KAFKA_JSON;
     o->acks = cfg_string(L, c, "kafka.acks");
-    o->idempotence = ts_cfg_bool(L, "kafka.idempotence", 1);
+    o->idempotence = cfg_bool(L, "kafka.idempotence");
     o->compression = cfg_string(L, c, "kafka.compression");
-    o->max_buffer_bytes = (size_t)ts_cfg_int(L, "kafka.max_buffer_bytes", 256LL << 20);
-    o->points_per_message = (size_t)ts_cfg_int(L, "kafka.points_per_message", 1);
-    o->retry_backoff_ms = (long)(ts_cfg_num(L, "kafka.retry_backoff", 1) * 1000);
+    o->max_buffer_bytes = (size_t)cfg_num(L, "kafka.max_buffer_bytes");
+    o->points_per_message = (size_t)cfg_num(L, "kafka.points_per_message");
+    o->retry_backoff_ms = (long)(cfg_num(L, "kafka.retry_backoff") * 1000);
     if (cfg_pairs(L, c, "kafka.topics", c->db_topics, (sizeof c->db_topics / sizeof *c->db_topics - 1) / 2, err,
                   errlen) ||
         cfg_pairs(L, c, "kafka.properties", c->props, (sizeof c->props / sizeof *c->props - 1) / 2, err, errlen))

@@ -1,5 +1,5 @@
-/* Logging and counters (C core). Single-threaded by design: the event loop
- * owns everything, so counters need no atomics. */
+/* Logging (C core): one line per event with a UTC timestamp, to stderr or
+ * a file. Single-threaded by design: the event loop owns everything. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -51,44 +51,4 @@ void ts_log(int level, const char *fmt, ...) {
     va_end(ap);
     fputc('\n', fp);
     fflush(fp);
-}
-
-/* Counters live in a small array of fixed slots: there are a few dozen names,
- * looked up once per module at init. */
-#define MAX_COUNTERS 256
-static ts_counter counters[MAX_COUNTERS];
-static int ncounters;
-
-ts_counter *ts_counter_get(const char *name) {
-    for (int i = 0; i < ncounters; i++)
-        if (strcmp(counters[i].name, name) == 0) return &counters[i];
-    if (ncounters == MAX_COUNTERS) {
-        static ts_counter overflow = {"counter_overflow", 0};
-        return &overflow;
-    }
-    counters[ncounters].name = strdup(name);
-    counters[ncounters].value = 0;
-    return &counters[ncounters++];
-}
-
-void ts_counters_foreach(ts_counter_fn fn, void *ud) {
-    for (int i = 0; i < ncounters; i++) fn(ud, counters[i].name, counters[i].value);
-}
-
-int64_t ts_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t ts_now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-int64_t ts_mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }

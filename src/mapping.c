@@ -8,10 +8,12 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include "ts_core.h"
+#include "ts_mapping.h"
+
+#include "ts_config.h"
 #include "ts_log.h"
 #include "ts_lp.h"
-#include "ts_scan.h"
+#include "ts_lua.h"
 
 /* ---- arena --------------------------------------------------------------- */
 typedef struct arena_block {
@@ -161,7 +163,7 @@ ts_mapper *ts_mapper_new(lua_State *L, const char *module, int ctx_ref, const ch
     m->owner.retain = mapper_retain;
     m->owner.release = mapper_release_cb;
     m->owner.owner = m;
-    m->budget = (long)ts_cfg_int(L, "lua.hook_budget", 10000000);
+    m->budget = (long)ts_config_settings(L)->lua.hook_budget;
     snprintf(m->label, sizeof m->label, "%s", label ? label : module);
     return m;
 }
@@ -254,7 +256,7 @@ struct stat_entry {
     struct stat_entry *next;
 };
 
-static ts_stat_map *stat_from_lua(ts_mapper *m, const char *name, size_t len);
+static void stat_from_lua(ts_mapper *m, const char *name, size_t len, ts_stat_map *st);
 
 const ts_stat_map *ts_mapper_stat(ts_mapper *m, const char *name, size_t len) {
     struct stat_entry *p = m->last_stat ? m->last_stat->next : NULL;
@@ -265,9 +267,8 @@ const ts_stat_map *ts_mapper_stat(ts_mapper *m, const char *name, size_t len) {
     uint64_t h = hash_bytes(name, len);
     struct stat_entry *e = htab_get(&m->stats, h, name, len);
     if (!e) {
-        ts_stat_map *st = stat_from_lua(m, name, len);
         e = arena_alloc(&m->arena, sizeof *e);
-        e->map = *st;
+        stat_from_lua(m, name, len, &e->map);
         e->len = (uint32_t)len;
         e->key = arena_strdup(&m->arena, name, len);
         e->next = NULL;
@@ -279,11 +280,9 @@ const ts_stat_map *ts_mapper_stat(ts_mapper *m, const char *name, size_t len) {
     return &e->map;
 }
 
-/* Lua's answer for one stat name, as a map in a temporary (copied by the caller). */
-static ts_stat_map *stat_from_lua(ts_mapper *m, const char *name, size_t len) {
-    static ts_stat_map tmp;
+/* Lua's answer for one stat name, into *st. */
+static void stat_from_lua(ts_mapper *m, const char *name, size_t len, ts_stat_map *st) {
     lua_State *L = m->L;
-    ts_stat_map *st = &tmp;
     memset(st, 0, sizeof *st);
     st->keep = 0;
     st->hook_ref = LUA_NOREF;
@@ -338,7 +337,6 @@ static ts_stat_map *stat_from_lua(ts_mapper *m, const char *name, size_t len) {
         lua_pop(L, 1);   /* measurement */
     }
     if (rc >= 0) lua_pop(L, 1);
-    return st;
 }
 
 const ts_entity_map *ts_mapper_entity(ts_mapper *m, const char *name, size_t len) {
@@ -374,93 +372,4 @@ int ts_mapper_sample_hook(ts_mapper *m, const ts_stat_map *st, double *value, co
     }
     lua_pop(L, 1);
     return keep ? 0 : -1;
-}
-
-int ts_mapper_sample(ts_mapper *m, const ts_stat_map *st, const ts_entity_map *ent, const char *val, size_t vlen,
-                     int val_kind, int64_t time_ms, int has_time, int64_t cutoff_ms, int zero_non_numeric,
-                     ts_cpoint *out) {
-    if (!has_time) return TS_SAMPLE_NO_TIME;
-    if (time_ms < cutoff_ms) return TS_SAMPLE_OLD;
-    double v;
-    if (val_kind == TS_VAL_OTHER || !ts_parse_number(val, vlen, &v)) {
-        if (!zero_non_numeric) return TS_SAMPLE_NON_NUMERIC;
-        v = 0.0;
-    }
-    if (st->hook_ref != LUA_NOREF && ts_mapper_sample_hook(m, st, &v, val, time_ms) != 0) return TS_SAMPLE_HOOK_DROP;
-    out->stat = st;
-    out->ent = ent;
-    out->value = v;
-    out->time_ms = time_ms;
-    return TS_SAMPLE_OK;
-}
-
-/* Strict number grammar first: strtod alone would accept "nan", "inf" and
- * hex floats, none of which TM means as a stat value. Most TM values are
- * integers or short decimals ("12.500000", "2.62200722e+10"): with at most 15
- * significant digits and a power of ten up to 1e22 both operands are exact
- * doubles, so one multiplication or division is correctly rounded and equals
- * strtod's answer (Clinger's fast path); anything else goes to strtod. */
-int ts_parse_number(const char *s, size_t n, double *out) {
-    static const double p10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
-                                 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-    size_t i = 0;
-    if (n == 0 || n > 64) return 0;
-    int neg = 0;
-    if (s[i] == '-' || s[i] == '+') { neg = s[i] == '-'; i++; }
-    uint64_t m = 0;      /* significant digits, while they fit */
-    int nsig = 0;        /* significant digits seen (leading zeros excluded) */
-    int dropped = 0;     /* digits not kept in m */
-    size_t d0 = i;
-    while (i < n && s[i] >= '0' && s[i] <= '9') {
-        if (nsig || s[i] != '0') {
-            if (nsig < 19) m = m * 10 + (uint64_t)(s[i] - '0'); else dropped++;
-            nsig++;
-        }
-        i++;
-    }
-    size_t nd = i - d0;
-    int e10 = dropped;
-    size_t frac = 0;
-    if (i < n && s[i] == '.') {
-        i++;
-        size_t f0 = i;
-        while (i < n && s[i] >= '0' && s[i] <= '9') {
-            if (nsig || s[i] != '0') {
-                if (nsig < 19) { m = m * 10 + (uint64_t)(s[i] - '0'); e10--; }
-                nsig++;
-            } else {
-                e10--;
-            }
-            i++;
-        }
-        frac = i - f0;
-    }
-    if (nd + frac == 0) return 0;
-    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
-        i++;
-        int eneg = 0;
-        if (i < n && (s[i] == '+' || s[i] == '-')) { eneg = s[i] == '-'; i++; }
-        size_t e0 = i;
-        int ev = 0;
-        while (i < n && s[i] >= '0' && s[i] <= '9') {
-            if (ev < 100000) ev = ev * 10 + (s[i] - '0');
-            i++;
-        }
-        if (i == e0) return 0;
-        e10 += eneg ? -ev : ev;
-    }
-    if (i != n) return 0;
-    if (nsig <= 15 && !dropped && e10 >= -22 && e10 <= 22) {
-        double v = (double)m;
-        v = e10 >= 0 ? v * p10[e10] : v / p10[-e10];
-        *out = neg ? -v : v;
-        return 1;
-    }
-    char tmp[72];
-    memcpy(tmp, s, n);
-    tmp[n] = '\0';
-    double v = strtod(tmp, NULL);
-    if (!isfinite(v)) return 0;
-    *out = v;
-    return 1;
 }

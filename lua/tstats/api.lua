@@ -1,6 +1,6 @@
 -- The Lua half of the `tstats` API (Lua side): InfluxDB query/write/exec
 -- shaped on top of the C transport primitives (tstats._influx_post,
--- tstats._encode_points, tstats._queue_lines). Contract: lua/README.md.
+-- tstats._encode_points, tstats._queue_points). Contract: lua/README.md.
 local tstats = require "tstats"
 local json = tstats.json
 local enc = tstats.http.urlencode
@@ -87,21 +87,26 @@ function influx.exec(statement, opts)
 end
 
 -- write{db=, rp=, precision=, points={...}, sync=false}
-function influx.write(t)
-  assert(type(t) == "table" and t.db and t.points, "influx.write{db=, points=} expected")
-  local precision = t.precision or "ms"
-  local body, count, errors = tstats._encode_points(t.points, precision)
+local function count_skipped(errors)
   for _, e in ipairs(errors) do
     tstats.warn("influx.write: skipped " .. e)
     tstats.count("lua_points_invalid")
   end
-  if count == 0 then return 0 end
+end
+
+function influx.write(t)
+  assert(type(t) == "table" and t.db and t.points, "influx.write{db=, points=} expected")
+  local precision = t.precision or "ms"
   if not t.sync then
-    local n, err = tstats._queue_lines(t.db, t.rp or "", precision, body, count)
-    -- the Kafka target has its own queue: it gets the points whatever InfluxDB does
-    if n and tstats._kafka_lines then tstats._kafka_lines(t.db, t.rp or "", precision, body) end
-    return n, err
+    -- encoded by C straight into the writer's queue
+    local count, errors = tstats._queue_points(t.points, t.db, t.rp or "", precision)
+    if not count then return nil, errors end
+    count_skipped(errors)
+    return count
   end
+  local body, count, errors = tstats._encode_points(t.points, precision)
+  count_skipped(errors)
+  if count == 0 then return 0 end
   local q = "/write?db=" .. enc(t.db) .. "&precision=" .. precision
   if t.rp and t.rp ~= "" then q = q .. "&rp=" .. enc(t.rp) end
   local status, rbody = tstats._influx_post(q, body)
@@ -111,18 +116,6 @@ function influx.write(t)
   -- points once, when InfluxDB took them
   if tstats._kafka_lines then tstats._kafka_lines(t.db, t.rp or "", precision, body) end
   return count
-end
-
--- For endpoints with format = "lua": the mapping module's payload(body, ctx)
--- returns points; they are encoded here. Called by src/collect.c once per
--- fetched payload (small endpoints only: this is Lua per sample).
-function tstats._map_payload(module, body, cdn, endpoint, precision)
-  local M = require(module)
-  if type(M.payload) ~= "function" then error(module .. " has no payload(body, ctx) function") end
-  local points = M.payload(body, { cdn = cdn, endpoint = endpoint, config = tstats.config })
-  local lines, count, errors = tstats._encode_points(points or {}, precision)
-  for _, e in ipairs(errors) do tstats.warn(module .. ": " .. e) end
-  return lines, count
 end
 
 return tstats

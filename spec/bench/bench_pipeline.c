@@ -15,9 +15,15 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include "ts_core.h"
+#include "ts_api.h"
+#include "ts_collect.h"
+#include "ts_config.h"
+#include "ts_lua.h"
+#include "ts_mapping.h"
+#include "ts_writer.h"
 #include "ts_log.h"
 #include "ts_scan.h"
+#include "ts_scan_yajl.h"
 
 /* ---- options ------------------------------------------------------------- */
 typedef struct opts {
@@ -143,7 +149,7 @@ static void gen_cachestats(ts_buf *b, const opts *o, int64_t t0, size_t *expect)
         cache_name(name, sizeof name, c, o->cgs);
         ts_buf_printf(b, "%s\"%s\":{", c ? "," : "", name);
         /* Traffic Monitor stamps a cache's stats with the time of the poll
-         * result they came from (ATC.md 1.1): one time per cache */
+         * result they came from: one time per cache */
         long long tc = (long long)(t0 + (int64_t)(rnd() % 900));
         for (int s = 0; s < o->stats; s++) {
             stat_name(name, sizeof name, s);
@@ -457,8 +463,8 @@ static int run_catchup(lua_State *L, const opts *o, ts_mapper *mc, ts_mapper *md
     ts_writer_opts wo;
     memset(&wo, 0, sizeof wo);
     wo.urls = urls;
-    wo.max_publish_size = (size_t)(o->publish_size > 0 ? o->publish_size : ts_cfg_int(L, "influxdb.max_publish_size", 10000));
-    wo.max_inflight = (int)(o->inflight > 0 ? o->inflight : ts_cfg_int(L, "influxdb.max_inflight", 2));
+    wo.max_publish_size = (size_t)(o->publish_size > 0 ? o->publish_size : ts_config_settings(L)->influxdb.max_publish_size);
+    wo.max_inflight = (int)(o->inflight > 0 ? o->inflight : ts_config_settings(L)->influxdb.max_inflight);
     wo.timeout_ms = 60000;
     ts_loop *loop = ts_loop_new();
     ts_writer *w = ts_writer_new(loop, &wo);
@@ -480,9 +486,9 @@ static int run_catchup(lua_State *L, const opts *o, ts_mapper *mc, ts_mapper *md
     for (long long k = 0; k < polls; k++) {
         int64_t shift = base + k * 10000 - t0;
         /* batches as the daemon's collector gets them: on the arrays of sent ones */
-        ts_batch *b1 = ts_writer_new_compact(w, &dest, ts_mapper_owner(mc), nc, runs_c);
+        ts_batch *b1 = ts_batch_pool_get(ts_writer_pool(w), &dest, ts_mapper_owner(mc), nc, runs_c);
         for (size_t i = 0; i < nc; i++) { ts_cpoint q = pc[i]; q.time_ms += shift; ts_batch_add_compact(b1, &q); }
-        ts_batch *b2 = ts_writer_new_compact(w, &dest, ts_mapper_owner(md), nd, runs_d);
+        ts_batch *b2 = ts_batch_pool_get(ts_writer_pool(w), &dest, ts_mapper_owner(md), nd, runs_d);
         for (size_t i = 0; i < nd; i++) { ts_cpoint q = pd[i]; q.time_ms += shift; ts_batch_add_compact(b2, &q); }
         ts_writer_submit(w, b1);
         ts_writer_submit(w, b2);
@@ -595,7 +601,7 @@ int main(int argc, char **argv) {
         o.hook_iters < 1 || o.feed < 1 || (o.catchup_url && (!o.catchup_db || o.catchup_points < 1)))
         usage();
     ts_log_set_level(TS_LOG_WARN);
-    lua_State *L = ts_lua_new(NULL, NULL);
+    lua_State *L = ts_lua_new(0, ts_api_open);
     if (!L || ts_config_load(L, NULL) != 0) { fprintf(stderr, "bench: Lua state / embedded config failed\n"); return 1; }
 
     int64_t t0 = ts_now_ms() - 5000;

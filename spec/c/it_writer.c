@@ -193,7 +193,7 @@ static int it_main(int argc, char **argv) {
         ts_buf out;
         ts_buf_init(&out);
         char err[512];
-        if (ts_writer_query(w, c.db, c.query, "ms", &out, err, sizeof err) == 0) {
+        if (ts_influx_query(ts_writer_influx(w), c.db, c.query, "ms", &out, err, sizeof err) == 0) {
             while (out.len > 0 && (out.data[out.len - 1] == '\n' || out.data[out.len - 1] == ' ')) out.data[--out.len] = '\0';
             printf(",\"query\":%s", out.data ? out.data : "null");
         } else {

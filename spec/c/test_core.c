@@ -7,12 +7,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "ts_core.h"
+#include "ts_api.h"
+#include "ts_collect.h"
+#include "ts_config.h"
+#include "ts_lua.h"
+#include "ts_mapping.h"
 #include "ts_log.h"
 #include "ts_scan.h"
 
-static int failures, checks;
-#define CHECK(cond, ...) do { checks++; if (!(cond)) { failures++; printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } } while (0)
+#include "check.h"
 
 static char *slurp(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
@@ -81,7 +84,9 @@ static void p_sample(void *ud, void *ent, void *st, const char *v, size_t vl, in
     pipe *p = ud;
     ts_cpoint cp;
     /* the collector's own per-sample path, without the age cut-off (2020 fixtures) */
-    int rc = ts_mapper_sample(p->m, st, ent, v, vl, kind, t, has_t, INT64_MIN, 0, &cp);
+    ts_sample_policy pol = {INT64_MIN, 0};
+    ts_raw_sample s = {v, vl, kind, t, has_t};
+    int rc = ts_collect_sample(p->m, &pol, st, ent, &s, &cp);
     if (rc == TS_SAMPLE_OK) ts_batch_add_compact(p->b, &cp);
     else if (rc == TS_SAMPLE_NON_NUMERIC) p->nonnum++;
 }
@@ -224,8 +229,7 @@ static void test_runtime_guards(lua_State *L) {
 }
 
 static void test_heap_cap(void) {
-    ts_lua_limits lim = {8u << 20, 0};
-    lua_State *L = ts_lua_new(NULL, &lim);
+    lua_State *L = ts_lua_new(8u << 20, ts_api_open);
     CHECK(L != NULL, "state with an 8 MiB cap");
     if (!L) return;
     luaL_loadstring(L, "local t = {} for i = 1, 1e8 do t[i] = ('x'):rep(100) .. i end");
@@ -236,18 +240,35 @@ static void test_heap_cap(void) {
     ts_lua_close(L);
 }
 
+/* tstats.config's value at a dotted path, as a string ("" when absent). */
+static const char *cfg_str(lua_State *L, const char *path) {
+    static char buf[256];
+    lua_getglobal(L, "tstats");
+    lua_getfield(L, -1, "config");
+    for (const char *p = path; lua_istable(L, -1);) {
+        const char *dot = strchr(p, '.');
+        lua_pushlstring(L, p, dot ? (size_t)(dot - p) : strlen(p));
+        lua_gettable(L, -2);
+        lua_remove(L, -2);
+        if (!dot) break;
+        p = dot + 1;
+    }
+    snprintf(buf, sizeof buf, "%s", lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "");
+    lua_pop(L, 2);
+    return buf;
+}
+
 static void test_config(void) {
-    lua_State *L = ts_lua_new(NULL, NULL);
+    lua_State *L = ts_lua_new(0, ts_api_open);
     CHECK(ts_config_load(L, NULL) == 0, "embedded default config loads");
-    CHECK(ts_cfg_int(L, "influxdb.max_publish_size", 0) == 10000, "default max_publish_size");
-    char buf[64];
-    CHECK(strcmp(ts_cfg_str(L, "retention.cache", "", buf, sizeof buf), "daily") == 0, "retention.cache");
+    CHECK(ts_config_settings(L)->influxdb.max_publish_size == 10000, "default max_publish_size");
+    CHECK(strcmp(cfg_str(L, "retention.cache"), "daily") == 0, "retention.cache");
     const char *path = "/tmp/tstats_test_core_config.lua";
     FILE *f = fopen(path, "w");
     fputs("return { traffic_ops = { url = 'http://x' }, influxdb = { urls = {'http://y'}, max_publish_sise = 5 } }", f);
     fclose(f);
     CHECK(ts_config_load(L, path) == -1, "typo'd key refused");
-    CHECK(ts_cfg_int(L, "influxdb.max_publish_size", 0) == 10000, "old config kept after a refused load");
+    CHECK(ts_config_settings(L)->influxdb.max_publish_size == 10000, "old config kept after a refused load");
     f = fopen(path, "w");
     fputs("return { traffic_ops = { url = 'http://x' }, influxdb = { urls = {'http://y'}, max_publish_size = 'many' } }", f);
     fclose(f);
@@ -261,10 +282,26 @@ static void test_config(void) {
     fclose(f);
     setenv("TSTATS_TEST_SECRET", "s3cret", 1);
     CHECK(ts_config_load(L, path) == 0, "valid config loads");
-    CHECK(strcmp(ts_cfg_str(L, "traffic_ops.password", "", buf, sizeof buf), "s3cret") == 0, "env() in config");
-    CHECK(ts_cfg_int(L, "polling_interval", 0) == 5, "value from file");
-    CHECK(ts_cfg_bool(L, "summary.enabled", 1) == 0, "false inside a section overrides a true default");
+    CHECK(strcmp(cfg_str(L, "traffic_ops.password"), "s3cret") == 0, "env() in config");
+    CHECK(ts_config_settings(L)->polling_interval == 5, "value from file");
+    CHECK(ts_config_settings(L)->summary_enabled == 0, "false inside a section overrides a true default");
     remove(path);
+    /* A setting C reads that the option table lacks fails the load instead of
+     * yielding a C-side default. */
+    const char *logp = "/tmp/tstats_test_core_log.txt";
+    ts_log_open(logp);
+    luaL_dostring(L, "require('options').by_key['collect.timeout'].type = 'boolean'");
+    CHECK(ts_config_load(L, NULL) == -1, "a C setting whose option type differs refuses the load");
+    luaL_dostring(L, "require('options').by_key['collect.timeout'].type = 'number'");
+    ts_log_open(NULL);
+    FILE *lf = fopen(logp, "r");
+    char logbuf[4096] = "";
+    if (lf) { logbuf[fread(logbuf, 1, sizeof logbuf - 1, lf)] = '\0'; fclose(lf); }
+    remove(logp);
+    CHECK(strstr(logbuf, "internal: C reads setting 'collect.timeout' as number, but lua/options.lua declares it boolean") != NULL,
+          "the log names the setting: %s", logbuf);
+    CHECK(ts_config_load(L, NULL) == 0, "loads again once the option is back");
+    CHECK(ts_config_settings(L)->collect.timeout == 10, "collect.timeout from the option table's default");
     ts_lua_close(L);
 }
 
@@ -272,7 +309,7 @@ int main(void) {
     ts_log_set_level(TS_LOG_WARN);
     test_parse_number();
     test_parse_number_vs_strtod();
-    lua_State *L = ts_lua_new(NULL, NULL);
+    lua_State *L = ts_lua_new(0, ts_api_open);
     if (!L || ts_config_load(L, NULL) != 0) { printf("FAIL: Lua state\n"); return 1; }
     test_scan_token_cap();
     test_pipeline(L);
@@ -281,6 +318,5 @@ int main(void) {
     ts_lua_close(L);
     test_heap_cap();
     test_config();
-    printf("%d checks, %d failed\n", checks, failures);
-    return failures ? 1 : 0;
+    return check_report("test_core");
 }

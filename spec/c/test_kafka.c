@@ -15,32 +15,12 @@
 #include "ts_kafka.h"
 #include "ts_log.h"
 
-static int g_fail, g_checks;
-#define CHECK(cond)                                                                \
-    do {                                                                           \
-        g_checks++;                                                                \
-        if (!(cond)) {                                                             \
-            g_fail++;                                                              \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);        \
-        }                                                                          \
-    } while (0)
-#define CHECK_EQ_U(a, b)                                                           \
-    do {                                                                           \
-        unsigned long long a_ = (unsigned long long)(a), b_ = (unsigned long long)(b); \
-        g_checks++;                                                                \
-        if (a_ != b_) {                                                            \
-            g_fail++;                                                              \
-            fprintf(stderr, "FAIL %s:%d: %s == %s (%llu vs %llu)\n", __FILE__, __LINE__, #a, #b, a_, b_); \
-        }                                                                          \
-    } while (0)
-#define CHECK_STR(a, b)                                                            \
-    do {                                                                           \
-        const char *a_ = (a), *b_ = (b);                                           \
-        g_checks++;                                                                \
-        if (strcmp(a_, b_) != 0) {                                                 \
-            g_fail++;                                                              \
-            fprintf(stderr, "FAIL %s:%d:\n  got  %s\n  want %s\n", __FILE__, __LINE__, a_, b_); \
-        }                                                                          \
+#include "check.h"
+
+#define CHECK_STR(a, b)                                                    \
+    do {                                                                   \
+        const char *a_ = (a), *b_ = (b);                                   \
+        CHECK(strcmp(a_, b_) == 0, "\n  got  %s\n  want %s", a_, b_);       \
     } while (0)
 
 /* ---- line protocol to JSON ---- */
@@ -717,6 +697,5 @@ int main(int argc, char **argv) {
     if (want("timeout")) test_brokers_down(l, 1);
     ts_loop_free(l);
     ts_http_global_cleanup();
-    printf("test_kafka: %d checks, %d failed\n", g_checks, g_fail);
-    return g_fail ? 1 : 0;
+    return check_report("test_kafka");
 }

@@ -19,10 +19,7 @@
 #define TS_SPEC_DIR "spec"
 #endif
 
-static int failures, checks;
-
-#define FAIL(...) do { failures++; printf("FAIL "); printf(__VA_ARGS__); printf("\n"); } while (0)
-#define CHECK(cond, ...) do { checks++; if (!(cond)) FAIL(__VA_ARGS__); } while (0)
+#include "check.h"
 
 /* ---- loading the vectors ------------------------------------------------ */
 
@@ -234,7 +231,7 @@ static int check_double(double v, const char *label) {
     char out[32];
     memset(out, 'X', sizeof out);
     size_t n = ts_fmt_double(out, v);
-    checks++;
+    check_count++;
     if (n == 0 || n >= 32 || out[n] != '\0' || strlen(out) != n) {
         FAIL("fmt_double(%s): bad length/NUL (n=%zu)", label, n);
         return 0;
@@ -314,7 +311,7 @@ static int run_vectors(int emit) {
                               t.has_ts, t.ts_ns, t.prec, &err);
         const char *got = out.data + 7;
         int ok = 1;
-        checks++;
+        check_count++;
         if (memcmp(out.data, "PREFIX|", 7) != 0) {
             FAIL("%s: prefix overwritten", t.id);
             ok = 0;
@@ -726,8 +723,8 @@ int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "--emit") == 0) {
         run_vectors(1);
         emit_tricky();
-        if (failures) fprintf(stderr, "test_lp --emit: %d vector failures\n", failures);
-        return failures ? 1 : 0;
+        if (check_failures) fprintf(stderr, "test_lp --emit: %d vector failures\n", check_failures);
+        return check_failures ? 1 : 0;
     }
     if (argc > 1) {
         fprintf(stderr, "usage: test_lp [--emit | --bench]\n");
@@ -737,6 +734,5 @@ int main(int argc, char **argv) {
     test_fmt();
     test_encode_extra();
     test_compact();
-    printf("test_lp: %d checks, %d failed\n", checks, failures);
-    return failures ? 1 : 0;
+    return check_report("test_lp");
 }

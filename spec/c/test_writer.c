@@ -21,24 +21,7 @@
 #include "ts_log.h"
 #include "ts_writer.h"
 
-static int g_fail, g_checks;
-#define CHECK(cond)                                                                \
-    do {                                                                           \
-        g_checks++;                                                                \
-        if (!(cond)) {                                                             \
-            g_fail++;                                                              \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);        \
-        }                                                                          \
-    } while (0)
-#define CHECK_EQ_U(a, b)                                                           \
-    do {                                                                           \
-        unsigned long long a_ = (unsigned long long)(a), b_ = (unsigned long long)(b); \
-        g_checks++;                                                                \
-        if (a_ != b_) {                                                            \
-            g_fail++;                                                              \
-            fprintf(stderr, "FAIL %s:%d: %s == %s (%llu vs %llu)\n", __FILE__, __LINE__, #a, #b, a_, b_); \
-        }                                                                          \
-    } while (0)
+#include "check.h"
 
 #include "it_writer.c"
 
@@ -202,13 +185,13 @@ static void test_urlencode(void) {
 
 static void test_rejected_count(void) {
     /* texts as influxd 1.6.7 sends them */
-    CHECK_EQ_U(ts_writer_rejected_count("partial write: unable to parse 'bad line here': invalid field format\n"
+    CHECK_EQ_U(ts_influx_rejected_count("partial write: unable to parse 'bad line here': invalid field format\n"
                                         "unable to parse 'bad2': missing fields dropped=0", 4), 2);
-    CHECK_EQ_U(ts_writer_rejected_count("partial write: field type conflict: input field \"v\" on measurement "
+    CHECK_EQ_U(ts_influx_rejected_count("partial write: field type conflict: input field \"v\" on measurement "
                                         "\"m\" is type integer, already exists as type float dropped=1", 2), 1);
-    CHECK_EQ_U(ts_writer_rejected_count("partial write: points beyond retention policy dropped=2", 10), 2);
-    CHECK_EQ_U(ts_writer_rejected_count("something else entirely", 7), 7);
-    CHECK_EQ_U(ts_writer_rejected_count("partial write: points beyond retention policy dropped=99", 10), 10);
+    CHECK_EQ_U(ts_influx_rejected_count("partial write: points beyond retention policy dropped=2", 10), 2);
+    CHECK_EQ_U(ts_influx_rejected_count("something else entirely", 7), 7);
+    CHECK_EQ_U(ts_influx_rejected_count("partial write: points beyond retention policy dropped=99", 10), 10);
 }
 
 static int g_order[8], g_norder;
@@ -448,7 +431,7 @@ static void test_recycled_batch(void) {
     owner_count oc = {0, 0};
     ts_map_owner own = {own_retain, own_release, &oc};
 
-    ts_batch *a = ts_writer_new_compact(w, &d, &own, 0, 0);   /* nothing spare yet: a new one */
+    ts_batch *a = ts_batch_pool_get(ts_writer_pool(w), &d, &own, 0, 0);   /* nothing spare yet: a new one */
     for (int c = 0; c < 2; c++)
         for (int k = 0; k < NSTAT / 2; k++) {
             ts_cpoint p = {&st[k], &g_ent[c], k, 1600000000000LL + c};
@@ -460,7 +443,7 @@ static void test_recycled_batch(void) {
     CHECK_EQ_U(oc.release, 1);   /* encoded: the maps are free to go */
 
     ts_dest d2 = mkdest("other", "rp", TS_PREC_S);
-    ts_batch *b = ts_writer_new_compact(w, &d2, &own, 50, 5);
+    ts_batch *b = ts_batch_pool_get(ts_writer_pool(w), &d2, &own, 50, 5);
     CHECK(b == a);
     CHECK_EQ_U(oc.retain, 2);
     CHECK_EQ_U(ts_batch_points(b), 0);
@@ -700,8 +683,9 @@ static void test_memory_bound(void) {
     CHECK(oc.retain == 4 && oc.release == 4);
 }
 
-/* Fail-over keeps every host in rotation (ATC.md 5.7): two listeners that
- * accept and close, a refused port between them. */
+/* Fail-over keeps every host in rotation (Traffic Stats' host picker rewrites
+ * its own URL list, so a host it passed over once is never tried again):
+ * two listeners that accept and close, a refused port between them. */
 static void test_failover_rotation(void) {
     ts_loop *l = ts_loop_new();
     lsn a, b;
@@ -921,6 +905,5 @@ int main(int argc, char **argv) {
     test_failover_rotation();
     test_free_inflight();
     ts_http_global_cleanup();
-    printf("test_writer: %d checks, %d failed\n", g_checks, g_fail);
-    return g_fail ? 1 : 0;
+    return check_report("test_writer");
 }

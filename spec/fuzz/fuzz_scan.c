@@ -1,11 +1,12 @@
 /* libFuzzer driver for ts_scan, the TM payload scanner (C core side; built by
  * hand with clang, see README.md). Differential: each input goes through the
- * hand-written scanner (src/tmscan.c, included here) and the yajl reference
- * (src/tmscan_yajl.c, compiled alongside with 1-byte gathering so yajl really
+ * hand-written scanner (src/scan.c, included here) and the yajl reference
+ * (spec/oracle/scan_yajl.c, compiled alongside with 1-byte gathering so yajl really
  * sees the split), each whole and in two chunks split at a point taken from
  * the input. All four runs must agree (return code, every entity/stat/sample
  * in order, every counter) and the sink checks the callback contract. */
-#include "../../src/tmscan.c"
+#include "../../src/scan.c"
+#include "../oracle/ts_scan_yajl.h"
 
 #include <stdint.h>
 #include <stdio.h>

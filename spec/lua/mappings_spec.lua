@@ -8,21 +8,12 @@ local cachestats = require "mappings.cachestats"
 local dsstats = require "mappings.dsstats"
 
 local FIX = "spec/fixtures/"
+local helpers = require "spec.lua.helpers"
 local CDN = "CDN-in-a-Box"
 
-local function read(path)
-  local f = assert(io.open(FIX .. path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = helpers.read
 
-local function deepcopy(v)
-  if type(v) ~= "table" then return v end
-  local t = {}
-  for k, x in pairs(v) do t[k] = deepcopy(x) end
-  return t
-end
+local deepcopy = helpers.deepcopy
 
 -- Line protocol reader for the fixtures (handles "\" escapes, unquoted tags).
 local function split_unescaped(s, sep)

@@ -5,21 +5,12 @@ local cjson = require "cjson"
 local plan = require "plan"
 
 local FIX = "spec/fixtures/"
+local helpers = require "spec.lua.helpers"
 local CDN = "CDN-in-a-Box"
 
-local function read(path)
-  local f = assert(io.open(FIX .. path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = helpers.read
 
-local function deepcopy(v)
-  if type(v) ~= "table" then return v end
-  local t = {}
-  for k, x in pairs(v) do t[k] = deepcopy(x) end
-  return t
-end
+local deepcopy = helpers.deepcopy
 
 -- The CiaB profile is in the loader's format; TO's API answers
 -- /profiles/name/TRAFFIC_STATS/parameters with this shape instead.

@@ -4,15 +4,11 @@
 local cjson = require "cjson"
 
 local FIX = "spec/fixtures/"
+local helpers = require "spec.lua.helpers"
 local URL = "https://to.example.net"
 local USER, PASS = "admin", "twelve-S3cr3t!"
 
-local function read(path)
-  local f = assert(io.open(FIX .. path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = helpers.read
 
 local function api_params()
   local prof = cjson.decode(read("to/ciab_profile_TRAFFIC_STATS.json"))

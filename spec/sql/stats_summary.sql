@@ -1,5 +1,5 @@
 -- stats_summary.sql: Traffic Ops' stats_summary table, as traffic_ops/app/db/create_tables.sql
--- defines it (see reference ATC.md section 4). Loaded by scripts/lib/pg.sh into the test database
+-- defines it (columns, types and defaults as there). Loaded by scripts/lib/pg.sh into the test database
 -- that tstats' PostgreSQL sink (C side, src/pg.c) writes daily summaries to.
 -- Deliberately no unique key: Traffic Ops has none, so duplicates are the writer's problem.
 

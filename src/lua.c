@@ -2,17 +2,17 @@
  * created inside a protected call, with a heap cap, an instruction budget
  * for hooks, a traceback on every error, and a module searcher that prefers
  * the operator's script_dir and falls back to the scripts compiled into the
- * binary. */
+ * binary. The host API is opened by the function its creator hands over, so
+ * the runtime depends on no module above it. */
 #include <lauxlib.h>
 #include <lualib.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "ts_core.h"
+#include "ts_embedded.h"
 #include "ts_log.h"
-
-struct ts_embedded_lua { const char *name; const unsigned char *src; size_t len; };
-extern const struct ts_embedded_lua ts_embedded_lua[];
+#include "ts_lua.h"
 
 /* Heap accounting for the allocator cap. Kept outside the state so that the
  * allocator (which has no state pointer) can reach it through its ud. */
@@ -47,6 +47,11 @@ static lua_heap *get_heap(lua_State *L) {
     return h;
 }
 
+void ts_lua_set_memory_limit(lua_State *L, size_t bytes) {
+    lua_heap *h = get_heap(L);
+    if (h) h->limit = bytes;
+}
+
 size_t ts_lua_mem_used(lua_State *L) {
     lua_heap *h = get_heap(L);
     return h ? h->used : 0;
@@ -56,6 +61,34 @@ int ts_lua_embedded_exists(const char *mod) {
     for (const struct ts_embedded_lua *e = ts_embedded_lua; e->name; e++)
         if (strcmp(e->name, mod) == 0) return 1;
     return 0;
+}
+
+const char *ts_lua_embedded_script(const char *name, size_t *len) {
+    for (const struct ts_embedded_lua *e = ts_embedded_scripts; e->name; e++)
+        if (strcmp(e->name, name) == 0) {
+            if (len) *len = e->len;
+            return (const char *)e->src;
+        }
+    return NULL;
+}
+
+const char *ts_lua_embedded_script_name(size_t i) {
+    for (size_t k = 0; ts_embedded_scripts[k].name; k++)
+        if (k == i) return ts_embedded_scripts[k].name;
+    return NULL;
+}
+
+int ts_lua_load_embedded_script(lua_State *L, const char *name) {
+    size_t len;
+    const char *src = ts_lua_embedded_script(name, &len);
+    if (!src) {
+        lua_pushfstring(L, "no embedded script '%s'", name);
+        return LUA_ERRFILE;
+    }
+    lua_pushfstring(L, "@[tstats]/lua/scripts/%s.lua", name);
+    int rc = luaL_loadbufferx(L, src, len, lua_tostring(L, -1), "t");
+    lua_remove(L, -2);
+    return rc;
 }
 
 /* package.searchers entry: script_dir/<mod with dots as slashes>.lua, then
@@ -168,6 +201,7 @@ int ts_lua_require(lua_State *L, const char *mod) {
 
 /* Everything that can raise during set-up runs here, under lua_pcall. */
 static int pmain_setup(lua_State *L) {
+    ts_lua_open_fn open_api = (ts_lua_open_fn)(uintptr_t)lua_touserdata(L, 1);
     luaL_openlibs(L);
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "searchers");
@@ -179,21 +213,23 @@ static int pmain_setup(lua_State *L) {
     lua_pushcfunction(L, searcher);
     lua_rawseti(L, -2, 2);
     lua_pop(L, 2);
-    ts_api_open(L);
+    if (open_api) open_api(L);
     return 0;
 }
 
-lua_State *ts_lua_new(const char *script_dir, const ts_lua_limits *lim) {
+lua_State *ts_lua_new(size_t mem_limit, ts_lua_open_fn open_api) {
     lua_heap *h = calloc(1, sizeof *h);
     if (!h) return NULL;
-    h->limit = lim ? lim->mem_bytes : 0;
+    h->limit = mem_limit;
     lua_State *L = lua_newstate(heap_alloc, h);
     if (!L) { free(h); ts_error("cannot create the Lua state"); return NULL; }
     lua_pushlightuserdata(L, h);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &HEAP_KEY);
-    ts_lua_set_script_dir(L, script_dir);
+    ts_lua_set_script_dir(L, NULL);
     lua_pushcfunction(L, pmain_setup);
-    if (ts_lua_pcall(L, 0, 0, "Lua set-up", 0) != 0) {
+    /* a function pointer travels as a light userdata (POSIX: same size) */
+    lua_pushlightuserdata(L, (void *)(uintptr_t)open_api);
+    if (ts_lua_pcall(L, 1, 0, "Lua set-up", 0) != 0) {
         lua_close(L);
         free(h);
         return NULL;

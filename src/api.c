@@ -9,16 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include "ts_core.h"
+#include "ts_api.h"
+#include "ts_batch.h"
 #include "ts_log.h"
 #include "ts_lp.h"
-#ifdef TS_HAVE_PG
+#include "ts_lua.h"
+#include "ts_records.h"
 #include "ts_pg.h"
-#endif
 
-#ifndef TS_VERSION
-#define TS_VERSION "0.0.0"
-#endif
+#include "ts_version.h"
 
 static const char CTX_KEY = 'c';
 
@@ -181,6 +180,7 @@ typedef struct async_http {
     ts_http_result res;
     int done;
     int *wake;
+    int url_idx;              /* stack slot of the URL, for the answer's error text */
 } async_http;
 
 static int async_http_gc(lua_State *L) {
@@ -235,24 +235,31 @@ static int http_continue(lua_State *L, int status, lua_KContext k) {
     int idx = (int)k;
     async_http *a = lua_touserdata(L, idx);
     if (!a->done) return lua_yieldk(L, 0, k, http_continue);   /* woken for another reason */
-    lua_getfield(L, 1, "url");
-    const char *url = lua_tostring(L, -1);
-    lua_pop(L, 1);    /* still referenced by the argument table */
+    const char *url = lua_tostring(L, a->url_idx);
     return http_result(L, url ? url : "", a->res.curl_code == 0 ? 0 : -1, &a->res, &a->rs);
 }
 
-/* res = {status=, body=[, records= | records_error=]} or nil, err */
-static int http_do(lua_State *L, int t) {
+/* res = {status=, body=[, records= | records_error=]} or nil, err.
+ * t is the options table (may be 0: none); url, body_idx and method, when
+ * given, stand instead of its fields: the caller's table is only read, so a
+ * table reused for a GET after a POST stays a GET. */
+static int http_do(lua_State *L, int t, int url_idx, int body_idx, const char *method) {
     ts_http_req req;
     memset(&req, 0, sizeof req);
-    req.url = opt_str(L, t, "url");
+    if (!url_idx) {
+        lua_getfield(L, t, "url");
+        url_idx = lua_gettop(L);
+    }
+    req.url = lua_type(L, url_idx) == LUA_TSTRING ? lua_tostring(L, url_idx) : NULL;
     if (!req.url) return luaL_error(L, "http.request: url is required");
-    req.method = opt_str(L, t, "method");
-    lua_getfield(L, t, "body");
+    req.method = method ? method : opt_str(L, t, "method");
+    if (!body_idx) {
+        lua_getfield(L, t, "body");
+        body_idx = lua_gettop(L);
+    }
     size_t blen = 0;
-    req.body = lua_tolstring(L, -1, &blen);
+    req.body = lua_tolstring(L, body_idx, &blen);
     req.body_len = blen;
-    lua_pop(L, 1);
     req.content_type = opt_str(L, t, "content_type");
     req.opts.timeout_ms = opt_ms(L, t, "timeout", 10000);
     req.opts.connect_timeout_ms = opt_ms(L, t, "connect_timeout", 5000);
@@ -302,6 +309,7 @@ static int http_do(lua_State *L, int t) {
         }
         lua_setmetatable(L, -2);
         a->wake = ctx->async_wake;
+        a->url_idx = url_idx;
         if (dec) {
             a->rs.dec = dec;
             req.on_data = records_data;
@@ -330,30 +338,29 @@ static int http_do(lua_State *L, int t) {
 
 static int l_http_request(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
-    return http_do(L, 1);
+    return http_do(L, 1, 0, 0, NULL);
+}
+
+/* An options table at idx, or an empty one in its place. */
+static int opts_table(lua_State *L, int idx) {
+    if (lua_istable(L, idx)) return idx;
+    lua_settop(L, idx - 1);
+    lua_newtable(L);
+    return idx;
 }
 
 static int l_http_get(lua_State *L) {
-    const char *url = luaL_checkstring(L, 1);
-    if (lua_istable(L, 2)) lua_pushvalue(L, 2); else lua_newtable(L);
-    int t = lua_gettop(L);
-    lua_pushstring(L, url);
-    lua_setfield(L, t, "url");
-    return http_do(L, t);
+    luaL_checkstring(L, 1);
+    int t = opts_table(L, 2);
+    lua_pushnil(L);   /* no body, whatever the table holds */
+    return http_do(L, t, 1, lua_gettop(L), "GET");
 }
 
 static int l_http_post(lua_State *L) {
-    const char *url = luaL_checkstring(L, 1);
+    luaL_checkstring(L, 1);
     luaL_checkstring(L, 2);
-    if (lua_istable(L, 3)) lua_pushvalue(L, 3); else lua_newtable(L);
-    int t = lua_gettop(L);
-    lua_pushstring(L, url);
-    lua_setfield(L, t, "url");
-    lua_pushvalue(L, 2);
-    lua_setfield(L, t, "body");
-    lua_pushliteral(L, "POST");
-    lua_setfield(L, t, "method");
-    return http_do(L, t);
+    int t = opts_table(L, 3);
+    return http_do(L, t, 1, 2, "POST");
 }
 
 static int l_urlencode(lua_State *L) {
@@ -459,6 +466,45 @@ static int l_line(lua_State *L) {
     return 1;
 }
 
+size_t ts_api_encode_points(lua_State *L, int idx, ts_precision prec, ts_buf *out, int errt) {
+    idx = lua_absindex(L, idx);
+    errt = lua_absindex(L, errt);
+    int nerr = (int)luaL_len(L, errt);
+    size_t count = 0;
+    lua_Integer n = luaL_len(L, idx);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, idx, i);
+        int p = lua_gettop(L);
+        if (!lua_istable(L, p)) { lua_pop(L, 1); lua_pushfstring(L, "point %d is not a table", (int)i); lua_rawseti(L, errt, ++nerr); continue; }
+        lua_getfield(L, p, "measurement");
+        lua_getfield(L, p, "tags");
+        lua_getfield(L, p, "fields");
+        lua_getfield(L, p, "time");
+        /* checked here so encode_line's own checks never raise past a caller's
+         * half-filled batch */
+        if (!lua_isstring(L, p + 1) || !lua_istable(L, p + 3) || !(lua_isnil(L, p + 2) || lua_istable(L, p + 2))) {
+            lua_settop(L, p - 1);
+            lua_pushfstring(L, "point %d needs a measurement, a fields table and tags as a table or nil", (int)i);
+            lua_rawseti(L, errt, ++nerr);
+            continue;
+        }
+        size_t before = out->len;
+        const char *err = encode_line(L, p + 1, p + 2, p + 3, p + 4, prec, out);
+        if (err) {
+            out->len = before;
+            if (out->data) out->data[before] = '\0';
+            lua_settop(L, p - 1);
+            lua_pushfstring(L, "point %d: %s", (int)i, err);
+            lua_rawseti(L, errt, ++nerr);
+            continue;
+        }
+        ts_buf_addc(out, '\n');
+        count++;
+        lua_settop(L, p - 1);
+    }
+    return count;
+}
+
 /* tstats._encode_points(points, precision) -> body, count, errors(table) */
 static int l_encode_points(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -466,60 +512,30 @@ static int l_encode_points(lua_State *L) {
     ts_buf b;
     ts_buf_init(&b);
     lua_newtable(L);
-    int errt = lua_gettop(L), nerr = 0;
-    lua_Integer n = luaL_len(L, 1), count = 0;
-    for (lua_Integer i = 1; i <= n; i++) {
-        lua_rawgeti(L, 1, i);
-        int p = lua_gettop(L);
-        if (!lua_istable(L, p)) { lua_pop(L, 1); lua_pushfstring(L, "point %d is not a table", (int)i); lua_rawseti(L, errt, ++nerr); continue; }
-        lua_getfield(L, p, "measurement");
-        lua_getfield(L, p, "tags");
-        lua_getfield(L, p, "fields");
-        lua_getfield(L, p, "time");
-        if (!lua_isstring(L, p + 1) || !lua_istable(L, p + 3)) {
-            lua_settop(L, p - 1);
-            lua_pushfstring(L, "point %d needs a measurement and a fields table", (int)i);
-            lua_rawseti(L, errt, ++nerr);
-            continue;
-        }
-        size_t before = b.len;
-        const char *err = encode_line(L, p + 1, p + 2, p + 3, p + 4, prec, &b);
-        if (err) {
-            b.len = before;
-            lua_settop(L, p - 1);
-            lua_pushfstring(L, "point %d: %s", (int)i, err);
-            lua_rawseti(L, errt, ++nerr);
-            continue;
-        }
-        ts_buf_addc(&b, '\n');
-        count++;
-        lua_settop(L, p - 1);
-    }
+    int errt = lua_gettop(L);
+    size_t count = ts_api_encode_points(L, 1, prec, &b, errt);
     lua_pushlstring(L, b.data ? b.data : "", b.len);
-    lua_pushinteger(L, count);
+    lua_pushinteger(L, (lua_Integer)count);
     lua_pushvalue(L, errt);
     ts_buf_free(&b);
     return 3;
 }
 
 /* ---- InfluxDB raw transport ------------------------------------------------ */
-static int preferred_url;
-
 /* tstats._influx_post(path_and_query, body, content_type) -> status, body | nil, err
- * Tries the configured URLs starting with the last one that answered; moves on
- * on transport errors and 5xx other than a 500 that carries an InfluxDB error. */
+ * The servers are the writer's (the context's), so a failover here and one
+ * of the writer's agree on which server answers. */
 static int l_influx_post(lua_State *L) {
     const char *pq = luaL_checkstring(L, 1);
     size_t blen;
     const char *body = luaL_checklstring(L, 2, &blen);
     const char *ctype = luaL_optstring(L, 3, "text/plain; charset=utf-8");
-    ts_influx_cfg ic;
-    ts_influx_cfg_read(L, &ic);
+    ts_api_ctx *ctx = ts_api_get_ctx(L);
+    if (!ctx || !ctx->influx) { lua_pushnil(L); lua_pushliteral(L, "no InfluxDB URLs configured"); return 2; }
     ts_http_result r;
     ts_http_result_init(&r);
     char err[1024];
-    int rc = ts_influx_post(&ic.conn, &preferred_url, pq, body, blen, ctype, (size_t)512 << 20, &r, err, sizeof err);
-    ts_influx_cfg_free(&ic);
+    int rc = ts_influx_post(ctx->influx, pq, body, blen, ctype, (size_t)512 << 20, &r, err, sizeof err);
     if (rc != 0) {
         ts_http_result_free(&r);
         lua_pushnil(L);
@@ -532,29 +548,27 @@ static int l_influx_post(lua_State *L) {
     return 2;
 }
 
-/* tstats._queue_lines(db, rp, precision, body, count) -> count | nil, err */
-static int l_queue_lines(lua_State *L) {
+/* tstats._queue_points(points, db, rp, precision) -> count, errors | nil, err
+ * Encodes straight into a text batch for the writer's next publish. */
+static int l_queue_points(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
     ts_api_ctx *ctx = ts_api_get_ctx(L);
     if (!ctx || !ctx->writer) { lua_pushnil(L); lua_pushliteral(L, "no writer in this mode: use sync=true"); return 2; }
     ts_dest d;
     memset(&d, 0, sizeof d);
-    snprintf(d.db, sizeof d.db, "%s", luaL_checkstring(L, 1));
-    snprintf(d.rp, sizeof d.rp, "%s", luaL_optstring(L, 2, ""));
-    d.precision = check_prec(L, 3, "ms");
-    size_t len;
-    const char *body = luaL_checklstring(L, 4, &len);
+    snprintf(d.db, sizeof d.db, "%s", luaL_checkstring(L, 2));
+    snprintf(d.rp, sizeof d.rp, "%s", luaL_optstring(L, 3, ""));
+    d.precision = check_prec(L, 4, "ms");
+    lua_newtable(L);
+    int errt = lua_gettop(L);
     ts_batch *b = ts_batch_new_text(&d);
-    const char *p = body, *end = body + len;
-    lua_Integer n = 0;
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
-        if (l) { ts_batch_add_line(b, p, l); n++; }
-        p += l + 1;
-    }
+    size_t n = ts_api_encode_points(L, 1, d.precision, ts_batch_text_buf(b), errt);
+    ts_batch_text_commit(b, n);
+    if (ctx->on_queue) ctx->on_queue(ctx->on_queue_ud, b);
     ts_writer_submit(ctx->writer, b);
-    lua_pushinteger(L, n);
-    return 1;
+    lua_pushinteger(L, (lua_Integer)n);
+    lua_pushvalue(L, errt);
+    return 2;
 }
 
 static const luaL_Reg api_funcs[] = {
@@ -562,7 +576,7 @@ static const luaL_Reg api_funcs[] = {
     {"now_ms", l_now_ms}, {"now", l_now}, {"sleep", l_sleep},
     {"counters", l_counters}, {"count", l_count}, {"float", l_float}, {"lua_memory", l_mem},
     {"line", l_line}, {"_encode_points", l_encode_points},
-    {"_influx_post", l_influx_post}, {"_queue_lines", l_queue_lines},
+    {"_influx_post", l_influx_post}, {"_queue_points", l_queue_points},
     {NULL, NULL}};
 
 static const luaL_Reg http_funcs[] = {
@@ -579,10 +593,8 @@ void ts_api_open(lua_State *L) {
     lua_pushliteral(L, "cjson");
     lua_call(L, 1, 1);          /* raises inside the set-up pcall if cjson is missing */
     lua_setfield(L, -2, "json");
-#ifdef TS_HAVE_PG
     ts_pg_open(L);
     lua_setfield(L, -2, "pg");
-#endif
     lua_pushvalue(L, -1);
     lua_setglobal(L, "tstats");
     lua_getglobal(L, "package");
@@ -590,7 +602,7 @@ void ts_api_open(lua_State *L) {
     lua_pushvalue(L, -3);
     lua_setfield(L, -2, "tstats");
     lua_pop(L, 3);
-    ts_json_records_open(L);
+    ts_records_open(L);
     /* The Lua half of the API (influx.query/write, ...) */
     if (ts_lua_require(L, "tstats.api") == 0) lua_pop(L, 1);
 }

@@ -1,8 +1,8 @@
 /* ts_scan: hand-written streaming scanner for Traffic Monitor CacheStats /
  * DsStats payloads (C core, hot path; no Lua here). Replaces yajl on the poll
  * path because yajl's callback-per-token lexer was ~40% of the CPU per poll.
- * Semantics are those of src/tmscan_yajl.c (kept as the reference; the unit
- * test and the fuzz driver compare the two on every input). */
+ * Semantics are those of the yajl oracle in spec/oracle/scan_yajl.c (the
+ * unit test and the fuzz driver compare the two on every input). */
 #include "ts_scan.h"
 
 #include <stdio.h>

@@ -15,7 +15,7 @@
 #include <yajl/yajl_parse.h>
 
 #include "ts_buf.h"
-#include "ts_core.h"
+#include "ts_records.h"
 
 #define MAX_FIELDS 32
 
@@ -249,7 +249,7 @@ static int l_decode_records(lua_State *L) {
     return 1;
 }
 
-void ts_json_records_open(lua_State *L) {
+void ts_records_open(lua_State *L) {
     /* tstats.json is cjson's table: add the function to it. */
     lua_getglobal(L, "tstats");
     lua_getfield(L, -1, "json");

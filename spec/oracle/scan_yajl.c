@@ -1,11 +1,11 @@
-/* ts_scan_yajl: the yajl-based TM payload scanner (C core; no Lua here), kept
- * as the reference that the hand-written scanner in src/tmscan.c is tested and
- * fuzzed against (same contract, ts_scan_yajl_* names). yajl's SAX parser drives a small fixed
+/* ts_scan_yajl: the yajl-based TM payload scanner (C test side; no Lua here), kept
+ * as the reference that the hand-written scanner in src/scan.c is tested and
+ * fuzzed against; built for the tests, the fuzzer and the benchmark only (same contract, ts_scan_yajl_* names). yajl's SAX parser drives a small fixed
  * state machine: top object -> entity map -> stat map -> history array ->
  * element [0]. Everything else is skipped by counting container depth, so the
  * scanner holds no payload and allocates nothing per key or sample (only one
  * feed-gathering buffer, plus yajl's own token buffer). */
-#include "ts_scan.h"
+#include "ts_scan_yajl.h"
 
 #include <stdio.h>
 #include <stdlib.h>
