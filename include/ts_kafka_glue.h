@@ -5,8 +5,8 @@
 #ifndef TS_KAFKA_GLUE_H
 #define TS_KAFKA_GLUE_H
 #include <lua.h>
-#include "ts_kafka.h"
 #include "ts_batch.h"
+#include "ts_kafka.h"
 
 typedef struct ts_kafka_cfg {
     int enabled;

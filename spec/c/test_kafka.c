@@ -13,6 +13,8 @@
 
 #include "ts_http.h"
 #include "ts_kafka.h"
+#include "ts_kafka_feed.h"
+#include "ts_spool.h"
 #include "ts_log.h"
 
 #include "check.h"
@@ -642,6 +644,98 @@ static void test_grouped(ts_loop *l) {
     mock_stop(&m);
 }
 
+/* Kafka's own position in the spool: records appended before Kafka's first
+ * start are not exported; the ones after are, each once; records read and
+ * not acknowledged when the process stops (brokers down) are read again by
+ * the next one and then delivered, once. */
+static ts_spool *open_spool(const char *dir) {
+    ts_spool_opts so = {0};
+    so.dir = dir;
+    char err[256];
+    ts_spool *s = ts_spool_open(&so, err, sizeof err);
+    if (!s) fprintf(stderr, "spool: %s\n", err);
+    CHECK(s != NULL);
+    return s;
+}
+
+typedef struct feed_wait {
+    ts_kafka_feed *f;
+    uint64_t acked;
+} feed_wait;
+static int feed_acked(void *ud) {
+    feed_wait *w = ud;
+    ts_kafka_feed_stats st;
+    ts_kafka_feed_get_stats(w->f, &st);
+    return st.records_acked >= w->acked;
+}
+
+static void append_lines(ts_spool *s, int first, int n) {
+    ts_buf b;
+    ts_buf_init(&b);
+    make_body(&b, first, n, 1700000000000LL);
+    CHECK(ts_spool_append(s, "cache_stats", "daily", TS_PREC_MS, b.data, b.len, (size_t)n) == 0);
+    ts_buf_free(&b);
+}
+
+static void test_feed(ts_loop *l) {
+    static const char *const topics[] = {"stats", NULL};
+    mock m;
+    mock_start(&m, topics, 2);
+    char dir[] = "/tmp/test_kafka_spool.XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    ts_spool *s = open_spool(dir);
+    append_lines(s, 100000, 300);   /* before Kafka's first start: not exported */
+    ts_kafka *k = new_kafka(l, &m, "stats", NULL, 0);
+    ts_kafka_feed *f = ts_kafka_feed_new(k, s, l, 0);
+    CHECK(f != NULL);
+    ts_spool_consumers_done(s);
+    for (int r = 0; r < 5; r++) append_lines(s, r * 500, 500);
+    feed_wait w = {f, 5};
+    CHECK(run_until(l, feed_acked, &w, 20000, NULL));
+    ts_kafka_feed_stats fs;
+    ts_kafka_feed_get_stats(f, &fs);
+    CHECK_EQ_U(fs.points_read, 2500);
+    CHECK_EQ_U(fs.records_open, 0);
+    CHECK_EQ_U(fs.backlog_bytes, 0);
+
+    /* brokers down: three more records are read, none acknowledged; then
+     * the process stops without waiting (no drain) */
+    rd_kafka_mock_broker_set_down(m.mc, -1);
+    for (int r = 5; r < 8; r++) append_lines(s, r * 500, 500);
+    run_ms(l, 1500, NULL);
+    ts_kafka_feed_get_stats(f, &fs);
+    CHECK_EQ_U(fs.records_acked, 5);
+    CHECK_EQ_U(fs.records_open, 3);
+    CHECK(fs.backlog_bytes > 0);
+    ts_kafka_free(k);
+    ts_kafka_feed_free(f);
+    ts_spool_close(s);
+    rd_kafka_mock_broker_set_up(m.mc, -1);
+
+    /* the next start reads them again and delivers them */
+    s = open_spool(dir);
+    k = new_kafka(l, &m, "stats", NULL, 0);
+    f = ts_kafka_feed_new(k, s, l, 0);
+    ts_spool_consumers_done(s);
+    w.f = f;
+    w.acked = 3;
+    CHECK(run_until(l, feed_acked, &w, 20000, NULL));
+    ts_kafka_feed_get_stats(f, &fs);
+    CHECK_EQ_U(fs.points_read, 1500);
+    CHECK_EQ_U(fs.backlog_bytes, 0);
+    kmsgs v = {0};
+    consume_all(&m, "stats", 2, &v);
+    check_exactly_once(&v, 4000, "spool feed");
+    kmsgs_free(&v);
+    ts_kafka_free(k);
+    ts_kafka_feed_free(f);
+    ts_spool_close(s);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+    mock_stop(&m);
+}
+
 static void test_bad_options(ts_loop *l) {
     char err[256];
     ts_kafka_opts o = {0};
@@ -691,6 +785,7 @@ int main(int argc, char **argv) {
     if (want("once")) test_exactly_once(l);
     if (want("lp")) test_lp_topics(l);
     if (want("grouped")) test_grouped(l);
+    if (want("feed")) test_feed(l);
     if (want("permanent")) test_permanent(l);
     if (want("bound")) test_memory_bound(l);
     if (want("down")) test_brokers_down(l, 0);
