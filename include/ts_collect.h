@@ -25,6 +25,7 @@ int ts_collector_busy(const ts_collector *c);  /* fetches still running */
 typedef struct ts_collect_stats {
     uint64_t polls, endpoints_ok, endpoints_failed, points, bytes;
     uint64_t skipped_non_numeric, skipped_old, skipped_no_time, lua_calls;
+    uint64_t samples_lost;   /* samples whose stat or entity mapping failed */
 } ts_collect_stats;
 void ts_collector_get_stats(const ts_collector *c, ts_collect_stats *s);
 /* Shutdown order: ts_collector_close, ts_loop_free (aborts fetches), ts_collector_free. */

@@ -27,6 +27,7 @@ typedef struct ts_settings {
         int nurls;
         char *user, *password;
         int insecure, gzip;
+        char *ca_file, *ca_path, *client_cert, *client_key;   /* TLS; NULL = unset */
         double timeout;                    /* s */
         int64_t max_publish_size, max_buffer_bytes, max_inflight;
     } influxdb;

@@ -24,6 +24,20 @@ void ts_loop_watch_fd(ts_loop *l, int fd, ts_loop_fn fn, void *ud);
 int ts_loop_run_once(ts_loop *l, int max_wait_ms);
 int ts_loop_running(const ts_loop *l);  /* requests in flight */
 
+/* TLS settings of one remote (Traffic Ops, InfluxDB, ...). Unset strings use
+ * the system's trust store and no client certificate. */
+typedef struct ts_tls {
+    int insecure;             /* 1: skip peer and host name verification (caller logs the warning) */
+    const char *ca_file;      /* PEM bundle of trusted CAs */
+    const char *ca_path;      /* directory of hashed CA certificates (c_rehash) */
+    const char *client_cert;  /* PEM client certificate (mutual TLS) */
+    const char *client_key;   /* its PEM private key (defaults to client_cert's file) */
+} ts_tls;
+
+/* Applies t to a libcurl easy handle (CURL *, kept opaque here). Returns 0,
+ * or -1 when libcurl refused an option (the handle is then not usable for TLS). */
+int ts_tls_apply(void *curl_easy, const ts_tls *t);
+
 typedef struct ts_http_opts {
     long connect_timeout_ms;  /* default 5000 when 0 */
     long timeout_ms;          /* total; default 30000 when 0 */
@@ -35,6 +49,7 @@ typedef struct ts_http_opts {
     int gzip_body;            /* compress the request body, send Content-Encoding: gzip */
     int use_cookies;          /* use the shared cookie jar (Traffic Ops session) */
     const char *user_agent;   /* default "tstats/<version>" */
+    ts_tls tls;               /* CA path, client certificate; insecure / ca_file above also count */
 } ts_http_opts;
 
 typedef struct ts_http_result {

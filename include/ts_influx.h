@@ -25,6 +25,7 @@ typedef struct ts_influx_opts {
     const char *ca_file;
     long timeout_ms;          /* per request; default 30000 */
     long connect_timeout_ms;  /* default 5000 */
+    ts_tls tls;               /* CA path, client certificate (insecure / ca_file above also count) */
 } ts_influx_opts;
 
 typedef struct ts_influx ts_influx;

@@ -2,7 +2,7 @@
  * or delivery service), asked once and kept, plus the per-sample hooks a
  * stat's answer asked for. One generation owns the memory of every answer;
  * batches hold references to it, so a refresh never frees what a pending
- * point uses. */
+ * point uses. Mapping modules are loaded in the sandbox of lua/sandbox.lua. */
 #ifndef TS_MAPPING_H
 #define TS_MAPPING_H
 #include <lua.h>
@@ -21,6 +21,8 @@ const ts_entity_map *ts_mapper_entity(ts_mapper *m, const char *name, size_t len
  * may be replaced), -1 drop. */
 int ts_mapper_sample_hook(ts_mapper *m, const ts_stat_map *st, double *value, const char *text, int64_t time_ms);
 const ts_map_owner *ts_mapper_owner(ts_mapper *m);
+/* Pushes the mapping module's table (loaded in the mapping sandbox). */
+void ts_mapper_push_module(ts_mapper *m);
 void ts_mapper_release(ts_mapper *m);     /* the plan lets go; memory stays while batches use it */
 uint64_t ts_mapper_lua_calls(const ts_mapper *m);
 

@@ -24,6 +24,7 @@ typedef struct ts_writer_opts {
     const char *user, *password;
     int insecure;
     const char *ca_file;
+    ts_tls tls;               /* CA path, client certificate (insecure / ca_file above also count) */
     int gzip;                 /* gzip request bodies */
     long timeout_ms;          /* per write request; default 30000 */
     long connect_timeout_ms;  /* default 5000 */

@@ -110,6 +110,19 @@ function C.script(args)
   return math.tointeger(rc) or 1
 end
 
+-- Commands that live in their own module (lua/commands/<name>.lua) with an
+-- option spec (`options`, parse() format), `usage` and run(opts, rest, tty).
+for _, name in ipairs({ "import_atc", "sync", "grafana" }) do
+  C[name] = function(args, tty)
+    local m = require("commands." .. name)
+    for _, a in ipairs(args) do
+      if a == "--help" or a == "-h" then print(m.usage); return 0 end
+    end
+    local o, rest = parse(args, m.options)
+    return m.run(o, rest, tty)
+  end
+end
+
 function C.main(cmd, args, tty)
   local fn = C[cmd:gsub("-", "_")]
   if not fn then error("unknown command " .. cmd, 0) end

@@ -17,7 +17,8 @@ function D.start()
   local to = require "to"
   local t = cfg.traffic_ops
   if t.insecure then tstats.warn("traffic_ops.insecure = true: TLS certificates of Traffic Ops are NOT verified") end
-  client = to.new { url = t.url, user = t.user, password = t.password, insecure = t.insecure, timeout = t.timeout }
+  client = to.new { url = t.url, user = t.user, password = t.password, insecure = t.insecure, timeout = t.timeout,
+    ca_file = t.ca_file, ca_path = t.ca_path, client_cert = t.client_cert, client_key = t.client_key }
   D.client = client
   if cfg.state_dir and cfg.state_dir ~= "" then
     mkdir_p(cfg.state_dir)

@@ -15,6 +15,10 @@ O.list = {
   { "traffic_ops.user", "string", "admin", "Traffic Ops user" },
   { "traffic_ops.password", "secret", nil, "Traffic Ops password (use env(\"TO_PASSWORD\"))" },
   { "traffic_ops.insecure", "boolean", false, "skip TLS verification of Traffic Ops (logged as a warning)" },
+  { "traffic_ops.ca_file", "string", nil, "PEM file of the CAs trusted for Traffic Ops (default: the system's)" },
+  { "traffic_ops.ca_path", "string", nil, "directory of hashed CA certificates trusted for Traffic Ops" },
+  { "traffic_ops.client_cert", "string", nil, "PEM client certificate presented to Traffic Ops (mutual TLS)" },
+  { "traffic_ops.client_key", "string", nil, "PEM private key of traffic_ops.client_cert (default: the same file)" },
   { "traffic_ops.timeout", "number", 10, "seconds per Traffic Ops request", min = 0.1 },
   { "traffic_ops.profile", "string", "TRAFFIC_STATS", "profile whose CacheStats/DsStats parameters select the stats" },
   { "traffic_ops.status_to_monitor", "string", "ONLINE", "Traffic Monitors with this status are polled" },
@@ -40,6 +44,10 @@ O.list = {
   { "influxdb.user", "string", nil, "InfluxDB user (basic auth)" },
   { "influxdb.password", "secret", nil, "InfluxDB password (use env(\"INFLUX_PASSWORD\"))" },
   { "influxdb.insecure", "boolean", false, "skip TLS verification of InfluxDB (logged as a warning)" },
+  { "influxdb.ca_file", "string", nil, "PEM file of the CAs trusted for InfluxDB (default: the system's)" },
+  { "influxdb.ca_path", "string", nil, "directory of hashed CA certificates trusted for InfluxDB" },
+  { "influxdb.client_cert", "string", nil, "PEM client certificate presented to InfluxDB (mutual TLS)" },
+  { "influxdb.client_key", "string", nil, "PEM private key of influxdb.client_cert (default: the same file)" },
   { "influxdb.timeout", "number", 30, "seconds per InfluxDB request", min = 0.1 },
   { "influxdb.gzip", "boolean", false, "gzip write bodies" },
   { "influxdb.max_publish_size", "integer", 10000, "points per write request", min = 1 },
@@ -214,6 +222,35 @@ local function config_env()
   return env
 end
 
+-- A file that holds a secret in clear must not be readable by anyone but its
+-- owner: warn (at every load: start, reload, check) naming the keys and mode.
+function O.warn_readable_secrets(path, cfg)
+  local f = io.open(path, "rb")
+  local text = f and f:read("a")
+  if f then f:close() end
+  if not text then return end
+  local held = {}
+  for _, o in ipairs(O.list) do
+    if o[2] == "secret" then
+      local sec, name = o[1]:match("^([^.]+)%.(.+)$")
+      local v
+      if sec then v = type(cfg[sec]) == "table" and cfg[sec][name] or nil else v = cfg[o[1]] end
+      if type(v) == "string" and v ~= "" and text:find(v, 1, true) then held[#held + 1] = o[1] end
+    end
+  end
+  if #held == 0 then return end
+  local p = io.popen("stat -c %a -- '" .. path:gsub("'", "'\\''") .. "' 2>/dev/null")
+  local mode = p and p:read("l")
+  if p then p:close() end
+  mode = tonumber(mode or "", 8)
+  if not mode or mode & 36 == 0 then return end   -- 036 octal: group or other may read
+  local msg = ("%s holds %s in clear and is readable by others (mode %03o): chmod 600 it, or use env(\"...\")")
+    :format(path, table.concat(held, ", "), mode)
+  local ts = rawget(_G, "tstats")
+  if type(ts) == "table" and type(ts.warn) == "function" then ts.warn(msg) else io.stderr:write("warning: ", msg, "\n") end
+  return msg
+end
+
 -- Load and resolve a config file (path), or the embedded default when path is nil.
 function O.load(path)
   local chunk, lerr
@@ -227,7 +264,9 @@ function O.load(path)
   if not chunk then return nil, { lerr } end
   local ok, user = pcall(chunk)
   if not ok then return nil, { tostring(user) } end
-  return O.resolve(user, path or "[embedded]config.lua")
+  local cfg, errs = O.resolve(user, path or "[embedded]config.lua")
+  if cfg and path then O.warn_readable_secrets(path, cfg) end
+  return cfg, errs
 end
 
 local function mask(key, v)

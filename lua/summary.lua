@@ -298,7 +298,8 @@ local function to_client()
   local t = section("traffic_ops")
   local ok, c = pcall(function()
     return require("to").new { url = t.url, user = t.user, password = t.password, insecure = t.insecure,
-                               timeout = t.timeout }
+                               timeout = t.timeout, ca_file = t.ca_file, ca_path = t.ca_path,
+                               client_cert = t.client_cert, client_key = t.client_key }
   end)
   if not ok then return nil, "summary sink api: " .. tostring(c) end
   state.to = c

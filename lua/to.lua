@@ -119,6 +119,7 @@ local Client = {}
 Client.__index = Client
 
 -- opts: url (required), user, password, insecure=false, timeout=10 (s),
+-- ca_file, ca_path, client_cert, client_key (TLS),
 -- connect_timeout (s, default min(5, timeout)).
 function to.new(opts)
   if type(opts) ~= "table" then error("to.new: options table expected", 2) end
@@ -134,6 +135,7 @@ function to.new(opts)
     url = opts.url:gsub("/+$", ""),
     user = opts.user or "",
     insecure = opts.insecure == true,
+    ca_file = opts.ca_file, ca_path = opts.ca_path, client_cert = opts.client_cert, client_key = opts.client_key,
     timeout = timeout,
     connect_timeout = ct,
     logged_in = false,
@@ -154,6 +156,7 @@ function Client:_raw(method, path, body, records)
     timeout = self.timeout,
     connect_timeout = self.connect_timeout,
     insecure = self.insecure,
+    ca_file = self.ca_file, ca_path = self.ca_path, client_cert = self.client_cert, client_key = self.client_key,
     cookies = true,
     records = records,
   }

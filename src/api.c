@@ -11,6 +11,7 @@
 #include <time.h>
 #include "ts_api.h"
 #include "ts_batch.h"
+#include "ts_json_exact.h"
 #include "ts_log.h"
 #include "ts_lp.h"
 #include "ts_lua.h"
@@ -270,6 +271,12 @@ static int http_do(lua_State *L, int t, int url_idx, int body_idx, const char *m
     req.opts.gzip_body = opt_bool(L, t, "gzip", 0);
     req.opts.accept_gzip = 1;
     req.opts.ca_file = opt_str(L, t, "ca_file");
+    req.opts.tls.ca_path = opt_str(L, t, "ca_path");
+    req.opts.tls.client_cert = opt_str(L, t, "client_cert");
+    req.opts.tls.client_key = opt_str(L, t, "client_key");
+    lua_getfield(L, t, "max_body");
+    req.max_body = lua_isinteger(L, -1) && lua_tointeger(L, -1) > 0 ? (size_t)lua_tointeger(L, -1) : 0;
+    lua_pop(L, 1);
     /* headers: strings anchored on the Lua stack stay valid until we return
      * (or, in a coroutine, while it is suspended) */
     const char **hdrs = lua_newuserdatauv(L, 33 * sizeof *hdrs, 0);
@@ -603,6 +610,7 @@ void ts_api_open(lua_State *L) {
     lua_setfield(L, -2, "tstats");
     lua_pop(L, 3);
     ts_records_open(L);
+    ts_json_exact_open(L);
     /* The Lua half of the API (influx.query/write, ...) */
     if (ts_lua_require(L, "tstats.api") == 0) lua_pop(L, 1);
 }

@@ -29,6 +29,9 @@ static const char USAGE[] =
     "  rollup --from D --to D [--cdn NAME] [--rollup NAME]   recompute daily summaries\n"
     "  backfill-cq --from D --to D   re-run the continuous queries over a past window, then the rollups\n"
     "  script FILE.lua [ARGS]    run a one-off operator script with the full Lua API\n"
+    "  import-atc FILE [--out F] convert ATC's traffic_stats.cfg into a config.lua\n"
+    "  sync --source URL --target URL [--database DB] [--days N]   copy InfluxDB data (ATC's sync_ts_databases)\n"
+    "  grafana --out DIR         write Grafana provisioning: datasources and dashboards\n"
     "\n"
     "options:\n"
     "  --config FILE   configuration (Lua); default: the embedded config.lua\n"
@@ -150,7 +153,8 @@ int ts_cli_main(int argc, char **argv) {
         rc = ts_daemon_main(config, dry ? TS_MODE_DRYRUN : TS_MODE_ONCE);
     } else if (strcmp(cmd, "check") == 0) rc = check_config(config);
     else if (strcmp(cmd, "options") == 0 || strcmp(cmd, "setup-influx") == 0 || strcmp(cmd, "rollup") == 0 ||
-             strcmp(cmd, "backfill-cq") == 0 || strcmp(cmd, "script") == 0)
+             strcmp(cmd, "backfill-cq") == 0 || strcmp(cmd, "script") == 0 ||
+             strcmp(cmd, "import-atc") == 0 || strcmp(cmd, "sync") == 0 || strcmp(cmd, "grafana") == 0)
         rc = run_lua_command(config, cmd, argc - rest, argv + rest);
     else { fprintf(stderr, "tstats: unknown command '%s'\n\n%s", cmd, USAGE); rc = 2; }
     ts_http_global_cleanup();

@@ -42,6 +42,9 @@ typedef struct endpoint {
     int too_big;
     ts_sample_policy pol;
     uint64_t n_points;
+    uint64_t n_lost;        /* samples of this fetch lost to mapping errors */
+    int64_t lost_warned;    /* mono ms of the last warning about them */
+    ts_counter *c_lost;     /* mapping_samples_lost.<module> */
     char scan_err[200];
     size_t last_points, last_runs;   /* the last poll's batch, for the next one's size */
 } endpoint;
@@ -66,7 +69,7 @@ struct ts_collector {
     uint64_t max_payload;
 };
 
-static ts_counter *c_ok, *c_fail, *c_points, *c_nonnum, *c_old, *c_notime, *c_timeslot;
+static ts_counter *c_ok, *c_fail, *c_points, *c_nonnum, *c_old, *c_notime, *c_timeslot, *c_lost_all;
 
 ts_collector *ts_collector_new(lua_State *L, ts_loop *loop, ts_emit_fn emit, void *emit_ud) {
     if (!c_ok) {
@@ -77,6 +80,7 @@ ts_collector *ts_collector_new(lua_State *L, ts_loop *loop, ts_emit_fn emit, voi
         c_old = ts_counter_get("collect_skipped_old");
         c_notime = ts_counter_get("collect_skipped_no_time");
         c_timeslot = ts_counter_get("collect_timeslots_skipped");
+        c_lost_all = ts_counter_get("mapping_samples_lost");
     }
     ts_collector *c = calloc(1, sizeof *c);
     if (!c) abort();
@@ -182,6 +186,9 @@ static endpoint *endpoint_from_lua(ts_collector *c, int t, int plan_index) {
         e->payload_ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
     int ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    char cname[200];
+    snprintf(cname, sizeof cname, "mapping_samples_lost.%s", e->mapping);
+    e->c_lost = ts_counter_get(cname);
     char label[160];
     snprintf(label, sizeof label, "%s [%s %s]", e->mapping, e->cdn, e->name);
     e->mapper = ts_mapper_new(L, e->mapping, ctx_ref, label);
@@ -192,13 +199,11 @@ static endpoint *endpoint_from_lua(ts_collector *c, int t, int plan_index) {
         return NULL;
     }
     if (e->format == FMT_LUA) {
-        /* the module is loaded by now (the mapper required it) */
-        if (ts_lua_require(L, e->mapping) == 0) {
-            lua_getfield(L, -1, "payload");
-            if (lua_isfunction(L, -1)) e->payload_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-            else lua_pop(L, 1);
-            lua_pop(L, 1);
-        }
+        ts_mapper_push_module(e->mapper);
+        lua_getfield(L, -1, "payload");
+        if (lua_isfunction(L, -1)) e->payload_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        else lua_pop(L, 1);
+        lua_pop(L, 1);
         if (e->payload_ref == LUA_NOREF) {
             ts_error("plan endpoint %s %s: mapping '%s' has no payload(body, ctx) function (format = \"lua\"); "
                      "endpoint ignored", e->cdn, e->name, e->mapping);
@@ -252,22 +257,28 @@ int ts_collector_set_plan(ts_collector *c, int plan_index) {
 }
 
 /* ---- scanner sink: the per-sample path, no Lua unless a hook asked ------- */
+/* Samples of an entity or stat whose mapping failed still reach
+ * sink_sample, which counts them as lost: a broken mapping is never a silent
+ * "Collected 0". What a mapping drops by choice is skipped unseen. */
+static const ts_stat_map LOST_STAT = {.failed = 1, .hook_ref = -2};
+
 static void *sink_entity(void *ud, const char *name, size_t len) {
     endpoint *e = ud;
     const ts_entity_map *m = ts_mapper_entity(e->mapper, name, len);
-    return m->keep ? (void *)m : NULL;
+    return m->keep || m->failed ? (void *)m : NULL;
 }
 
 static void *sink_stat(void *ud, void *ent, const char *name, size_t len) {
-    (void)ent;
     endpoint *e = ud;
+    if (((const ts_entity_map *)ent)->failed) return (void *)&LOST_STAT;
     const ts_stat_map *m = ts_mapper_stat(e->mapper, name, len);
-    return m->keep ? (void *)m : NULL;
+    return m->keep || m->failed ? (void *)m : NULL;
 }
 
 static void sink_sample(void *ud, void *ent, void *stat, const char *val, size_t vlen, int kind, int64_t time_ms, int has_time) {
     endpoint *e = ud;
     ts_collector *c = e->c;
+    if (((const ts_stat_map *)stat)->failed) { e->n_lost++; return; }
     ts_cpoint p;
     ts_raw_sample s = {val, vlen, kind, time_ms, has_time};
     switch (ts_collect_sample(e->mapper, &e->pol, stat, ent, &s, &p)) {
@@ -408,9 +419,25 @@ static void on_done(void *ud, ts_http_result *r) {
     c->st.points += np;
     c->st.bytes += e->bytes;
     ts_counter_add(c_points, (int64_t)np);
-    ts_info("Collected %zu %s values for %s @ %lld", np,
-            e->format == FMT_CACHESTATS ? "cache stats" : e->format == FMT_DSSTATS ? "deliveryservice stats" : e->name,
-            e->cdn, (long long)(ts_now_ms() / 1000));
+    const char *what =
+        e->format == FMT_CACHESTATS ? "cache stats" : e->format == FMT_DSSTATS ? "deliveryservice stats" : e->name;
+    if (e->n_lost) {
+        c->st.samples_lost += e->n_lost;
+        ts_counter_add(e->c_lost, (int64_t)e->n_lost);
+        ts_counter_add(c_lost_all, (int64_t)e->n_lost);
+        ts_info("Collected %zu %s values for %s @ %lld (%llu lost to mapping errors)", np, what, e->cdn,
+                (long long)(ts_now_ms() / 1000), (unsigned long long)e->n_lost);
+        int64_t now = ts_mono_ms();
+        if (!e->lost_warned || now - e->lost_warned >= 60000) {
+            e->lost_warned = now;
+            ts_warn("mapping '%s' [%s %s]: %llu samples of this poll were lost because the mapping failed for "
+                    "their stat or entity (its errors are logged once per name per plan; this warning at most once "
+                    "a minute; counter mapping_samples_lost.%s)", e->mapping, e->cdn, e->name,
+                    (unsigned long long)e->n_lost, e->mapping);
+        }
+    } else {
+        ts_info("Collected %zu %s values for %s @ %lld", np, what, e->cdn, (long long)(ts_now_ms() / 1000));
+    }
     /* A retired endpoint's last poll still counts: its mapper lives on in the batch. */
     if (np > 0 && !c->closing) c->emit(c->emit_ud, b);
     else ts_batch_free(b);
@@ -425,6 +452,7 @@ static void start_fetch(endpoint *e) {
         e->too_big = 0;
         e->scan_err[0] = '\0';
         e->n_points = 0;
+        e->n_lost = 0;
         e->pol.cutoff_ms = ts_now_ms() - c->max_age_ms;
         e->pol.zero_non_numeric = c->zero_non_numeric;
         if (e->format != FMT_LUA) {

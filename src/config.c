@@ -102,6 +102,10 @@ static const setting SETTINGS[] = {
     S("influxdb.user", K_STR, influxdb.user),
     S("influxdb.password", K_STR, influxdb.password),
     S("influxdb.insecure", K_BOOL, influxdb.insecure),
+    S("influxdb.ca_file", K_STR, influxdb.ca_file),
+    S("influxdb.ca_path", K_STR, influxdb.ca_path),
+    S("influxdb.client_cert", K_STR, influxdb.client_cert),
+    S("influxdb.client_key", K_STR, influxdb.client_key),
     S("influxdb.gzip", K_BOOL, influxdb.gzip),
     S("influxdb.timeout", K_NUM, influxdb.timeout),
     S("influxdb.max_publish_size", K_INT, influxdb.max_publish_size),
@@ -238,6 +242,9 @@ void ts_config_writer_opts(const ts_settings *s, ts_writer_opts *o) {
     o->user = s->influxdb.user && *s->influxdb.user ? s->influxdb.user : NULL;
     o->password = s->influxdb.password;
     o->insecure = s->influxdb.insecure;
+    o->ca_file = s->influxdb.ca_file;
+    o->tls = (ts_tls){s->influxdb.insecure, s->influxdb.ca_file, s->influxdb.ca_path, s->influxdb.client_cert,
+                      s->influxdb.client_key};
     o->gzip = s->influxdb.gzip;
     o->timeout_ms = (long)(s->influxdb.timeout * 1000);
     o->max_publish_size = (size_t)s->influxdb.max_publish_size;

@@ -107,6 +107,23 @@ void ts_http_urlencode(ts_buf *out, const char *s, size_t n) {
     out->data[out->len] = '\0';
 }
 
+int ts_tls_apply(void *easy, const ts_tls *t) {
+    CURL *e = easy;
+    int bad = 0;
+    bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, t->insecure ? 0L : 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, t->insecure ? 0L : 2L) != CURLE_OK;
+    if (t->ca_file && *t->ca_file) bad |= curl_easy_setopt(e, CURLOPT_CAINFO, t->ca_file) != CURLE_OK;
+    if (t->ca_path && *t->ca_path) bad |= curl_easy_setopt(e, CURLOPT_CAPATH, t->ca_path) != CURLE_OK;
+    if (t->client_cert && *t->client_cert) {
+        bad |= curl_easy_setopt(e, CURLOPT_SSLCERT, t->client_cert) != CURLE_OK;
+        bad |= curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM") != CURLE_OK;
+        const char *key = t->client_key && *t->client_key ? t->client_key : t->client_cert;
+        bad |= curl_easy_setopt(e, CURLOPT_SSLKEY, key) != CURLE_OK;
+        bad |= curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM") != CURLE_OK;
+    }
+    return bad ? -1 : 0;
+}
+
 /* ---- one request (async or blocking) ---- */
 
 typedef struct req {
@@ -173,14 +190,13 @@ static int setup(req *q) {
     curl_easy_setopt(e, CURLOPT_WRITEDATA, q);
     curl_easy_setopt(e, CURLOPT_USERAGENT, o->user_agent ? o->user_agent : "tstats/" TS_VERSION);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    if (o->insecure) {
-        curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
-        curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
-    } else {
-        curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
-        curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    ts_tls tls = o->tls;
+    if (o->insecure) tls.insecure = 1;
+    if (!tls.ca_file) tls.ca_file = o->ca_file;
+    if (ts_tls_apply(e, &tls) != 0) {
+        snprintf(q->res.errmsg, sizeof q->res.errmsg, "TLS settings refused by libcurl");
+        return -1;
     }
-    if (o->ca_file && *o->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, o->ca_file);
     if (o->user) {
         curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
         curl_easy_setopt(e, CURLOPT_USERNAME, o->user);

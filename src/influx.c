@@ -11,6 +11,7 @@ struct ts_influx {
     char **urls;
     int nurls, cur;
     char *user, *password, *ca_file;
+    char *ca_path, *client_cert, *client_key;
     int insecure;
     long timeout_ms, connect_timeout_ms;
 };
@@ -28,9 +29,13 @@ static void clear(ts_influx *x) {
     free(x->user);
     free(x->password);
     free(x->ca_file);
+    free(x->ca_path);
+    free(x->client_cert);
+    free(x->client_key);
     x->urls = NULL;
     x->nurls = 0;
     x->user = x->password = x->ca_file = NULL;
+    x->ca_path = x->client_cert = x->client_key = NULL;
 }
 
 static void set(ts_influx *x, const ts_influx_opts *o) {
@@ -49,8 +54,11 @@ static void set(ts_influx *x, const ts_influx_opts *o) {
     x->nurls = n;
     x->user = o->user && *o->user ? xstrdup(o->user) : NULL;
     x->password = xstrdup(o->password ? o->password : "");
-    x->ca_file = xstrdup(o->ca_file);
-    x->insecure = o->insecure;
+    x->ca_file = xstrdup(o->ca_file ? o->ca_file : o->tls.ca_file);
+    x->ca_path = xstrdup(o->tls.ca_path);
+    x->client_cert = xstrdup(o->tls.client_cert);
+    x->client_key = xstrdup(o->tls.client_key);
+    x->insecure = o->insecure || o->tls.insecure;
     x->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 30000;
     x->connect_timeout_ms = o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 5000;
 }
@@ -98,6 +106,7 @@ void ts_influx_req(const ts_influx *x, ts_http_req *rq, const char *url, const c
     rq->opts.timeout_ms = x->timeout_ms;
     rq->opts.insecure = x->insecure;
     rq->opts.ca_file = x->ca_file;
+    rq->opts.tls = (ts_tls){x->insecure, x->ca_file, x->ca_path, x->client_cert, x->client_key};
     rq->opts.user = x->user;
     rq->opts.password = x->password;
     rq->opts.accept_gzip = 1;

@@ -92,7 +92,7 @@ int ts_lua_load_embedded_script(lua_State *L, const char *name) {
 }
 
 /* package.searchers entry: script_dir/<mod with dots as slashes>.lua, then
- * the embedded copy. Stock mapping modules are sandboxed (no io/os.execute)
+ * the embedded copy. Mapping modules are loaded through lua/sandbox.lua
  * because they run inside the poll path. */
 static int searcher(lua_State *L) {
     const char *mod = luaL_checkstring(L, 1);

@@ -6,6 +6,7 @@
  * a SIGHUP never frees strings that buffered points still point at. */
 #include <lauxlib.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "ts_mapping.h"
@@ -142,13 +143,35 @@ static void mapper_release_cb(void *o) {
     if (--m->refs == 0) mapper_free(m);
 }
 
+static int l_sandbox_require(lua_State *L) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "sandbox");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "require");
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1);
+    return 1;
+}
+
+/* Mapping modules run inside the poll: they are loaded into lua/sandbox.lua's
+ * allow-list environment, never as ordinary modules. Pushes the module. */
+static int require_sandboxed(lua_State *L, const char *module) {
+    lua_pushcfunction(L, l_sandbox_require);
+    lua_pushstring(L, module);
+    char what[200];
+    snprintf(what, sizeof what, "loading mapping module '%s'", module);
+    return ts_lua_pcall(L, 1, 1, what, 0);
+}
+
+void ts_mapper_push_module(ts_mapper *m) { lua_rawgeti(m->L, LUA_REGISTRYINDEX, m->mod_ref); }
+
 ts_mapper *ts_mapper_new(lua_State *L, const char *module, int ctx_ref, const char *label) {
     if (!c_lua_calls) {
         c_lua_calls = ts_counter_get("mapping_lua_calls");
         c_map_errors = ts_counter_get("mapping_errors");
         c_hook_calls = ts_counter_get("mapping_sample_hook_calls");
     }
-    if (ts_lua_require(L, module) != 0) return NULL;
+    if (require_sandboxed(L, module) != 0) return NULL;
     if (!lua_istable(L, -1)) {
         ts_error("mapping module '%s' did not return a table", module);
         lua_pop(L, 1);
@@ -246,6 +269,7 @@ static int call_lua(ts_mapper *m, const char *fn, const char *name, size_t len) 
 }
 
 static ts_entity_map DROP_ENT = {.keep = 0};
+static ts_entity_map FAILED_ENT = {.keep = 0, .failed = 1};
 
 /* Every cache lists its stats in the same order, so the entry that followed
  * this one last time is checked (one memcmp) before hashing the name. */
@@ -295,6 +319,7 @@ static void stat_from_lua(ts_mapper *m, const char *name, size_t len, ts_stat_ma
         if (!meas || ml == 0) {
             ts_warn("%s stat(\"%.*s\"): no measurement in the answer; stat dropped", m->label, (int)len, name);
             ts_counter_add(c_map_errors, 1);
+            st->failed = 1;
         } else {
             st->keep = 1;
             st->hook_ref = LUA_NOREF;
@@ -337,6 +362,7 @@ static void stat_from_lua(ts_mapper *m, const char *name, size_t len, ts_stat_ma
         lua_pop(L, 1);   /* measurement */
     }
     if (rc >= 0) lua_pop(L, 1);
+    else st->failed = 1;
 }
 
 const ts_entity_map *ts_mapper_entity(ts_mapper *m, const char *name, size_t len) {
@@ -344,10 +370,11 @@ const ts_entity_map *ts_mapper_entity(ts_mapper *m, const char *name, size_t len
     ts_entity_map *e = htab_get(&m->ents, h, name, len);
     if (e) return e;
     lua_State *L = m->L;
-    e = &DROP_ENT;
     int rc = call_lua(m, "entity", name, len);
+    e = rc < 0 ? &FAILED_ENT : &DROP_ENT;
     if (rc >= 0 && lua_istable(L, -1)) {
         e = arena_alloc(&m->arena, sizeof *e);
+        memset(e, 0, sizeof *e);   /* the arena does not zero */
         e->keep = 1;
         build_tagset(m, lua_gettop(L), &e->tags);
     }

@@ -103,7 +103,7 @@ static int64_t backoff_ms(ts_writer *w, int attempts) {
 
 static ts_influx_opts influx_opts(const ts_writer_opts *o) {
     return (ts_influx_opts){o->urls, o->user, o->password, o->insecure, o->ca_file, o->timeout_ms,
-                            o->connect_timeout_ms};
+                            o->connect_timeout_ms, o->tls};
 }
 
 static void set_opts(ts_writer *w, const ts_writer_opts *o) {
