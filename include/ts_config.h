@@ -32,6 +32,13 @@ typedef struct ts_settings {
         int64_t max_publish_size, max_buffer_bytes, max_inflight;
     } influxdb;
     struct {
+        int enabled;
+        char *dir;                         /* NULL: <state_dir>/spool */
+        int64_t max_bytes, segment_bytes, replay_rate;
+        char *fsync;                       /* "interval" | "always" | "never" */
+        double fsync_interval;             /* s */
+    } spool;
+    struct {
         int64_t memory_limit;              /* bytes of Lua heap */
         int64_t hook_budget;               /* instructions per mapping call */
     } lua;

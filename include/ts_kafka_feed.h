@@ -21,6 +21,8 @@ typedef struct ts_kafka_feed ts_kafka_feed;
 ts_kafka_feed *ts_kafka_feed_new(ts_kafka *k, ts_spool *s, ts_loop *loop, size_t high_bytes);
 /* Reads what the spool has for Kafka now (also runs from its own timer). */
 void ts_kafka_feed_pump(ts_kafka_feed *f);
+/* Shutdown: no more reading (what is in flight may still complete); NULL ok. */
+void ts_kafka_feed_stop(ts_kafka_feed *f);
 typedef struct ts_kafka_feed_stats {
     uint64_t records_read, records_acked, points_read;
     uint64_t records_open;       /* handed to the target, not acknowledged yet */

@@ -7,6 +7,7 @@
 #include <lua.h>
 #include "ts_batch.h"
 #include "ts_kafka.h"
+#include "ts_kafka_feed.h"
 
 typedef struct ts_kafka_cfg {
     int enabled;
@@ -24,6 +25,11 @@ void ts_kafka_cfg_free(ts_kafka_cfg *c);
  * error already logged: *failed set). */
 ts_kafka *ts_kafka_from_config(lua_State *L, ts_loop *loop, int *failed);
 
+/* Kafka's position in the spool for k, holding back above half of
+ * kafka.max_buffer_bytes (at most 64 MiB); NULL when the consumer cannot be
+ * opened (logged: Kafka is then fed from memory). */
+ts_kafka_feed *ts_kafka_feed_from_config(lua_State *L, ts_kafka *k, ts_spool *s, ts_loop *loop);
+
 /* Feeds a batch (left unchanged) to the target as its line protocol. */
 void ts_kafka_submit_batch(ts_kafka *k, const ts_batch *b);
 
@@ -31,6 +37,7 @@ void ts_kafka_submit_batch(ts_kafka *k, const ts_batch *b);
  * tstats.kafka_stats() for k (NULL: both absent / nil). */
 void ts_kafka_lua_open(lua_State *L, ts_kafka *k);
 
-/* "kafka: delivered=... pending=..." for the daemon's periodic stats line. */
-void ts_kafka_report(const ts_kafka *k);
+/* "kafka: delivered=... pending=..." for the daemon's periodic stats line
+ * (feed may be NULL). */
+void ts_kafka_report(const ts_kafka *k, const ts_kafka_feed *feed);
 #endif

@@ -16,6 +16,7 @@
 #include "ts_batch.h"
 #include "ts_http.h"
 #include "ts_influx.h"
+#include "ts_spool.h"
 
 typedef struct ts_writer ts_writer;
 
@@ -37,6 +38,18 @@ typedef struct ts_writer_opts {
      * spooled, not dropped). May be NULL. */
     int (*evict)(void *ud, const ts_dest *d, const char *body, size_t len, size_t lines);
     void *evict_ud;
+    /* The on-disk spool (NULL: memory only). With one, every submitted batch
+     * is encoded into records of at most max_publish_size lines and appended
+     * before submit returns (what the spool refuses stays in memory as
+     * without one), the target reads them back through its consumer
+     * (`spool_consumer`, default "influx"), acknowledges each record once
+     * InfluxDB answered it for good, and keeps at most max_inflight records
+     * plus one in memory while it is down: the spool holds the backlog.
+     * The spool is not owned (the daemon opens and closes it) and is set at
+     * ts_writer_new only; reconfigure keeps it. */
+    ts_spool *spool;
+    const char *spool_consumer;
+    double replay_rate;       /* lines per second read from the spool; default 500000 */
 } ts_writer_opts;
 
 ts_writer *ts_writer_new(ts_loop *loop, const ts_writer_opts *o);
@@ -65,6 +78,9 @@ typedef struct ts_writer_stats {
     uint64_t requests_ok, requests_failed;
     uint64_t retries;          /* chunks sent again after a failure */
     uint64_t bytes_sent;
+    uint64_t points_spooled;   /* appended to the spool by submit */
+    uint64_t points_left_in_spool;  /* read from the spool, unanswered at shutdown: sent again at the next start */
+    uint64_t spool_backlog_bytes;   /* spool bytes not acknowledged by this writer's target */
 } ts_writer_stats;
 void ts_writer_get_stats(const ts_writer *w, ts_writer_stats *s);
 /* Index into urls of the server currently preferred (-1 if none). */

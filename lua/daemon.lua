@@ -17,9 +17,27 @@ function D.start()
   local to = require "to"
   local t = cfg.traffic_ops
   if t.insecure then tstats.warn("traffic_ops.insecure = true: TLS certificates of Traffic Ops are NOT verified") end
-  client = to.new { url = t.url, user = t.user, password = t.password, insecure = t.insecure, timeout = t.timeout,
+  local args = { url = t.url, user = t.user, password = t.password, insecure = t.insecure, timeout = t.timeout,
     ca_file = t.ca_file, ca_path = t.ca_path, client_cert = t.client_cert, client_key = t.client_key }
+  -- A reload with the same Traffic Ops settings keeps the logged-in client
+  -- (the session cookie lives in the C jar): no new login per SIGHUP.
+  local key = {}
+  for k, v in pairs(args) do key[#key + 1] = k .. "=" .. tostring(v) end
+  table.sort(key)
+  key = table.concat(key, "\0")
+  local kept = rawget(tstats, "_to_session")
+  if kept and kept.key == key then
+    client = kept.client
+  else
+    client = to.new(args)
+    rawset(tstats, "_to_session", { key = key, client = client })
+  end
   D.client = client
+  if cfg.collect.timeout * 2 > cfg.polling_interval then
+    tstats.warn(("collect.timeout = %g s leaves no time for a second Traffic Monitor within polling_interval = %d s: "
+      .. "a hung monitor can cost a timeslot (keep the timeout under half the interval)"):format(
+      cfg.collect.timeout, cfg.polling_interval))
+  end
   if cfg.state_dir and cfg.state_dir ~= "" then
     mkdir_p(cfg.state_dir)
     state_file = cfg.state_dir .. "/traffic_ops_last_good.json"
@@ -43,8 +61,16 @@ function D.refresh()
       end
     end
   else
-    local saved = state_file and plan.load(state_file)
-    if not saved then return nil, err end
+    local saved, lerr
+    if state_file then saved, lerr = plan.load(state_file) end
+    if not saved then
+      -- a missing file is the first start; anything else is worth saying
+      if lerr and not tostring(lerr):find("No such file", 1, true) then
+        tstats.error("the last good Traffic Ops data cannot be used: " .. tostring(lerr))
+        tstats.count("traffic_ops_last_good_unreadable")
+      end
+      return nil, err
+    end
     tstats.warn(("Traffic Ops unavailable (%s); using the last good data saved at %s"):format(
       tostring(err), os.date("!%Y-%m-%dT%H:%M:%SZ", (saved.time or 0) // 1000)))
     data = saved

@@ -30,15 +30,15 @@ O.list = {
   { "config_interval", "integer", 300, "seconds between Traffic Ops refreshes", min = 1 },
   { "daily_summary_interval", "integer", 60, "seconds between daily summary checks", min = 1 },
   { "shutdown_timeout", "number", 10, "seconds SIGTERM may spend flushing buffered points", min = 0 },
-  { "state_dir", "string", "/var/lib/tstats", "where the last good Traffic Ops data is kept" },
+  { "state_dir", "string", "/var/lib/tstats", "where the last good Traffic Ops data (and by default the spool) is kept" },
   { "script_dir", "string", nil, "directory whose .lua files override the embedded scripts" },
 
-  { "collect.timeout", "number", 10, "seconds per Traffic Monitor request (then the next monitor is tried)", min = 0.1 },
+  { "collect.timeout", "number", 4, "seconds per Traffic Monitor request, then the next monitor is tried (keep it under half of polling_interval so a second monitor fits in the timeslot)", min = 0.1 },
   { "collect.connect_timeout", "number", 3, "seconds to connect to a Traffic Monitor", min = 0.1 },
   { "collect.gzip", "boolean", false, "ask Traffic Monitor for gzip (saves network, costs CPU)" },
   { "collect.max_sample_age", "integer", 86400, "samples older than this many seconds are skipped", min = 1 },
   { "collect.non_numeric", "string", "skip", "skip | zero: what to do with non-numeric values (ATC writes 0)", enum = { "skip", "zero" } },
-  { "collect.max_payload_bytes", "integer", 1024 * MiB, "a Traffic Monitor answer larger than this is refused", min = 1024 },
+  { "collect.max_payload_bytes", "integer", 128 * MiB, "a Traffic Monitor answer larger than this is refused (measured: ~3.9 KB per cache with the TRAFFIC_STATS stats list, ~21 KB with 200 unfiltered stats: 128 MiB holds 30,000 caches of the first kind)", min = 1024 },
 
   { "influxdb.urls", "list", nil, "InfluxDB 1.x base URLs; writes fail over between them", required = true },
   { "influxdb.user", "string", nil, "InfluxDB user (basic auth)" },
@@ -67,6 +67,15 @@ O.list = {
   { "summary.grace", "integer", 600, "seconds after midnight UTC before a day is summarized", min = 0 },
   { "summary.max_catchup_days", "integer", 31, "most days computed after an outage", min = 1 },
   { "postgres.conninfo", "secret", nil, "libpq connection string or URI of the Traffic Ops database" },
+
+  -- The durable spool (src/spool.c): every polled batch is on disk before it counts as accepted.
+  { "spool.enabled", "boolean", true, "keep every accepted point on disk until InfluxDB has it (kill -9, outages)" },
+  { "spool.dir", "string", nil, "spool directory; default <state_dir>/spool" },
+  { "spool.max_bytes", "integer", 1024 * MiB, "disk the spool may use; the oldest data goes first beyond it (counted)", min = 65536 },
+  { "spool.segment_bytes", "integer", 16 * MiB, "size of one spool file (at most max_bytes / 4)", min = 4096 },
+  { "spool.fsync", "string", "interval", "interval | always | never: what a power loss may cost (docs/RELIABILITY.md)", enum = { "interval", "always", "never" } },
+  { "spool.fsync_interval", "number", 1, "seconds between fsyncs with spool.fsync = \"interval\"", min = 0.01 },
+  { "spool.replay_rate", "integer", 500000, "points per second read back from the spool (a backlog never floods InfluxDB)", min = 1000 },
 
   { "lua.memory_limit", "integer", 512 * MiB, "bytes the Lua heap may use", min = MiB },
   { "lua.hook_budget", "integer", 10000000, "instructions a mapping call may run", min = 1000 },

@@ -254,6 +254,13 @@ function plan.save(path, data)
   end
   local ok, text = pcall(json().encode, { version = 1, time = t, servers = data.servers, params = data.params })
   if not ok then return nil, "plan.save: cannot encode: " .. tostring(text) end
+  local ts = rawget(_G, "tstats")
+  if type(ts) == "table" and ts._write_durable then
+    -- fsync before and after the rename: a power loss leaves the old or the new file
+    local dok, derr = ts._write_durable(path, text .. "\n")
+    if not dok then return nil, "plan.save: " .. tostring(derr) end
+    return true
+  end
   local tmp = path .. ".tmp"
   local f, err = io.open(tmp, "wb")
   if not f then return nil, "plan.save: " .. tostring(err) end

@@ -3,6 +3,9 @@
  * failover, the writer queue, counters and the PostgreSQL binding. The Lua
  * half (lua/tstats/api.lua) shapes results on top of these primitives.
  * Every l_* function is listed in one luaL_Reg table below. */
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <lauxlib.h>
 #include <lualib.h>
 #include <math.h>
@@ -578,12 +581,51 @@ static int l_queue_points(lua_State *L) {
     return 2;
 }
 
+/* tstats._write_durable(path, data) -> true | nil, err
+ * data to path.tmp, fsync, rename over path, fsync the directory: after a
+ * crash or a power loss the file is the old one or the new one, whole. */
+static int l_write_durable(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    char tmp[4096], dir[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return luaL_error(L, "path too long");
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    const char *step = "open";
+    if (fd >= 0) {
+        size_t off = 0;
+        while (off < len) {
+            ssize_t n = write(fd, data + off, len - off);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            off += (size_t)n;
+        }
+        step = off < len ? "write" : fsync(fd) != 0 ? "fsync" : NULL;
+        if (close(fd) != 0 && !step) step = "close";
+        if (!step && rename(tmp, path) != 0) step = "rename";
+    }
+    if (step) {
+        int err = errno;
+        unlink(tmp);
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s %s: %s", step, tmp, strerror(err));
+        return 2;
+    }
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0'; else snprintf(dir, sizeof dir, ".");
+    int dfd = open(dir[0] ? dir : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) { fsync(dfd); close(dfd); }   /* the rename itself is durable only after this */
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static const luaL_Reg api_funcs[] = {
     {"log", l_log}, {"error", l_error}, {"warn", l_warn}, {"info", l_info}, {"debug", l_debug},
     {"now_ms", l_now_ms}, {"now", l_now}, {"sleep", l_sleep},
     {"counters", l_counters}, {"count", l_count}, {"float", l_float}, {"lua_memory", l_mem},
     {"line", l_line}, {"_encode_points", l_encode_points},
-    {"_influx_post", l_influx_post}, {"_queue_points", l_queue_points},
+    {"_influx_post", l_influx_post}, {"_queue_points", l_queue_points}, {"_write_durable", l_write_durable},
     {NULL, NULL}};
 
 static const luaL_Reg http_funcs[] = {

@@ -35,6 +35,8 @@ typedef struct endpoint {
     /* the fetch in progress */
     int busy;
     int url_idx;
+    int tried;              /* monitors tried in this timeslot */
+    int good_idx;           /* the monitor that answered last: the next poll starts there */
     ts_scan *scan;
     ts_batch *batch;
     ts_buf body;            /* FMT_LUA only */
@@ -223,6 +225,23 @@ static void retire(ts_collector *c, endpoint *e) {
     c->retired[c->nretired++] = e;
 }
 
+static int same_monitor(const char *a, const char *b) {
+    size_t na = strcspn(a, "?"), nb = strcspn(b, "?");
+    return na == nb && memcmp(a, b, na) == 0;
+}
+
+/* A new plan (refresh, SIGHUP) keeps starting where the old one found an
+ * answer, if that monitor is still listed for the endpoint. */
+static void keep_good_monitor(ts_collector *c, endpoint *e) {
+    for (int i = 0; i < c->neps; i++) {
+        endpoint *o = c->eps[i];
+        if (strcmp(o->cdn, e->cdn) != 0 || strcmp(o->name, e->name) != 0 || o->good_idx >= o->nurls) continue;
+        for (int j = 0; j < e->nurls; j++)
+            if (same_monitor(e->urls[j], o->urls[o->good_idx])) e->good_idx = j;
+        return;
+    }
+}
+
 int ts_collector_set_plan(ts_collector *c, int plan_index) {
     lua_State *L = c->L;
     plan_index = lua_absindex(L, plan_index);
@@ -242,6 +261,7 @@ int ts_collector_set_plan(ts_collector *c, int plan_index) {
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
+    for (int i = 0; i < k; i++) keep_good_monitor(c, eps[i]);
     for (int i = 0; i < c->neps; i++) retire(c, c->eps[i]);
     free(c->eps);
     c->eps = eps;
@@ -375,6 +395,22 @@ static void finish_fetch(endpoint *e, int ok) {
     }
 }
 
+/* Failover goes round the monitor list from the one the poll started with. */
+static void next_monitor(endpoint *e) {
+    e->url_idx = (e->url_idx + 1) % e->nurls;
+    e->tried++;
+}
+
+/* The reason first; the URL without its query (Traffic Ops' stats= list
+ * makes it kilobytes long). */
+static void log_fetch_failure(endpoint *e, const char *why) {
+    const char *url = e->urls[e->url_idx];
+    const char *q = strchr(url, '?');
+    int n = q ? (int)(q - url) : (int)strlen(url);
+    ts_warn("failed to get %s %s: %s (monitor %d of %d: %.*s%s)%s", e->cdn, e->name, why, e->tried, e->nurls, n, url,
+            q ? "?..." : "", e->tried < e->nurls ? "; trying the next" : "");
+}
+
 static void on_done(void *ud, ts_http_result *r) {
     endpoint *e = ud;
     ts_collector *c = e->c;
@@ -396,10 +432,10 @@ static void on_done(void *ud, ts_http_result *r) {
         }
     }
     if (why[0]) {
-        ts_warn("failed to get %s %s from %s: %s", e->cdn, e->name, url, why);
+        log_fetch_failure(e, why);
         if (e->batch) { ts_batch_free(e->batch); e->batch = NULL; }
-        if (e->url_idx + 1 < e->nurls && !e->retired && !c->closing) {
-            e->url_idx++;
+        if (e->tried < e->nurls && !e->retired && !c->closing) {
+            next_monitor(e);
             e->c->busy--;      /* start_fetch counts it again */
             e->busy = 0;
             if (e->scan) { ts_scan_free(e->scan); e->scan = NULL; }
@@ -411,6 +447,7 @@ static void on_done(void *ud, ts_http_result *r) {
         return;
     }
     ts_debug("successfully got %s stats URL %s", e->cdn, url);
+    e->good_idx = e->url_idx;
     size_t np = ts_batch_points(b);
     if (e->format != FMT_LUA) {
         e->last_points = np;
@@ -473,13 +510,13 @@ static void start_fetch(endpoint *e) {
         e->busy = 1;
         c->busy++;
         if (ts_http_start(c->loop, &req) == 0) return;
-        ts_warn("failed to get %s %s from %s: request could not be started", e->cdn, e->name, req.url);
+        log_fetch_failure(e, "request could not be started");
         if (e->scan) { ts_scan_free(e->scan); e->scan = NULL; }
         if (e->batch) { ts_batch_free(e->batch); e->batch = NULL; }
-        if (e->url_idx + 1 >= e->nurls) { finish_fetch(e, 0); return; }
+        if (e->tried >= e->nurls) { finish_fetch(e, 0); return; }
         e->busy = 0;
         c->busy--;
-        e->url_idx++;
+        next_monitor(e);
     }
 }
 
@@ -494,7 +531,8 @@ void ts_collector_poll(ts_collector *c) {
             ts_counter_add(c_timeslot, 1);
             continue;
         }
-        e->url_idx = 0;
+        e->url_idx = e->good_idx < e->nurls ? e->good_idx : 0;
+        e->tried = 1;
         start_fetch(e);
     }
 }

@@ -111,6 +111,13 @@ static const setting SETTINGS[] = {
     S("influxdb.max_publish_size", K_INT, influxdb.max_publish_size),
     S("influxdb.max_buffer_bytes", K_INT, influxdb.max_buffer_bytes),
     S("influxdb.max_inflight", K_INT, influxdb.max_inflight),
+    S("spool.enabled", K_BOOL, spool.enabled),
+    S("spool.dir", K_STR, spool.dir),
+    S("spool.max_bytes", K_INT, spool.max_bytes),
+    S("spool.segment_bytes", K_INT, spool.segment_bytes),
+    S("spool.fsync", K_STR, spool.fsync),
+    S("spool.fsync_interval", K_NUM, spool.fsync_interval),
+    S("spool.replay_rate", K_INT, spool.replay_rate),
     S("lua.memory_limit", K_INT, lua.memory_limit),
     S("lua.hook_budget", K_INT, lua.hook_budget),
 };

@@ -27,7 +27,10 @@ typedef struct tsd {
     lua_State *L;
     ts_loop *loop;
     ts_writer *writer;
+    ts_spool *spool;         /* NULL: spool.enabled = false, or not the daemon's run mode */
     ts_kafka *kafka;          /* the Kafka target, NULL unless kafka.enabled */
+    ts_kafka_feed *kafka_feed;   /* Kafka's position in the spool; NULL: fed from memory */
+    int kafka_failed;         /* kafka.* refused: the daemon does not start */
     ts_collector *coll;
     ts_api_ctx api;
     int sigfd;
@@ -116,10 +119,38 @@ static void on_signal(void *ud) {
 
 /* ---- writer set-up from the configuration -------------------------------- */
 /* The writer from influxdb.* (new, or reconfigured on SIGHUP); it copies what it keeps. */
+/* The spool opens once per process: its directory and bounds apply at start
+ * (a SIGHUP that changes them says so). */
+static void spool_setup(tsd *d) {
+    const ts_settings *s = ts_config_settings(d->L);
+    if (!s->spool.enabled) {
+        ts_warn("spool.enabled = false: points not yet written live in memory only (a crash loses them)");
+        return;
+    }
+    char dir[4096];
+    if (s->spool.dir && *s->spool.dir) snprintf(dir, sizeof dir, "%s", s->spool.dir);
+    else snprintf(dir, sizeof dir, "%s/spool", s->state_dir && *s->state_dir ? s->state_dir : ".");
+    ts_spool_opts so;
+    memset(&so, 0, sizeof so);
+    so.dir = dir;
+    so.max_bytes = (uint64_t)s->spool.max_bytes;
+    so.segment_bytes = (uint64_t)s->spool.segment_bytes;
+    if (ts_spool_fsync_parse(s->spool.fsync, &so.fsync) != 0) so.fsync = TS_SPOOL_FSYNC_INTERVAL;
+    so.fsync_interval_ms = (int64_t)(s->spool.fsync_interval * 1000);
+    char err[256];
+    d->spool = ts_spool_open(&so, err, sizeof err);
+    if (!d->spool) ts_error("%s: points live in memory only", err);
+    else
+        ts_info("spool: %s (max %lld MiB, fsync %s)", dir, (long long)(s->spool.max_bytes >> 20),
+                ts_spool_fsync_name(so.fsync));
+}
+
 static void writer_setup(tsd *d, int reconfigure) {
     const ts_settings *s = ts_config_settings(d->L);
     ts_writer_opts o;
     ts_config_writer_opts(s, &o);
+    o.spool = d->spool;
+    o.replay_rate = (double)s->spool.replay_rate;
     if (s->influxdb.nurls == 0) ts_warn("no influxdb.urls: nothing can be written");
     if (o.insecure) ts_warn("influxdb.insecure = true: TLS certificates of InfluxDB are NOT verified");
     if (reconfigure) ts_writer_reconfigure(d->writer, &o);
@@ -139,16 +170,24 @@ static void apply_settings(lua_State *L) {
 }
 
 /* ---- emit: a finished poll's batch goes to the writer (or stdout) -------- */
+/* With its spool position, Kafka reads what the writer appends; without
+ * one (no spool, or a spool that refuses appends now: disk full), a batch
+ * goes to Kafka from memory, as it goes to InfluxDB. */
+static void kafka_from_memory(tsd *d, const ts_batch *b) {
+    if (d->kafka && (!d->kafka_feed || !ts_spool_writable(d->spool))) ts_kafka_submit_batch(d->kafka, b);
+}
+
 /* Points Lua queues with tstats.influx.write go to Kafka as the polls' do. */
 static void queue_to_kafka(void *ud, const ts_batch *b) {
     tsd *d = ud;
-    ts_kafka_submit_batch(d->kafka, b);
+    kafka_from_memory(d, b);
 }
 
 static void emit_to_writer(void *ud, ts_batch *b) {
     tsd *d = ud;
-    ts_kafka_submit_batch(d->kafka, b);
+    kafka_from_memory(d, b);
     ts_writer_submit(d->writer, b);
+    if (d->kafka_feed) ts_kafka_feed_pump(d->kafka_feed);
 }
 
 static void emit_to_stdout(void *ud, ts_batch *b) {
@@ -361,12 +400,13 @@ static void report(tsd *d) {
     ts_collect_stats cs;
     ts_collector_get_stats(d->coll, &cs);
     ts_info("stats: polls=%llu points=%llu written=%llu rejected=%llu dropped=%llu pending=%llu "
-            "non_numeric_skipped=%llu old_skipped=%llu lua_calls=%llu lua_mem=%zu",
+            "non_numeric_skipped=%llu old_skipped=%llu lua_calls=%llu lua_mem=%zu spooled=%llu spool_backlog_bytes=%llu",
             (unsigned long long)cs.polls, (unsigned long long)cs.points, (unsigned long long)ws.points_written,
             (unsigned long long)ws.points_rejected, (unsigned long long)ws.points_dropped,
             (unsigned long long)ws.points_pending, (unsigned long long)cs.skipped_non_numeric,
-            (unsigned long long)cs.skipped_old, (unsigned long long)cs.lua_calls, ts_lua_mem_used(d->L));
-    ts_kafka_report(d->kafka);
+            (unsigned long long)cs.skipped_old, (unsigned long long)cs.lua_calls, ts_lua_mem_used(d->L),
+            (unsigned long long)ws.points_spooled, (unsigned long long)ws.spool_backlog_bytes);
+    ts_kafka_report(d->kafka, d->kafka_feed);
 }
 
 int ts_daemon_main(const char *config_file, ts_mode mode) {
@@ -381,7 +421,14 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     if (ts_config_load(d->L, config_file) != 0) { ts_lua_close(d->L); return 2; }
     apply_settings(d->L);
     d->loop = ts_loop_new();
+    if (mode == TS_MODE_RUN) spool_setup(d);
     writer_setup(d, 0);
+    if (mode != TS_MODE_DRYRUN) {
+        d->kafka = ts_kafka_from_config(d->L, d->loop, &d->kafka_failed);
+        if (d->kafka && d->spool) d->kafka_feed = ts_kafka_feed_from_config(d->L, d->kafka, d->spool, d->loop);
+    }
+    /* every target of the run has its spool consumer now */
+    if (d->spool) ts_spool_consumers_done(d->spool);
     d->api.loop = d->loop;
     d->api.writer = d->writer;
     d->api.influx = ts_writer_influx(d->writer);
@@ -389,10 +436,8 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     ts_api_set_ctx(d->L, &d->api);
     d->coll = ts_collector_new(d->L, d->loop, mode == TS_MODE_DRYRUN ? emit_to_stdout : emit_to_writer, d);
     if (mode != TS_MODE_DRYRUN) ts_collector_set_batch_pool(d->coll, ts_writer_pool(d->writer));
+    if (d->kafka_failed) { rc = 2; goto out; }
     if (mode != TS_MODE_DRYRUN) {
-        int kafka_failed;
-        d->kafka = ts_kafka_from_config(d->L, d->loop, &kafka_failed);
-        if (kafka_failed) { rc = 2; goto out; }
         ts_kafka_lua_open(d->L, d->kafka);
         if (d->kafka) {
             d->api.on_queue = queue_to_kafka;
@@ -451,13 +496,19 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     ts_writer_flush(d->writer);
     size_t lost = ts_writer_drain(d->writer, deadline);
     if (lost) ts_error("shutdown: %zu points could not be written before the shutdown timeout", lost);
-    if (d->kafka) ts_kafka_drain(d->kafka, deadline);
+    if (d->kafka) {
+        /* what is in flight gets the rest of the timeout; the spool keeps the rest */
+        ts_kafka_feed_stop(d->kafka_feed);
+        ts_kafka_drain(d->kafka, deadline);
+    }
     report(d);
     rc = 0;
 out:
     ts_collector_close(d->coll);
     ts_writer_free(d->writer);
-    ts_kafka_free(d->kafka);
+    ts_kafka_free(d->kafka);       /* the target, then its spool position, then the spool */
+    ts_kafka_feed_free(d->kafka_feed);
+    ts_spool_close(d->spool);
     ts_loop_free(d->loop);
     ts_collector_free(d->coll);
     if (d->sigfd >= 0) close(d->sigfd);

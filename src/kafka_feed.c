@@ -19,7 +19,7 @@ struct ts_kafka_feed {
     ts_loop *loop;
     size_t high;
     int timer;
-    int in_pump;
+    int in_pump, stopped;
     struct feed_rec *open;   /* records handed to the target, not done yet */
     ts_kafka_feed_stats st;
 };
@@ -53,7 +53,7 @@ static void feed_done(void *ud, uint64_t id, size_t delivered, size_t failed, si
 }
 
 void ts_kafka_feed_pump(ts_kafka_feed *f) {
-    if (!f || f->in_pump) return;
+    if (!f || f->in_pump || f->stopped) return;
     f->in_pump = 1;
     while (ts_kafka_backlog_bytes(f->k) < f->high) {
         ts_spool_rec r;
@@ -77,6 +77,8 @@ void ts_kafka_feed_pump(ts_kafka_feed *f) {
 
 static void feed_timer(void *ud) {
     ts_kafka_feed *f = ud;
+    f->timer = 0;
+    if (f->stopped) return;
     ts_kafka_feed_pump(f);
     f->timer = ts_loop_timer(f->loop, ts_mono_ms() + FEED_PERIOD_MS, feed_timer, f);
 }
@@ -101,6 +103,13 @@ ts_kafka_feed *ts_kafka_feed_new(ts_kafka *k, ts_spool *s, ts_loop *loop, size_t
                 (unsigned long long)cs.backlog_bytes);
     f->timer = ts_loop_timer(loop, ts_mono_ms() + FEED_PERIOD_MS, feed_timer, f);
     return f;
+}
+
+void ts_kafka_feed_stop(ts_kafka_feed *f) {
+    if (!f) return;
+    f->stopped = 1;
+    if (f->timer) ts_loop_timer_cancel(f->loop, f->timer);
+    f->timer = 0;
 }
 
 void ts_kafka_feed_get_stats(const ts_kafka_feed *f, ts_kafka_feed_stats *s) {

@@ -217,6 +217,12 @@ void ts_kafka_submit_batch(ts_kafka *k, const ts_batch *b) {
     ts_kafka_submit_buf(k, &kd, &body, 0, NULL, NULL);
 }
 
+ts_kafka_feed *ts_kafka_feed_from_config(lua_State *L, ts_kafka *k, ts_spool *s, ts_loop *loop) {
+    size_t high = (size_t)cfg_num(L, "kafka.max_buffer_bytes") / 2;
+    if (high > (size_t)64 << 20) high = (size_t)64 << 20;
+    return ts_kafka_feed_new(k, s, loop, high);
+}
+
 static int l_kafka_lines(lua_State *L) {
     ts_kafka *k = lua_touserdata(L, lua_upvalueindex(1));
     const char *db = luaL_checkstring(L, 1);
@@ -279,15 +285,23 @@ void ts_kafka_lua_open(lua_State *L, ts_kafka *k) {
     lua_pop(L, 1);
 }
 
-void ts_kafka_report(const ts_kafka *k) {
+void ts_kafka_report(const ts_kafka *k, const ts_kafka_feed *feed) {
     if (!k) return;
     ts_kafka_stats s;
     ts_kafka_get_stats(k, &s);
+    char sp[160] = "";
+    if (feed) {
+        ts_kafka_feed_stats fs;
+        ts_kafka_feed_get_stats(feed, &fs);
+        snprintf(sp, sizeof sp, " spool_records_read=%llu spool_backlog_bytes=%llu spool_lines_lost=%llu",
+                 (unsigned long long)fs.records_read, (unsigned long long)fs.backlog_bytes,
+                 (unsigned long long)fs.lines_lost);
+    }
     ts_info("kafka: messages=%llu delivered=%llu failed=%llu retried=%llu maybe_dup=%llu dropped=%llu invalid=%llu "
-            "pending=%llu pending_bytes=%llu errors=%llu",
+            "pending=%llu pending_bytes=%llu errors=%llu%s",
             (unsigned long long)s.messages_produced, (unsigned long long)s.points_delivered,
             (unsigned long long)s.points_failed, (unsigned long long)s.points_retried,
             (unsigned long long)s.points_maybe_dup, (unsigned long long)s.points_dropped,
             (unsigned long long)s.lines_invalid, (unsigned long long)s.points_pending,
-            (unsigned long long)s.bytes_pending, (unsigned long long)(s.delivery_errors + s.client_errors));
+            (unsigned long long)s.bytes_pending, (unsigned long long)(s.delivery_errors + s.client_errors), sp);
 }

@@ -100,7 +100,7 @@ struct ts_spool_consumer {
     uint64_t lines_lost, lines_read, records_read;
 };
 
-enum { LOGK_WRITE, LOGK_POS, LOGK_READ, LOGK_CORRUPT, LOGK_FULL, LOGK_N };
+enum { LOGK_WRITE, LOGK_POS, LOGK_READ, LOGK_CORRUPT, LOGK_TORN, LOGK_FULL, LOGK_N };
 
 struct ts_spool {
     ts_spool_opts o;
@@ -865,7 +865,7 @@ static void count_torn(ts_spool_consumer *c, const seg *g, uint64_t off) {
     ts_counter_add(s->c_torn, 1);
     uint64_t sup;
     char m[64];
-    if (log_ok(s, LOGK_CORRUPT, &sup))
+    if (log_ok(s, LOGK_TORN, &sup))
         ts_warn("spool: segment %016" PRIx64 " ends with an incomplete record at offset %" PRIu64
                 " (%" PRIu64 " bytes, a crash while writing): skipped%s",
                 g->id, off, g->size - off, more(sup, m, sizeof m));

@@ -45,6 +45,8 @@ typedef struct chunk {
     int url_idx;
     int64_t next_at;
     char *url;
+    int spooled;             /* read from the spool: acknowledged there, never dropped for memory */
+    ts_spool_pos pos;
     struct chunk *prev, *next;
 } chunk;
 
@@ -76,6 +78,17 @@ struct ts_writer {
     ts_buf spare_bodies[8];
     int nspare_bodies;
 
+    /* The spool (see ts_writer.h): records read back through one consumer,
+     * at most replay_rate lines a second (a token bucket of one second). */
+    ts_spool *spool;
+    ts_spool_consumer *cons;
+    double replay_rate, tokens;
+    int64_t tokens_at;
+    int spool_dry;                    /* the last read found nothing new */
+    chunk *parked;                    /* read, but its destination waits on retries */
+    int rate_timer, sync_timer;
+    ts_buf spool_buf;
+
     ts_counter *c_written, *c_rejected, *c_dropped, *c_ok, *c_failed, *c_bytes, *c_retries,
         *c_invalid, *c_spooled, *c_db_missing;
     int64_t db_missing_logged;        /* mono ms of the last "run setup-influx" line */
@@ -106,6 +119,9 @@ static ts_influx_opts influx_opts(const ts_writer_opts *o) {
                             o->connect_timeout_ms, o->tls};
 }
 
+static int spool_evict(void *ud, const ts_dest *d, const char *body, size_t len, size_t lines);
+static void arm_sync(ts_writer *w);
+
 static void set_opts(ts_writer *w, const ts_writer_opts *o) {
     w->gzip = o->gzip;
     w->max_publish_size = o->max_publish_size > 0 ? o->max_publish_size : 10000;
@@ -116,6 +132,12 @@ static void set_opts(ts_writer *w, const ts_writer_opts *o) {
     if (w->backoff_max < w->backoff_min) w->backoff_max = w->backoff_min;
     w->evict = o->evict;
     w->evict_ud = o->evict_ud;
+    if (!w->evict && w->spool) {
+        /* what memory cannot keep goes to the spool, if it takes it again */
+        w->evict = spool_evict;
+        w->evict_ud = w;
+    }
+    w->replay_rate = o->replay_rate > 0 ? o->replay_rate : 500000;
 }
 
 ts_writer *ts_writer_new(ts_loop *loop, const ts_writer_opts *o) {
@@ -125,6 +147,25 @@ ts_writer *ts_writer_new(ts_loop *loop, const ts_writer_opts *o) {
     ts_influx_opts io = influx_opts(o);
     w->influx = ts_influx_new(&io);
     w->pool = ts_batch_pool_new();
+    w->spool = o->spool;
+    ts_buf_init(&w->spool_buf);
+    if (w->spool) {
+        const char *name = o->spool_consumer && *o->spool_consumer ? o->spool_consumer : "influx";
+        w->cons = ts_spool_consumer_open(w->spool, name, TS_SPOOL_START_OLDEST);
+        if (!w->cons) {
+            ts_error("writer: spool consumer '%s' cannot be opened (already open?): writing from memory only", name);
+            w->spool = NULL;
+        } else {
+            ts_spool_cstats cs;
+            ts_spool_consumer_stats(w->cons, &cs);
+            if (cs.backlog_bytes > 0)
+                ts_info("writer: %llu bytes in the spool not yet written to InfluxDB: replaying (at most %.0f "
+                        "points/s)",
+                        (unsigned long long)cs.backlog_bytes, o->replay_rate > 0 ? o->replay_rate : 500000.0);
+            w->flushing = cs.backlog_bytes > 0;   /* replay now, not at the first publish */
+        }
+        w->tokens_at = ts_mono_ms();
+    }
     set_opts(w, o);
     if (ts_influx_nurls(w->influx) == 0) ts_warn("writer: no InfluxDB URLs configured; data will be buffered, then dropped");
     w->rng = (uint64_t)ts_now_ns() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)w;
@@ -201,6 +242,14 @@ static int offer_evict(ts_writer *w, const ts_dest *d, const char *body, size_t 
     return 0;
 }
 
+static int spool_evict(void *ud, const ts_dest *d, const char *body, size_t len, size_t lines) {
+    ts_writer *w = ud;
+    if (!w->spool || ts_spool_append(w->spool, d->db, d->rp, d->precision, body, len, lines) != 0) return 0;
+    w->spool_dry = 0;
+    arm_sync(w);
+    return 1;
+}
+
 static const char *rp_or_default(const ts_dest *d) { return d->rp[0] ? d->rp : "(default)"; }
 
 static void retry_unlink(ts_writer *w, chunk *c) {
@@ -236,6 +285,12 @@ static void drop_retry(ts_writer *w, chunk *c, const char *why) {
     retry_unlink(w, c);
     w->bytes_held -= c->body.len;
     c->d->nretry--;
+    if (c->spooled) {
+        /* not acknowledged: the next start reads it from the spool again */
+        w->st.points_left_in_spool += c->lines;
+        chunk_free(c);
+        return;
+    }
     if (!offer_evict(w, &c->d->d, c->body.data, c->body.len, c->lines)) {
         count_dropped(w, c->lines);
         ts_warn("writer: dropped %zu points for %s/%s (%s, a failed chunk awaiting retry)",
@@ -282,7 +337,9 @@ static void drop_batch(ts_writer *w, dest *d, const char *why) {
 /* Keep bytes_held <= max_buffer_bytes, dropping the oldest data first. */
 static void enforce_bound(ts_writer *w) {
     while (w->bytes_held > w->max_buffer_bytes) {
+        /* chunks read from the spool are still there: they are never the ones to go */
         chunk *rc = w->retry_head;
+        while (rc && rc->spooled) rc = rc->next;
         dest *od = NULL;
         for (dest *d = w->dests; d; d = d->next)
             if (d->head && (!od || d->head->seq < od->head->seq)) od = d;
@@ -292,9 +349,51 @@ static void enforce_bound(ts_writer *w) {
     }
 }
 
+/* A batch into the spool, in records of at most max_publish_size lines.
+ * Returns 1 when all of it is there; otherwise what the spool refused is
+ * left in b (lines already encoded come back as a text batch in *rest). */
+static int spool_batch(ts_writer *w, ts_batch *b, ts_batch **rest) {
+    const ts_dest *d = ts_batch_dest(b);
+    *rest = NULL;
+    while (ts_batch_points(b) > 0) {
+        ts_buf *buf = &w->spool_buf;
+        ts_buf_reset(buf);
+        size_t taken = 0, invalid = 0;
+        size_t lines = ts_batch_take(b, buf, w->max_publish_size, &taken, &invalid);
+        if (invalid) ts_counter_add(w->c_invalid, (int64_t)invalid);
+        if (lines == 0) continue;
+        if (ts_spool_append(w->spool, d->db, d->rp, d->precision, buf->data, buf->len, lines) != 0) {
+            ts_batch *t = ts_batch_new_text(d);
+            ts_buf_add(ts_batch_text_buf(t), buf->data, buf->len);
+            ts_batch_text_commit(t, lines);
+            *rest = t;
+            return 0;
+        }
+        w->st.points_spooled += lines;
+        ts_counter_add(w->c_spooled, (int64_t)lines);
+        w->spool_dry = 0;
+    }
+    ts_buf_shrink(&w->spool_buf, (size_t)1 << 20);
+    arm_sync(w);
+    return 1;
+}
+
+static void submit_memory(ts_writer *w, ts_batch *b);
+
 void ts_writer_submit(ts_writer *w, ts_batch *b) {
     if (!b) return;
     if (ts_batch_points(b) == 0) { ts_batch_pool_put(w->pool, b); return; }
+    if (w->spool) {
+        ts_batch *rest;
+        if (spool_batch(w, b, &rest)) { ts_batch_pool_put(w->pool, b); return; }
+        /* the spool refused (disk full, unwritable: logged there): memory keeps it */
+        submit_memory(w, rest);
+        if (ts_batch_points(b) == 0) { ts_batch_pool_put(w->pool, b); return; }
+    }
+    submit_memory(w, b);
+}
+
+static void submit_memory(ts_writer *w, ts_batch *b) {
     dest *d = dest_get(w, ts_batch_dest(b));
     pend *n = malloc(sizeof *n);
     if (!n) abort();
@@ -422,6 +521,76 @@ static void arm_timer(ts_writer *w) {
     w->timer_id = ts_loop_timer(w->loop, due, on_timer, w);
 }
 
+/* ---- reading the spool back ---- */
+
+static void on_rate_timer(void *ud) {
+    ts_writer *w = ud;
+    w->rate_timer = 0;
+    pump(w);
+}
+
+static void on_sync_timer(void *ud) {
+    ts_writer *w = ud;
+    w->sync_timer = 0;
+    if (w->spool) ts_spool_tick(w->spool);
+}
+
+/* The spool's interval fsync and position saving happen within a second of
+ * an append even when nothing else wakes the writer. */
+static void arm_sync(ts_writer *w) {
+    if (!w->spool || w->sync_timer) return;
+    w->sync_timer = ts_loop_timer(w->loop, ts_mono_ms() + 1000, on_sync_timer, w);
+}
+
+/* The next record of the target's consumer as a chunk, within replay_rate;
+ * NULL when there is none (or the rate says wait: a timer is armed). */
+static chunk *spool_next(ts_writer *w) {
+    if (!w->cons || w->spool_dry) return NULL;
+    int64_t now = ts_mono_ms();
+    double burst = w->replay_rate > (double)w->max_publish_size ? w->replay_rate : (double)w->max_publish_size;
+    w->tokens += (double)(now - w->tokens_at) * w->replay_rate / 1000.0;
+    if (w->tokens > burst) w->tokens = burst;
+    w->tokens_at = now;
+    if (w->tokens <= 0) {
+        if (!w->rate_timer) {
+            int64_t wait = (int64_t)(-w->tokens * 1000.0 / w->replay_rate) + 1;
+            w->rate_timer = ts_loop_timer(w->loop, now + wait, on_rate_timer, w);
+        }
+        return NULL;
+    }
+    ts_spool_rec r;
+    int rc = ts_spool_read(w->cons, &r);
+    if (rc != 1) {
+        w->spool_dry = rc == 0;
+        return NULL;
+    }
+    ts_dest dd;
+    memset(&dd, 0, sizeof dd);
+    snprintf(dd.db, sizeof dd.db, "%s", r.db);
+    snprintf(dd.rp, sizeof dd.rp, "%s", r.rp);
+    dd.precision = r.precision;
+    chunk *c = calloc(1, sizeof *c);
+    if (!c) abort();
+    c->d = dest_get(w, &dd);
+    c->seq = ++w->seq;
+    if (w->nspare_bodies > 0) {
+        c->body = w->spare_bodies[--w->nspare_bodies];
+        c->body.len = 0;
+    } else
+        ts_buf_init(&c->body);
+    ts_buf_add(&c->body, r.body, r.len);
+    c->lines = r.lines;
+    c->spooled = 1;
+    c->pos = r.pos;
+    w->tokens -= (double)r.lines;
+    return c;
+}
+
+/* A chunk from the spool is answered for good: its record is done. */
+static void spool_done(ts_writer *w, chunk *c) {
+    if (c->spooled && w->cons) ts_spool_ack_one(w->cons, c->pos);
+}
+
 static dest *next_ready_dest(ts_writer *w) {
     if (!w->dests) return NULL;
     dest *start = w->rr ? w->rr : w->dests;
@@ -450,6 +619,19 @@ static void pump(ts_writer *w) {
             continue;
         }
         if (!w->flushing) break;
+        /* the spool first: it holds everything accepted, oldest first */
+        if (w->parked && w->parked->d->nretry == 0) {
+            c = w->parked;
+            w->parked = NULL;
+            if (send_chunk(w, c) != 0) break;
+            continue;
+        }
+        if (!w->parked && (c = spool_next(w)) != NULL) {
+            /* a destination with unresolved failures waits (see next_ready_dest) */
+            if (c->d->nretry > 0) w->parked = c;
+            else if (send_chunk(w, c) != 0) break;
+            continue;
+        }
         dest *d = next_ready_dest(w);
         if (!d) break;
         c = encode_chunk(w, d);
@@ -457,7 +639,7 @@ static void pump(ts_writer *w) {
         if (send_chunk(w, c) != 0) break;
     }
     if (w->flushing) {
-        int any = 0;
+        int any = w->parked != NULL || (w->cons && !w->spool_dry) || w->rate_timer != 0;
         for (dest *d = w->dests; d; d = d->next) any |= d->head != NULL;
         if (!any) w->flushing = 0;
     }
@@ -468,6 +650,8 @@ static void pump(ts_writer *w) {
 void ts_writer_flush(ts_writer *w) {
     ts_batch_pool_interval(w->pool);
     w->flushing = 1;
+    w->spool_dry = 0;
+    if (w->spool) ts_spool_tick(w->spool);
     pump(w);
 }
 
@@ -502,6 +686,7 @@ static void chunk_done(void *ud, ts_http_result *r) {
         w->st.points_written += c->lines;
         ts_counter_add(w->c_written, (int64_t)c->lines);
         ts_info("Sent %zu stats for %s", c->lines, d->d.db);
+        spool_done(w, c);
         /* the destination works again: its other failed chunks go now */
         for (chunk *x = w->retry_head; x; x = x->next)
             if (x->d == d && x->next_at > ts_mono_ms()) x->next_at = ts_mono_ms();
@@ -520,6 +705,7 @@ static void chunk_done(void *ud, ts_http_result *r) {
         ts_counter_add(w->c_written, (int64_t)(c->lines - rej));
         ts_warn("writer: HTTP 400 from %s for %s/%s: %.300s (%zu of %zu points rejected, not retried)", host,
                 d->d.db, rp_or_default(&d->d), msg, rej, c->lines);
+        spool_done(w, c);
         recycle_body(w, c);
         pump(w);
         return;
@@ -528,6 +714,7 @@ static void chunk_done(void *ud, ts_http_result *r) {
         count_dropped(w, c->lines);
         ts_warn("writer: HTTP %ld from %s for %s/%s: %.300s (%zu points dropped, not retryable)", r->status,
                 host, d->d.db, rp_or_default(&d->d), msg, c->lines);
+        spool_done(w, c);
         recycle_body(w, c);
         pump(w);
         return;
@@ -574,7 +761,8 @@ static void chunk_done(void *ud, ts_http_result *r) {
 }
 
 static int has_work(const ts_writer *w) {
-    if (w->ninflight > 0 || w->retry_head) return 1;
+    if (w->ninflight > 0 || w->retry_head || w->parked) return 1;
+    if (w->cons && !w->spool_dry) return 1;
     for (dest *d = w->dests; d; d = d->next)
         if (d->head) return 1;
     return 0;
@@ -600,7 +788,9 @@ size_t ts_writer_drain(ts_writer *w, int64_t deadline) {
         while (c->next) c = c->next;
         inflight_unlink(w, c);
         if (c->is_retry) c->d->nretry--;
-        if (!offer_evict(w, &c->d->d, c->body.data, c->body.len, c->lines)) {
+        if (c->spooled) {
+            w->st.points_left_in_spool += c->lines;   /* unacknowledged: read again at the next start */
+        } else if (!offer_evict(w, &c->d->d, c->body.data, c->body.len, c->lines)) {
             count_dropped(w, c->lines);
             ts_warn("writer: dropped %zu points for %s/%s (shutdown deadline, request still in flight)", c->lines,
                     c->d->d.db, rp_or_default(&c->d->d));
@@ -608,6 +798,12 @@ size_t ts_writer_drain(ts_writer *w, int64_t deadline) {
         c->w = NULL;
     }
     while (w->retry_head) drop_retry(w, w->retry_head, "shutdown deadline");
+    if (w->parked) {
+        w->st.points_left_in_spool += w->parked->lines;
+        chunk_free(w->parked);
+        w->parked = NULL;
+    }
+    if (w->spool) ts_spool_sync(w->spool);
     for (dest *d = w->dests; d; d = d->next)
         while (d->head) drop_batch(w, d, "shutdown deadline");
     w->flushing = 0;
@@ -615,6 +811,13 @@ size_t ts_writer_drain(ts_writer *w, int64_t deadline) {
     arm_timer(w);
     size_t n = (size_t)w->drop_ret;
     if (n) ts_warn("writer: shutdown: %zu points could not be written", n);
+    if (w->cons) {
+        ts_spool_cstats cs;
+        ts_spool_consumer_stats(w->cons, &cs);
+        if (cs.backlog_bytes)
+            ts_info("writer: shutdown: %llu bytes stay in the spool for the next start",
+                    (unsigned long long)cs.backlog_bytes);
+    }
     return n;
 }
 
@@ -624,8 +827,14 @@ void ts_writer_get_stats(const ts_writer *w, ts_writer_stats *s) {
     for (dest *d = w->dests; d; d = d->next) pts += d->pending_points;
     for (chunk *c = w->retry_head; c; c = c->next) pts += c->lines;
     for (chunk *c = w->inflight; c; c = c->next) pts += c->lines;
+    if (w->parked) pts += w->parked->lines;
     s->points_pending = pts;
     s->bytes_pending = w->bytes_held;
+    if (w->cons) {
+        ts_spool_cstats cs;
+        ts_spool_consumer_stats(w->cons, &cs);
+        s->spool_backlog_bytes = cs.backlog_bytes;
+    }
 }
 
 int ts_writer_current_url(const ts_writer *w) { return ts_influx_current(w->influx); }
@@ -633,8 +842,16 @@ int ts_writer_current_url(const ts_writer *w) { return ts_influx_current(w->infl
 void ts_writer_free(ts_writer *w) {
     if (!w) return;
     if (w->timer_id) ts_loop_timer_cancel(w->loop, w->timer_id);
+    if (w->rate_timer) ts_loop_timer_cancel(w->loop, w->rate_timer);
+    if (w->sync_timer) ts_loop_timer_cancel(w->loop, w->sync_timer);
+    if (w->parked) chunk_free(w->parked);
+    w->parked = NULL;
+    ts_buf_free(&w->spool_buf);
     ts_writer_stats s;
     ts_writer_get_stats(w, &s);
+    /* its position is saved; the spool itself belongs to the daemon */
+    if (w->cons) ts_spool_consumer_close(w->cons);
+    w->cons = NULL;
     if (s.points_pending) ts_warn("writer: freed with %llu points not written", (unsigned long long)s.points_pending);
     for (chunk *c = w->inflight; c; c = c->next) c->w = NULL;   /* freed by their completion */
     while (w->retry_head) {

@@ -301,7 +301,7 @@ static void test_config(void) {
     CHECK(strstr(logbuf, "internal: C reads setting 'collect.timeout' as number, but lua/options.lua declares it boolean") != NULL,
           "the log names the setting: %s", logbuf);
     CHECK(ts_config_load(L, NULL) == 0, "loads again once the option is back");
-    CHECK(ts_config_settings(L)->collect.timeout == 10, "collect.timeout from the option table's default");
+    CHECK(ts_config_settings(L)->collect.timeout == 4, "collect.timeout from the option table's default");
     ts_lua_close(L);
 }
 

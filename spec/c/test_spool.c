@@ -533,6 +533,32 @@ static void test_corrupt_bytes(void) {
     }
 }
 
+/* A corrupt record and a torn tail in one run: each kind gets its own log line
+ * (the rate limit is per kind), both are counted. */
+static void test_corrupt_and_torn(void) {
+    const char *dir = newdir();
+    ts_spool_opts o = opts(dir);
+    ts_spool *s = sopen(&o);
+    for (int i = 0; i < 6; i++) CHECK_EQ(append(s, i, 8), 0);
+    ts_spool_close(s);
+    const char *seg = seg_file(dir, 0);
+    flip_byte(seg, rec_offset(seg, 2) + 16 + 16 + 20);
+    CHECK(truncate(seg, file_size(seg) - 9) == 0);
+    log_to_file();
+    s = sopen(&o);
+    ts_spool_consumer *c = ts_spool_consumer_open(s, "c", TS_SPOOL_START_OLDEST);
+    int seen[6] = {0};
+    CHECK_EQ(drain(c, seen, 6, 1), 4);
+    ts_spool_stats st;
+    ts_spool_get_stats(s, &st);
+    CHECK_EQ(st.corrupt_records, 1);
+    CHECK_EQ(st.torn_tails, 1);
+    CHECK_EQ(log_count("corrupt data"), 1);
+    CHECK_EQ(log_count("incomplete record"), 1);
+    ts_spool_close(s);
+    ts_log_open(NULL);
+}
+
 /* Random damage: whatever is flipped, cut or inserted, every record the
  * reader returns is one that was written, byte for byte, and nothing loops. */
 static void test_random_damage(void) {
@@ -711,6 +737,7 @@ int main(int argc, char **argv) {
     test_max_bytes();
     test_torn_tail();
     test_corrupt_bytes();
+    test_corrupt_and_torn();
     test_random_damage();
     test_unwritable_dir();
     rm_rf(g_root);
