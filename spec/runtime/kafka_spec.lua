@@ -173,10 +173,10 @@ describe("kafka export #asan", function()
   teardown(function() stack.cleanup_all() end)
   before_each(function() stack.influx_drop_series(influx.url) end)
 
-  it("sends every point once to Kafka and once to InfluxDB, with Traffic Stats' JSON plus db and rp", function()
+  local function once(name, extra)
     local kafka = start_kafka()
-    local cfg = write_config("once", kafka.brokers)
-    local log = tmp.dir .. "/once.log"
+    local cfg = write_config(name, kafka.brokers, extra)
+    local log = tmp.dir .. "/" .. name .. ".log"
     local ts = stack.spawn(tstats_bin .. " --config " .. sq(cfg) .. " run", log)
     assert(stack.wait_until(function() return count("cache_stats") > 0 end, 30, 0.2), "points in InfluxDB")
     stack.sleep(4)
@@ -186,7 +186,7 @@ describe("kafka export #asan", function()
     local msgs = kafka:dump()
     local ik, in_ = influx_points()
     local kk, kn, dups = kafka_points(msgs)
-    print(("\n  once: %d points in InfluxDB, %d messages in Kafka, %d duplicates"):format(in_, kn, dups))
+    print(("\n  " .. name .. ": %d points in InfluxDB, %d messages in Kafka, %d duplicates"):format(in_, kn, dups))
     assert.truthy(in_ > 500, "several polls stored")
     assert.are.equal(0, dups)
     assert.are.equal(in_, kn)
@@ -211,6 +211,17 @@ describe("kafka export #asan", function()
     end
     assert.truthy(seen_ds, "delivery service stats exported too")
     kafka:stop()
+  end
+
+  it("sends every point once to Kafka and once to InfluxDB, with Traffic Stats' JSON plus db and rp (Kafka's spool position)", function()
+    once("once")
+    assert.truthy(stack.read_file(tmp.dir .. "/once.log"):find("kafka: messages=%d+ .* spool_records_read=[1-9]"),
+      "fed through its spool consumer")
+  end)
+
+  it("the same without the spool (Kafka fed from memory)", function()
+    once("nospool", "spool = { enabled = false },")
+    assert.falsy(stack.read_file(tmp.dir .. "/nospool.log"):find("spool_records_read=", 1, true))
   end)
 
   it("brokers down for several polls, then back: nothing lost or duplicated in Kafka, InfluxDB writes went on", function()
@@ -312,6 +323,49 @@ describe("kafka export #asan", function()
     local t = math.tointeger(r.results[1].series[1].values[1][1])
     assert.truthy(t >= D and t < D + DAY, "a time of the summarized day")
     assert.are.equal(os.date("!%Y-%m-%dT%H:%M:%SZ", t), max.time)
+    kafka:stop()
+  end)
+
+  -- Kafka's position in the spool: kill -9 with messages outstanding (brokers down, so the
+  -- records read for Kafka are unacknowledged), then once more right after a poll with the
+  -- brokers up; every point InfluxDB stored is in Kafka at least once, duplicates counted.
+  it("kill -9 with Kafka messages outstanding, then a restart: every point in Kafka at least once, duplicates counted", function()
+    local kafka = start_kafka()
+    local cfg = write_config("kill", kafka.brokers)
+    local log1, log2, log3 = tmp.dir .. "/kill1.log", tmp.dir .. "/kill2.log", tmp.dir .. "/kill3.log"
+    local ts = stack.spawn(tstats_bin .. " --config " .. sq(cfg) .. " run", log1)
+    assert(stack.wait_until(function() return count("cache_stats") > 0 end, 30, 0.2), "points in InfluxDB")
+    stack.sleep(1.5)
+    kafka:cmd("down")
+    stack.sleep(3.5)                          -- three polls for Kafka to hold
+    ts:kill("KILL")
+    ts:wait(10)
+    kafka:cmd("up")
+    ts = stack.spawn(tstats_bin .. " --config " .. sq(cfg) .. " run", log2)
+    assert(stack.wait_until(function()
+      return (stack.read_file(log2) or ""):find("not yet acknowledged by Kafka", 1, true)
+    end, 30, 0.1), "the restart found Kafka's backlog in the spool: " .. tostring(stack.read_file(log2)))
+    stack.sleep(3.2)
+    ts:kill("KILL")                           -- brokers up: some acknowledgements not yet saved
+    ts:wait(10)
+    ts = stack.spawn(tstats_bin .. " --config " .. sq(cfg) .. " run", log3)
+    stack.sleep(4)
+    ts:kill("TERM")
+    assert.are.equal(0, ts:wait(30))
+    local ik, in_ = influx_points()
+    local kk, kn, dups = kafka_points(kafka:dump())
+    local missing, example = 0, nil
+    for k in pairs(ik) do
+      if not kk[k] then missing = missing + 1; example = example or k end
+    end
+    local extra = 0
+    for k in pairs(kk) do if not ik[k] then extra = extra + 1 end end
+    print(("\n  kill -9: %d points in InfluxDB, %d messages in Kafka, %d missing, %d duplicates, %d not in InfluxDB"):format(
+      in_, kn, missing, dups, extra))
+    assert.truthy(in_ > 1000, "several polls stored")
+    assert.are.equal(0, missing, example)
+    assert.are.equal(0, extra)
+    assert.are.equal(kn - dups, in_)
     kafka:stop()
   end)
 end)
