@@ -102,9 +102,17 @@ function checks.string_map(v)
     if type(x) ~= "string" or x == "" then return ("[%q] must be a non-empty string"):format(k) end
   end
 end
+-- librdkafka properties a kafka.* option sets (src/kafka.c refuses them too)
+local owned = {
+  ["bootstrap.servers"] = "kafka.brokers", ["metadata.broker.list"] = "kafka.brokers", acks = "kafka.acks",
+  ["request.required.acks"] = "kafka.acks", ["enable.idempotence"] = "kafka.idempotence",
+  ["compression.codec"] = "kafka.compression", ["compression.type"] = "kafka.compression",
+  partitioner = "nothing: tstats partitions by series key with murmur2",
+}
 function checks.property_map(v)
   for k, x in pairs(v) do
     if type(k) ~= "string" then return "keys must be strings (librdkafka property names)" end
+    if owned[k] then return ("[%q]: set %s instead"):format(k, owned[k]) end
     local t = type(x)
     if t ~= "string" and t ~= "number" and t ~= "boolean" then
       return ("[%q] must be a string, a number or a boolean"):format(k)
