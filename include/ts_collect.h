@@ -26,8 +26,12 @@ typedef struct ts_collect_stats {
     uint64_t polls, endpoints_ok, endpoints_failed, points, bytes;
     uint64_t skipped_non_numeric, skipped_old, skipped_no_time, lua_calls;
     uint64_t samples_lost;   /* samples whose stat or entity mapping failed */
+    uint64_t samples_deferred;   /* samples skipped for the mapping's spent poll budget */
 } ts_collect_stats;
 void ts_collector_get_stats(const ts_collector *c, ts_collect_stats *s);
+/* Report every finished fetch and every new plan to the service metrics (NULL: off). */
+struct ts_metrics;
+void ts_collector_set_metrics(ts_collector *c, struct ts_metrics *m);
 /* Shutdown order: ts_collector_close, ts_loop_free (aborts fetches), ts_collector_free. */
 void ts_collector_close(ts_collector *c);
 void ts_collector_free(ts_collector *c);
@@ -50,7 +54,7 @@ typedef struct ts_raw_sample {
 /* Turns one sample into a compact point by the cached answers (running the
  * stat's hook if it has one). Returns TS_SAMPLE_OK with *out filled, or why
  * it was skipped. */
-enum { TS_SAMPLE_OK = 0, TS_SAMPLE_NO_TIME, TS_SAMPLE_OLD, TS_SAMPLE_NON_NUMERIC, TS_SAMPLE_HOOK_DROP };
+enum { TS_SAMPLE_OK = 0, TS_SAMPLE_NO_TIME, TS_SAMPLE_OLD, TS_SAMPLE_NON_NUMERIC, TS_SAMPLE_HOOK_DROP, TS_SAMPLE_DEFERRED };
 int ts_collect_sample(ts_mapper *m, const ts_sample_policy *pol, const ts_stat_map *st, const ts_entity_map *ent,
                       const ts_raw_sample *s, ts_cpoint *out);
 

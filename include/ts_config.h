@@ -41,7 +41,13 @@ typedef struct ts_settings {
     struct {
         int64_t memory_limit;              /* bytes of Lua heap */
         int64_t hook_budget;               /* instructions per mapping call */
+        int64_t poll_budget_ms;            /* CPU ms per endpoint and poll, all mapping calls */
     } lua;
+    struct {
+        char *listen;                      /* NULL: the HTTP listener is off */
+        char *user, *password, *token;
+        int64_t health_intervals;
+    } http;
 } ts_settings;
 
 /* Loads FILE (or the embedded default config when NULL), validates it with

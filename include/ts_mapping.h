@@ -17,8 +17,12 @@ typedef struct ts_mapper ts_mapper;
 ts_mapper *ts_mapper_new(lua_State *L, const char *module, int ctx_ref, const char *label);
 const ts_stat_map *ts_mapper_stat(ts_mapper *m, const char *name, size_t len);
 const ts_entity_map *ts_mapper_entity(ts_mapper *m, const char *name, size_t len);
+/* A poll starts: its Lua budget (lua.poll_budget_ms of CPU time, across every
+ * call of this mapper) is whole again. Names it cannot pay for are answered
+ * TS_MAP_DEFERRED, not cached, and asked again at the next poll. */
+void ts_mapper_begin_poll(ts_mapper *m);
 /* Per-sample hook (only for stats that asked for one). Returns 0 keep (value
- * may be replaced), -1 drop. */
+ * may be replaced), -1 drop, -2 not run (the poll's budget is spent). */
 int ts_mapper_sample_hook(ts_mapper *m, const ts_stat_map *st, double *value, const char *text, int64_t time_ms);
 const ts_map_owner *ts_mapper_owner(ts_mapper *m);
 /* Pushes the mapping module's table (loaded in the mapping sandbox). */

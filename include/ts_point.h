@@ -31,15 +31,17 @@ typedef struct ts_stat_map {
     int keep;               /* 0: drop every sample of this stat */
     int hook_ref;           /* Lua registry ref of a per-sample hook, or LUA_NOREF (-2) */
     int as_int;             /* write the field as an integer ("42i") */
-    int failed;             /* keep = 0 because the mapping failed (error, bad answer), not by choice */
+    int failed;             /* keep = 0 not by choice: TS_MAP_FAILED (error, bad answer) or TS_MAP_DEFERRED */
 } ts_stat_map;
 
 /* Lua's answer for one entity (cache hostname or delivery service). */
 typedef struct ts_entity_map {
     ts_tagset tags;
     int keep;
-    int failed;             /* keep = 0 because the mapping failed, not by choice */
+    int failed;             /* as ts_stat_map.failed */
 } ts_entity_map;
+
+enum { TS_MAP_FAILED = 1, TS_MAP_DEFERRED = 2 };   /* ts_stat_map.failed, ts_entity_map.failed */
 
 typedef struct ts_cpoint {
     const ts_stat_map *stat;

@@ -83,6 +83,16 @@ typedef struct ts_writer_stats {
     uint64_t spool_backlog_bytes;   /* spool bytes not acknowledged by this writer's target */
 } ts_writer_stats;
 void ts_writer_get_stats(const ts_writer *w, ts_writer_stats *s);
+/* Per destination (read-only, for the metrics): fills at most max, returns how many. */
+typedef struct ts_writer_dest_stats {
+    ts_dest dest;
+    uint64_t written, rejected, dropped, pending;
+} ts_writer_dest_stats;
+int ts_writer_get_dest_stats(const ts_writer *w, ts_writer_dest_stats *out, int max);
+/* Chunks waiting out a backoff, and the time until the first of them is due (0: none). */
+void ts_writer_get_retry_state(const ts_writer *w, uint64_t *chunks, int64_t *next_in_ms);
+/* The URL currently preferred, credentials left out ("" if none). */
+void ts_writer_current_url_text(const ts_writer *w, char *out, size_t n);
 /* Index into urls of the server currently preferred (-1 if none). */
 int ts_writer_current_url(const ts_writer *w);
 /* Free the writer before its loop: in-flight requests are orphaned and

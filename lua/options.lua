@@ -79,6 +79,13 @@ O.list = {
 
   { "lua.memory_limit", "integer", 512 * MiB, "bytes the Lua heap may use", min = MiB },
   { "lua.hook_budget", "integer", 10000000, "instructions a mapping call may run", min = 1000 },
+  { "lua.poll_budget_ms", "integer", 1000, "CPU ms all calls of one endpoint's mapping may use in one poll; names beyond it wait for the next poll", min = 1 },
+
+  { "http.listen", "string", nil, "address:port of /metrics, /health, /ready and the status page; unset = off; a bare port (\"9101\") listens on 127.0.0.1" },
+  { "http.user", "string", nil, "basic auth user of the HTTP listener (with http.password)" },
+  { "http.password", "secret", nil, "basic auth password of the HTTP listener (use env(\"TSTATS_HTTP_PASSWORD\"))" },
+  { "http.token", "secret", nil, "bearer token of the HTTP listener (use env(\"TSTATS_HTTP_TOKEN\"))" },
+  { "http.health_intervals", "integer", 3, "/health fails when a CDN was not polled (or nothing written) within this many intervals", min = 1 },
 
   { "kafka.enabled", "boolean", false, "also export every point to Kafka (its own queue: Kafka down never holds InfluxDB back)" },
   { "kafka.brokers", "string", nil, "bootstrap brokers, \"host1:9092,host2:9092\"" },

@@ -17,6 +17,7 @@
 #include "ts_config.h"
 #include "ts_log.h"
 #include "ts_lua.h"
+#include "ts_metrics.h"
 #include "ts_scan.h"
 
 enum { FMT_CACHESTATS, FMT_DSSTATS, FMT_LUA };
@@ -45,10 +46,17 @@ typedef struct endpoint {
     ts_sample_policy pol;
     uint64_t n_points;
     uint64_t n_lost;        /* samples of this fetch lost to mapping errors */
+    uint64_t n_deferred;    /* samples whose mapping waits for the next poll's Lua budget */
+    int64_t deferred_warned;
     int64_t lost_warned;    /* mono ms of the last warning about them */
     ts_counter *c_lost;     /* mapping_samples_lost.<module> */
     char scan_err[200];
     size_t last_points, last_runs;   /* the last poll's batch, for the next one's size */
+    /* for the metrics: this fetch's start, monitors failed, last failure, points */
+    int64_t t0_ms;
+    int fails;
+    char last_err[300];
+    uint64_t got_points;
 } endpoint;
 
 struct ts_collector {
@@ -63,6 +71,7 @@ struct ts_collector {
     int nretired;
     int busy;
     int closing;            /* shutting down: no failover, no new fetches */
+    ts_metrics *metrics;    /* may be NULL */
     ts_collect_stats st;
     /* collect.* of the settings at the last plan */
     double timeout_s, connect_timeout_s;
@@ -71,7 +80,7 @@ struct ts_collector {
     uint64_t max_payload;
 };
 
-static ts_counter *c_ok, *c_fail, *c_points, *c_nonnum, *c_old, *c_notime, *c_timeslot, *c_lost_all;
+static ts_counter *c_ok, *c_fail, *c_points, *c_nonnum, *c_old, *c_notime, *c_timeslot, *c_lost_all, *c_deferred;
 
 ts_collector *ts_collector_new(lua_State *L, ts_loop *loop, ts_emit_fn emit, void *emit_ud) {
     if (!c_ok) {
@@ -83,6 +92,7 @@ ts_collector *ts_collector_new(lua_State *L, ts_loop *loop, ts_emit_fn emit, voi
         c_notime = ts_counter_get("collect_skipped_no_time");
         c_timeslot = ts_counter_get("collect_timeslots_skipped");
         c_lost_all = ts_counter_get("mapping_samples_lost");
+        c_deferred = ts_counter_get("mapping_samples_deferred");
     }
     ts_collector *c = calloc(1, sizeof *c);
     if (!c) abort();
@@ -273,6 +283,11 @@ int ts_collector_set_plan(ts_collector *c, int plan_index) {
     c->zero_non_numeric = s->collect.non_numeric && strcmp(s->collect.non_numeric, "zero") == 0;
     c->max_age_ms = s->collect.max_sample_age * 1000;
     c->max_payload = (uint64_t)s->collect.max_payload_bytes;
+    if (c->metrics) {
+        ts_metrics_plan_begin(c->metrics);
+        for (int i = 0; i < k; i++) ts_metrics_plan_endpoint(c->metrics, eps[i]->cdn, eps[i]->name);
+        ts_metrics_plan_end(c->metrics);
+    }
     return k;
 }
 
@@ -280,7 +295,8 @@ int ts_collector_set_plan(ts_collector *c, int plan_index) {
 /* Samples of an entity or stat whose mapping failed still reach
  * sink_sample, which counts them as lost: a broken mapping is never a silent
  * "Collected 0". What a mapping drops by choice is skipped unseen. */
-static const ts_stat_map LOST_STAT = {.failed = 1, .hook_ref = -2};
+static const ts_stat_map LOST_STAT = {.failed = TS_MAP_FAILED, .hook_ref = -2};
+static const ts_stat_map DEFERRED_STAT = {.failed = TS_MAP_DEFERRED, .hook_ref = -2};
 
 static void *sink_entity(void *ud, const char *name, size_t len) {
     endpoint *e = ud;
@@ -290,7 +306,8 @@ static void *sink_entity(void *ud, const char *name, size_t len) {
 
 static void *sink_stat(void *ud, void *ent, const char *name, size_t len) {
     endpoint *e = ud;
-    if (((const ts_entity_map *)ent)->failed) return (void *)&LOST_STAT;
+    int f = ((const ts_entity_map *)ent)->failed;
+    if (f) return (void *)(f == TS_MAP_DEFERRED ? &DEFERRED_STAT : &LOST_STAT);
     const ts_stat_map *m = ts_mapper_stat(e->mapper, name, len);
     return m->keep || m->failed ? (void *)m : NULL;
 }
@@ -298,7 +315,11 @@ static void *sink_stat(void *ud, void *ent, const char *name, size_t len) {
 static void sink_sample(void *ud, void *ent, void *stat, const char *val, size_t vlen, int kind, int64_t time_ms, int has_time) {
     endpoint *e = ud;
     ts_collector *c = e->c;
-    if (((const ts_stat_map *)stat)->failed) { e->n_lost++; return; }
+    int f = ((const ts_stat_map *)stat)->failed;
+    if (f) {
+        if (f == TS_MAP_DEFERRED) e->n_deferred++; else e->n_lost++;
+        return;
+    }
     ts_cpoint p;
     ts_raw_sample s = {val, vlen, kind, time_ms, has_time};
     switch (ts_collect_sample(e->mapper, &e->pol, stat, ent, &s, &p)) {
@@ -309,6 +330,7 @@ static void sink_sample(void *ud, void *ent, void *stat, const char *val, size_t
     case TS_SAMPLE_NO_TIME: c->st.skipped_no_time++; ts_counter_add(c_notime, 1); break;
     case TS_SAMPLE_OLD: c->st.skipped_old++; ts_counter_add(c_old, 1); break;
     case TS_SAMPLE_NON_NUMERIC: c->st.skipped_non_numeric++; ts_counter_add(c_nonnum, 1); break;
+    case TS_SAMPLE_DEFERRED: e->n_deferred++; break;
     default: break;   /* the script's hook dropped it */
     }
 }
@@ -322,7 +344,11 @@ int ts_collect_sample(ts_mapper *m, const ts_sample_policy *pol, const ts_stat_m
         if (!pol->zero_non_numeric) return TS_SAMPLE_NON_NUMERIC;
         v = 0.0;
     }
-    if (st->hook_ref != LUA_NOREF && ts_mapper_sample_hook(m, st, &v, s->val, s->time_ms) != 0) return TS_SAMPLE_HOOK_DROP;
+    if (st->hook_ref != LUA_NOREF) {
+        int h = ts_mapper_sample_hook(m, st, &v, s->val, s->time_ms);
+        if (h == -2) return TS_SAMPLE_DEFERRED;
+        if (h != 0) return TS_SAMPLE_HOOK_DROP;
+    }
     out->stat = st;
     out->ent = ent;
     out->value = v;
@@ -373,8 +399,20 @@ static ts_batch *lua_payload_batch(endpoint *e) {
     return b;
 }
 
+/* One event per fetch, after every monitor it tried: what the listener reports. */
+static void report_fetch(endpoint *e, int ok) {
+    ts_poll_event ev = {
+        .cdn = e->cdn, .endpoint = e->name, .monitor = e->nurls ? e->urls[e->url_idx] : "", .ok = ok,
+        .failovers = ok ? e->fails : (e->fails > 0 ? e->fails - 1 : 0), .points = ok ? e->got_points : 0,
+        .bytes = e->bytes, .duration_ms = ts_mono_ms() - e->t0_ms, .db = e->dest.db, .rp = e->dest.rp,
+        .error = ok ? NULL : (e->last_err[0] ? e->last_err : "request could not be started"),
+    };
+    ts_metrics_poll_done(e->c->metrics, &ev);
+}
+
 static void finish_fetch(endpoint *e, int ok) {
     ts_collector *c = e->c;
+    if (c->metrics) report_fetch(e, ok);
     e->busy = 0;
     c->busy--;
     if (e->scan) { ts_scan_free(e->scan); e->scan = NULL; }
@@ -409,6 +447,8 @@ static void log_fetch_failure(endpoint *e, const char *why) {
     int n = q ? (int)(q - url) : (int)strlen(url);
     ts_warn("failed to get %s %s: %s (monitor %d of %d: %.*s%s)%s", e->cdn, e->name, why, e->tried, e->nurls, n, url,
             q ? "?..." : "", e->tried < e->nurls ? "; trying the next" : "");
+    e->fails++;
+    snprintf(e->last_err, sizeof e->last_err, "%.*s: %s", n, url, why);
 }
 
 static void on_done(void *ud, ts_http_result *r) {
@@ -455,17 +495,34 @@ static void on_done(void *ud, ts_http_result *r) {
     }
     c->st.points += np;
     c->st.bytes += e->bytes;
+    e->got_points = np;
     ts_counter_add(c_points, (int64_t)np);
     const char *what =
         e->format == FMT_CACHESTATS ? "cache stats" : e->format == FMT_DSSTATS ? "deliveryservice stats" : e->name;
-    if (e->n_lost) {
+    if (e->n_deferred) {
+        c->st.samples_deferred += e->n_deferred;
+        ts_counter_add(c_deferred, (int64_t)e->n_deferred);
+        int64_t now = ts_mono_ms();
+        if (!e->deferred_warned || now - e->deferred_warned >= 60000) {
+            e->deferred_warned = now;
+            ts_warn("mapping '%s' [%s %s]: its Lua budget for this poll (lua.poll_budget_ms) is spent; %llu samples "
+                    "of names not mapped yet were skipped and their names wait for the next poll (at most once a "
+                    "minute; counter mapping_samples_deferred)", e->mapping, e->cdn, e->name,
+                    (unsigned long long)e->n_deferred);
+        }
+    }
+    if (e->n_lost || e->n_deferred) {
         c->st.samples_lost += e->n_lost;
         ts_counter_add(e->c_lost, (int64_t)e->n_lost);
         ts_counter_add(c_lost_all, (int64_t)e->n_lost);
-        ts_info("Collected %zu %s values for %s @ %lld (%llu lost to mapping errors)", np, what, e->cdn,
-                (long long)(ts_now_ms() / 1000), (unsigned long long)e->n_lost);
+        char lost[64] = "", deferred[64] = "";
+        if (e->n_lost) snprintf(lost, sizeof lost, "%llu lost to mapping errors", (unsigned long long)e->n_lost);
+        if (e->n_deferred)
+            snprintf(deferred, sizeof deferred, "%llu deferred to the next poll", (unsigned long long)e->n_deferred);
+        ts_info("Collected %zu %s values for %s @ %lld (%s%s%s)", np, what, e->cdn, (long long)(ts_now_ms() / 1000),
+                lost, lost[0] && deferred[0] ? ", " : "", deferred);
         int64_t now = ts_mono_ms();
-        if (!e->lost_warned || now - e->lost_warned >= 60000) {
+        if (e->n_lost && (!e->lost_warned || now - e->lost_warned >= 60000)) {
             e->lost_warned = now;
             ts_warn("mapping '%s' [%s %s]: %llu samples of this poll were lost because the mapping failed for "
                     "their stat or entity (its errors are logged once per name per plan; this warning at most once "
@@ -490,6 +547,7 @@ static void start_fetch(endpoint *e) {
         e->scan_err[0] = '\0';
         e->n_points = 0;
         e->n_lost = 0;
+        e->n_deferred = 0;
         e->pol.cutoff_ms = ts_now_ms() - c->max_age_ms;
         e->pol.zero_non_numeric = c->zero_non_numeric;
         if (e->format != FMT_LUA) {
@@ -533,9 +591,16 @@ void ts_collector_poll(ts_collector *c) {
         }
         e->url_idx = e->good_idx < e->nurls ? e->good_idx : 0;
         e->tried = 1;
+        ts_mapper_begin_poll(e->mapper);
+        e->t0_ms = ts_mono_ms();
+        e->fails = 0;
+        e->last_err[0] = '\0';
+        e->got_points = 0;
         start_fetch(e);
     }
 }
+
+void ts_collector_set_metrics(ts_collector *c, ts_metrics *m) { c->metrics = m; }
 
 int ts_collector_busy(const ts_collector *c) { return c->busy; }
 

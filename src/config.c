@@ -120,6 +120,12 @@ static const setting SETTINGS[] = {
     S("spool.replay_rate", K_INT, spool.replay_rate),
     S("lua.memory_limit", K_INT, lua.memory_limit),
     S("lua.hook_budget", K_INT, lua.hook_budget),
+    S("lua.poll_budget_ms", K_INT, lua.poll_budget_ms),
+    S("http.listen", K_STR, http.listen),
+    S("http.user", K_STR, http.user),
+    S("http.password", K_STR, http.password),
+    S("http.token", K_STR, http.token),
+    S("http.health_intervals", K_INT, http.health_intervals),
 };
 #undef S
 

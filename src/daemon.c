@@ -16,8 +16,11 @@
 #include "ts_collect.h"
 #include "ts_config.h"
 #include "ts_kafka_glue.h"
+#include "ts_httpd.h"
 #include "ts_log.h"
 #include "ts_lua.h"
+#include "ts_metrics.h"
+#include "ts_sdnotify.h"
 #include "ts_version.h"
 #include "ts_writer.h"
 
@@ -36,6 +39,12 @@ typedef struct tsd {
     int sigfd;
     volatile int want_stop, want_hup, want_poll, want_publish, want_refresh, want_summary;
     int t_poll, t_publish, t_refresh, t_summary;
+    int t_watchdog;              /* systemd watchdog pings, from the loop so a stuck loop stops them */
+    int64_t watchdog_iv;         /* ms; 0 = no watchdog */
+    ts_metrics *metrics;         /* what the HTTP listener serves (run mode) */
+    ts_httpd *httpd;             /* NULL when http.listen is unset */
+    char http_key[1600];         /* the listener's settings, to restart it only when they change */
+    int64_t metrics_published;   /* ts_mono_ms of the last publish */
     uint64_t lua_calls_at_gc;    /* mapping Lua calls of the plan at the last full GC */
     int64_t poll_iv, publish_iv, refresh_iv, summary_iv;   /* ms */
     int64_t poll_wall, publish_wall;                       /* boundaries the timers are armed for */
@@ -85,6 +94,21 @@ static void on_summary(void *ud) {
     tsd *d = ud;
     d->want_summary = 1;
     d->t_summary = ts_loop_timer(d->loop, ts_mono_ms() + d->summary_iv, on_summary, d);
+}
+
+static void on_watchdog(void *ud) {
+    tsd *d = ud;
+    ts_sd_watchdog_ping();
+    d->t_watchdog = ts_loop_timer(d->loop, ts_mono_ms() + d->watchdog_iv, on_watchdog, d);
+}
+
+/* Pings at half the interval systemd asked for, as sd_watchdog_enabled(3) advises. */
+static void arm_watchdog(tsd *d) {
+    int64_t ms = ts_sd_watchdog_ms();
+    if (ms <= 0 || d->t_watchdog > 0) return;
+    d->watchdog_iv = ms / 2 > 0 ? ms / 2 : 1;
+    ts_sd_watchdog_ping();
+    d->t_watchdog = ts_loop_timer(d->loop, ts_mono_ms() + d->watchdog_iv, on_watchdog, d);
 }
 
 static void cancel_timers(tsd *d) {
@@ -228,6 +252,7 @@ static int lua_daemon_call(tsd *d, const char *fn, int nargs, int nres) {
  * plan is in place. */
 static int install_plan(tsd *d) {
     lua_State *L = d->L;
+    if (d->metrics) ts_metrics_refresh_done(d->metrics, !lua_isnil(L, -2));
     if (lua_isnil(L, -2)) {
         ts_error("Traffic Ops refresh failed: %s%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "unknown error",
                  d->have_plan ? "; keeping the last good configuration" : "");
@@ -246,6 +271,7 @@ static int install_plan(tsd *d) {
 }
 
 static int refresh_start(tsd *d, int again);
+static void publish_metrics(tsd *d);
 
 /* Runs the refresh coroutine until it yields on a request (returns 1) or
  * ends (returns install_plan's answer, or -1 on a Lua error). */
@@ -308,6 +334,7 @@ static int refresh_plan(tsd *d) {
     int rc = refresh_start(d, 0);
     while (rc == 1 && !d->want_stop) {
         ts_loop_run_once(d->loop, 250);
+        publish_metrics(d);
         if (d->async_wake && d->refresh_co) rc = refresh_resume(d);
     }
     return rc == 1 ? -1 : rc;
@@ -315,7 +342,13 @@ static int refresh_plan(tsd *d) {
 
 static void run_summary(tsd *d) {
     lua_pushinteger(d->L, ts_now_ms() / 1000);
-    if (lua_daemon_call(d, "summary_tick", 1, 0) != 0) ts_warn("daily summary tick failed; it runs again next tick");
+    if (lua_daemon_call(d, "summary_tick", 1, 1) != 0) {
+        ts_warn("daily summary tick failed; it runs again next tick");
+        return;
+    }
+    /* summary.tick returns the number of days it stored (each covers every CDN) */
+    if (d->metrics && lua_isinteger(d->L, -1) && lua_tointeger(d->L, -1) > 0) ts_metrics_summary_done(d->metrics, NULL);
+    lua_pop(d->L, 1);
 }
 
 /* Unload our modules so SIGHUP picks up edited scripts; the API and the
@@ -344,21 +377,95 @@ static void unload_modules(lua_State *L) {
     lua_pop(L, 3);
 }
 
+/* ---- HTTP listener: settings, and the numbers it serves ------------------ */
+static void http_setup(tsd *d) {
+    if (!d->metrics) return;
+    const ts_settings *s = ts_config_settings(d->L);
+    const char *l = s->http.listen ? s->http.listen : "", *u = s->http.user ? s->http.user : "";
+    const char *p = s->http.password ? s->http.password : "", *t = s->http.token ? s->http.token : "";
+    char key[sizeof d->http_key];
+    snprintf(key, sizeof key, "%s\n%s\n%s\n%s", l, u, p, t);
+    if (strcmp(key, d->http_key) == 0 && (d->httpd || !l[0])) return;
+    if ((u[0] != 0) != (p[0] != 0)) ts_warn("http.user and http.password go together: basic auth is off");
+    ts_httpd_stop(d->httpd);
+    d->httpd = NULL;
+    snprintf(d->http_key, sizeof d->http_key, "%s", key);
+    if (!l[0]) return;
+    ts_httpd_opts o = {.listen = l, .user = u[0] && p[0] ? u : NULL, .password = u[0] && p[0] ? p : NULL, .token = t};
+    d->httpd = ts_httpd_start(&o, d->metrics, NULL);
+    d->metrics_published = 0;
+}
+
+/* About once a second while the listener is on: the numbers only the loop may read. */
+static void publish_metrics(tsd *d) {
+    if (!d->httpd) return;
+    int64_t now = ts_mono_ms();
+    if (d->metrics_published && now - d->metrics_published < 1000) return;
+    d->metrics_published = now;
+    const ts_settings *s = ts_config_settings(d->L);
+    ts_writer_stats ws;
+    ts_writer_get_stats(d->writer, &ws);
+    ts_metrics_inputs in;
+    memset(&in, 0, sizeof in);
+    in.poll_interval_ms = s->polling_interval * 1000;
+    in.publish_interval_ms = s->publishing_interval * 1000;
+    in.health_intervals = (int)s->http.health_intervals;
+    in.points_written = ws.points_written;
+    in.points_rejected = ws.points_rejected;
+    in.points_dropped = ws.points_dropped;
+    in.points_pending = ws.points_pending;
+    in.bytes_pending = ws.bytes_pending;
+    in.requests_ok = ws.requests_ok;
+    in.requests_failed = ws.requests_failed;
+    in.bytes_sent = ws.bytes_sent;
+    in.retries = ws.retries;
+    ts_writer_get_retry_state(d->writer, &in.retry_chunks, &in.backoff_ms);
+    ts_writer_current_url_text(d->writer, in.writer_url, sizeof in.writer_url);
+    ts_writer_dest_stats ds[32];
+    ts_metrics_dest md[32];
+    int nd = ts_writer_get_dest_stats(d->writer, ds, 32);
+    for (int i = 0; i < nd; i++) {
+        snprintf(md[i].db, sizeof md[i].db, "%s", ds[i].dest.db);
+        snprintf(md[i].rp, sizeof md[i].rp, "%s", ds[i].dest.rp);
+        md[i].written = ds[i].written;
+        md[i].rejected = ds[i].rejected;
+        md[i].dropped = ds[i].dropped;
+        md[i].pending = ds[i].pending;
+    }
+    in.dests = md;
+    in.ndests = nd;
+    in.lua_heap_bytes = ts_lua_mem_used(d->L);
+    if (d->spool) {
+        ts_spool_stats ss;
+        ts_spool_get_stats(d->spool, &ss);
+        in.spool_enabled = 1;
+        in.spool_bytes = ss.bytes;
+        in.spool_backlog_bytes = ws.spool_backlog_bytes;
+        in.spool_append_failures = ss.append_failures;
+        in.spool_lines_dropped = ss.lines_dropped;
+    }
+    ts_metrics_publish(d->metrics, &in);
+}
+
 static void reload(tsd *d) {
     ts_info("HUP Received - reloading config");
+    ts_sd_reloading();
     lua_State *L = d->L;
     if (ts_config_load(L, d->config_file) != 0) {
         ts_error("new configuration rejected; keeping the running one");
+        ts_sd_ready("new configuration rejected; running the previous one");
         return;
     }
     apply_settings(L);
     unload_modules(L);
     writer_setup(d, 1);
     if (d->kafka) ts_info("kafka: kafka.* changes take effect at the next start");
+    http_setup(d);
     if (lua_daemon_call(d, "start", 0, 0) != 0) ts_error("daemon.start failed after reload");
     refresh_start(d, 1);   /* after the one in progress, if any */
     arm_timers(d);
     ts_info("configuration reloaded");
+    ts_sd_ready("configuration reloaded");
 }
 
 static int setup_signals(tsd *d) {
@@ -400,11 +507,14 @@ static void report(tsd *d) {
     ts_collect_stats cs;
     ts_collector_get_stats(d->coll, &cs);
     ts_info("stats: polls=%llu points=%llu written=%llu rejected=%llu dropped=%llu pending=%llu "
+            "endpoints_failed=%llu writer_requests_failed=%llu writer_retries=%llu "
             "non_numeric_skipped=%llu old_skipped=%llu lua_calls=%llu lua_mem=%zu spooled=%llu spool_backlog_bytes=%llu",
             (unsigned long long)cs.polls, (unsigned long long)cs.points, (unsigned long long)ws.points_written,
             (unsigned long long)ws.points_rejected, (unsigned long long)ws.points_dropped,
-            (unsigned long long)ws.points_pending, (unsigned long long)cs.skipped_non_numeric,
-            (unsigned long long)cs.skipped_old, (unsigned long long)cs.lua_calls, ts_lua_mem_used(d->L),
+            (unsigned long long)ws.points_pending, (unsigned long long)cs.endpoints_failed,
+            (unsigned long long)ws.requests_failed, (unsigned long long)ws.retries,
+            (unsigned long long)cs.skipped_non_numeric, (unsigned long long)cs.skipped_old,
+            (unsigned long long)cs.lua_calls, ts_lua_mem_used(d->L),
             (unsigned long long)ws.points_spooled, (unsigned long long)ws.spool_backlog_bytes);
     ts_kafka_report(d->kafka, d->kafka_feed);
 }
@@ -445,7 +555,21 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         }
     }
     if (setup_signals(d) != 0) ts_warn("signal handling unavailable: %s", strerror(errno));
+    if (mode == TS_MODE_RUN) {
+        d->metrics = ts_metrics_new(TS_VERSION);
+        ts_collector_set_metrics(d->coll, d->metrics);
+        /* After the signal mask (its thread inherits it: signals stay the loop's), before
+         * Traffic Ops answers (/ready and /health say why not yet). */
+        http_setup(d);
+    }
     if (lua_daemon_call(d, "start", 0, 0) != 0) goto out;
+
+    /* Ready for systemd once the configuration is in and the loop runs; waiting for
+     * Traffic Ops is part of running (it may take long), and /ready tells the rest. */
+    if (mode == TS_MODE_RUN) {
+        arm_watchdog(d);
+        ts_sd_ready("waiting for Traffic Ops");
+    }
 
     /* Traffic Ops may be down at start: retry with backoff (ATC panics). */
     int64_t backoff = 1000;
@@ -453,10 +577,13 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         if (mode != TS_MODE_RUN) { ts_error("no polling plan: giving up"); goto out; }
         ts_warn("no Traffic Ops data yet; retrying in %lld s", (long long)(backoff / 1000));
         int64_t until = ts_mono_ms() + backoff;
-        while (!d->want_stop && ts_mono_ms() < until) ts_loop_run_once(d->loop, 250);
+        while (!d->want_stop && ts_mono_ms() < until) {
+            ts_loop_run_once(d->loop, 250);
+            publish_metrics(d);
+        }
         backoff = backoff * 2 > 60000 ? 60000 : backoff * 2;
     }
-    if (d->want_stop) { rc = 0; goto out; }
+    if (d->want_stop) { if (mode == TS_MODE_RUN) ts_sd_stopping(); rc = 0; goto out; }
 
     if (mode != TS_MODE_RUN) {
         ts_collector_poll(d->coll);
@@ -475,6 +602,7 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     }
 
     arm_timers(d);
+    ts_sd_status("polling");
     ts_info("tstats %s running: polling every %lld s, publishing every %lld s", TS_VERSION,
             (long long)(d->poll_iv / 1000), (long long)(d->publish_iv / 1000));
     int64_t last_report = ts_mono_ms();
@@ -487,9 +615,11 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         if (d->async_wake && d->refresh_co) refresh_resume(d);
         if (d->want_summary) { d->want_summary = 0; run_summary(d); }
         collect_mapping_garbage(d);
+        publish_metrics(d);
         if (ts_mono_ms() - last_report > 60000) { report(d); last_report = ts_mono_ms(); }
     }
     ts_info("Shutdown Request Received - Sending stored metrics then quitting");
+    ts_sd_stopping();
     cancel_timers(d);
     int64_t deadline = ts_mono_ms() + (int64_t)(ts_config_settings(d->L)->shutdown_timeout * 1000);
     wait_collector(d, deadline);
@@ -504,6 +634,7 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     report(d);
     rc = 0;
 out:
+    ts_httpd_stop(d->httpd);   /* its thread reads the metrics: stop it first */
     ts_collector_close(d->coll);
     ts_writer_free(d->writer);
     ts_kafka_free(d->kafka);       /* the target, then its spool position, then the spool */
@@ -513,5 +644,6 @@ out:
     ts_collector_free(d->coll);
     if (d->sigfd >= 0) close(d->sigfd);
     ts_lua_close(d->L);
+    ts_metrics_free(d->metrics);
     return rc;
 }

@@ -148,9 +148,17 @@ static int msghandler(lua_State *L) {
     return 1;
 }
 
+/* The error names the function that was running (level 0 inside a hook):
+ * luaL_error's own position would be its caller's, or none. */
 static void budget_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
-    luaL_error(L, "script exceeded its instruction budget");
+    lua_Debug d;
+    if (lua_getstack(L, 0, &d) && lua_getinfo(L, "Sln", &d) && d.currentline > 0)
+        lua_pushfstring(L, "%s:%d: script exceeded its instruction budget (in %s)", d.short_src, d.currentline,
+                        d.name ? d.name : "a function");
+    else
+        lua_pushliteral(L, "script exceeded its instruction budget");
+    lua_error(L);
 }
 
 void ts_lua_log_error(const char *what, const char *msg) {

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "ts_mapping.h"
 
 #include "ts_config.h"
@@ -116,12 +117,13 @@ struct ts_mapper {
     ts_map_owner owner;
     uint64_t lua_calls;
     long budget;
+    int64_t poll_budget_ns, poll_spent_ns;   /* Lua CPU time this poll may use, has used */
     int *hooks;             /* sample-hook refs to release */
     int nhooks;
     char label[160];
 };
 
-static ts_counter *c_lua_calls, *c_map_errors, *c_hook_calls;
+static ts_counter *c_lua_calls, *c_map_errors, *c_hook_calls, *c_names_altered;
 
 static void mapper_retain(void *o) { ((ts_mapper *)o)->refs++; }
 
@@ -170,6 +172,7 @@ ts_mapper *ts_mapper_new(lua_State *L, const char *module, int ctx_ref, const ch
         c_lua_calls = ts_counter_get("mapping_lua_calls");
         c_map_errors = ts_counter_get("mapping_errors");
         c_hook_calls = ts_counter_get("mapping_sample_hook_calls");
+        c_names_altered = ts_counter_get("lp_names_altered");
     }
     if (require_sandboxed(L, module) != 0) return NULL;
     if (!lua_istable(L, -1)) {
@@ -187,6 +190,7 @@ ts_mapper *ts_mapper_new(lua_State *L, const char *module, int ctx_ref, const ch
     m->owner.release = mapper_release_cb;
     m->owner.owner = m;
     m->budget = (long)ts_config_settings(L)->lua.hook_budget;
+    m->poll_budget_ns = ts_config_settings(L)->lua.poll_budget_ms * 1000000;
     snprintf(m->label, sizeof m->label, "%s", label ? label : module);
     return m;
 }
@@ -225,6 +229,14 @@ static void build_tagset(ts_mapper *m, int idx, ts_tagset *ts) {
             size_t klen = b.len;
             ts_buf_addc(&b, '=');
             ts_lp_escape_tag(&b, v, vl);
+            /* InfluxDB 1.x cannot store a trailing backslash in a tag (it would
+             * escape the separator): the encoder trims it, so "cg\" and "cg"
+             * become one series. Said once per name (answers are cached) and counted. */
+            if ((kl && k[kl - 1] == '\\') || (vl && v[vl - 1] == '\\')) {
+                ts_counter_add(c_names_altered, 1);
+                ts_warn("%s: tag %.*s=%.*s ends in a backslash, which InfluxDB 1.x cannot store; it is written "
+                        "without it (counter lp_names_altered)", m->label, (int)kl, k, (int)vl, v);
+            }
             if (klen > 0 && b.len > klen + 1 && !(kl == 4 && memcmp(k, "time", 4) == 0)) {
                 ts_etag *t = &ts->tags[ts->n++];
                 t->key = arena_strdup(&m->arena, k, kl);
@@ -244,9 +256,23 @@ static void build_tagset(ts_mapper *m, int idx, ts_tagset *ts) {
     ts->n = w;
 }
 
-/* Calls M[fn](name, ctx) with the budget; leaves one result or returns -1. */
+void ts_mapper_begin_poll(ts_mapper *m) { m->poll_spent_ns = 0; }
+
+static int64_t thread_cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The poll's Lua budget is spent: what is not answered yet waits for the next
+ * poll (a mapping that loops costs one endpoint a bounded time, not the daemon). */
+static int poll_budget_spent(const ts_mapper *m) { return m->poll_budget_ns > 0 && m->poll_spent_ns >= m->poll_budget_ns; }
+
+/* Calls M[fn](name, ctx) with the budget; leaves one result, or returns -1
+ * (error, nothing left) or -2 (the poll's budget is spent: not called). */
 static int call_lua(ts_mapper *m, const char *fn, const char *name, size_t len) {
     lua_State *L = m->L;
+    if (poll_budget_spent(m)) return -2;
     m->lua_calls++;
     ts_counter_add(c_lua_calls, 1);
     lua_rawgeti(L, LUA_REGISTRYINDEX, m->mod_ref);
@@ -261,7 +287,10 @@ static int call_lua(ts_mapper *m, const char *fn, const char *name, size_t len) 
     lua_rawgeti(L, LUA_REGISTRYINDEX, m->ctx_ref);
     char what[256];
     snprintf(what, sizeof what, "%s %s(\"%.*s\")", m->label, fn, len > 80 ? 80 : (int)len, name);
-    if (ts_lua_pcall(L, 2, 1, what, m->budget) != 0) {
+    int64_t t0 = thread_cpu_ns();
+    int rc = ts_lua_pcall(L, 2, 1, what, m->budget);
+    m->poll_spent_ns += thread_cpu_ns() - t0;
+    if (rc != 0) {
         ts_counter_add(c_map_errors, 1);
         return -1;
     }
@@ -270,6 +299,9 @@ static int call_lua(ts_mapper *m, const char *fn, const char *name, size_t len) 
 
 static ts_entity_map DROP_ENT = {.keep = 0};
 static ts_entity_map FAILED_ENT = {.keep = 0, .failed = 1};
+/* Answers not asked for lack of budget: never cached, asked again next poll. */
+static ts_entity_map DEFERRED_ENT = {.keep = 0, .failed = TS_MAP_DEFERRED};
+static const ts_stat_map DEFERRED_STAT = {.failed = TS_MAP_DEFERRED, .hook_ref = LUA_NOREF};
 
 /* Every cache lists its stats in the same order, so the entry that followed
  * this one last time is checked (one memcmp) before hashing the name. */
@@ -291,8 +323,11 @@ const ts_stat_map *ts_mapper_stat(ts_mapper *m, const char *name, size_t len) {
     uint64_t h = hash_bytes(name, len);
     struct stat_entry *e = htab_get(&m->stats, h, name, len);
     if (!e) {
+        ts_stat_map st;
+        stat_from_lua(m, name, len, &st);
+        if (st.failed == TS_MAP_DEFERRED) return &DEFERRED_STAT;
         e = arena_alloc(&m->arena, sizeof *e);
-        stat_from_lua(m, name, len, &e->map);
+        e->map = st;
         e->len = (uint32_t)len;
         e->key = arena_strdup(&m->arena, name, len);
         e->next = NULL;
@@ -362,7 +397,7 @@ static void stat_from_lua(ts_mapper *m, const char *name, size_t len, ts_stat_ma
         lua_pop(L, 1);   /* measurement */
     }
     if (rc >= 0) lua_pop(L, 1);
-    else st->failed = 1;
+    else st->failed = rc == -2 ? TS_MAP_DEFERRED : TS_MAP_FAILED;
 }
 
 const ts_entity_map *ts_mapper_entity(ts_mapper *m, const char *name, size_t len) {
@@ -371,6 +406,7 @@ const ts_entity_map *ts_mapper_entity(ts_mapper *m, const char *name, size_t len
     if (e) return e;
     lua_State *L = m->L;
     int rc = call_lua(m, "entity", name, len);
+    if (rc == -2) return &DEFERRED_ENT;
     e = rc < 0 ? &FAILED_ENT : &DROP_ENT;
     if (rc >= 0 && lua_istable(L, -1)) {
         e = arena_alloc(&m->arena, sizeof *e);
@@ -385,13 +421,17 @@ const ts_entity_map *ts_mapper_entity(ts_mapper *m, const char *name, size_t len
 
 int ts_mapper_sample_hook(ts_mapper *m, const ts_stat_map *st, double *value, const char *text, int64_t time_ms) {
     lua_State *L = m->L;
+    if (poll_budget_spent(m)) return -2;
     ts_counter_add(c_hook_calls, 1);
     lua_rawgeti(L, LUA_REGISTRYINDEX, st->hook_ref);
     lua_pushnumber(L, *value);
     lua_pushstring(L, text ? text : "");
     lua_pushinteger(L, time_ms);
     lua_rawgeti(L, LUA_REGISTRYINDEX, m->ctx_ref);
-    if (ts_lua_pcall(L, 4, 1, "sample hook", m->budget) != 0) return -1;
+    int64_t t0 = thread_cpu_ns();
+    int rc = ts_lua_pcall(L, 4, 1, "sample hook", m->budget);
+    m->poll_spent_ns += thread_cpu_ns() - t0;
+    if (rc != 0) return -1;
     int keep = 0;
     if (lua_isnumber(L, -1)) {
         *value = lua_tonumber(L, -1);

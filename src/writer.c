@@ -30,6 +30,7 @@ typedef struct dest {
     pend *head, *tail;       /* pending, arrival order */
     size_t pending_points;
     int nretry;              /* chunks of this destination failed and not resolved yet */
+    uint64_t written, rejected, dropped;   /* per destination, for the metrics */
     struct dest *next;
 } dest;
 
@@ -226,7 +227,8 @@ static dest *dest_get(ts_writer *w, const ts_dest *d) {
 
 /* ---- accounting of drops ---- */
 
-static void count_dropped(ts_writer *w, size_t n) {
+static void count_dropped(ts_writer *w, dest *d, size_t n) {
+    d->dropped += n;
     w->st.points_dropped += n;
     ts_counter_add(w->c_dropped, (int64_t)n);
     if (w->draining) w->drop_ret += n;
@@ -292,7 +294,7 @@ static void drop_retry(ts_writer *w, chunk *c, const char *why) {
         return;
     }
     if (!offer_evict(w, &c->d->d, c->body.data, c->body.len, c->lines)) {
-        count_dropped(w, c->lines);
+        count_dropped(w, c->d, c->lines);
         ts_warn("writer: dropped %zu points for %s/%s (%s, a failed chunk awaiting retry)",
                 c->lines, c->d->d.db, rp_or_default(&c->d->d), why);
     }
@@ -327,7 +329,7 @@ static void drop_batch(ts_writer *w, dest *d, const char *why) {
         ts_buf_free(&tmp);
     }
     if (!kept && pts > 0) {
-        count_dropped(w, pts);
+        count_dropped(w, d, pts);
         ts_warn("writer: dropped %zu points for %s/%s (%s, oldest pending batch)", pts, d->d.db,
                 rp_or_default(&d->d), why);
     }
@@ -684,6 +686,7 @@ static void chunk_done(void *ud, ts_http_result *r) {
         w->st.requests_ok++;
         ts_counter_add(w->c_ok, 1);
         w->st.points_written += c->lines;
+        d->written += c->lines;
         ts_counter_add(w->c_written, (int64_t)c->lines);
         ts_info("Sent %zu stats for %s", c->lines, d->d.db);
         spool_done(w, c);
@@ -700,6 +703,8 @@ static void chunk_done(void *ud, ts_http_result *r) {
     if (kind == TS_INFLUX_REJECT) {
         size_t rej = ts_influx_rejected_count(msg, c->lines);
         w->st.points_rejected += rej;
+        d->rejected += rej;
+        d->written += c->lines - rej;
         ts_counter_add(w->c_rejected, (int64_t)rej);
         w->st.points_written += c->lines - rej;
         ts_counter_add(w->c_written, (int64_t)(c->lines - rej));
@@ -711,7 +716,7 @@ static void chunk_done(void *ud, ts_http_result *r) {
         return;
     }
     if (kind == TS_INFLUX_DROP) {
-        count_dropped(w, c->lines);
+        count_dropped(w, c->d, c->lines);
         ts_warn("writer: HTTP %ld from %s for %s/%s: %.300s (%zu points dropped, not retryable)", r->status,
                 host, d->d.db, rp_or_default(&d->d), msg, c->lines);
         spool_done(w, c);
@@ -791,7 +796,7 @@ size_t ts_writer_drain(ts_writer *w, int64_t deadline) {
         if (c->spooled) {
             w->st.points_left_in_spool += c->lines;   /* unacknowledged: read again at the next start */
         } else if (!offer_evict(w, &c->d->d, c->body.data, c->body.len, c->lines)) {
-            count_dropped(w, c->lines);
+            count_dropped(w, c->d, c->lines);
             ts_warn("writer: dropped %zu points for %s/%s (shutdown deadline, request still in flight)", c->lines,
                     c->d->d.db, rp_or_default(&c->d->d));
         }
@@ -838,6 +843,39 @@ void ts_writer_get_stats(const ts_writer *w, ts_writer_stats *s) {
 }
 
 int ts_writer_current_url(const ts_writer *w) { return ts_influx_current(w->influx); }
+
+int ts_writer_get_dest_stats(const ts_writer *w, ts_writer_dest_stats *out, int max) {
+    int n = 0;
+    for (dest *d = w->dests; d && n < max; d = d->next, n++) {
+        ts_writer_dest_stats *o = &out[n];
+        o->dest = d->d;
+        o->written = d->written;
+        o->rejected = d->rejected;
+        o->dropped = d->dropped;
+        o->pending = d->pending_points;
+        for (chunk *c = w->retry_head; c; c = c->next) if (c->d == d) o->pending += c->lines;
+        for (chunk *c = w->inflight; c; c = c->next) if (c->d == d) o->pending += c->lines;
+    }
+    return n;
+}
+
+void ts_writer_get_retry_state(const ts_writer *w, uint64_t *chunks, int64_t *next_in_ms) {
+    uint64_t n = 0;
+    int64_t next = 0, now = ts_mono_ms();
+    for (chunk *c = w->retry_head; c; c = c->next) {
+        n++;
+        int64_t in = c->next_at > now ? c->next_at - now : 0;
+        if (n == 1 || in < next) next = in;
+    }
+    *chunks = n;
+    *next_in_ms = next;
+}
+
+void ts_writer_current_url_text(const ts_writer *w, char *out, size_t n) {
+    const char *u = ts_influx_url(w->influx, ts_influx_current(w->influx));
+    if (u) ts_influx_safe_url(out, n, u);
+    else if (n) out[0] = '\0';
+}
 
 void ts_writer_free(ts_writer *w) {
     if (!w) return;

@@ -103,4 +103,49 @@ return {
     assert.are.equal(1, nlost, err)
     sim:stop()
   end)
+
+  it("bounds a looping mapping's Lua time per endpoint and poll: other endpoints keep every poll, SIGTERM is prompt", function()
+    local dir = stack.tmpdir()
+    local ready = dir .. "/ready.json"
+    local sim = stack.spawn("exec " .. sim_bin .. " --ready-file " .. sq(ready) .. " --cdns 1 --caches 200 --ds 2",
+      dir .. "/sim.log")
+    assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05))
+    local to_url = cjson.decode(stack.read_file(ready)).to_url
+    local sd = stack.tmpdir()
+    os.execute("mkdir -p " .. sq(sd .. "/mappings"))
+    local mpath = write(sd .. "/mappings/looping.lua", [[
+local base = require "mappings.cachestats"
+return { stat = base.stat, entity = function(name, ctx)
+  while true do end
+end }
+]])
+    local cfg = write(dir .. "/config.lua", ([[
+return {
+  traffic_ops = { url = %q, user = "admin", password = "twelve12", timeout = 3 },
+  influxdb = { urls = { "http://127.0.0.1:1" } },
+  polling_interval = 1, publishing_interval = 3600, shutdown_timeout = 3,
+  state_dir = %q, script_dir = %q,
+  collect = { timeout = 0.5, connect_timeout = 0.5 },
+  summary = { enabled = false },
+  lua = { poll_budget_ms = 100 },
+  endpoints = { { name = "Looping", path = "/publish/CacheStats", format = "tm_cachestats",
+                  mapping = "mappings.looping", db = "looping_db", rp = "daily" } },
+}]]):format(to_url, dir .. "/state", sd))
+    local ts = stack.spawn("exec " .. tstats .. " --config " .. cfg .. " run", dir .. "/tstats.log")
+    local function log() return stack.read_file(dir .. "/tstats.log") or "" end
+    -- the stock endpoints of the same CDN are polled every second meanwhile
+    assert.truthy(stack.wait_until(function()
+      return select(2, log():gsub("Collected 8000 cache stats values", "")) >= 4
+    end, 40, 0.2), log())
+    local t0 = stack.now and stack.now() or os.time()
+    ts:kill("TERM")
+    assert.are.equal(0, ts:wait(20))
+    local l = log()
+    assert.truthy(l:find("its Lua budget for this poll (lua.poll_budget_ms) is spent", 1, true), l)
+    assert.truthy(l:find("deferred to the next poll)", 1, true), l)
+    -- budget errors name the running function's file:line
+    assert.truthy(l:find(mpath .. ":3: script exceeded its instruction budget", 1, true), l)
+    assert.falsy(l:find("previous poll still running", 1, true), l)
+    sim:stop()
+  end)
 end)

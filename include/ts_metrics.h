@@ -1,0 +1,71 @@
+/* Service metrics (C core): what the daemon observed, kept for the HTTP listener.
+ * The poll loop records events (a finished fetch, a new plan, a Traffic Ops refresh, a
+ * stored daily summary) and publishes the writer's and the runtime's numbers about once a
+ * second; any thread renders Prometheus text, /health, /ready and the status page's JSON.
+ * A mutex guards the store; renderers copy what they need under it and format outside it,
+ * so the loop never waits for a slow scrape. */
+#ifndef TS_METRICS_H
+#define TS_METRICS_H
+#include <stddef.h>
+#include <stdint.h>
+#include "ts_buf.h"
+
+typedef struct ts_metrics ts_metrics;
+
+ts_metrics *ts_metrics_new(const char *version);
+void ts_metrics_free(ts_metrics *m);
+
+/* ---- loop side ---- */
+/* One finished fetch of an endpoint, after every monitor it tried. */
+typedef struct ts_poll_event {
+    const char *cdn, *endpoint;
+    const char *monitor;        /* the URL that answered, or the last one tried */
+    int ok;
+    int failovers;              /* monitors that failed in this fetch before the outcome */
+    uint64_t points, bytes;
+    int64_t duration_ms;
+    const char *db, *rp;        /* where its points go */
+    const char *error;          /* why the last monitor failed; NULL when ok */
+} ts_poll_event;
+void ts_metrics_poll_done(ts_metrics *m, const ts_poll_event *e);
+
+/* A new plan: begin, one call per endpoint, end. Endpoints left out stop counting for
+ * health and the status page (their counters stay, as Prometheus expects). */
+void ts_metrics_plan_begin(ts_metrics *m);
+void ts_metrics_plan_endpoint(ts_metrics *m, const char *cdn, const char *endpoint);
+void ts_metrics_plan_end(ts_metrics *m);
+void ts_metrics_refresh_done(ts_metrics *m, int ok);
+void ts_metrics_summary_done(ts_metrics *m, const char *cdn);   /* NULL: every CDN of the plan */
+
+typedef struct ts_metrics_dest {
+    char db[128], rp[128];
+    uint64_t written, rejected, dropped, pending;
+} ts_metrics_dest;
+
+typedef struct ts_metrics_inputs {
+    int64_t poll_interval_ms, publish_interval_ms;
+    int health_intervals;                  /* N of "polled and written within N intervals" */
+    uint64_t points_written, points_rejected, points_dropped, points_pending, bytes_pending;
+    uint64_t requests_ok, requests_failed, bytes_sent, retries;
+    uint64_t retry_chunks;                 /* chunks waiting out a backoff */
+    int64_t backoff_ms;                    /* until the next retry; 0 = none waiting */
+    char writer_url[256];                  /* the InfluxDB URL preferred now */
+    const ts_metrics_dest *dests;          /* per destination, when the writer tells */
+    int ndests;
+    uint64_t lua_heap_bytes;
+    int spool_enabled;
+    uint64_t spool_bytes;                  /* on disk */
+    uint64_t spool_backlog_bytes;          /* not yet acknowledged by InfluxDB */
+    uint64_t spool_append_failures, spool_lines_dropped;
+} ts_metrics_inputs;
+/* Also copies every named counter (ts_counters_foreach): call it on the loop. */
+void ts_metrics_publish(ts_metrics *m, const ts_metrics_inputs *in);
+
+/* ---- any thread ---- */
+void ts_metrics_render_prometheus(ts_metrics *m, ts_buf *out);
+/* JSON bodies; the return value is the HTTP status (200 or 503). */
+int ts_metrics_render_health(ts_metrics *m, ts_buf *out);
+int ts_metrics_render_ready(ts_metrics *m, ts_buf *out);
+void ts_metrics_render_status(ts_metrics *m, ts_buf *out);
+
+#endif

@@ -1,0 +1,742 @@
+/* Service metrics (C core): the store behind /metrics, /health, /ready and the status page
+ * (ts_metrics.h). Records are per (CDN, endpoint) and live as long as the process, so
+ * counters never go back when a plan changes. Rendering copies the store under the mutex
+ * and formats outside it. Prometheus text follows the exposition format 0.0.4: HELP and
+ * TYPE once per family, label values escaped, counters end in _total, base units. */
+#include <lua.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#include "ts_clock.h"
+#include "ts_counter.h"
+#include "ts_metrics.h"
+
+#define HIST_SPAN_MS (3600 * 1000)   /* the status page's sparklines: the last hour */
+#define HIST_CAP 3600                /* one entry per poll; at 1 s polls, an hour */
+#define MAX_COUNTERS 128
+#define MAX_SUMMARIES 64
+
+static const double bucket_le[] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+#define NBUCKETS (sizeof bucket_le / sizeof bucket_le[0])
+
+typedef struct hpoint {
+    int64_t t_ms;
+    uint32_t points, dur_ms;
+    int ok;
+} hpoint;
+
+typedef struct rec {
+    char cdn[64], ep[64], monitor[256], error[200];
+    int active;
+    uint64_t polls, failures, failovers, bytes;
+    uint64_t bucket[NBUCKETS], hcount;
+    double hsum;
+    int64_t last_poll_ms, last_ok_ms, last_dur_ms;
+    int last_ok;
+    uint64_t last_points;
+    hpoint *hist;            /* ring of HIST_CAP */
+    int hhead, hlen;
+} rec;
+
+typedef struct drec {
+    char db[128], rp[128];
+    uint64_t collected;
+} drec;
+
+typedef struct crec {
+    const char *name;
+    int64_t value;
+} crec;
+
+typedef struct srec {
+    char cdn[64];
+    int64_t t_ms;
+} srec;
+
+struct ts_metrics {
+    pthread_mutex_t mu;
+    char version[64];
+    int64_t start_ms;
+    rec *recs;
+    int nrecs, caprecs;
+    drec *drecs;
+    int ndrecs, capdrecs;
+    ts_metrics_inputs in;        /* dests copied into wdests */
+    ts_metrics_dest *wdests;
+    int nwdests, capwdests;
+    crec counters[MAX_COUNTERS];
+    int ncounters;
+    srec summaries[MAX_SUMMARIES];
+    int nsummaries;
+    int have_plan, polled_since_plan, plan_endpoints;
+    int64_t plan_ms;
+    uint64_t refresh_ok, refresh_failed;
+    int64_t last_write_ms, pending_since_ms;
+    uint64_t last_written;
+};
+
+static void *xrealloc(void *p, size_t n) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) abort();
+    return q;
+}
+
+ts_metrics *ts_metrics_new(const char *version) {
+    ts_metrics *m = calloc(1, sizeof *m);
+    if (!m) abort();
+    pthread_mutex_init(&m->mu, NULL);
+    snprintf(m->version, sizeof m->version, "%s", version ? version : "");
+    m->start_ms = ts_now_ms();
+    m->in.health_intervals = 3;
+    m->in.poll_interval_ms = 10000;
+    m->in.publish_interval_ms = 30000;
+    return m;
+}
+
+void ts_metrics_free(ts_metrics *m) {
+    if (!m) return;
+    for (int i = 0; i < m->nrecs; i++) free(m->recs[i].hist);
+    free(m->recs);
+    free(m->drecs);
+    free(m->wdests);
+    pthread_mutex_destroy(&m->mu);
+    free(m);
+}
+
+/* ---- loop side (callers hold nothing; each takes the lock briefly) ---- */
+
+static rec *rec_get(ts_metrics *m, const char *cdn, const char *ep) {
+    for (int i = 0; i < m->nrecs; i++)
+        if (strcmp(m->recs[i].cdn, cdn) == 0 && strcmp(m->recs[i].ep, ep) == 0) return &m->recs[i];
+    if (m->nrecs == m->caprecs) {
+        m->caprecs = m->caprecs ? m->caprecs * 2 : 8;
+        m->recs = xrealloc(m->recs, (size_t)m->caprecs * sizeof *m->recs);
+    }
+    rec *r = &m->recs[m->nrecs++];
+    memset(r, 0, sizeof *r);
+    snprintf(r->cdn, sizeof r->cdn, "%s", cdn);
+    snprintf(r->ep, sizeof r->ep, "%s", ep);
+    return r;
+}
+
+static drec *drec_get(ts_metrics *m, const char *db, const char *rp) {
+    for (int i = 0; i < m->ndrecs; i++)
+        if (strcmp(m->drecs[i].db, db) == 0 && strcmp(m->drecs[i].rp, rp) == 0) return &m->drecs[i];
+    if (m->ndrecs == m->capdrecs) {
+        m->capdrecs = m->capdrecs ? m->capdrecs * 2 : 4;
+        m->drecs = xrealloc(m->drecs, (size_t)m->capdrecs * sizeof *m->drecs);
+    }
+    drec *d = &m->drecs[m->ndrecs++];
+    memset(d, 0, sizeof *d);
+    snprintf(d->db, sizeof d->db, "%s", db);
+    snprintf(d->rp, sizeof d->rp, "%s", rp);
+    return d;
+}
+
+void ts_metrics_poll_done(ts_metrics *m, const ts_poll_event *e) {
+    int64_t now = ts_now_ms();
+    pthread_mutex_lock(&m->mu);
+    rec *r = rec_get(m, e->cdn ? e->cdn : "", e->endpoint ? e->endpoint : "");
+    r->polls++;
+    if (!e->ok) r->failures++;
+    r->failovers += (uint64_t)(e->failovers > 0 ? e->failovers : 0);
+    r->bytes += e->bytes;
+    double s = (double)e->duration_ms / 1000.0;
+    for (size_t i = 0; i < NBUCKETS; i++)
+        if (s <= bucket_le[i]) r->bucket[i]++;
+    r->hcount++;
+    r->hsum += s;
+    r->last_poll_ms = now;
+    r->last_dur_ms = e->duration_ms;
+    r->last_ok = e->ok;
+    if (e->ok) {
+        r->last_ok_ms = now;
+        r->last_points = e->points;
+        r->error[0] = '\0';
+    } else {
+        snprintf(r->error, sizeof r->error, "%s", e->error ? e->error : "failed");
+    }
+    /* the monitor is its base URL: the path and stats= list say nothing about which one */
+    const char *mon = e->monitor ? e->monitor : "", *sch = strstr(mon, "://");
+    const char *slash = sch ? strchr(sch + 3, '/') : NULL;
+    snprintf(r->monitor, sizeof r->monitor, "%.*s", slash ? (int)(slash - mon) : (int)strlen(mon), mon);
+    if (!r->hist) r->hist = xrealloc(NULL, HIST_CAP * sizeof *r->hist);
+    hpoint *h = &r->hist[(r->hhead + r->hlen) % HIST_CAP];
+    if (r->hlen < HIST_CAP) r->hlen++;
+    else r->hhead = (r->hhead + 1) % HIST_CAP;
+    h->t_ms = now;
+    h->points = (uint32_t)(e->ok ? (e->points > UINT32_MAX ? UINT32_MAX : e->points) : 0);
+    h->dur_ms = (uint32_t)(e->duration_ms < 0 ? 0 : e->duration_ms > (int64_t)UINT32_MAX ? UINT32_MAX : e->duration_ms);
+    h->ok = e->ok;
+    if (e->ok && e->db) drec_get(m, e->db, e->rp ? e->rp : "")->collected += e->points;
+    m->polled_since_plan = 1;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void ts_metrics_plan_begin(ts_metrics *m) {
+    pthread_mutex_lock(&m->mu);
+    for (int i = 0; i < m->nrecs; i++) m->recs[i].active = 0;
+    m->plan_endpoints = 0;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void ts_metrics_plan_endpoint(ts_metrics *m, const char *cdn, const char *endpoint) {
+    pthread_mutex_lock(&m->mu);
+    rec *r = rec_get(m, cdn ? cdn : "", endpoint ? endpoint : "");
+    if (!r->active) m->plan_endpoints++;
+    r->active = 1;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void ts_metrics_plan_end(ts_metrics *m) {
+    pthread_mutex_lock(&m->mu);
+    m->have_plan = 1;
+    m->plan_ms = ts_now_ms();
+    pthread_mutex_unlock(&m->mu);
+}
+
+void ts_metrics_refresh_done(ts_metrics *m, int ok) {
+    pthread_mutex_lock(&m->mu);
+    if (ok) m->refresh_ok++;
+    else m->refresh_failed++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+static void summary_mark(ts_metrics *m, const char *cdn);
+
+/* cdn NULL: a summary run covers every CDN of the plan. */
+void ts_metrics_summary_done(ts_metrics *m, const char *cdn) {
+    pthread_mutex_lock(&m->mu);
+    if (cdn) summary_mark(m, cdn);
+    else
+        for (int i = 0; i < m->nrecs; i++)
+            if (m->recs[i].active) summary_mark(m, m->recs[i].cdn);
+    pthread_mutex_unlock(&m->mu);
+}
+
+static void summary_mark(ts_metrics *m, const char *cdn) {
+    int i;
+    for (i = 0; i < m->nsummaries; i++)
+        if (strcmp(m->summaries[i].cdn, cdn) == 0) break;
+    if (i == m->nsummaries && m->nsummaries < MAX_SUMMARIES) {
+        snprintf(m->summaries[i].cdn, sizeof m->summaries[i].cdn, "%s", cdn);
+        m->nsummaries++;
+    }
+    if (i < m->nsummaries) m->summaries[i].t_ms = ts_now_ms();
+}
+
+static void copy_counter(void *ud, const char *name, int64_t value) {
+    ts_metrics *m = ud;
+    if (m->ncounters < MAX_COUNTERS) m->counters[m->ncounters++] = (crec){name, value};
+}
+
+void ts_metrics_publish(ts_metrics *m, const ts_metrics_inputs *in) {
+    int64_t now = ts_now_ms();
+    pthread_mutex_lock(&m->mu);
+    m->in = *in;
+    m->in.dests = NULL;
+    if (in->ndests > m->capwdests) {
+        m->capwdests = in->ndests;
+        m->wdests = xrealloc(m->wdests, (size_t)m->capwdests * sizeof *m->wdests);
+    }
+    m->nwdests = in->ndests > 0 ? in->ndests : 0;
+    if (m->nwdests) memcpy(m->wdests, in->dests, (size_t)m->nwdests * sizeof *m->wdests);
+    /* "written within N intervals": the last time the written count moved, and since when
+     * points have waited without it moving. */
+    if (in->points_written != m->last_written) {
+        m->last_written = in->points_written;
+        m->last_write_ms = now;
+        m->pending_since_ms = in->points_pending ? now : 0;
+    } else if (in->points_pending && !m->pending_since_ms) {
+        m->pending_since_ms = now;
+    } else if (!in->points_pending) {
+        m->pending_since_ms = 0;
+    }
+    m->ncounters = 0;
+    ts_counters_foreach(copy_counter, m);
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* ---- snapshot: what a renderer copies under the lock ---- */
+
+typedef struct snap {
+    ts_metrics_inputs in;
+    char version[64];
+    int64_t start_ms, now_ms, plan_ms, last_write_ms, pending_since_ms;
+    rec *recs;
+    int nrecs;
+    drec *drecs;
+    int ndrecs;
+    ts_metrics_dest *wdests;
+    int nwdests;
+    crec counters[MAX_COUNTERS];
+    int ncounters;
+    srec summaries[MAX_SUMMARIES];
+    int nsummaries;
+    int have_plan, polled_since_plan, plan_endpoints;
+    uint64_t refresh_ok, refresh_failed;
+} snap;
+
+static void *dup_mem(const void *p, size_t n) {
+    void *q = xrealloc(NULL, n);
+    if (n) memcpy(q, p, n);
+    return q;
+}
+
+static void snap_take(ts_metrics *m, snap *s, int with_hist) {
+    pthread_mutex_lock(&m->mu);
+    s->in = m->in;
+    memcpy(s->version, m->version, sizeof s->version);
+    s->start_ms = m->start_ms;
+    s->plan_ms = m->plan_ms;
+    s->last_write_ms = m->last_write_ms;
+    s->pending_since_ms = m->pending_since_ms;
+    s->nrecs = m->nrecs;
+    s->recs = dup_mem(m->recs, (size_t)m->nrecs * sizeof *m->recs);
+    for (int i = 0; i < s->nrecs; i++)
+        s->recs[i].hist = with_hist && m->recs[i].hist ? dup_mem(m->recs[i].hist, HIST_CAP * sizeof(hpoint)) : NULL;
+    s->ndrecs = m->ndrecs;
+    s->drecs = dup_mem(m->drecs, (size_t)m->ndrecs * sizeof *m->drecs);
+    s->nwdests = m->nwdests;
+    s->wdests = dup_mem(m->wdests, (size_t)m->nwdests * sizeof *m->wdests);
+    s->ncounters = m->ncounters;
+    memcpy(s->counters, m->counters, (size_t)m->ncounters * sizeof *m->counters);
+    s->nsummaries = m->nsummaries;
+    memcpy(s->summaries, m->summaries, (size_t)m->nsummaries * sizeof *m->summaries);
+    s->have_plan = m->have_plan;
+    s->polled_since_plan = m->polled_since_plan;
+    s->plan_endpoints = m->plan_endpoints;
+    s->refresh_ok = m->refresh_ok;
+    s->refresh_failed = m->refresh_failed;
+    pthread_mutex_unlock(&m->mu);
+    s->now_ms = ts_now_ms();
+}
+
+static void snap_free(snap *s) {
+    for (int i = 0; i < s->nrecs; i++) free(s->recs[i].hist);
+    free(s->recs);
+    free(s->drecs);
+    free(s->wdests);
+}
+
+static int64_t counter_value(const snap *s, const char *name) {
+    for (int i = 0; i < s->ncounters; i++)
+        if (strcmp(s->counters[i].name, name) == 0) return s->counters[i].value;
+    return 0;
+}
+
+/* ---- Prometheus text ---- */
+
+static void label_value(ts_buf *b, const char *v) {
+    for (const char *p = v; *p; p++) {
+        if (*p == '\\') ts_buf_adds(b, "\\\\");
+        else if (*p == '"') ts_buf_adds(b, "\\\"");
+        else if (*p == '\n') ts_buf_adds(b, "\\n");
+        else ts_buf_addc(b, *p);
+    }
+}
+
+static void family(ts_buf *b, const char *name, const char *type, const char *help) {
+    ts_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void num(ts_buf *b, double v) {
+    if (isnan(v)) ts_buf_adds(b, "NaN");
+    else if (v == floor(v) && fabs(v) < 9e15) ts_buf_printf(b, "%.0f", v);
+    else {
+        /* the shortest of %.15g / %.17g that reads back as the same double */
+        char t[40];
+        snprintf(t, sizeof t, "%.15g", v);
+        if (strtod(t, NULL) != v) snprintf(t, sizeof t, "%.17g", v);
+        ts_buf_adds(b, t);
+    }
+}
+
+static void sample_ep(ts_buf *b, const char *name, const rec *r, double v) {
+    ts_buf_printf(b, "%s{cdn=\"", name);
+    label_value(b, r->cdn);
+    ts_buf_adds(b, "\",endpoint=\"");
+    label_value(b, r->ep);
+    ts_buf_adds(b, "\"} ");
+    num(b, v);
+    ts_buf_addc(b, '\n');
+}
+
+static void sample_dest(ts_buf *b, const char *name, const char *db, const char *rp, double v) {
+    ts_buf_printf(b, "%s{db=\"", name);
+    label_value(b, db);
+    ts_buf_adds(b, "\",rp=\"");
+    label_value(b, rp);
+    ts_buf_adds(b, "\"} ");
+    num(b, v);
+    ts_buf_addc(b, '\n');
+}
+
+static void sample(ts_buf *b, const char *name, double v) {
+    ts_buf_printf(b, "%s ", name);
+    num(b, v);
+    ts_buf_addc(b, '\n');
+}
+
+static double cpu_seconds(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return NAN;
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+static double rss_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return NAN;
+    unsigned long size = 0, res = 0;
+    int n = fscanf(f, "%lu %lu", &size, &res);
+    fclose(f);
+    return n == 2 ? (double)res * (double)sysconf(_SC_PAGESIZE) : NAN;
+}
+
+static const drec *find_drec(const snap *s, const char *db, const char *rp) {
+    for (int i = 0; i < s->ndrecs; i++)
+        if (strcmp(s->drecs[i].db, db) == 0 && strcmp(s->drecs[i].rp, rp) == 0) return &s->drecs[i];
+    return NULL;
+}
+
+void ts_metrics_render_prometheus(ts_metrics *m, ts_buf *b) {
+    snap s;
+    snap_take(m, &s, 0);
+    family(b, "tstats_build_info", "gauge", "Version of the running tstats (always 1).");
+    ts_buf_adds(b, "tstats_build_info{version=\"");
+    label_value(b, s.version);
+    ts_buf_adds(b, "\",lua=\"" LUA_RELEASE "\"} 1\n");
+    family(b, "tstats_start_time_seconds", "gauge", "Start of the process, seconds since the epoch.");
+    sample(b, "tstats_start_time_seconds", (double)s.start_ms / 1000.0);
+    family(b, "tstats_process_cpu_seconds_total", "counter", "User and system CPU time of the process.");
+    sample(b, "tstats_process_cpu_seconds_total", cpu_seconds());
+    family(b, "tstats_process_resident_memory_bytes", "gauge", "Resident set size of the process.");
+    sample(b, "tstats_process_resident_memory_bytes", rss_bytes());
+
+    /* per CDN and endpoint */
+    family(b, "tstats_polls_total", "counter", "Fetches of an endpoint (each tries the monitors in turn).");
+    for (int i = 0; i < s.nrecs; i++) sample_ep(b, "tstats_polls_total", &s.recs[i], (double)s.recs[i].polls);
+    family(b, "tstats_poll_failures_total", "counter", "Fetches where every monitor failed (timeslot skipped).");
+    for (int i = 0; i < s.nrecs; i++) sample_ep(b, "tstats_poll_failures_total", &s.recs[i], (double)s.recs[i].failures);
+    family(b, "tstats_monitor_failovers_total", "counter", "Moves to the next Traffic Monitor after a failure.");
+    for (int i = 0; i < s.nrecs; i++) sample_ep(b, "tstats_monitor_failovers_total", &s.recs[i], (double)s.recs[i].failovers);
+    family(b, "tstats_monitor_in_use", "gauge", "The Traffic Monitor the endpoint's last fetch used (1).");
+    for (int i = 0; i < s.nrecs; i++) {
+        const rec *r = &s.recs[i];
+        if (!r->active || !r->monitor[0]) continue;
+        ts_buf_adds(b, "tstats_monitor_in_use{cdn=\"");
+        label_value(b, r->cdn);
+        ts_buf_adds(b, "\",endpoint=\"");
+        label_value(b, r->ep);
+        ts_buf_adds(b, "\",monitor=\"");
+        label_value(b, r->monitor);
+        ts_buf_adds(b, "\"} 1\n");
+    }
+    family(b, "tstats_poll_duration_seconds", "histogram", "Duration of a fetch, over every monitor tried.");
+    for (int i = 0; i < s.nrecs; i++) {
+        const rec *r = &s.recs[i];
+        for (size_t k = 0; k <= NBUCKETS; k++) {
+            ts_buf_adds(b, "tstats_poll_duration_seconds_bucket{cdn=\"");
+            label_value(b, r->cdn);
+            ts_buf_adds(b, "\",endpoint=\"");
+            label_value(b, r->ep);
+            if (k < NBUCKETS) ts_buf_printf(b, "\",le=\"%g\"} %llu\n", bucket_le[k], (unsigned long long)r->bucket[k]);
+            else ts_buf_printf(b, "\",le=\"+Inf\"} %llu\n", (unsigned long long)r->hcount);
+        }
+        sample_ep(b, "tstats_poll_duration_seconds_sum", r, r->hsum);
+        sample_ep(b, "tstats_poll_duration_seconds_count", r, (double)r->hcount);
+    }
+    family(b, "tstats_poll_points", "gauge", "Points the endpoint's last successful fetch produced.");
+    for (int i = 0; i < s.nrecs; i++) sample_ep(b, "tstats_poll_points", &s.recs[i], (double)s.recs[i].last_points);
+    family(b, "tstats_poll_received_bytes_total", "counter", "Bytes of Traffic Monitor answers received.");
+    for (int i = 0; i < s.nrecs; i++) sample_ep(b, "tstats_poll_received_bytes_total", &s.recs[i], (double)s.recs[i].bytes);
+    family(b, "tstats_last_poll_success_timestamp_seconds", "gauge", "Last successful fetch, seconds since the epoch (0: never).");
+    for (int i = 0; i < s.nrecs; i++)
+        sample_ep(b, "tstats_last_poll_success_timestamp_seconds", &s.recs[i], (double)s.recs[i].last_ok_ms / 1000.0);
+
+    /* per destination */
+    family(b, "tstats_points_collected_total", "counter", "Points collected for a destination (database, retention policy).");
+    for (int i = 0; i < s.ndrecs; i++)
+        sample_dest(b, "tstats_points_collected_total", s.drecs[i].db, s.drecs[i].rp, (double)s.drecs[i].collected);
+    if (s.nwdests > 0) {
+        static const struct { const char *name, *type, *help; } fam[] = {
+            {"tstats_points_written_total", "counter", "Points InfluxDB acknowledged."},
+            {"tstats_points_rejected_total", "counter", "Points InfluxDB refused (400 partial writes)."},
+            {"tstats_points_dropped_total", "counter", "Points dropped by tstats (memory bound, shutdown timeout)."},
+            {"tstats_points_pending", "gauge", "Points buffered or retrying now."},
+        };
+        for (int f = 0; f < 4; f++) {
+            family(b, fam[f].name, fam[f].type, fam[f].help);
+            for (int i = 0; i < s.nwdests; i++) {
+                const ts_metrics_dest *d = &s.wdests[i];
+                uint64_t v = f == 0 ? d->written : f == 1 ? d->rejected : f == 2 ? d->dropped : d->pending;
+                sample_dest(b, fam[f].name, d->db, d->rp, (double)v);
+            }
+            /* a destination polled but not yet known to the writer */
+            for (int i = 0; i < s.ndrecs; i++) {
+                int known = 0;
+                for (int j = 0; j < s.nwdests; j++)
+                    if (!strcmp(s.wdests[j].db, s.drecs[i].db) && !strcmp(s.wdests[j].rp, s.drecs[i].rp)) known = 1;
+                if (!known) sample_dest(b, fam[f].name, s.drecs[i].db, s.drecs[i].rp, 0);
+            }
+        }
+    } else {
+        family(b, "tstats_points_written_total", "counter", "Points InfluxDB acknowledged.");
+        sample(b, "tstats_points_written_total", (double)s.in.points_written);
+        family(b, "tstats_points_rejected_total", "counter", "Points InfluxDB refused (400 partial writes).");
+        sample(b, "tstats_points_rejected_total", (double)s.in.points_rejected);
+        family(b, "tstats_points_dropped_total", "counter", "Points dropped by tstats (memory bound, shutdown timeout).");
+        sample(b, "tstats_points_dropped_total", (double)s.in.points_dropped);
+        family(b, "tstats_points_pending", "gauge", "Points buffered or retrying now.");
+        sample(b, "tstats_points_pending", (double)s.in.points_pending);
+    }
+    (void)find_drec;
+
+    /* writer */
+    family(b, "tstats_writer_pending_bytes", "gauge", "Memory held by pending and retrying points.");
+    sample(b, "tstats_writer_pending_bytes", (double)s.in.bytes_pending);
+    family(b, "tstats_writer_sent_bytes_total", "counter", "Bytes of write requests sent to InfluxDB.");
+    sample(b, "tstats_writer_sent_bytes_total", (double)s.in.bytes_sent);
+    family(b, "tstats_writer_requests_total", "counter", "Write requests by outcome.");
+    ts_buf_printf(b, "tstats_writer_requests_total{outcome=\"ok\"} %llu\n", (unsigned long long)s.in.requests_ok);
+    ts_buf_printf(b, "tstats_writer_requests_total{outcome=\"failed\"} %llu\n", (unsigned long long)s.in.requests_failed);
+    family(b, "tstats_writer_retries_total", "counter", "Write requests retried after a failure.");
+    sample(b, "tstats_writer_retries_total", (double)s.in.retries);
+    family(b, "tstats_writer_retry_chunks", "gauge", "Chunks waiting out a backoff before their next attempt.");
+    sample(b, "tstats_writer_retry_chunks", (double)s.in.retry_chunks);
+    family(b, "tstats_writer_backoff_seconds", "gauge", "Time until the next retry (0: nothing waiting).");
+    sample(b, "tstats_writer_backoff_seconds", (double)s.in.backoff_ms / 1000.0);
+    if (s.in.writer_url[0]) {
+        family(b, "tstats_writer_url_in_use", "gauge", "The InfluxDB URL the writer prefers now (1).");
+        ts_buf_adds(b, "tstats_writer_url_in_use{url=\"");
+        label_value(b, s.in.writer_url);
+        ts_buf_adds(b, "\"} 1\n");
+    }
+    if (s.in.spool_enabled) {
+        family(b, "tstats_spool_bytes", "gauge", "Bytes of the on-disk spool's segments.");
+        sample(b, "tstats_spool_bytes", (double)s.in.spool_bytes);
+        family(b, "tstats_spool_backlog_bytes", "gauge", "Spool bytes InfluxDB has not acknowledged yet.");
+        sample(b, "tstats_spool_backlog_bytes", (double)s.in.spool_backlog_bytes);
+        family(b, "tstats_spool_append_failures_total", "counter", "Appends the spool refused (disk full, unwritable).");
+        sample(b, "tstats_spool_append_failures_total", (double)s.in.spool_append_failures);
+        family(b, "tstats_spool_dropped_lines_total", "counter", "Unacknowledged lines removed for spool.max_bytes.");
+        sample(b, "tstats_spool_dropped_lines_total", (double)s.in.spool_lines_dropped);
+    }
+
+    /* Lua, Traffic Ops, summaries */
+    family(b, "tstats_lua_calls_total", "counter", "Calls of Lua mapping functions (once per new stat, cache or DS).");
+    sample(b, "tstats_lua_calls_total", (double)counter_value(&s, "mapping_lua_calls"));
+    family(b, "tstats_lua_errors_total", "counter", "Errors raised by Lua code (logged).");
+    sample(b, "tstats_lua_errors_total", (double)counter_value(&s, "lua_errors"));
+    family(b, "tstats_lua_heap_bytes", "gauge", "Memory used by the Lua state.");
+    sample(b, "tstats_lua_heap_bytes", (double)s.in.lua_heap_bytes);
+    family(b, "tstats_traffic_ops_refreshes_total", "counter", "Traffic Ops refreshes by outcome.");
+    ts_buf_printf(b, "tstats_traffic_ops_refreshes_total{outcome=\"ok\"} %llu\n", (unsigned long long)s.refresh_ok);
+    ts_buf_printf(b, "tstats_traffic_ops_refreshes_total{outcome=\"failed\"} %llu\n", (unsigned long long)s.refresh_failed);
+    family(b, "tstats_plan_age_seconds", "gauge", "Age of the polling plan in use (NaN: none yet).");
+    sample(b, "tstats_plan_age_seconds", s.have_plan ? (double)(s.now_ms - s.plan_ms) / 1000.0 : NAN);
+    family(b, "tstats_plan_endpoints", "gauge", "Endpoints in the polling plan.");
+    sample(b, "tstats_plan_endpoints", (double)s.plan_endpoints);
+    family(b, "tstats_daily_summary_last_success_timestamp_seconds", "gauge",
+           "Last daily summary stored for the CDN, seconds since the epoch.");
+    for (int i = 0; i < s.nsummaries; i++) {
+        ts_buf_adds(b, "tstats_daily_summary_last_success_timestamp_seconds{cdn=\"");
+        label_value(b, s.summaries[i].cdn);
+        ts_buf_printf(b, "\"} ");
+        num(b, (double)s.summaries[i].t_ms / 1000.0);
+        ts_buf_addc(b, '\n');
+    }
+    family(b, "tstats_events_total", "counter", "Every internal event counter of the engine, by name.");
+    for (int i = 0; i < s.ncounters; i++) {
+        ts_buf_adds(b, "tstats_events_total{event=\"");
+        label_value(b, s.counters[i].name);
+        ts_buf_printf(b, "\"} %lld\n", (long long)s.counters[i].value);
+    }
+    snap_free(&s);
+}
+
+/* ---- JSON ---- */
+
+static void jstr(ts_buf *b, const char *v) {
+    ts_buf_addc(b, '"');
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+        if (*p == '"' || *p == '\\') { ts_buf_addc(b, '\\'); ts_buf_addc(b, (char)*p); }
+        else if (*p == '<') ts_buf_adds(b, "\\u003c");   /* safe inside an HTML <script> */
+        else if (*p < 0x20) ts_buf_printf(b, "\\u%04x", *p);
+        else ts_buf_addc(b, (char)*p);
+    }
+    ts_buf_addc(b, '"');
+}
+
+static void jnum(ts_buf *b, double v) {
+    if (isnan(v) || isinf(v)) ts_buf_adds(b, "null");
+    else num(b, v);
+}
+
+/* The health verdict: reasons into `reasons` (a JSON array body), returns 1 when healthy. */
+static int health_of(const snap *s, ts_buf *reasons, ts_buf *cdns) {
+    int ok = 1, nr = 0;
+    int n = s->in.health_intervals > 0 ? s->in.health_intervals : 3;
+    int64_t poll_limit = s->in.poll_interval_ms * n, write_limit = s->in.publish_interval_ms * n;
+    ts_buf msg;
+    ts_buf_init(&msg);
+#define REASON(...) do { \
+        ts_buf_reset(&msg); \
+        ts_buf_printf(&msg, __VA_ARGS__); \
+        if (nr++) ts_buf_addc(reasons, ','); \
+        jstr(reasons, msg.data); \
+        ok = 0; \
+    } while (0)
+    if (!s->have_plan) REASON("no polling plan yet (Traffic Ops not reached, no saved copy)");
+    int ncdn = 0;
+    for (int i = 0; i < s->nrecs; i++) {
+        const rec *r = &s->recs[i];
+        if (!r->active) continue;
+        if (cdns) {
+            if (ncdn++) ts_buf_addc(cdns, ',');
+            ts_buf_adds(cdns, "{\"cdn\":");
+            jstr(cdns, r->cdn);
+            ts_buf_adds(cdns, ",\"endpoint\":");
+            jstr(cdns, r->ep);
+            ts_buf_adds(cdns, ",\"last_success_age_s\":");
+            jnum(cdns, r->last_ok_ms ? (double)(s->now_ms - r->last_ok_ms) / 1000.0 : NAN);
+            ts_buf_addc(cdns, '}');
+        }
+        if (!r->last_ok_ms) REASON("%s %s: no successful poll yet%s%s", r->cdn, r->ep, r->error[0] ? " (last error: " : "",
+                                   r->error[0] ? r->error : "");
+        else if (s->now_ms - r->last_ok_ms > poll_limit)
+            REASON("%s %s: last successful poll %.0f s ago (limit %.0f s)%s%s", r->cdn, r->ep,
+                   (double)(s->now_ms - r->last_ok_ms) / 1000.0, (double)poll_limit / 1000.0,
+                   r->error[0] ? "; last error: " : "", r->error);
+    }
+    if (s->pending_since_ms && s->in.points_pending) {
+        int64_t since = s->last_write_ms > s->pending_since_ms ? s->last_write_ms : s->pending_since_ms;
+        if (s->now_ms - since > write_limit)
+            REASON("influxdb: %llu points pending and nothing written for %.0f s (limit %.0f s)",
+                   (unsigned long long)s->in.points_pending, (double)(s->now_ms - since) / 1000.0,
+                   (double)write_limit / 1000.0);
+    }
+#undef REASON
+    ts_buf_free(&msg);
+    return ok;
+}
+
+int ts_metrics_render_health(ts_metrics *m, ts_buf *b) {
+    snap s;
+    snap_take(m, &s, 0);
+    ts_buf reasons, cdns;
+    ts_buf_init(&reasons);
+    ts_buf_init(&cdns);
+    ts_buf_adds(&reasons, "");
+    ts_buf_adds(&cdns, "");
+    int ok = health_of(&s, &reasons, &cdns);
+    ts_buf_printf(b, "{\"status\":\"%s\",\"reasons\":[%s],\"endpoints\":[%s],\"intervals\":%d,"
+                     "\"polling_interval_s\":%.0f,\"publishing_interval_s\":%.0f}\n",
+                  ok ? "ok" : "unhealthy", reasons.data, cdns.data, s.in.health_intervals,
+                  (double)s.in.poll_interval_ms / 1000.0, (double)s.in.publish_interval_ms / 1000.0);
+    ts_buf_free(&reasons);
+    ts_buf_free(&cdns);
+    snap_free(&s);
+    return ok ? 200 : 503;
+}
+
+int ts_metrics_render_ready(ts_metrics *m, ts_buf *b) {
+    snap s;
+    snap_take(m, &s, 0);
+    int ready = s.have_plan && s.polled_since_plan;
+    const char *why = !s.have_plan ? "waiting for Traffic Ops (no polling plan yet)"
+                                   : !s.polled_since_plan ? "waiting for the first poll" : "";
+    ts_buf_printf(b, "{\"ready\":%s", ready ? "true" : "false");
+    if (!ready) {
+        ts_buf_adds(b, ",\"reason\":");
+        jstr(b, why);
+    }
+    ts_buf_adds(b, "}\n");
+    snap_free(&s);
+    return ready ? 200 : 503;
+}
+
+void ts_metrics_render_status(ts_metrics *m, ts_buf *b) {
+    snap s;
+    snap_take(m, &s, 1);
+    ts_buf reasons;
+    ts_buf_init(&reasons);
+    ts_buf_adds(&reasons, "");
+    int ok = health_of(&s, &reasons, NULL);
+    ts_buf_adds(b, "{\"version\":");
+    jstr(b, s.version);
+    ts_buf_printf(b, ",\"now_ms\":%lld,\"start_ms\":%lld,\"polling_interval_s\":%.0f,\"healthy\":%s,\"reasons\":[%s]",
+                  (long long)s.now_ms, (long long)s.start_ms, (double)s.in.poll_interval_ms / 1000.0,
+                  ok ? "true" : "false", reasons.data);
+    ts_buf_adds(b, ",\"plan_age_s\":");
+    jnum(b, s.have_plan ? (double)(s.now_ms - s.plan_ms) / 1000.0 : NAN);
+    ts_buf_adds(b, ",\"cdns\":[");
+    /* group the active records by CDN, in first-seen order */
+    int ncdn = 0;
+    for (int i = 0; i < s.nrecs; i++) {
+        if (!s.recs[i].active) continue;
+        int first = 1;
+        for (int j = 0; j < i; j++)
+            if (s.recs[j].active && strcmp(s.recs[j].cdn, s.recs[i].cdn) == 0) first = 0;
+        if (!first) continue;
+        if (ncdn++) ts_buf_addc(b, ',');
+        ts_buf_adds(b, "{\"name\":");
+        jstr(b, s.recs[i].cdn);
+        int64_t sum_t = 0;
+        for (int k = 0; k < s.nsummaries; k++)
+            if (strcmp(s.summaries[k].cdn, s.recs[i].cdn) == 0) sum_t = s.summaries[k].t_ms;
+        ts_buf_adds(b, ",\"summary_age_s\":");
+        jnum(b, sum_t ? (double)(s.now_ms - sum_t) / 1000.0 : NAN);
+        ts_buf_adds(b, ",\"endpoints\":[");
+        int nep = 0;
+        for (int j = i; j < s.nrecs; j++) {
+            const rec *r = &s.recs[j];
+            if (!r->active || strcmp(r->cdn, s.recs[i].cdn) != 0) continue;
+            if (nep++) ts_buf_addc(b, ',');
+            ts_buf_adds(b, "{\"name\":");
+            jstr(b, r->ep);
+            ts_buf_adds(b, ",\"monitor\":");
+            jstr(b, r->monitor);
+            ts_buf_adds(b, ",\"last_poll_age_s\":");
+            jnum(b, r->last_poll_ms ? (double)(s.now_ms - r->last_poll_ms) / 1000.0 : NAN);
+            ts_buf_printf(b, ",\"outcome\":\"%s\",\"error\":", !r->last_poll_ms ? "none" : r->last_ok ? "ok" : "failed");
+            jstr(b, r->error);
+            ts_buf_printf(b, ",\"points\":%llu,\"duration_ms\":%lld,\"polls\":%llu,\"failures\":%llu,\"failovers\":%llu",
+                          (unsigned long long)r->last_points, (long long)r->last_dur_ms, (unsigned long long)r->polls,
+                          (unsigned long long)r->failures, (unsigned long long)r->failovers);
+            /* the last hour: [age_s, points, ms, ok] oldest first */
+            ts_buf_adds(b, ",\"history\":[");
+            int nh = 0;
+            for (int k = 0; r->hist && k < r->hlen; k++) {
+                const hpoint *h = &r->hist[(r->hhead + k) % HIST_CAP];
+                if (s.now_ms - h->t_ms > HIST_SPAN_MS) continue;
+                if (nh++) ts_buf_addc(b, ',');
+                ts_buf_printf(b, "[%.1f,%u,%u,%d]", (double)(s.now_ms - h->t_ms) / 1000.0, h->points, h->dur_ms, h->ok);
+            }
+            ts_buf_adds(b, "]}");
+        }
+        ts_buf_adds(b, "]}");
+    }
+    ts_buf_printf(b, "],\"writer\":{\"pending\":%llu,\"pending_bytes\":%llu,\"written\":%llu,\"rejected\":%llu,"
+                     "\"dropped\":%llu,\"retries\":%llu,\"retry_chunks\":%llu,\"backoff_s\":%.1f,\"url\":",
+                  (unsigned long long)s.in.points_pending, (unsigned long long)s.in.bytes_pending,
+                  (unsigned long long)s.in.points_written, (unsigned long long)s.in.points_rejected,
+                  (unsigned long long)s.in.points_dropped, (unsigned long long)s.in.retries,
+                  (unsigned long long)s.in.retry_chunks, (double)s.in.backoff_ms / 1000.0);
+    jstr(b, s.in.writer_url);
+    ts_buf_adds(b, ",\"last_write_age_s\":");
+    jnum(b, s.last_write_ms ? (double)(s.now_ms - s.last_write_ms) / 1000.0 : NAN);
+    ts_buf_adds(b, "},\"spool\":");
+    if (s.in.spool_enabled)
+        ts_buf_printf(b, "{\"bytes\":%llu,\"backlog_bytes\":%llu}", (unsigned long long)s.in.spool_bytes,
+                      (unsigned long long)s.in.spool_backlog_bytes);
+    else ts_buf_adds(b, "null");
+    ts_buf_adds(b, "}");
+    ts_buf_free(&reasons);
+    snap_free(&s);
+}
