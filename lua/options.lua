@@ -99,6 +99,9 @@ O.list = {
   { "kafka.points_per_message", "integer", 1, "1: one message per point (Traffic Stats); N: up to N points of one partition per message, one per line (far less CPU)", min = 1 },
   { "kafka.max_buffer_bytes", "integer", 256 * MiB, "memory bound for points not yet handed to librdkafka; oldest dropped beyond it", min = 65536 },
   { "kafka.retry_backoff", "number", 1, "seconds before a message librdkafka gave up on (brokers down) is produced again", min = 0.01 },
+
+  -- custom derived metrics (lua/metrics.lua, computed in C by src/derive.c)
+  { "metrics", "table", {}, "derived metrics: definitions and names of lua/metrics/ modules (see lua/README.md)" },
 }
 
 -- Checks of free-form tables, named in an option's `check`.
@@ -242,6 +245,14 @@ local function config_env()
     local v = os.getenv(name)
     if v == nil or v == "" then return default end
     return v
+  end
+  -- metric { ... }: a derived-metric definition that remembers its file:line
+  env.metric = function(t)
+    local info = debug.getinfo(2, "Sl")
+    if type(t) == "table" and info and info.currentline > 0 then
+      rawset(t, "__where", (info.source:match("^@(.*)") or info.short_src) .. ":" .. info.currentline)
+    end
+    return t
   end
   return env
 end

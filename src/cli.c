@@ -11,6 +11,7 @@
 #include "ts_api.h"
 #include "ts_config.h"
 #include "ts_daemon.h"
+#include "ts_derive.h"
 #include "ts_log.h"
 #include "ts_lua.h"
 #include "ts_version.h"
@@ -106,6 +107,7 @@ static int check_config(const char *config) {
         }
         lua_pop(L, 1);
     }
+    if (rc == 0) rc = ts_derive_check(L, config, stdout);
     ts_lua_close(L);
     return rc;
 }

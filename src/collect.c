@@ -15,6 +15,7 @@
 #include <string.h>
 #include "ts_api.h"
 #include "ts_config.h"
+#include "ts_derive.h"
 #include "ts_log.h"
 #include "ts_lua.h"
 #include "ts_metrics.h"
@@ -52,6 +53,9 @@ typedef struct endpoint {
     ts_counter *c_lost;     /* mapping_samples_lost.<module> */
     char scan_err[200];
     size_t last_points, last_runs;   /* the last poll's batch, for the next one's size */
+    ts_derive *derive;      /* derived metrics: the engine of this plan and this endpoint's state */
+    ts_derive_ep *dst;
+    int dst_on;             /* this fetch feeds dst */
     /* for the metrics: this fetch's start, monitors failed, last failure, points */
     int64_t t0_ms;
     int fails;
@@ -73,6 +77,7 @@ struct ts_collector {
     int closing;            /* shutting down: no failover, no new fetches */
     ts_metrics *metrics;    /* may be NULL */
     ts_collect_stats st;
+    ts_derive *derive;      /* for the next plan's endpoints */
     /* collect.* of the settings at the last plan */
     double timeout_s, connect_timeout_s;
     int gzip, zero_non_numeric;
@@ -122,7 +127,9 @@ static void endpoint_free(endpoint *e) {
     if (e->scan) ts_scan_free(e->scan);
     if (e->batch) ts_batch_free(e->batch);
     ts_buf_free(&e->body);
+    if (e->dst_on) ts_derive_abort(e->dst);
     ts_mapper_release(e->mapper);
+    ts_derive_release(e->derive);
     for (int i = 0; i < e->nurls; i++) free(e->urls[i]);
     free(e->urls);
     free(e->cdn);
@@ -223,7 +230,17 @@ static endpoint *endpoint_from_lua(ts_collector *c, int t, int plan_index) {
             return NULL;
         }
     }
+    if (c->derive && e->format != FMT_LUA && (e->dst = ts_derive_endpoint(c->derive, e->cdn, e->name, &e->dest))) {
+        ts_derive_retain(e->derive = c->derive);
+        ts_mapper_set_derive(e->mapper, e->dst);
+    }
     return e;
+}
+
+void ts_collector_set_derive(ts_collector *c, ts_derive *d) {
+    ts_derive_retain(d);
+    ts_derive_release(c->derive);
+    c->derive = d;
 }
 
 static void retire(ts_collector *c, endpoint *e) {
@@ -326,6 +343,7 @@ static void sink_sample(void *ud, void *ent, void *stat, const char *val, size_t
     case TS_SAMPLE_OK:
         ts_batch_add_compact(e->batch, &p);
         e->n_points++;
+        if (p.stat->derive && e->dst_on) ts_derive_sample(e->dst, &p);
         break;
     case TS_SAMPLE_NO_TIME: c->st.skipped_no_time++; ts_counter_add(c_notime, 1); break;
     case TS_SAMPLE_OLD: c->st.skipped_old++; ts_counter_add(c_old, 1); break;
@@ -483,6 +501,7 @@ static void on_done(void *ud, ts_http_result *r) {
             start_fetch(e);
             return;
         }
+        if (e->dst_on) { e->dst_on = 0; ts_derive_abort(e->dst); }
         finish_fetch(e, 0);
         return;
     }
@@ -535,6 +554,7 @@ static void on_done(void *ud, ts_http_result *r) {
     /* A retired endpoint's last poll still counts: its mapper lives on in the batch. */
     if (np > 0 && !c->closing) c->emit(c->emit_ud, b);
     else ts_batch_free(b);
+    if (e->dst_on) { e->dst_on = 0; ts_derive_finish(e->dst, c->closing ? NULL : c->emit, c->emit_ud); }
     finish_fetch(e, 1);
 }
 
@@ -555,6 +575,7 @@ static void start_fetch(endpoint *e) {
             sink.ud = e;
             e->scan = ts_scan_new(e->format == FMT_DSSTATS ? TS_SCAN_DSSTATS : TS_SCAN_CACHESTATS, &sink);
             e->batch = new_batch(e);
+            e->dst_on = e->dst && ts_derive_begin(e->dst, e) == 0;
         }
         ts_http_req req;
         memset(&req, 0, sizeof req);
@@ -571,6 +592,7 @@ static void start_fetch(endpoint *e) {
         log_fetch_failure(e, "request could not be started");
         if (e->scan) { ts_scan_free(e->scan); e->scan = NULL; }
         if (e->batch) { ts_batch_free(e->batch); e->batch = NULL; }
+        if (e->dst_on) { e->dst_on = 0; ts_derive_abort(e->dst); }
         if (e->tried >= e->nurls) { finish_fetch(e, 0); return; }
         e->busy = 0;
         c->busy--;
@@ -619,6 +641,7 @@ void ts_collector_free(ts_collector *c) {
     for (int i = 0; i < c->nretired; i++) endpoint_free(c->retired[i]);
     free(c->eps);
     free(c->retired);
+    ts_derive_release(c->derive);
     free(c);
 }
 

@@ -16,6 +16,7 @@
 #include "ts_collect.h"
 #include "ts_config.h"
 #include "ts_kafka_glue.h"
+#include "ts_derive.h"
 #include "ts_httpd.h"
 #include "ts_log.h"
 #include "ts_lua.h"
@@ -458,6 +459,9 @@ static void reload(tsd *d) {
     }
     apply_settings(L);
     unload_modules(L);
+    ts_derive *dv;
+    if (ts_derive_load(L, d->config_file, &dv) == 0) { ts_collector_set_derive(d->coll, dv); ts_derive_release(dv); }
+    else ts_error("derived metrics: keeping the running definitions");
     writer_setup(d, 1);
     if (d->kafka) ts_info("kafka: kafka.* changes take effect at the next start");
     http_setup(d);
@@ -554,6 +558,10 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
             d->api.on_queue_ud = d;
         }
     }
+    ts_derive *dv;
+    if (ts_derive_load(d->L, config_file, &dv) != 0) { rc = 2; goto out; }
+    ts_collector_set_derive(d->coll, dv);
+    ts_derive_release(dv);
     if (setup_signals(d) != 0) ts_warn("signal handling unavailable: %s", strerror(errno));
     if (mode == TS_MODE_RUN) {
         d->metrics = ts_metrics_new(TS_VERSION);

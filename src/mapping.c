@@ -13,6 +13,7 @@
 #include "ts_mapping.h"
 
 #include "ts_config.h"
+#include "ts_derive.h"
 #include "ts_log.h"
 #include "ts_lp.h"
 #include "ts_lua.h"
@@ -120,6 +121,7 @@ struct ts_mapper {
     int64_t poll_budget_ns, poll_spent_ns;   /* Lua CPU time this poll may use, has used */
     int *hooks;             /* sample-hook refs to release */
     int nhooks;
+    ts_derive_ep *derive;   /* derived metrics bound to this endpoint's answers, or NULL */
     char label[160];
 };
 
@@ -196,6 +198,7 @@ ts_mapper *ts_mapper_new(lua_State *L, const char *module, int ctx_ref, const ch
 }
 
 void ts_mapper_release(ts_mapper *m) { if (m) mapper_release_cb(m); }
+void ts_mapper_set_derive(ts_mapper *m, ts_derive_ep *e) { m->derive = e; }
 const ts_map_owner *ts_mapper_owner(ts_mapper *m) { return &m->owner; }
 uint64_t ts_mapper_lua_calls(const ts_mapper *m) { return m->lua_calls; }
 
@@ -383,6 +386,7 @@ static void stat_from_lua(ts_mapper *m, const char *name, size_t len, ts_stat_ma
             lua_getfield(L, t, "tags");
             build_tagset(m, lua_gettop(L), &st->tags);
             lua_pop(L, 1);
+            if (m->derive) st->derive = ts_derive_bind_stat(m->derive, meas, ml, &st->tags);
             lua_getfield(L, t, "sample");
             if (lua_isfunction(L, -1)) {
                 st->hook_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -413,6 +417,7 @@ const ts_entity_map *ts_mapper_entity(ts_mapper *m, const char *name, size_t len
         memset(e, 0, sizeof *e);   /* the arena does not zero */
         e->keep = 1;
         build_tagset(m, lua_gettop(L), &e->tags);
+        e->derive_id = ts_derive_bind_entity(m->derive, name, len);
     }
     if (rc >= 0) lua_pop(L, 1);
     htab_put(&m->ents, h, arena_strdup(&m->arena, name, len), len, e);

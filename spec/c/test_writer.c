@@ -27,7 +27,7 @@
 
 /* ---- fixtures: points, maps, owners ---- */
 
-static ts_stat_map g_stat = {"it_bw", 5, "value", 5, {NULL, 0}, 1.0, 1, -2, 0, 0};
+static ts_stat_map g_stat = {"it_bw", 5, "value", 5, {NULL, 0}, 1.0, 1, -2, 0, 0, NULL};
 static ts_etag g_tags[2][2];
 static ts_entity_map g_ent[2];
 enum { NMANY = 300 };

@@ -73,6 +73,41 @@ describe("tstats import-atc", function()
     end
   end)
 
+  it("maps kafkaConfig onto kafka.* when this build has them, else names every key 'not mapped yet'", function()
+    local p = variant(function(d)
+      local k = d.kafkaConfig
+      k.enable = true; k.enableTls = true; k.requiredAcks = -1
+      k.rootCA = "/etc/ts/ca.pem"; k.clientCert = "/etc/ts/c.pem"; k.clientCertKey = "/etc/ts/k.pem"
+    end)
+    local rc, err, out = import(p)
+    assert.are.equal(0, rc, err)
+    if has_kafka_options() then
+      assert.falsy(err:find("not mapped yet", 1, true), err)
+      local crc, cout, cerr = check(out)
+      assert.are.equal(0, crc, cerr)
+      for _, want in ipairs({ 'kafka.enabled%s+= true', 'kafka.brokers%s+= "localhost:9092"',
+        'kafka.topic%s+= "traffic%-stats"', 'kafka.acks%s+= "all"' }) do
+        assert.truthy(cout:find(want), want .. "\n" .. cout)
+      end
+      local text = stack.read_file(out)
+      for _, want in ipairs({ '["security.protocol"] = "ssl"', '["ssl.ca.location"] = "/etc/ts/ca.pem"',
+        '["ssl.certificate.location"] = "/etc/ts/c.pem"', '["ssl.key.location"] = "/etc/ts/k.pem"' }) do
+        assert.truthy(text:find(want, 1, true), want .. "\n" .. text)
+      end
+      -- acks other than all: the idempotent producer (which needs all) is turned off, said in a note
+      rc, err, out = import(variant(function(d) d.kafkaConfig.enable = true; d.kafkaConfig.requiredAcks = 1 end))
+      assert.are.equal(0, rc, err)
+      local crc2, cout2, cerr2 = check(out)
+      assert.are.equal(0, crc2, cerr2)
+      assert.truthy(cout2:find('kafka.acks%s+= "1"'), cout2)
+      assert.truthy(cout2:find('kafka.idempotence%s+= false'), cout2)
+    else
+      for _, k in ipairs({ "enable", "brokers", "topic", "requiredAcks", "enableTls", "rootCA", "clientCert", "clientCertKey" }) do
+        assert.truthy(err:find("'kafkaConfig." .. k .. "' not mapped yet", 1, true), k .. "\n" .. err)
+      end
+    end
+  end)
+
   it("never writes a secret in clear unless asked, and then keeps the file private", function()
     local p = variant(function(d) d.toPasswd = "to-secret-1"; d.influxPassword = "influx-secret-2" end)
     local rc, err, out = import(p)
