@@ -226,6 +226,8 @@ function O.resolve(user, file)
     if v == nil then v = deepcopy(d.default) end
     if d.type == "integer" and type(v) == "number" then v = math.tointeger(v) or v end
     if v == nil and d.required then err(key, "is required") end
+    -- a required list means at least one item (influxdb.urls = {} would leave the writer nowhere to go)
+    if d.required and d.type == "list" and type(v) == "table" and #v == 0 then err(key, "must list at least one value") end
     if sec then
       cfg[sec] = cfg[sec] or {}
       cfg[sec][name] = v

@@ -55,6 +55,8 @@ typedef struct tsd {
     int refresh_ref;          /* its registry anchor */
     int refresh_again;        /* asked for while one was in progress (SIGHUP) */
     int async_wake;           /* a request of the refresh is over: resume it */
+    int plan_fresh;           /* the last refresh installed a new plan */
+    int reload_pending;       /* a SIGHUP's refresh is not over yet: "reloaded" waits for its plan */
 } tsd;
 
 /* ---- timers: aligned to wall-clock multiples of the interval (as ATC) ---- */
@@ -253,6 +255,7 @@ static int lua_daemon_call(tsd *d, const char *fn, int nargs, int nres) {
  * plan is in place. */
 static int install_plan(tsd *d) {
     lua_State *L = d->L;
+    d->plan_fresh = 0;
     if (d->metrics) ts_metrics_refresh_done(d->metrics, !lua_isnil(L, -2));
     if (lua_isnil(L, -2)) {
         ts_error("Traffic Ops refresh failed: %s%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "unknown error",
@@ -266,6 +269,7 @@ static int install_plan(tsd *d) {
      * host map): collect them at once rather than carrying them for a cycle. */
     lua_gc(L, LUA_GCCOLLECT);
     if (n < 0) return d->have_plan ? 0 : -1;
+    d->plan_fresh = 1;
     if (n == 0) ts_warn("the plan has no endpoints to poll (no Traffic Monitor for the configured CDNs?)");
     d->have_plan = 1;
     return 0;
@@ -299,6 +303,16 @@ static int refresh_resume(tsd *d) {
     }
     luaL_unref(L, LUA_REGISTRYINDEX, d->refresh_ref);
     d->refresh_co = NULL;
+    if (d->reload_pending && !d->refresh_again) {
+        d->reload_pending = 0;
+        if (st == LUA_OK && rc == 0 && d->plan_fresh) {
+            ts_info("configuration reloaded");
+            ts_sd_ready("configuration reloaded");
+        } else {
+            ts_error("configuration reloaded, but no new polling plan (see above); the running plan is kept");
+            ts_sd_ready("configuration reloaded; no new polling plan, the running one is kept");
+        }
+    }
     if (d->refresh_again) {
         d->refresh_again = 0;
         int again = refresh_start(d, 0);
@@ -466,10 +480,9 @@ static void reload(tsd *d) {
     if (d->kafka) ts_info("kafka: kafka.* changes take effect at the next start");
     http_setup(d);
     if (lua_daemon_call(d, "start", 0, 0) != 0) ts_error("daemon.start failed after reload");
-    refresh_start(d, 1);   /* after the one in progress, if any */
+    d->reload_pending = 1;   /* said once the new plan is installed (refresh_resume) */
+    refresh_start(d, 1);     /* after the one in progress, if any */
     arm_timers(d);
-    ts_info("configuration reloaded");
-    ts_sd_ready("configuration reloaded");
 }
 
 static int setup_signals(tsd *d) {
