@@ -10,6 +10,7 @@ local MiB = 1024 * 1024
 O.list = {
   { "log.level", "string", "info", "error | warn | info | debug", enum = { "error", "warn", "info", "debug" } },
   { "log.file", "string", nil, "log file path; stderr when unset" },
+  { "log.format", "string", "text", "text | json | logfmt: the form of each log line", enum = { "text", "json", "logfmt" } },
 
   { "traffic_ops.url", "string", nil, "Traffic Ops base URL, e.g. https://to.example.net", required = true },
   { "traffic_ops.user", "string", "admin", "Traffic Ops user" },
@@ -235,6 +236,13 @@ function O.resolve(user, file)
       cfg[key] = v
     end
   end
+  if #errs == 0 then
+    -- what only fails at run time (URL schemes, sinks, rollups, endpoint entries)
+    local ok, V = pcall(require, "validate")
+    if ok then
+      for _, p in ipairs(V.config(cfg)) do err(p[1], p[2]) end
+    end
+  end
   if #errs > 0 then table.sort(errs); return nil, errs end
   return cfg
 end
@@ -306,20 +314,23 @@ function O.load(path)
   return cfg, errs
 end
 
+-- A secret is never shown, whatever its value: a URL keeps its scheme and
+-- host (after the last '@': a password may hold '@' or ':'), nothing else.
 local function mask(key, v)
   if v == nil then return v end
   local d = by_key[key]
-  if d and d.type == "secret" then
-    if type(v) == "string" and v:find("://") then
-      return (v:gsub("(://[^:/@]*):[^@]*@", "%1:****@"))
+  if not (d and d.type == "secret") then return v end
+  if type(v) == "string" then
+    local scheme, rest = v:match("^(%a[%w+.-]*://)(.*)$")
+    if scheme then
+      local host = rest:match("^.*@(.*)$") or rest
+      host = host:match("^([^/?#]*)") or ""
+      if host ~= "" then return scheme .. "****@" .. host .. "/****" end
     end
-    if type(v) == "string" and v:find("password") then
-      return (v:gsub("(password%s*=%s*)%S+", "%1****"))
-    end
-    return "****"
   end
-  return v
+  return "****"
 end
+O.mask = mask
 
 local function show(v)
   if type(v) == "table" then
@@ -347,12 +358,16 @@ function O.dump(cfg)
   return table.concat(out, "\n")
 end
 
+function O.show_default(d)
+  return d.default == nil and (d.required and "required" or "unset") or show(d.default)
+end
+
 -- Markdown table for the README.
 function O.markdown()
   local out = { "| key | type | default | meaning |", "|---|---|---|---|" }
   for _, o in ipairs(O.list) do
     local d = by_key[o[1]]
-    local def = d.default == nil and (d.required and "required" or "unset") or show(d.default)
+    local def = O.show_default(d)
     out[#out + 1] = ("| `%s` | %s | `%s` | %s |"):format(d.key, d.type, def, d.help:gsub("|", "\\|"))
   end
   return table.concat(out, "\n")

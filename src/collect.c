@@ -336,6 +336,10 @@ int ts_collector_set_plan(ts_collector *c, int plan_index) {
     return k;
 }
 
+void ts_collector_set_max_age(ts_collector *c, int64_t ms) {
+    c->max_age_ms = ms > 0 ? ms : INT64_MAX / 2;
+}
+
 /* ---- scanner sink: the per-sample path, no Lua unless a hook asked ------- */
 /* Samples of an entity or stat whose mapping failed still reach
  * sink_sample, which counts them as lost: a broken mapping is never a silent

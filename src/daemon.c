@@ -13,6 +13,7 @@
 #include "ts_daemon.h"
 
 #include "ts_api.h"
+#include "ts_cli.h"
 #include "ts_collect.h"
 #include "ts_config.h"
 #include "ts_kafka_glue.h"
@@ -190,6 +191,8 @@ static void apply_settings(lua_State *L) {
     const ts_settings *s = ts_config_settings(L);
     int level = ts_log_parse_level(s->log_level ? s->log_level : "info");
     if (level >= 0) ts_log_set_level(level);
+    int format = ts_log_parse_format(s->log_format ? s->log_format : "text");
+    if (format >= 0) ts_log_set_format(format);
     if (ts_log_open(s->log_file) != 0)
         ts_error("cannot open log file %s: %s; logging to stderr", s->log_file, strerror(errno));
     ts_lua_set_script_dir(L, s->script_dir);
@@ -619,6 +622,7 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         report(d);
         rc = (ws.points_written > 0 && lost == 0) ? 0 : 1;
         if (ws.points_written == 0) ts_error("nothing could be written");
+        rc = ts_cli_once_status(d->L, d->coll, rc);
         goto out;
     }
 
