@@ -595,17 +595,22 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         ts_sd_ready("waiting for Traffic Ops");
     }
 
-    /* Traffic Ops may be down at start: retry with backoff (ATC panics). */
-    int64_t backoff = 1000;
+    /* Traffic Ops may be down at start: retry (ATC panics). Nothing is polled
+     * until it answers, so the retries stay short (polling starts within 4 s of
+     * its recovery); the warning is said once every 30 s, not per try. */
+    int64_t backoff = 1000, warned = 0;
     while (!d->want_stop && refresh_plan(d) != 0) {
         if (mode != TS_MODE_RUN) { ts_error("no polling plan: giving up"); goto out; }
-        ts_warn("no Traffic Ops data yet; retrying in %lld s", (long long)(backoff / 1000));
+        if (!warned || ts_mono_ms() - warned >= 30000) {
+            warned = ts_mono_ms();
+            ts_warn("no Traffic Ops data yet; retrying at most 4 s apart (said again in 30 s if it stays down)");
+        }
         int64_t until = ts_mono_ms() + backoff;
         while (!d->want_stop && ts_mono_ms() < until) {
             ts_loop_run_once(d->loop, 250);
             publish_metrics(d);
         }
-        backoff = backoff * 2 > 60000 ? 60000 : backoff * 2;
+        backoff = backoff * 2 > 4000 ? 4000 : backoff * 2;
     }
     if (d->want_stop) { if (mode == TS_MODE_RUN) ts_sd_stopping(); rc = 0; goto out; }
 
