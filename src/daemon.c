@@ -16,6 +16,7 @@
 #include "ts_cli.h"
 #include "ts_collect.h"
 #include "ts_config.h"
+#include "ts_kafka_glue.h"
 #include "ts_derive.h"
 #include "ts_httpd.h"
 #include "ts_log.h"
@@ -36,6 +37,9 @@ typedef struct tsd {
     ts_writer *mirrors[16];
     char *mirror_urls[18];   /* the URLs the writers were made for (all of them) */
     int nmirrors, mirror_mode;
+    ts_kafka *kafka;          /* the Kafka target, NULL unless kafka.enabled */
+    ts_kafka_feed *kafka_feed;   /* Kafka's position in the spool; NULL: fed from memory */
+    int kafka_failed;         /* kafka.* refused: the daemon does not start */
     ts_collector *coll;
     ts_api_ctx api;
     int sigfd;
@@ -249,9 +253,24 @@ static void apply_settings(lua_State *L) {
 }
 
 /* ---- emit: a finished poll's batch goes to the writer (or stdout) -------- */
+/* With its spool position, Kafka reads what the writer appends; without
+ * one (no spool, or a spool that refuses appends now: disk full), a batch
+ * goes to Kafka from memory, as it goes to InfluxDB. */
+static void kafka_from_memory(tsd *d, const ts_batch *b) {
+    if (d->kafka && (!d->kafka_feed || !ts_spool_writable(d->spool))) ts_kafka_submit_batch(d->kafka, b);
+}
+
+/* Points Lua queues with tstats.influx.write go to Kafka as the polls' do. */
+static void queue_to_kafka(void *ud, const ts_batch *b) {
+    tsd *d = ud;
+    kafka_from_memory(d, b);
+}
+
 static void emit_to_writer(void *ud, ts_batch *b) {
     tsd *d = ud;
+    kafka_from_memory(d, b);
     ts_writer_submit(d->writer, b);
+    if (d->kafka_feed) ts_kafka_feed_pump(d->kafka_feed);
 }
 
 static void emit_to_stdout(void *ud, ts_batch *b) {
@@ -514,6 +533,7 @@ static void reload(tsd *d) {
     if (ts_derive_load(L, d->config_file, &dv) == 0) { ts_collector_set_derive(d->coll, dv); ts_derive_release(dv); }
     else ts_error("derived metrics: keeping the running definitions");
     writer_setup(d, 1);
+    if (d->kafka) ts_info("kafka: kafka.* changes take effect at the next start");
     http_setup(d);
     if (lua_daemon_call(d, "start", 0, 0) != 0) ts_error("daemon.start failed after reload");
     d->reload_pending = 1;   /* said once the new plan is installed (refresh_resume) */
@@ -579,6 +599,7 @@ static void report(tsd *d) {
             (unsigned long long)cs.lua_calls, ts_lua_mem_used(d->L),
             (unsigned long long)ws.points_spooled, (unsigned long long)ws.spool_backlog_bytes,
             (unsigned long long)ws.split_413);
+    ts_kafka_report(d->kafka, d->kafka_feed);
 }
 
 int ts_daemon_main(const char *config_file, ts_mode mode) {
@@ -595,6 +616,10 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     d->loop = ts_loop_new();
     if (mode == TS_MODE_RUN) spool_setup(d);
     writer_setup(d, 0);
+    if (mode != TS_MODE_DRYRUN) {
+        d->kafka = ts_kafka_from_config(d->L, d->loop, &d->kafka_failed);
+        if (d->kafka && d->spool) d->kafka_feed = ts_kafka_feed_from_config(d->L, d->kafka, d->spool, d->loop);
+    }
     /* every target of the run has its spool consumer now */
     if (d->spool) ts_spool_consumers_done(d->spool);
     d->api.loop = d->loop;
@@ -604,6 +629,14 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     ts_api_set_ctx(d->L, &d->api);
     d->coll = ts_collector_new(d->L, d->loop, mode == TS_MODE_DRYRUN ? emit_to_stdout : emit_to_writer, d);
     if (mode != TS_MODE_DRYRUN) ts_collector_set_batch_pool(d->coll, ts_writer_pool(d->writer));
+    if (d->kafka_failed) { rc = 2; goto out; }
+    if (mode != TS_MODE_DRYRUN) {
+        ts_kafka_lua_open(d->L, d->kafka);
+        if (d->kafka) {
+            d->api.on_queue = queue_to_kafka;
+            d->api.on_queue_ud = d;
+        }
+    }
     ts_derive *dv;
     if (ts_derive_load(d->L, config_file, &dv) != 0) { rc = 2; goto out; }
     ts_collector_set_derive(d->coll, dv);
@@ -652,6 +685,7 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         size_t lost = 0;
         int64_t until = ts_mono_ms() + (int64_t)(ts_config_settings(d->L)->shutdown_timeout * 1000);
         FOR_WRITERS(d, w) lost += ts_writer_drain(w, until);
+        if (d->kafka) lost += ts_kafka_drain(d->kafka, until);
         ts_writer_stats ws;
         ts_writer_get_stats(d->writer, &ws);
         report(d);
@@ -690,6 +724,11 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     size_t lost = 0;
     FOR_WRITERS(d, w) lost += ts_writer_drain(w, deadline);
     if (lost) ts_error("shutdown: %zu points could not be written before the shutdown timeout", lost);
+    if (d->kafka) {
+        /* what is in flight gets the rest of the timeout; the spool keeps the rest */
+        ts_kafka_feed_stop(d->kafka_feed);
+        ts_kafka_drain(d->kafka, deadline);
+    }
     report(d);
     rc = 0;
 out:
@@ -698,6 +737,8 @@ out:
     for (int i = 0; i < d->nmirrors; i++) ts_writer_free(d->mirrors[i]);
     for (int i = 0; i <= d->nmirrors; i++) free(d->mirror_urls[i]);
     ts_writer_free(d->writer);
+    ts_kafka_free(d->kafka);       /* the target, then its spool position, then the spool */
+    ts_kafka_feed_free(d->kafka_feed);
     ts_spool_close(d->spool);
     ts_loop_free(d->loop);
     ts_collector_free(d->coll);
