@@ -32,6 +32,7 @@ typedef struct ts_stat_map {
     int hook_ref;           /* Lua registry ref of a per-sample hook, or LUA_NOREF (-2) */
     int as_int;             /* write the field as an integer ("42i") */
     int failed;             /* keep = 0 not by choice: TS_MAP_FAILED (error, bad answer) or TS_MAP_DEFERRED */
+    const struct ts_derive_slots *derive;   /* derived metrics fed by this stat (ts_derive.h), or NULL */
 } ts_stat_map;
 
 /* Lua's answer for one entity (cache hostname or delivery service). */
@@ -39,6 +40,7 @@ typedef struct ts_entity_map {
     ts_tagset tags;
     int keep;
     int failed;             /* as ts_stat_map.failed */
+    uint32_t derive_id;     /* the entity's id in the derived-metric state (ts_derive.h); 0 = none */
 } ts_entity_map;
 
 enum { TS_MAP_FAILED = 1, TS_MAP_DEFERRED = 2 };   /* ts_stat_map.failed, ts_entity_map.failed */

@@ -15,6 +15,7 @@
 #include <string.h>
 #include "ts_api.h"
 #include "ts_config.h"
+#include "ts_derive.h"
 #include "ts_log.h"
 #include "ts_lua.h"
 #include "ts_metrics.h"
@@ -52,6 +53,9 @@ typedef struct endpoint {
     ts_counter *c_lost;     /* mapping_samples_lost.<module> */
     char scan_err[200];
     size_t last_points, last_runs;   /* the last poll's batch, for the next one's size */
+    ts_derive *derive;      /* derived metrics: the engine of this plan and this endpoint's state */
+    ts_derive_ep *dst;
+    int dst_on;             /* this fetch feeds dst */
     /* for the metrics: this fetch's start, monitors failed, last failure, points */
     int64_t t0_ms;
     int fails;
@@ -73,6 +77,7 @@ struct ts_collector {
     int closing;            /* shutting down: no failover, no new fetches */
     ts_metrics *metrics;    /* may be NULL */
     ts_collect_stats st;
+    ts_derive *derive;      /* for the next plan's endpoints */
     /* collect.* of the settings at the last plan */
     double timeout_s, connect_timeout_s;
     int gzip, zero_non_numeric;
@@ -122,7 +127,9 @@ static void endpoint_free(endpoint *e) {
     if (e->scan) ts_scan_free(e->scan);
     if (e->batch) ts_batch_free(e->batch);
     ts_buf_free(&e->body);
+    if (e->dst_on) ts_derive_abort(e->dst);
     ts_mapper_release(e->mapper);
+    ts_derive_release(e->derive);
     for (int i = 0; i < e->nurls; i++) free(e->urls[i]);
     free(e->urls);
     free(e->cdn);
@@ -140,7 +147,7 @@ static char *field_dup(lua_State *L, int t, const char *k, const char *def) {
 }
 
 /* Reads one plan endpoint (table at index t). NULL when malformed (logged). */
-static endpoint *endpoint_from_lua(ts_collector *c, int t, int plan_index) {
+static endpoint *endpoint_from_lua(ts_collector *c, int t, int plan_index, int *mapping_failed) {
     lua_State *L = c->L;
     endpoint *e = calloc(1, sizeof *e);
     if (!e) abort();
@@ -206,7 +213,9 @@ static endpoint *endpoint_from_lua(ts_collector *c, int t, int plan_index) {
     e->mapper = ts_mapper_new(L, e->mapping, ctx_ref, label);
     if (!e->mapper) {
         luaL_unref(L, LUA_REGISTRYINDEX, ctx_ref);
-        ts_error("plan endpoint %s %s: mapping '%s' could not be loaded; endpoint ignored", e->cdn, e->name, e->mapping);
+        ts_error("plan endpoint %s %s: mapping '%s' could not be loaded (the error above names file:line)", e->cdn,
+                 e->name, e->mapping);
+        *mapping_failed = 1;
         endpoint_free(e);
         return NULL;
     }
@@ -217,13 +226,24 @@ static endpoint *endpoint_from_lua(ts_collector *c, int t, int plan_index) {
         else lua_pop(L, 1);
         lua_pop(L, 1);
         if (e->payload_ref == LUA_NOREF) {
-            ts_error("plan endpoint %s %s: mapping '%s' has no payload(body, ctx) function (format = \"lua\"); "
-                     "endpoint ignored", e->cdn, e->name, e->mapping);
+            ts_error("plan endpoint %s %s: mapping '%s' has no payload(body, ctx) function (format = \"lua\")",
+                     e->cdn, e->name, e->mapping);
+            *mapping_failed = 1;
             endpoint_free(e);
             return NULL;
         }
     }
+    if (c->derive && e->format != FMT_LUA && (e->dst = ts_derive_endpoint(c->derive, e->cdn, e->name, &e->dest))) {
+        ts_derive_retain(e->derive = c->derive);
+        ts_mapper_set_derive(e->mapper, e->dst);
+    }
     return e;
+}
+
+void ts_collector_set_derive(ts_collector *c, ts_derive *d) {
+    ts_derive_retain(d);
+    ts_derive_release(c->derive);
+    c->derive = d;
 }
 
 static void retire(ts_collector *c, endpoint *e) {
@@ -245,11 +265,33 @@ static int same_monitor(const char *a, const char *b) {
 static void keep_good_monitor(ts_collector *c, endpoint *e) {
     for (int i = 0; i < c->neps; i++) {
         endpoint *o = c->eps[i];
+        if (!o) continue;
         if (strcmp(o->cdn, e->cdn) != 0 || strcmp(o->name, e->name) != 0 || o->good_idx >= o->nurls) continue;
         for (int j = 0; j < e->nurls; j++)
             if (same_monitor(e->urls[j], o->urls[o->good_idx])) e->good_idx = j;
         return;
     }
+}
+
+/* A new plan whose mapping for an endpoint does not load (a SIGHUP with a
+ * broken script): the running endpoint, with the mapping it has, goes on
+ * rather than the endpoint stopping. Takes it out of c->eps. */
+static endpoint *take_running(ts_collector *c, int t) {
+    lua_State *L = c->L;
+    char *cdn = field_dup(L, t, "cdn", ""), *name = field_dup(L, t, "name", "endpoint");
+    endpoint *found = NULL;
+    for (int i = 0; i < c->neps && !found; i++) {
+        endpoint *o = c->eps[i];
+        if (o && strcmp(o->cdn, cdn) == 0 && strcmp(o->name, name) == 0) {
+            found = o;
+            c->eps[i] = NULL;
+            ts_error("plan endpoint %s %s: keeping the mapping '%s' that is running until one loads", cdn, name,
+                     o->mapping);
+        }
+    }
+    free(cdn);
+    free(name);
+    return found;
 }
 
 int ts_collector_set_plan(ts_collector *c, int plan_index) {
@@ -265,14 +307,17 @@ int ts_collector_set_plan(ts_collector *c, int plan_index) {
     for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, -1, i);
         if (lua_istable(L, -1)) {
-            endpoint *e = endpoint_from_lua(c, lua_gettop(L), plan_index);
+            int mapping_failed = 0;
+            endpoint *e = endpoint_from_lua(c, lua_gettop(L), plan_index, &mapping_failed);
+            if (!e && mapping_failed) e = take_running(c, lua_gettop(L));
             if (e) eps[k++] = e;
         }
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
     for (int i = 0; i < k; i++) keep_good_monitor(c, eps[i]);
-    for (int i = 0; i < c->neps; i++) retire(c, c->eps[i]);
+    for (int i = 0; i < c->neps; i++)
+        if (c->eps[i]) retire(c, c->eps[i]);
     free(c->eps);
     c->eps = eps;
     c->neps = k;
@@ -289,6 +334,10 @@ int ts_collector_set_plan(ts_collector *c, int plan_index) {
         ts_metrics_plan_end(c->metrics);
     }
     return k;
+}
+
+void ts_collector_set_max_age(ts_collector *c, int64_t ms) {
+    c->max_age_ms = ms > 0 ? ms : INT64_MAX / 2;
 }
 
 /* ---- scanner sink: the per-sample path, no Lua unless a hook asked ------- */
@@ -326,6 +375,7 @@ static void sink_sample(void *ud, void *ent, void *stat, const char *val, size_t
     case TS_SAMPLE_OK:
         ts_batch_add_compact(e->batch, &p);
         e->n_points++;
+        if (p.stat->derive && e->dst_on) ts_derive_sample(e->dst, &p);
         break;
     case TS_SAMPLE_NO_TIME: c->st.skipped_no_time++; ts_counter_add(c_notime, 1); break;
     case TS_SAMPLE_OLD: c->st.skipped_old++; ts_counter_add(c_old, 1); break;
@@ -483,6 +533,7 @@ static void on_done(void *ud, ts_http_result *r) {
             start_fetch(e);
             return;
         }
+        if (e->dst_on) { e->dst_on = 0; ts_derive_abort(e->dst); }
         finish_fetch(e, 0);
         return;
     }
@@ -535,6 +586,7 @@ static void on_done(void *ud, ts_http_result *r) {
     /* A retired endpoint's last poll still counts: its mapper lives on in the batch. */
     if (np > 0 && !c->closing) c->emit(c->emit_ud, b);
     else ts_batch_free(b);
+    if (e->dst_on) { e->dst_on = 0; ts_derive_finish(e->dst, c->closing ? NULL : c->emit, c->emit_ud); }
     finish_fetch(e, 1);
 }
 
@@ -555,6 +607,7 @@ static void start_fetch(endpoint *e) {
             sink.ud = e;
             e->scan = ts_scan_new(e->format == FMT_DSSTATS ? TS_SCAN_DSSTATS : TS_SCAN_CACHESTATS, &sink);
             e->batch = new_batch(e);
+            e->dst_on = e->dst && ts_derive_begin(e->dst, e) == 0;
         }
         ts_http_req req;
         memset(&req, 0, sizeof req);
@@ -571,6 +624,7 @@ static void start_fetch(endpoint *e) {
         log_fetch_failure(e, "request could not be started");
         if (e->scan) { ts_scan_free(e->scan); e->scan = NULL; }
         if (e->batch) { ts_batch_free(e->batch); e->batch = NULL; }
+        if (e->dst_on) { e->dst_on = 0; ts_derive_abort(e->dst); }
         if (e->tried >= e->nurls) { finish_fetch(e, 0); return; }
         e->busy = 0;
         c->busy--;
@@ -619,6 +673,7 @@ void ts_collector_free(ts_collector *c) {
     for (int i = 0; i < c->nretired; i++) endpoint_free(c->retired[i]);
     free(c->eps);
     free(c->retired);
+    ts_derive_release(c->derive);
     free(c);
 }
 

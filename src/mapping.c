@@ -13,6 +13,7 @@
 #include "ts_mapping.h"
 
 #include "ts_config.h"
+#include "ts_derive.h"
 #include "ts_log.h"
 #include "ts_lp.h"
 #include "ts_lua.h"
@@ -120,6 +121,7 @@ struct ts_mapper {
     int64_t poll_budget_ns, poll_spent_ns;   /* Lua CPU time this poll may use, has used */
     int *hooks;             /* sample-hook refs to release */
     int nhooks;
+    ts_derive_ep *derive;   /* derived metrics bound to this endpoint's answers, or NULL */
     char label[160];
 };
 
@@ -196,6 +198,7 @@ ts_mapper *ts_mapper_new(lua_State *L, const char *module, int ctx_ref, const ch
 }
 
 void ts_mapper_release(ts_mapper *m) { if (m) mapper_release_cb(m); }
+void ts_mapper_set_derive(ts_mapper *m, ts_derive_ep *e) { m->derive = e; }
 const ts_map_owner *ts_mapper_owner(ts_mapper *m) { return &m->owner; }
 uint64_t ts_mapper_lua_calls(const ts_mapper *m) { return m->lua_calls; }
 
@@ -339,6 +342,25 @@ const ts_stat_map *ts_mapper_stat(ts_mapper *m, const char *name, size_t len) {
     return &e->map;
 }
 
+/* The first key of the stat answer at t that the contract does not know
+ * (a typo such as `Scale` or `tag` would silently do nothing), pushed and
+ * returned; NULL (nothing pushed) when every key is known. */
+static const char *stat_unknown_key(lua_State *L, int t) {
+    static const char *known[] = {"measurement", "tags", "field", "scale", "as_int", "sample", NULL};
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        lua_pop(L, 1);
+        int ok = 0;
+        if (lua_type(L, -1) == LUA_TSTRING)
+            for (int i = 0; known[i]; i++) ok |= strcmp(lua_tostring(L, -1), known[i]) == 0;
+        if (!ok) {
+            if (lua_type(L, -1) != LUA_TSTRING) { lua_pop(L, 1); lua_pushliteral(L, "(not a string)"); }
+            return lua_tostring(L, -1);
+        }
+    }
+    return NULL;
+}
+
 /* Lua's answer for one stat name, into *st. */
 static void stat_from_lua(ts_mapper *m, const char *name, size_t len, ts_stat_map *st) {
     lua_State *L = m->L;
@@ -346,6 +368,14 @@ static void stat_from_lua(ts_mapper *m, const char *name, size_t len, ts_stat_ma
     st->keep = 0;
     st->hook_ref = LUA_NOREF;
     int rc = call_lua(m, "stat", name, len);
+    const char *bad = rc >= 0 && lua_istable(L, -1) ? stat_unknown_key(L, lua_gettop(L)) : NULL;
+    if (bad) {
+        ts_warn("%s stat(\"%.*s\"): unknown key '%s' in the answer (keys: measurement, tags, field, scale, as_int, "
+                "sample); stat dropped", m->label, (int)len, name, bad);
+        ts_counter_add(c_map_errors, 1);
+        lua_pop(L, 2);   /* the key, the answer */
+        return;
+    }
     if (rc >= 0 && lua_istable(L, -1)) {
         int t = lua_gettop(L);
         size_t ml = 0;
@@ -383,6 +413,7 @@ static void stat_from_lua(ts_mapper *m, const char *name, size_t len, ts_stat_ma
             lua_getfield(L, t, "tags");
             build_tagset(m, lua_gettop(L), &st->tags);
             lua_pop(L, 1);
+            if (m->derive) st->derive = ts_derive_bind_stat(m->derive, meas, ml, &st->tags);
             lua_getfield(L, t, "sample");
             if (lua_isfunction(L, -1)) {
                 st->hook_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -413,6 +444,7 @@ const ts_entity_map *ts_mapper_entity(ts_mapper *m, const char *name, size_t len
         memset(e, 0, sizeof *e);   /* the arena does not zero */
         e->keep = 1;
         build_tagset(m, lua_gettop(L), &e->tags);
+        e->derive_id = ts_derive_bind_entity(m->derive, name, len);
     }
     if (rc >= 0) lua_pop(L, 1);
     htab_put(&m->ents, h, arena_strdup(&m->arena, name, len), len, e);

@@ -270,4 +270,7 @@ function M.run(o, rest)
   return 0
 end
 
+-- Entry point of the command table: opts parsed by it, args the positional ones.
+function M.main(opts, args, ctx) return M.run(opts, args or {}, ctx and ctx.tty) end
+
 return M

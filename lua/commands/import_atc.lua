@@ -261,6 +261,10 @@ function M.convert(doc, opts)
       line(lg, "level", lua_str(level), "the most verbose of ATC's enabled logs")
       if #files >= 1 then
         line(lg, "file", lua_str(files[1]), "logs.* file")
+        if not files[1]:match("^/var/lib/tstats/") then
+          info("logs", ("%s: the packaged systemd unit writes only under /var/lib/tstats; there, leave log.file "
+            .. "unset (the journal) or move it"):format(files[1]))
+        end
         if n > 1 then
           warn("logs", ("ATC writes its logs to %d destinations; tstats logs to one file (%s)"):format(n, files[1]))
         end
@@ -295,75 +299,88 @@ function M.convert(doc, opts)
   return text, report, envs, errs
 end
 
--- kafkaConfig -> kafka.* for the option names this build knows; every key
--- without a known target is reported by name.
+-- kafkaConfig -> kafka.* (when this build has them; every key without a
+-- target is reported by name). ATC's TLS files become librdkafka properties.
 function M.map_kafka(kc, sec, line, warn, info, null, options)
   local by_key = (options or require "options").by_key
   local function has(k) return by_key["kafka." .. k] ~= nil end
-  local any = false
-  for k in pairs(by_key) do if k:match("^kafka%.") then any = true end end
   local function v(k) local x = kc[k]; if x == null then return nil end; return x end
+  local function q(x) return lua_str(x) end
+  local unknown = {}
   for k in pairs(kc) do
     local known = false
     for _, n in ipairs(KAFKA_KEYS) do if n == k then known = true end end
-    if not known then warn("kafkaConfig." .. tostring(k), "is not a kafkaConfig key ATC knows; not mapped") end
+    if not known then unknown[#unknown + 1] = tostring(k) end
   end
-  if not any then
+  table.sort(unknown)
+  for _, k in ipairs(unknown) do warn("kafkaConfig." .. k, "is not a kafkaConfig key ATC knows; not mapped") end
+  if not has("enabled") then
     for _, k in ipairs(KAFKA_KEYS) do
-      if kc[k] ~= nil then
-        warn("kafkaConfig." .. k, "not mapped yet: this tstats build has no Kafka export options")
-      end
+      if kc[k] ~= nil then warn("kafkaConfig." .. k, "not mapped yet: this tstats build has no Kafka export options") end
     end
     return
   end
-  local function put(key, value, from)
-    if has(key) then line(sec, key, value, "kafkaConfig." .. from)
+  local function put(key, value, from, comment)
+    if has(key) then line(sec, key, value, "kafkaConfig." .. from .. (comment and (": " .. comment) or ""))
     else warn("kafkaConfig." .. from, "not mapped yet: no option kafka." .. key .. " in this build") end
   end
-  local function q(s) return lua_str(s) end
-  if v("enable") ~= nil then put(has("enabled") and "enabled" or "enable", tostring(v("enable") == true), "enable") end
+  local enable = v("enable") == true
+  put("enabled", tostring(enable), "enable")
   local brokers = v("brokers")
-  if type(brokers) == "string" then
+  if type(brokers) == "string" and brokers ~= "" then
     local d = by_key["kafka.brokers"]
     if d and d.type == "list" then
       local parts = {}
       for b in brokers:gmatch("[^,%s]+") do parts[#parts + 1] = q(b) end
       put("brokers", "{ " .. table.concat(parts, ", ") .. " }", "brokers")
     else
-      put("brokers", q(brokers), "brokers")
+      put("brokers", q((brokers:gsub("%s+", ""))), "brokers")
     end
+  elseif enable then
+    warn("kafkaConfig.brokers", "missing while Kafka is enabled: set kafka.brokers")
   end
-  if type(v("topic")) == "string" then put("topic", q(v("topic")), "topic") end
+  if type(v("topic")) == "string" and v("topic") ~= "" then put("topic", q(v("topic")), "topic") end
   local acks = v("requiredAcks")
   if acks ~= nil then
-    local d = by_key["kafka.acks"]
     local name = ({ [0] = "0", [1] = "1", [-1] = "all" })[math.tointeger(acks) or 99]
-    if d and name then
-      put("acks", d.type == "string" and q(name) or tostring(math.tointeger(acks)), "requiredAcks")
-      if name ~= "all" then info("kafkaConfig.requiredAcks", "tstats recommends acks = \"all\" (idempotent producer)") end
+    if not name then
+      warn("kafkaConfig.requiredAcks", ("is %s; ATC knows 0, 1 and -1; not mapped"):format(tostring(acks)))
     else
-      warn("kafkaConfig.requiredAcks", "not mapped yet: no option kafka.acks in this build")
-    end
-  end
-  local tls = v("enableTls")
-  if tls then
-    if has("security_protocol") then line(sec, "security_protocol", q("ssl"), "kafkaConfig.enableTls") end
-    local pairs_ = { { "rootCA", { "ca_file", "ssl_ca_location" } }, { "clientCert", { "cert_file", "ssl_certificate_location" } },
-      { "clientCertKey", { "key_file", "ssl_key_location" } } }
-    for _, p in ipairs(pairs_) do
-      local x = v(p[1])
-      if type(x) == "string" and x ~= "" then
-        local done = false
-        for _, name in ipairs(p[2]) do
-          if not done and has(name) then line(sec, name, q(x), "kafkaConfig." .. p[1]); done = true end
-        end
-        if not done then warn("kafkaConfig." .. p[1], "not mapped yet: no Kafka TLS file option in this build") end
+      put("acks", q(name), "requiredAcks", acks == -1 and "all replicas" or nil)
+      if name ~= "all" and has("idempotence") then
+        line(sec, "idempotence", "false", "the idempotent producer needs acks = \"all\" (ATC's requiredAcks was "
+          .. tostring(math.tointeger(acks)) .. ")")
+        info("kafkaConfig.requiredAcks", "is not -1 (all): the idempotent producer is off; acks = \"all\" is safer")
       end
     end
-    if not has("security_protocol") then warn("kafkaConfig.enableTls", "not mapped yet: no Kafka TLS option in this build") end
+  end
+  if has("format") then line(sec, "format", q("json"), "ATC's message shape (tstats adds db and rp)") end
+  local props = {}
+  if v("enableTls") == true then
+    props[#props + 1] = { "security.protocol", "ssl" }
+    local ca, cert, key = v("rootCA"), v("clientCert"), v("clientCertKey")
+    if type(ca) == "string" and ca ~= "" then props[#props + 1] = { "ssl.ca.location", ca } end
+    local has_cert, has_key = type(cert) == "string" and cert ~= "", type(key) == "string" and key ~= ""
+    if has_cert and has_key then
+      props[#props + 1] = { "ssl.certificate.location", cert }
+      props[#props + 1] = { "ssl.key.location", key }
+    elseif has_cert or has_key then
+      warn(has_cert and "kafkaConfig.clientCert" or "kafkaConfig.clientCertKey",
+        "is set without its pair: ATC disabled Kafka on that; not mapped")
+    end
   else
     for _, k in ipairs({ "rootCA", "clientCert", "clientCertKey" }) do
       if type(v(k)) == "string" and v(k) ~= "" then info("kafkaConfig." .. k, "ignored: enableTls is false (as in ATC)") end
+    end
+  end
+  if #props > 0 then
+    if has("properties") then
+      local parts = {}
+      for _, p in ipairs(props) do parts[#parts + 1] = ("[%s] = %s"):format(q(p[1]), q(p[2])) end
+      line(sec, "properties", "{ " .. table.concat(parts, ", ") .. " }",
+        "kafkaConfig.enableTls, rootCA, clientCert, clientCertKey as librdkafka properties")
+    else
+      warn("kafkaConfig.enableTls", "not mapped yet: no option kafka.properties in this build")
     end
   end
 end
@@ -448,5 +465,8 @@ function M.run(o, rest)
   io.stderr:write(("import-atc: %d warning(s)\n"):format(warnings))
   return 0
 end
+
+-- Entry point of the command table: opts parsed by it, args the positional ones.
+function M.main(opts, args, ctx) return M.run(opts, args or {}, ctx and ctx.tty) end
 
 return M

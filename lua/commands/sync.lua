@@ -498,7 +498,11 @@ function M.plan(o)
   elseif M.SETS[db] then dbs = { db }
   else return nil, ("--database must be cache_stats, deliveryservice_stats, daily_stats or all, not '%s'"):format(db) end
   local pats = {}
-  for p in (o.measurement or ""):gmatch("[^,]+") do pats[#pats + 1] = p end
+  local ms = o.measurement
+  if type(ms) ~= "table" then ms = { ms } end   -- repeatable, and each may be a comma list
+  for _, m in ipairs(ms) do
+    for p in tostring(m):gmatch("[^,]+") do pats[#pats + 1] = p end
+  end
   local jobs = {}
   if o.rp then
     if #dbs ~= 1 then return nil, "--rp needs a single --database" end
@@ -610,5 +614,8 @@ function M.run(o, rest, tty)
     rss and (("%.1f MiB"):format(rss / 1024)) or "unknown"))
   return s.errors == 0 and 0 or 1
 end
+
+-- Entry point of the command table: opts parsed by it, args the positional ones.
+function M.main(opts, args, ctx) return M.run(opts, args or {}, ctx and ctx.tty) end
 
 return M

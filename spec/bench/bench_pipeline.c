@@ -21,6 +21,7 @@
 #include "ts_lua.h"
 #include "ts_mapping.h"
 #include "ts_writer.h"
+#include "ts_derive.h"
 #include "ts_log.h"
 #include "ts_scan.h"
 #include "ts_scan_yajl.h"
@@ -34,11 +35,14 @@ typedef struct opts {
     int influxd_pid;
     long publish_size, inflight;
     int chosen_only;             /* --chosen-only: skip the baseline, parsers and hook (for profilers) */
+    int derive_iters;            /* polls of the derived-metrics comparison */
+    int derive_only;             /* --derive-only: the chosen design, then only that comparison */
 } opts;
 
 static void usage(void) {
     fputs("usage: bench_pipeline [--caches N] [--stats M] [--ds D] [--cachegroups G] [--iters K]\n"
           "                      [--naive-iters K] [--hook-iters K] [--feed BYTES] [--chosen-only]\n"
+          "                      [--derive-iters K] [--derive-only]\n"
           "       bench_pipeline --catchup INFLUX_URL --db DB [--points N] [--influxd-pid PID]\n"
           "                      [--publish-size N] [--inflight N]   (plus the payload options)\n",
           stderr);
@@ -223,6 +227,7 @@ static int make_ctx(lua_State *L, const opts *o) {
 /* ---- the chosen pipeline: scanner sink as src/collect.c wires it --------- */
 typedef struct bpipe {
     ts_mapper *m;
+    ts_derive_ep *dep;           /* derived metrics fed by this scan, or NULL */
     ts_batch *b;
     uint64_t nonnum, hook_dropped;
     ts_cpoint *rec;              /* catch-up: record the points instead of batching them */
@@ -246,6 +251,7 @@ static void p_sample(void *ud, void *ent, void *stv, const char *v, size_t vl, i
     if (kind == TS_VAL_OTHER || !ts_parse_number(v, vl, &d)) { p->nonnum++; return; }
     if (st->hook_ref != LUA_NOREF && ts_mapper_sample_hook(p->m, st, &d, v, t) != 0) { p->hook_dropped++; return; }
     ts_cpoint cp = {st, ent, d, t};
+    if (st->derive && p->dep) ts_derive_sample(p->dep, &cp);   /* as src/collect.c: one pointer test */
     if (p->rec) {
         if (p->nrec == p->caprec) {
             p->rec = realloc(p->rec, (p->caprec *= 2) * sizeof *p->rec);
@@ -565,6 +571,94 @@ static void remove_hook_dir(const char *dir) {
 
 static int64_t counter(const char *name) { return ts_counter_get(name)->value; }
 
+/* ---- derived metrics: the five definitions of lua/metrics/<module>.lua ---- */
+static uint64_t lua_calls_seen;
+static void count_calls(lua_State *L, lua_Debug *ar) { (void)L; (void)ar; lua_calls_seen++; }
+static void take_points(void *ud, ts_batch *b) { *(size_t *)ud += ts_batch_points(b); ts_batch_free(b); }
+
+/* The same polls (fresh time stamps and values each, generated outside the
+ * timing) through plain mappers and through mappers with the definitions
+ * bound, alternately; the difference of the CPU times is what they add. */
+static int run_derive(lua_State *L, const opts *o, int ctx_ref, const ts_buf *dsj, int64_t t0, const char *module) {
+    char src[256];
+    snprintf(src, sizeof src, "local m = require('metrics')\nlocal c, p = m.compile({ '%s' })\nreturn c, m.format(p)\n", module);
+    if (luaL_loadstring(L, src) != LUA_OK || ts_lua_pcall(L, 0, 2, "metrics.compile", 0) != 0) return 1;
+    char err[256];
+    ts_derive *d = lua_istable(L, -2) ? ts_derive_new(L, -2, err, sizeof err) : NULL;
+    if (!d) { fprintf(stderr, "bench: %s did not compile: %s\n", module, lua_tostring(L, -1)); return 1; }
+    lua_pop(L, 2);
+    static const ts_dest dest = {"cache_stats", "daily", TS_PREC_MS};
+    ts_derive_ep *ec = ts_derive_endpoint(d, "cdn1", "CacheStats", &dest);
+    ts_derive_ep *ed = ts_derive_endpoint(d, "cdn1", "DsStats", &dest);   /* NULL: every definition is CacheStats' */
+    int refs[4];
+    for (int i = 0; i < 4; i++) { lua_rawgeti(L, LUA_REGISTRYINDEX, ctx_ref); refs[i] = luaL_ref(L, LUA_REGISTRYINDEX); }
+    ts_mapper *bc = ts_mapper_new(L, "mappings.cachestats", refs[0], "base cs"), *bd = ts_mapper_new(L, "mappings.dsstats", refs[1], "base ds");
+    ts_mapper *dc = ts_mapper_new(L, "mappings.cachestats", refs[2], "derive cs"), *dd = ts_mapper_new(L, "mappings.dsstats", refs[3], "derive ds");
+    ts_mapper_set_derive(dc, ec);
+    if (ed) ts_mapper_set_derive(dd, ed);
+    int n = o->derive_iters + 1;
+    double *cb = calloc((size_t)n, sizeof(double)), *cd = calloc((size_t)n, sizeof(double)), *df = calloc((size_t)n, sizeof(double));
+    double *cf = calloc((size_t)n, sizeof(double));
+    size_t points = 0, dpoints = 0;
+    uint64_t warm_lua = 0, warm_map_calls = 0;
+    ts_buf cs;
+    ts_buf_init(&cs);
+    for (int it = 0; it < n; it++) {
+        size_t exp_c;
+        ts_buf_reset(&cs);
+        gen_cachestats(&cs, o, t0 + (int64_t)it * 10000, &exp_c);
+        uint64_t mc0 = ts_mapper_lua_calls(dc) + ts_mapper_lua_calls(dd);
+        if (it > 0) { lua_calls_seen = 0; lua_sethook(L, count_calls, LUA_MASKCALL, 0); }
+        for (int pass = 0; pass < 2; pass++) {
+            int with = (pass + it) % 2;      /* alternate which goes first */
+            bpipe p = {0};
+            size_t got = 0;
+            if (with) { ts_derive_begin(ec, &p); if (ed) ts_derive_begin(ed, &p); }
+            p.dep = with ? ec : NULL;
+            tmark m = mark();
+            ts_batch *b1 = scan_map(with ? dc : bc, TS_SCAN_CACHESTATS, &cs, o->feed, &p);
+            p.dep = with ? ed : NULL;
+            ts_batch *b2 = scan_map(with ? dd : bd, TS_SCAN_DSSTATS, dsj, o->feed, &p);
+            tmark mf = mark();
+            if (with) { ts_derive_finish(ec, take_points, &got); if (ed) ts_derive_finish(ed, take_points, &got); }
+            if (with) cf[it] = since(mf).cpu;
+            double c = since(m).cpu;
+            if (with) { cd[it] = c; dpoints = got; } else cb[it] = c;
+            points = ts_batch_points(b1) + ts_batch_points(b2);
+            ts_batch_free(b1);
+            ts_batch_free(b2);
+        }
+        if (it > 0) {
+            lua_sethook(L, NULL, 0, 0);
+            warm_lua += lua_calls_seen;
+            warm_map_calls += ts_mapper_lua_calls(dc) + ts_mapper_lua_calls(dd) - mc0;
+        }
+        df[it] = cd[it] - cb[it];
+    }
+    ts_derive_stats ds;
+    ts_derive_get_stats(d, &ds);
+    double bb = best(cb + 1, n - 1), db = best(cd + 1, n - 1), dmed = median(df + 1, n - 1), bmed = median(cb + 1, n - 1);
+    printf("\n== derived metrics: lua/metrics/%s.lua (2 sums, a rate over every cache, a ratio, a filtered max)\n", module);
+    printf("derive: %d warm polls, %zu input samples per poll, %zu derived points per poll; %llu samples fed a definition in all\n",
+           n - 1, points, dpoints, (unsigned long long)ds.samples);
+    printf("derive: Lua calls in the warm polls: %llu (any Lua function, counted by a call hook); mapping calls %llu\n",
+           (unsigned long long)warm_lua, (unsigned long long)warm_map_calls);
+    printf("derive: scan+map CPU best %.2f ms without, %.2f ms with; median of the per-poll differences %+.3f ms\n", bb * 1e3,
+           db * 1e3, dmed * 1e3);
+    printf("derive: added cost %.2f ns per input sample (median difference / samples; best-vs-best %.2f), "
+           "%+.1f %% CPU per poll (median difference / median poll)\n",
+           dmed * 1e9 / (double)points, (db - bb) * 1e9 / (double)points, 100 * dmed / bmed);
+    printf("derive: of which the end of the poll (groups -> points -> text batch): median %.3f ms\n", median(cf + 1, n - 1) * 1e3);
+    printf("derive: rate first %llu, resets %llu, gaps %llu, repeats %llu; ratio unpaired %llu, undefined %llu\n",
+           (unsigned long long)ds.rate_first, (unsigned long long)ds.rate_resets, (unsigned long long)ds.rate_gaps,
+           (unsigned long long)ds.rate_repeats, (unsigned long long)ds.ratio_unpaired, (unsigned long long)ds.undefined);
+    ts_buf_free(&cs);
+    free(cb); free(cd); free(df); free(cf);
+    ts_mapper_release(bc); ts_mapper_release(bd); ts_mapper_release(dc); ts_mapper_release(dd);
+    ts_derive_release(d);
+    return warm_lua == 0 && warm_map_calls == 0 && dpoints > 0 ? 0 : 1;
+}
+
 /* First "value=<x>" of a body. */
 static double first_value(const char *body) {
     const char *p = strstr(body, " value=");
@@ -573,7 +667,7 @@ static double first_value(const char *body) {
 
 /* ---- main ---------------------------------------------------------------- */
 int main(int argc, char **argv) {
-    opts o = {.caches = 2000, .stats = 40, .ds = 100, .cgs = 10, .iters = 10, .naive_iters = 3, .hook_iters = 3,
+    opts o = {.caches = 2000, .stats = 40, .ds = 100, .cgs = 10, .iters = 10, .naive_iters = 3, .hook_iters = 3, .derive_iters = 20,
               .feed = 16384, .catchup_points = 30000000, .publish_size = 0, .inflight = 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -594,11 +688,13 @@ int main(int argc, char **argv) {
         else if (OPT("--publish-size")) o.publish_size = atol(v);
         else if (OPT("--inflight")) o.inflight = atol(v);
         else if (strcmp(a, "--chosen-only") == 0) o.chosen_only = 1;
+        else if (OPT("--derive-iters")) o.derive_iters = atoi(v);
+        else if (strcmp(a, "--derive-only") == 0) o.derive_only = 1;
         else usage();
 #undef OPT
     }
     if (o.caches < 1 || o.stats < 1 || o.ds < 0 || o.cgs < 1 || o.iters < 2 || o.naive_iters < 1 ||
-        o.hook_iters < 1 || o.feed < 1 || (o.catchup_url && (!o.catchup_db || o.catchup_points < 1)))
+        o.hook_iters < 1 || o.derive_iters < 2 || o.feed < 1 || (o.catchup_url && (!o.catchup_db || o.catchup_points < 1)))
         usage();
     ts_log_set_level(TS_LOG_WARN);
     lua_State *L = ts_lua_new(0, ts_api_open);
@@ -704,7 +800,9 @@ int main(int argc, char **argv) {
     printf("chosen total (best scan+map + best encode, CPU): %.1f ms = %.2f M points/s; Lua heap %.2f MB\n",
            chosen * 1e3, points / chosen / 1e6, (double)ts_lua_mem_used(L) / 1e6);
 
-    if (o.chosen_only) {
+    int derive_rc = 0;
+    if (!o.chosen_only) derive_rc = run_derive(L, &o, ctx_ref, &dsj, t0, "cache_health") | run_derive(L, &o, ctx_ref, &dsj, t0, "cdn_summary");
+    if (o.chosen_only || o.derive_only) {
         ts_buf_free(&out);
         ts_mapper_release(mc);
         ts_mapper_release(md);
@@ -712,7 +810,7 @@ int main(int argc, char **argv) {
         ts_buf_free(&dsj);
         free(sm_w); free(sm_c); free(en_w); free(en_c); free(cs_c); free(calls);
         ts_lua_close(L);
-        return warm_calls == 0 ? 0 : 1;
+        return warm_calls == 0 && derive_rc == 0 ? 0 : 1;
     }
 
     /* ---- naive baseline in the same Lua state ---- */
@@ -866,5 +964,5 @@ int main(int argc, char **argv) {
     ts_buf_free(&dsj);
     free(sm_w); free(sm_c); free(en_w); free(en_c); free(cs_c); free(calls); free(nv_w); free(nv_c); free(hk_c);
     ts_lua_close(L);
-    return (diff == 0 && warm_calls == 0 && v_hook == v_plain * 8) ? 0 : 1;
+    return (diff == 0 && warm_calls == 0 && v_hook == v_plain * 8 && derive_rc == 0) ? 0 : 1;
 }

@@ -34,7 +34,7 @@ typedef struct it_cfg {
     long long max_publish, max_buffer, timeout_ms, bmin, bmax;
 } it_cfg;
 
-static ts_stat_map it_stat = {"it_bw", 5, "value", 5, {NULL, 0}, 1.0, 1, -2, 0, 0};
+static ts_stat_map it_stat = {"it_bw", 5, "value", 5, {NULL, 0}, 1.0, 1, -2, 0, 0, NULL};
 
 static void it_print(FILE *f, const char *phase, ts_writer *w, long long submitted, size_t lost, int64_t t0) {
     ts_writer_stats s;
