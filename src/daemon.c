@@ -253,24 +253,22 @@ static void apply_settings(lua_State *L) {
 }
 
 /* ---- emit: a finished poll's batch goes to the writer (or stdout) -------- */
-/* With its spool position, Kafka reads what the writer appends; without
- * one (no spool, or a spool that refuses appends now: disk full), a batch
- * goes to Kafka from memory, as it goes to InfluxDB. */
-static void kafka_from_memory(tsd *d, const ts_batch *b) {
+/* Points Lua queues with tstats.influx.write go to Kafka as the polls' do:
+ * through Kafka's spool position, or from memory when there is none or the
+ * spool refuses appends now (this hook runs before the writer appends). */
+static void queue_to_kafka(void *ud, const ts_batch *b) {
+    tsd *d = ud;
     if (d->kafka && (!d->kafka_feed || !ts_spool_writable(d->spool))) ts_kafka_submit_batch(d->kafka, b);
 }
 
-/* Points Lua queues with tstats.influx.write go to Kafka as the polls' do. */
-static void queue_to_kafka(void *ud, const ts_batch *b) {
+static void submit_to_writer(void *ud, ts_batch *b) {
     tsd *d = ud;
-    kafka_from_memory(d, b);
+    ts_writer_submit(d->writer, b);
 }
 
 static void emit_to_writer(void *ud, ts_batch *b) {
     tsd *d = ud;
-    kafka_from_memory(d, b);
-    ts_writer_submit(d->writer, b);
-    if (d->kafka_feed) ts_kafka_feed_pump(d->kafka_feed);
+    ts_kafka_submit_through(d->kafka, d->kafka_feed, d->spool, b, submit_to_writer, d);
 }
 
 static void emit_to_stdout(void *ud, ts_batch *b) {
