@@ -19,6 +19,8 @@ void ts_collector_set_batch_pool(ts_collector *c, ts_batch_pool *pool);
 /* Install the plan table at the given stack index (from lua/plan.lua). Returns
  * the number of endpoints, or -1 on a malformed plan (old plan kept). */
 int ts_collector_set_plan(ts_collector *c, int plan_index);
+/* Overrides collect.max_sample_age until the next plan (ms; <= 0: no cutoff). For the offline loop. */
+void ts_collector_set_max_age(ts_collector *c, int64_t ms);
 /* Start one poll of every endpoint (async on the loop). */
 void ts_collector_poll(ts_collector *c);
 int ts_collector_busy(const ts_collector *c);  /* fetches still running */

@@ -10,7 +10,7 @@
 #include "ts_writer.h"
 
 typedef struct ts_settings {
-    char *log_level, *log_file;
+    char *log_level, *log_file, *log_format;
     char *state_dir, *script_dir;
     int64_t polling_interval, publishing_interval, config_interval, daily_summary_interval;   /* s */
     double shutdown_timeout;            /* s */

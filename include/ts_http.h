@@ -83,6 +83,8 @@ typedef struct ts_http_req {
  * must outlive the request). Returns 0, or -1 if it could not be started
  * (on_done is then NOT called). */
 int ts_http_start(ts_loop *l, const ts_http_req *req);
+/* Lets requests read file:// URLs (saved payloads of the offline mapping loop); off by default. */
+void ts_http_allow_file(int on);
 /* Blocking request (own easy handle, shared connection cache / cookies).
  * Returns 0 when a response arrived (check r->status), -1 otherwise. Caller frees r->body. */
 int ts_http_perform(const ts_http_req *req, ts_http_result *r);

@@ -10,7 +10,17 @@
 
 enum { TS_LOG_ERROR = 0, TS_LOG_WARN, TS_LOG_INFO, TS_LOG_DEBUG };
 
-void ts_log_set_level(int level);
+enum { TS_LOG_TEXT = 0, TS_LOG_JSON, TS_LOG_LOGFMT };
+
+void ts_log_set_level(int level);        /* ignored once pinned */
+void ts_log_pin_level(int level);        /* the command line's level: the configuration cannot change it */
+void ts_log_set_format(int format);      /* TS_LOG_TEXT | TS_LOG_JSON | TS_LOG_LOGFMT; ignored once pinned */
+void ts_log_pin_format(int format);
+int ts_log_parse_format(const char *name); /* -1 if unknown */
+/* A one-line status (progress bar) kept at the bottom of the log stream: log
+ * lines are written above it and it is redrawn after each. */
+void ts_log_set_status(const char *line);
+void ts_log_clear_status(void);
 int ts_log_level(void);
 int ts_log_parse_level(const char *name); /* -1 if unknown */
 int ts_log_open(const char *path);        /* NULL or "stderr" = stderr; returns 0/-1 */

@@ -190,7 +190,8 @@ end
 backfill.parse_when = parse_when
 
 -- Runs the backfill. opts: chunk_hours (default 6), rollup (default true),
--- progress(i, n, item) with item.date a label, schema (default require "schema").
+-- progress(i, n, item) with item.date a label (rollup_progress for the rollup phase),
+-- dry_run (print the queries, run nothing), schema (default require "schema").
 -- Returns { queries=, written=, days= } or nil, err.
 function backfill.run(from, to, opts)
   opts = opts or {}
@@ -222,7 +223,13 @@ function backfill.run(from, to, opts)
   local written = 0
   for i, j in ipairs(jobs) do
     local q = backfill.windowed(j.cq, j.lo, j.hi)
-    local series, qerr = T().influx.query(q, { db = j.cq.db, epoch = "s" })
+    local series, qerr
+    if opts.dry_run then
+      print(q .. ";")
+      series = {}
+    else
+      series, qerr = T().influx.query(q, { db = j.cq.db, epoch = "s" })
+    end
     if not series then
       return nil, ("CQ %s over %s..%s: %s"):format(j.cq.name, summary.rfc3339(j.lo), summary.rfc3339(j.hi), tostring(qerr))
     end
@@ -238,14 +245,14 @@ function backfill.run(from, to, opts)
     summary.rfc3339(hi), written))
 
   local days = 0
-  if opts.rollup ~= false then
+  if opts.rollup ~= false and not opts.dry_run then
     local first, last = summary.day_start(lo), summary.day_start(hi - 1)
     local newest = summary.newest_closed(opts.now or T().now())
     if last > newest then last = newest end
     if first > last then
       log("info", "backfill-cq: no closed day in the window: daily rollups left to the daemon")
     else
-      local n, rerr = summary.range(summary.date(first), summary.date(last), { progress = opts.progress, now = opts.now })
+      local n, rerr = summary.range(summary.date(first), summary.date(last), { progress = opts.rollup_progress or opts.progress, now = opts.now })
       if not n then return nil, "rollups: " .. tostring(rerr) end
       days = n
     end

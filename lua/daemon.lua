@@ -52,6 +52,7 @@ function D.refresh()
   servers, err = client:servers()
   if servers then params, err = client:parameters(cfg.traffic_ops.profile) end
   local data
+  D.stale = false   -- `once` exits 3 when the plan came from the saved copy
   if servers and params then
     data = { servers = servers, params = params, time = tstats.now_ms() }
     if state_file then
@@ -74,6 +75,7 @@ function D.refresh()
     tstats.warn(("Traffic Ops unavailable (%s); using the last good data saved at %s"):format(
       tostring(err), os.date("!%Y-%m-%dT%H:%M:%SZ", (saved.time or 0) // 1000)))
     data = saved
+    D.stale = true
   end
   local p = plan.build(data.servers, data.params, cfg)
   for _, w in ipairs(p.warnings or {}) do tstats.warn(w) end

@@ -10,6 +10,7 @@ local MiB = 1024 * 1024
 O.list = {
   { "log.level", "string", "info", "error | warn | info | debug", enum = { "error", "warn", "info", "debug" } },
   { "log.file", "string", nil, "log file path; stderr when unset" },
+  { "log.format", "string", "text", "text | json | logfmt: the form of each log line", enum = { "text", "json", "logfmt" } },
 
   { "traffic_ops.url", "string", nil, "Traffic Ops base URL, e.g. https://to.example.net", required = true },
   { "traffic_ops.user", "string", "admin", "Traffic Ops user" },
@@ -87,13 +88,53 @@ O.list = {
   { "http.token", "secret", nil, "bearer token of the HTTP listener (use env(\"TSTATS_HTTP_TOKEN\"))" },
   { "http.health_intervals", "integer", 3, "/health fails when a CDN was not polled (or nothing written) within this many intervals", min = 1 },
 
+  { "kafka.enabled", "boolean", false, "also export every point to Kafka (its own queue: Kafka down never holds InfluxDB back)" },
+  { "kafka.brokers", "string", nil, "bootstrap brokers, \"host1:9092,host2:9092\"" },
+  { "kafka.topic", "string", nil, "topic for every database not named in kafka.topics" },
+  { "kafka.topics", "table", {}, "a topic per database, e.g. { cache_stats = \"cdn.cache\" }", check = "string_map" },
+  { "kafka.format", "string", "json", "json (Traffic Stats' message plus db and rp) | lp (line protocol; db, rp, precision in headers)", enum = { "json", "lp" } },
+  { "kafka.acks", "string", "all", "all | 1 | 0: broker acknowledgements a message waits for", enum = { "all", "1", "0" } },
+  { "kafka.idempotence", "boolean", true, "idempotent producer (no duplicates from librdkafka's retries; needs acks = all)" },
+  { "kafka.compression", "string", "none", "none | gzip | snappy | lz4 | zstd", enum = { "none", "gzip", "snappy", "lz4", "zstd" } },
+  { "kafka.properties", "table", {}, "librdkafka properties passed through: security.protocol, sasl.*, ssl.*, message.timeout.ms, ...", check = "property_map" },
+  { "kafka.points_per_message", "integer", 1, "1: one message per point (Traffic Stats); N: up to N points of one partition per message, one per line (far less CPU)", min = 1 },
+  { "kafka.max_buffer_bytes", "integer", 256 * MiB, "memory bound for points not yet handed to librdkafka; oldest dropped beyond it", min = 65536 },
+  { "kafka.retry_backoff", "number", 1, "seconds before a message librdkafka gave up on (brokers down) is produced again", min = 0.01 },
+
   -- custom derived metrics (lua/metrics.lua, computed in C by src/derive.c)
   { "metrics", "table", {}, "derived metrics: definitions and names of lua/metrics/ modules (see lua/README.md)" },
 }
 
+-- Checks of free-form tables, named in an option's `check`.
+local checks = {}
+function checks.string_map(v)
+  for k, x in pairs(v) do
+    if type(k) ~= "string" then return "keys must be strings" end
+    if type(x) ~= "string" or x == "" then return ("[%q] must be a non-empty string"):format(k) end
+  end
+end
+-- librdkafka properties a kafka.* option sets (src/kafka.c refuses them too)
+local owned = {
+  ["bootstrap.servers"] = "kafka.brokers", ["metadata.broker.list"] = "kafka.brokers", acks = "kafka.acks",
+  ["request.required.acks"] = "kafka.acks", ["enable.idempotence"] = "kafka.idempotence",
+  ["compression.codec"] = "kafka.compression", ["compression.type"] = "kafka.compression",
+  partitioner = "nothing: tstats partitions by series key with murmur2",
+}
+function checks.property_map(v)
+  for k, x in pairs(v) do
+    if type(k) ~= "string" then return "keys must be strings (librdkafka property names)" end
+    if owned[k] then return ("[%q]: set %s instead"):format(k, owned[k]) end
+    local t = type(x)
+    if t ~= "string" and t ~= "number" and t ~= "boolean" then
+      return ("[%q] must be a string, a number or a boolean"):format(k)
+    end
+  end
+end
+
 local by_key, sections = {}, {}
 for _, o in ipairs(O.list) do
-  local d = { key = o[1], type = o[2], default = o[3], help = o[4], enum = o.enum, min = o.min, required = o.required }
+  local d = { key = o[1], type = o[2], default = o[3], help = o[4], enum = o.enum, min = o.min, required = o.required,
+              check = o.check }
   by_key[d.key] = d
   local sec = d.key:match("^([^.]+)%.")
   if sec then sections[sec] = true end
@@ -144,6 +185,7 @@ local function check_value(d, v)
     if type(v) ~= "table" then return "must be a table" end
   end
   if d.min and type(v) == "number" and v < d.min then return ("must be at least %s"):format(d.min) end
+  if d.check then return checks[d.check](v) end
 end
 
 -- Resolve a user table: returns cfg, or nil and a list of error strings.
@@ -185,11 +227,20 @@ function O.resolve(user, file)
     if v == nil then v = deepcopy(d.default) end
     if d.type == "integer" and type(v) == "number" then v = math.tointeger(v) or v end
     if v == nil and d.required then err(key, "is required") end
+    -- a required list means at least one item (influxdb.urls = {} would leave the writer nowhere to go)
+    if d.required and d.type == "list" and type(v) == "table" and #v == 0 then err(key, "must list at least one value") end
     if sec then
       cfg[sec] = cfg[sec] or {}
       cfg[sec][name] = v
     else
       cfg[key] = v
+    end
+  end
+  if #errs == 0 then
+    -- what only fails at run time (URL schemes, sinks, rollups, endpoint entries)
+    local ok, V = pcall(require, "validate")
+    if ok then
+      for _, p in ipairs(V.config(cfg)) do err(p[1], p[2]) end
     end
   end
   if #errs > 0 then table.sort(errs); return nil, errs end
@@ -263,20 +314,23 @@ function O.load(path)
   return cfg, errs
 end
 
+-- A secret is never shown, whatever its value: a URL keeps its scheme and
+-- host (after the last '@': a password may hold '@' or ':'), nothing else.
 local function mask(key, v)
   if v == nil then return v end
   local d = by_key[key]
-  if d and d.type == "secret" then
-    if type(v) == "string" and v:find("://") then
-      return (v:gsub("(://[^:/@]*):[^@]*@", "%1:****@"))
+  if not (d and d.type == "secret") then return v end
+  if type(v) == "string" then
+    local scheme, rest = v:match("^(%a[%w+.-]*://)(.*)$")
+    if scheme then
+      local host = rest:match("^.*@(.*)$") or rest
+      host = host:match("^([^/?#]*)") or ""
+      if host ~= "" then return scheme .. "****@" .. host .. "/****" end
     end
-    if type(v) == "string" and v:find("password") then
-      return (v:gsub("(password%s*=%s*)%S+", "%1****"))
-    end
-    return "****"
   end
-  return v
+  return "****"
 end
+O.mask = mask
 
 local function show(v)
   if type(v) == "table" then
@@ -304,12 +358,16 @@ function O.dump(cfg)
   return table.concat(out, "\n")
 end
 
+function O.show_default(d)
+  return d.default == nil and (d.required and "required" or "unset") or show(d.default)
+end
+
 -- Markdown table for the README.
 function O.markdown()
   local out = { "| key | type | default | meaning |", "|---|---|---|---|" }
   for _, o in ipairs(O.list) do
     local d = by_key[o[1]]
-    local def = d.default == nil and (d.required and "required" or "unset") or show(d.default)
+    local def = O.show_default(d)
     out[#out + 1] = ("| `%s` | %s | `%s` | %s |"):format(d.key, d.type, def, d.help:gsub("|", "\\|"))
   end
   return table.concat(out, "\n")

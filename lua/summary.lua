@@ -411,7 +411,7 @@ end
 ---------------------------------------------------------------------------
 -- Drivers.
 
--- Computes and writes one day. opts: rollups (names), cdns (list or string).
+-- Computes and writes one day. opts: rollups (names), cdns (list or string), dry_run (print, write nothing).
 -- Returns the number of rows written, or nil, err (the day stays pending).
 function summary.run_day(day, opts)
   opts = opts or {}
@@ -431,6 +431,13 @@ function summary.run_day(day, opts)
     for _, row in ipairs(clean_rows(mod, name, day, r)) do rows[#rows + 1] = row end
   end
   for _, r in ipairs(rows) do log_row(r) end
+  if opts.dry_run then
+    -- `tstats rollup --dry-run`: the rows, nothing written, nothing recorded as done
+    for _, r in ipairs(rows) do
+      print(("%s\t%s\t%s\t%s\t%s"):format(day.date, r.cdn, r.deliveryservice, r.stat_name, summary.num(r.value)))
+    end
+    return #rows
+  end
   if #rows > 0 then
     local ok, err = write_all(day, rows)
     if not ok then return nil, ("%s: %s"):format(day.date, err) end
@@ -545,7 +552,8 @@ function summary.range(from_date, to_date, opts)
   local total = 0
   for i = 1, n do
     local day = summary.day(s + (i - 1) * DAY)
-    local rows, derr = summary.run_day(day, { cdns = opts.cdns or opts.cdn, rollups = opts.rollups or opts.rollup })
+    local rows, derr = summary.run_day(day, { cdns = opts.cdns or opts.cdn, rollups = opts.rollups or opts.rollup,
+      dry_run = opts.dry_run })
     if not rows then return nil, derr, i - 1 end
     total = total + rows
     if opts.progress then opts.progress(i, n, day) end

@@ -1,6 +1,7 @@
-/* Command line (C side): parses the global options and the subcommand; the
- * daemon modes run in C (daemon.c), every other subcommand is a Lua function
- * of lua/cli.lua called with the remaining arguments. */
+/* Command line (C side): asks lua/commands.lua (the one command table) what
+ * argv means, in a bare Lua state, before anything runs; then starts the
+ * daemon modes (daemon.c) or calls the command's Lua function in a state with
+ * the configuration loaded. Help and usage errors never reach a command. */
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,71 +10,206 @@
 #include "ts_cli.h"
 
 #include "ts_api.h"
+#include "ts_cli_map.h"
+#include "ts_clock.h"
+#include "ts_collect.h"
 #include "ts_config.h"
 #include "ts_daemon.h"
 #include "ts_derive.h"
+#include "ts_embedded.h"
+#include "ts_http.h"
 #include "ts_log.h"
 #include "ts_lua.h"
-#include "ts_version.h"
 #include "ts_writer.h"
 
-static const char USAGE[] =
-    "usage: tstats [--config FILE] [--log-level LEVEL] COMMAND [ARGS]\n"
-    "\n"
-    "commands:\n"
-    "  run                       the daemon: poll Traffic Monitors, write InfluxDB, daily summaries\n"
-    "  once                      one poll of every CDN, flush, exit non-zero if nothing was written\n"
-    "  poll --dry-run            one poll, print the line protocol that would be written\n"
-    "  check                     validate the configuration and print it (secrets masked)\n"
-    "  options                   print every configuration key as a Markdown table\n"
-    "  setup-influx              create the databases, retention policies and continuous queries (as ATC)\n"
-    "  rollup --from D --to D [--cdn NAME] [--rollup NAME]   recompute daily summaries\n"
-    "  backfill-cq --from D --to D   re-run the continuous queries over a past window, then the rollups\n"
-    "  script FILE.lua [ARGS]    run a one-off operator script with the full Lua API\n"
-    "  import-atc FILE [--out F] convert ATC's traffic_stats.cfg into a config.lua\n"
-    "  sync --source URL --target URL [--database DB] [--days N]   copy InfluxDB data (ATC's sync_ts_databases)\n"
-    "  grafana --out DIR         write Grafana provisioning: datasources and dashboards\n"
-    "\n"
-    "options:\n"
-    "  --config FILE   configuration (Lua); default: the embedded config.lua\n"
-    "  --log-level L   error | warn | info | debug (overrides log.level)\n"
-    "  --help, --version\n";
+typedef struct cli_plan {
+    char action[16], mode[16], command[64];
+    char *config, *log_level, *log_format;
+    int code, load_config;
+} cli_plan;
 
-/* Runs cli.<fn>(args) from lua/cli.lua with a writer available for async writes. */
-static int run_lua_command(const char *config, const char *cmd, int argc, char **argv) {
+static void push_argv(lua_State *L, int argc, char **argv) {
+    lua_createtable(L, argc, 0);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+}
+
+static char *field_dup(lua_State *L, int t, const char *k) {
+    lua_getfield(L, t, k);
+    char *s = lua_type(L, -1) == LUA_TSTRING ? strdup(lua_tostring(L, -1)) : NULL;
+    lua_pop(L, 1);
+    return s;
+}
+
+static void field_copy(lua_State *L, int t, const char *k, char *dst, size_t n) {
+    lua_getfield(L, t, k);
+    snprintf(dst, n, "%s", lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "");
+    lua_pop(L, 1);
+}
+
+/* commands.dispatch(argv) in a state without configuration. Returns 0 with p filled. */
+static int plan_argv(int argc, char **argv, cli_plan *p) {
+    memset(p, 0, sizeof *p);
+    lua_State *L = ts_lua_new(0, ts_api_open);
+    if (!L) return -1;
+    int rc = -1;
+    if (ts_lua_require(L, "commands") == 0) {
+        lua_getfield(L, -1, "dispatch");
+        push_argv(L, argc, argv);
+        if (ts_lua_pcall(L, 1, 1, "commands.dispatch", 0) == 0 && lua_istable(L, -1)) {
+            int t = lua_gettop(L);
+            field_copy(L, t, "action", p->action, sizeof p->action);
+            field_copy(L, t, "mode", p->mode, sizeof p->mode);
+            field_copy(L, t, "command", p->command, sizeof p->command);
+            p->config = field_dup(L, t, "config");
+            p->log_level = field_dup(L, t, "log_level");
+            p->log_format = field_dup(L, t, "log_format");
+            lua_getfield(L, t, "code");
+            p->code = (int)lua_tointeger(L, -1);
+            lua_getfield(L, t, "load_config");
+            p->load_config = lua_toboolean(L, -1);
+            lua_pop(L, 3);
+            rc = 0;
+        }
+    }
+    ts_lua_close(L);
+    return rc;
+}
+
+/* tstats._status(line) / tstats._status() : the progress line kept under the log. */
+static int l_status(lua_State *L) {
+    if (lua_isnoneornil(L, 1)) ts_log_clear_status();
+    else ts_log_set_status(luaL_checkstring(L, 1));
+    return 0;
+}
+
+/* tstats._embedded_script(NAME) -> source or nil */
+static int l_embedded_script(lua_State *L) {
+    size_t len;
+    const char *src = ts_lua_embedded_script(luaL_checkstring(L, 1), &len);
+    if (!src) return 0;
+    lua_pushlstring(L, src, len);
+    return 1;
+}
+
+/* tstats._embedded_scripts() -> list of names, in file name order */
+static int l_embedded_scripts(lua_State *L) {
+    lua_newtable(L);
+    const char *name;
+    for (size_t i = 0; (name = ts_lua_embedded_script_name(i)) != NULL; i++) {
+        lua_pushstring(L, name);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+static const char *embedded_module(const char *name, size_t *len) {
+    for (const struct ts_embedded_lua *e = ts_embedded_lua; e->name; e++)
+        if (strcmp(e->name, name) == 0) { *len = e->len; return (const char *)e->src; }
+    return NULL;
+}
+
+/* tstats._derive_check() -> 0, or 2 when a derived metric definition has an
+ * error; the definitions' problems are printed on stdout (`tstats check`). */
+static int l_derive_check(lua_State *L) {
+    lua_getglobal(L, "tstats");
+    lua_getfield(L, -1, "_config_file");
+    const char *cfg = lua_tostring(L, -1);
+    fflush(stdout);
+    int rc = ts_derive_check(L, cfg, stdout);
+    fflush(stdout);
+    lua_pop(L, 2);
+    lua_pushinteger(L, rc);
+    return 1;
+}
+
+/* tstats._embedded_modules() -> list of the embedded module names */
+static int l_embedded_modules(lua_State *L) {
+    lua_newtable(L);
+    int n = 0;
+    for (const struct ts_embedded_lua *e = ts_embedded_lua; e->name; e++)
+        if (strcmp(e->name, "tstats.default_config") != 0) {
+            lua_pushstring(L, e->name);
+            lua_rawseti(L, -2, ++n);
+        }
+    return 1;
+}
+
+/* tstats._default_config() -> the embedded config.lua */
+static int l_default_config(lua_State *L) {
+    size_t len;
+    const char *src = embedded_module("tstats.default_config", &len);
+    if (!src) return 0;
+    lua_pushlstring(L, src, len);
+    return 1;
+}
+
+static void add_cli_api(lua_State *L, const char *config) {
+    lua_getglobal(L, "tstats");
+    lua_pushcfunction(L, l_status);
+    lua_setfield(L, -2, "_status");
+    lua_pushcfunction(L, l_embedded_script);
+    lua_setfield(L, -2, "_embedded_script");
+    lua_pushcfunction(L, l_embedded_scripts);
+    lua_setfield(L, -2, "_embedded_scripts");
+    lua_pushcfunction(L, l_derive_check);
+    lua_setfield(L, -2, "_derive_check");
+    lua_pushcfunction(L, l_embedded_modules);
+    lua_setfield(L, -2, "_embedded_modules");
+    lua_pushcfunction(L, l_default_config);
+    lua_setfield(L, -2, "_default_config");
+    if (config) lua_pushstring(L, config); else lua_pushnil(L);
+    lua_setfield(L, -2, "_config_file");
+    lua_pop(L, 1);
+    ts_cli_map_open(L);
+}
+
+/* Runs commands.run(argv, tty) with the configuration loaded (unless the
+ * command needs none) and a writer available for asynchronous writes. */
+static int run_lua_command(const cli_plan *p, int argc, char **argv) {
     lua_State *L = ts_lua_new(0, ts_api_open);
     if (!L) return 1;
     int rc = 1;
-    /* `options` must work without a loadable config. */
-    if (strcmp(cmd, "options") != 0 && ts_config_load(L, config) != 0) { ts_lua_close(L); return 2; }
-    const ts_settings *s = ts_config_settings(L);
+    if (p->load_config && ts_config_load(L, p->config) != 0) {
+        fprintf(stderr, "tstats %s: configuration %s is NOT valid\n", p->command,
+                p->config ? p->config : "[embedded]config.lua");
+        ts_lua_close(L);
+        return 2;
+    }
+    const ts_settings *s = p->load_config ? ts_config_settings(L) : NULL;
     ts_loop *loop = ts_loop_new();
     ts_writer *w = NULL;
     if (s) {
         ts_lua_set_script_dir(L, s->script_dir);
-        /* scripts run under the same heap cap as the daemon */
+        /* commands run under the same heap cap as the daemon */
         ts_lua_set_memory_limit(L, (size_t)s->lua.memory_limit);
+        int lv = ts_log_parse_level(s->log_level ? s->log_level : "info");
+        if (lv >= 0) ts_log_set_level(lv);
+        int lf = ts_log_parse_format(s->log_format ? s->log_format : "text");
+        if (lf >= 0) ts_log_set_format(lf);
         ts_writer_opts o;
         ts_config_writer_opts(s, &o);
         if (s->influxdb.nurls > 0) w = ts_writer_new(loop, &o);
     }
-    ts_api_ctx ctx = {loop, w, w ? ts_writer_influx(w) : NULL, NULL};   /* scripts block on their requests */
+    add_cli_api(L, p->config);
+    ts_api_ctx ctx = {loop, w, w ? ts_writer_influx(w) : NULL, NULL, NULL, NULL};   /* commands block on their requests */
     ts_api_set_ctx(L, &ctx);
-    if (ts_lua_require(L, "cli") == 0) {
-        lua_getfield(L, -1, "main");
-        lua_pushstring(L, cmd);
-        lua_createtable(L, argc, 0);
-        for (int i = 0; i < argc; i++) {
-            lua_pushstring(L, argv[i]);
-            lua_rawseti(L, -2, i + 1);
-        }
+    if (ts_lua_require(L, "commands") == 0) {
+        lua_getfield(L, -1, "run");
+        push_argv(L, argc, argv);
         lua_pushboolean(L, isatty(STDOUT_FILENO));
-        if (ts_lua_pcall(L, 3, 1, cmd, 0) == 0) {
-            rc = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : (lua_toboolean(L, -1) ? 0 : 1);
+        lua_pushboolean(L, isatty(STDERR_FILENO));
+        if (ts_lua_pcall(L, 3, 1, p->command, 0) == 0) {
+            rc = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : 1;
             lua_pop(L, 1);
+        } else {
+            rc = 2;
         }
         lua_pop(L, 1);
     }
+    ts_log_clear_status();
     /* points a script queued asynchronously are written before we exit */
     if (w) {
         ts_writer_flush(w);
@@ -86,79 +222,50 @@ static int run_lua_command(const char *config, const char *cmd, int argc, char *
     return rc;
 }
 
-static int check_config(const char *config) {
-    lua_State *L = ts_lua_new(0, ts_api_open);
-    if (!L) return 1;
-    if (ts_config_load(L, config) != 0) {
-        fprintf(stderr, "configuration %s is NOT valid\n", config ? config : "[embedded]config.lua");
-        ts_lua_close(L);
-        return 2;
+int ts_cli_once_status(lua_State *L, ts_collector *coll, int rc) {
+    ts_collect_stats cs;
+    ts_collector_get_stats(coll, &cs);
+    if (cs.endpoints_failed > 0) {
+        ts_error("once: %llu of %llu endpoint polls failed", (unsigned long long)cs.endpoints_failed,
+                 (unsigned long long)(cs.endpoints_failed + cs.endpoints_ok));
+        return 1;
     }
-    int rc = 1;
-    if (ts_lua_require(L, "options") == 0) {
-        lua_getfield(L, -1, "dump");
-        lua_getglobal(L, "tstats");
-        lua_getfield(L, -1, "config");
-        lua_remove(L, -2);
-        if (ts_lua_pcall(L, 1, 1, "options.dump", 0) == 0) {
-            printf("# configuration %s is valid\n%s\n", config ? config : "[embedded]config.lua", lua_tostring(L, -1));
-            lua_pop(L, 1);
-            rc = 0;
-        }
-        lua_pop(L, 1);
+    if (rc != 0) return rc;
+    int stale = 0;
+    if (ts_lua_require(L, "daemon") == 0) {
+        lua_getfield(L, -1, "stale");
+        stale = lua_toboolean(L, -1);
+        lua_pop(L, 2);
     }
-    if (rc == 0) rc = ts_derive_check(L, config, stdout);
-    ts_lua_close(L);
-    return rc;
+    if (stale) {
+        ts_warn("once: Traffic Ops answered an error; the poll used the last good (cached) data: exit 3");
+        return 3;
+    }
+    return 0;
 }
 
 int ts_cli_main(int argc, char **argv) {
-    const char *config = NULL, *level = NULL;
-    int i = 1;
-    for (; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) { fputs(USAGE, stdout); return 0; }
-        if (strcmp(a, "--version") == 0) { printf("tstats %s (Lua %s)\n", TS_VERSION, LUA_RELEASE + 4); return 0; }
-        if ((strcmp(a, "--config") == 0 || strcmp(a, "-c") == 0) && i + 1 < argc) { config = argv[++i]; continue; }
-        if (strncmp(a, "--config=", 9) == 0) { config = a + 9; continue; }
-        if (strcmp(a, "--log-level") == 0 && i + 1 < argc) { level = argv[++i]; continue; }
-        if (a[0] == '-') { fprintf(stderr, "tstats: unknown option %s\n\n%s", a, USAGE); return 2; }
-        break;
+    cli_plan p;
+    if (plan_argv(argc - 1, argv + 1, &p) != 0) { fprintf(stderr, "tstats: the command table failed to load\n"); return 2; }
+    int rc = 2;
+    if (strcmp(p.action, "exit") == 0) { rc = p.code; goto out; }
+    /* the command line wins over log.level / log.format of any configuration */
+    if (p.log_level) {
+        ts_log_pin_level(ts_log_parse_level(p.log_level));
+        setenv("TSTATS_LOG_LEVEL", p.log_level, 1);   /* the embedded config reads it */
     }
-    if (i >= argc) { fputs(USAGE, stderr); return 2; }
-    const char *cmd = argv[i++];
-    /* --config may also follow the command (but not a script's own args) */
-    int rest = i;
-    if (strcmp(cmd, "script") != 0) {
-        for (int j = i; j < argc; j++) {
-            if ((strcmp(argv[j], "--config") == 0 || strcmp(argv[j], "-c") == 0) && j + 1 < argc) {
-                config = argv[j + 1];
-                memmove(&argv[j], &argv[j + 2], sizeof(char *) * (size_t)(argc - j - 2));
-                argc -= 2;
-                j--;
-            }
-        }
+    if (p.log_format) ts_log_pin_format(ts_log_parse_format(p.log_format));
+    if (ts_http_global_init() != 0) { fprintf(stderr, "tstats: libcurl initialisation failed\n"); rc = 1; goto out; }
+    if (strcmp(p.action, "daemon") == 0) {
+        ts_mode mode = strcmp(p.mode, "run") == 0 ? TS_MODE_RUN : strcmp(p.mode, "once") == 0 ? TS_MODE_ONCE : TS_MODE_DRYRUN;
+        rc = ts_daemon_main(p.config, mode);
+    } else {
+        rc = run_lua_command(&p, argc - 1, argv + 1);
     }
-    if (level) {
-        int lv = ts_log_parse_level(level);
-        if (lv < 0) { fprintf(stderr, "tstats: unknown log level %s\n", level); return 2; }
-        ts_log_set_level(lv);
-        setenv("TSTATS_LOG_LEVEL", level, 1);   /* the embedded config reads it */
-    }
-    if (ts_http_global_init() != 0) { fprintf(stderr, "tstats: libcurl initialisation failed\n"); return 1; }
-    int rc;
-    if (strcmp(cmd, "run") == 0) rc = ts_daemon_main(config, TS_MODE_RUN);
-    else if (strcmp(cmd, "once") == 0) rc = ts_daemon_main(config, TS_MODE_ONCE);
-    else if (strcmp(cmd, "poll") == 0) {
-        int dry = 0;
-        for (int j = rest; j < argc; j++) if (strcmp(argv[j], "--dry-run") == 0) dry = 1;
-        rc = ts_daemon_main(config, dry ? TS_MODE_DRYRUN : TS_MODE_ONCE);
-    } else if (strcmp(cmd, "check") == 0) rc = check_config(config);
-    else if (strcmp(cmd, "options") == 0 || strcmp(cmd, "setup-influx") == 0 || strcmp(cmd, "rollup") == 0 ||
-             strcmp(cmd, "backfill-cq") == 0 || strcmp(cmd, "script") == 0 ||
-             strcmp(cmd, "import-atc") == 0 || strcmp(cmd, "sync") == 0 || strcmp(cmd, "grafana") == 0)
-        rc = run_lua_command(config, cmd, argc - rest, argv + rest);
-    else { fprintf(stderr, "tstats: unknown command '%s'\n\n%s", cmd, USAGE); rc = 2; }
     ts_http_global_cleanup();
+out:
+    free(p.config);
+    free(p.log_level);
+    free(p.log_format);
     return rc;
 }

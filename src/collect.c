@@ -147,7 +147,7 @@ static char *field_dup(lua_State *L, int t, const char *k, const char *def) {
 }
 
 /* Reads one plan endpoint (table at index t). NULL when malformed (logged). */
-static endpoint *endpoint_from_lua(ts_collector *c, int t, int plan_index) {
+static endpoint *endpoint_from_lua(ts_collector *c, int t, int plan_index, int *mapping_failed) {
     lua_State *L = c->L;
     endpoint *e = calloc(1, sizeof *e);
     if (!e) abort();
@@ -213,7 +213,9 @@ static endpoint *endpoint_from_lua(ts_collector *c, int t, int plan_index) {
     e->mapper = ts_mapper_new(L, e->mapping, ctx_ref, label);
     if (!e->mapper) {
         luaL_unref(L, LUA_REGISTRYINDEX, ctx_ref);
-        ts_error("plan endpoint %s %s: mapping '%s' could not be loaded; endpoint ignored", e->cdn, e->name, e->mapping);
+        ts_error("plan endpoint %s %s: mapping '%s' could not be loaded (the error above names file:line)", e->cdn,
+                 e->name, e->mapping);
+        *mapping_failed = 1;
         endpoint_free(e);
         return NULL;
     }
@@ -224,8 +226,9 @@ static endpoint *endpoint_from_lua(ts_collector *c, int t, int plan_index) {
         else lua_pop(L, 1);
         lua_pop(L, 1);
         if (e->payload_ref == LUA_NOREF) {
-            ts_error("plan endpoint %s %s: mapping '%s' has no payload(body, ctx) function (format = \"lua\"); "
-                     "endpoint ignored", e->cdn, e->name, e->mapping);
+            ts_error("plan endpoint %s %s: mapping '%s' has no payload(body, ctx) function (format = \"lua\")",
+                     e->cdn, e->name, e->mapping);
+            *mapping_failed = 1;
             endpoint_free(e);
             return NULL;
         }
@@ -262,11 +265,33 @@ static int same_monitor(const char *a, const char *b) {
 static void keep_good_monitor(ts_collector *c, endpoint *e) {
     for (int i = 0; i < c->neps; i++) {
         endpoint *o = c->eps[i];
+        if (!o) continue;
         if (strcmp(o->cdn, e->cdn) != 0 || strcmp(o->name, e->name) != 0 || o->good_idx >= o->nurls) continue;
         for (int j = 0; j < e->nurls; j++)
             if (same_monitor(e->urls[j], o->urls[o->good_idx])) e->good_idx = j;
         return;
     }
+}
+
+/* A new plan whose mapping for an endpoint does not load (a SIGHUP with a
+ * broken script): the running endpoint, with the mapping it has, goes on
+ * rather than the endpoint stopping. Takes it out of c->eps. */
+static endpoint *take_running(ts_collector *c, int t) {
+    lua_State *L = c->L;
+    char *cdn = field_dup(L, t, "cdn", ""), *name = field_dup(L, t, "name", "endpoint");
+    endpoint *found = NULL;
+    for (int i = 0; i < c->neps && !found; i++) {
+        endpoint *o = c->eps[i];
+        if (o && strcmp(o->cdn, cdn) == 0 && strcmp(o->name, name) == 0) {
+            found = o;
+            c->eps[i] = NULL;
+            ts_error("plan endpoint %s %s: keeping the mapping '%s' that is running until one loads", cdn, name,
+                     o->mapping);
+        }
+    }
+    free(cdn);
+    free(name);
+    return found;
 }
 
 int ts_collector_set_plan(ts_collector *c, int plan_index) {
@@ -282,14 +307,17 @@ int ts_collector_set_plan(ts_collector *c, int plan_index) {
     for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, -1, i);
         if (lua_istable(L, -1)) {
-            endpoint *e = endpoint_from_lua(c, lua_gettop(L), plan_index);
+            int mapping_failed = 0;
+            endpoint *e = endpoint_from_lua(c, lua_gettop(L), plan_index, &mapping_failed);
+            if (!e && mapping_failed) e = take_running(c, lua_gettop(L));
             if (e) eps[k++] = e;
         }
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
     for (int i = 0; i < k; i++) keep_good_monitor(c, eps[i]);
-    for (int i = 0; i < c->neps; i++) retire(c, c->eps[i]);
+    for (int i = 0; i < c->neps; i++)
+        if (c->eps[i]) retire(c, c->eps[i]);
     free(c->eps);
     c->eps = eps;
     c->neps = k;
@@ -306,6 +334,10 @@ int ts_collector_set_plan(ts_collector *c, int plan_index) {
         ts_metrics_plan_end(c->metrics);
     }
     return k;
+}
+
+void ts_collector_set_max_age(ts_collector *c, int64_t ms) {
+    c->max_age_ms = ms > 0 ? ms : INT64_MAX / 2;
 }
 
 /* ---- scanner sink: the per-sample path, no Lua unless a hook asked ------- */

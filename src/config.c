@@ -84,6 +84,7 @@ typedef struct setting {
 static const setting SETTINGS[] = {
     S("log.level", K_STR, log_level),
     S("log.file", K_STR, log_file),
+    S("log.format", K_STR, log_format),
     S("state_dir", K_STR, state_dir),
     S("script_dir", K_STR, script_dir),
     S("polling_interval", K_INT, polling_interval),

@@ -13,8 +13,10 @@
 #include "ts_daemon.h"
 
 #include "ts_api.h"
+#include "ts_cli.h"
 #include "ts_collect.h"
 #include "ts_config.h"
+#include "ts_kafka_glue.h"
 #include "ts_derive.h"
 #include "ts_httpd.h"
 #include "ts_log.h"
@@ -31,6 +33,9 @@ typedef struct tsd {
     ts_loop *loop;
     ts_writer *writer;
     ts_spool *spool;         /* NULL: spool.enabled = false, or not the daemon's run mode */
+    ts_kafka *kafka;          /* the Kafka target, NULL unless kafka.enabled */
+    ts_kafka_feed *kafka_feed;   /* Kafka's position in the spool; NULL: fed from memory */
+    int kafka_failed;         /* kafka.* refused: the daemon does not start */
     ts_collector *coll;
     ts_api_ctx api;
     int sigfd;
@@ -51,6 +56,8 @@ typedef struct tsd {
     int refresh_ref;          /* its registry anchor */
     int refresh_again;        /* asked for while one was in progress (SIGHUP) */
     int async_wake;           /* a request of the refresh is over: resume it */
+    int plan_fresh;           /* the last refresh installed a new plan */
+    int reload_pending;       /* a SIGHUP's refresh is not over yet: "reloaded" waits for its plan */
 } tsd;
 
 /* ---- timers: aligned to wall-clock multiples of the interval (as ATC) ---- */
@@ -184,6 +191,8 @@ static void apply_settings(lua_State *L) {
     const ts_settings *s = ts_config_settings(L);
     int level = ts_log_parse_level(s->log_level ? s->log_level : "info");
     if (level >= 0) ts_log_set_level(level);
+    int format = ts_log_parse_format(s->log_format ? s->log_format : "text");
+    if (format >= 0) ts_log_set_format(format);
     if (ts_log_open(s->log_file) != 0)
         ts_error("cannot open log file %s: %s; logging to stderr", s->log_file, strerror(errno));
     ts_lua_set_script_dir(L, s->script_dir);
@@ -191,9 +200,24 @@ static void apply_settings(lua_State *L) {
 }
 
 /* ---- emit: a finished poll's batch goes to the writer (or stdout) -------- */
+/* With its spool position, Kafka reads what the writer appends; without
+ * one (no spool, or a spool that refuses appends now: disk full), a batch
+ * goes to Kafka from memory, as it goes to InfluxDB. */
+static void kafka_from_memory(tsd *d, const ts_batch *b) {
+    if (d->kafka && (!d->kafka_feed || !ts_spool_writable(d->spool))) ts_kafka_submit_batch(d->kafka, b);
+}
+
+/* Points Lua queues with tstats.influx.write go to Kafka as the polls' do. */
+static void queue_to_kafka(void *ud, const ts_batch *b) {
+    tsd *d = ud;
+    kafka_from_memory(d, b);
+}
+
 static void emit_to_writer(void *ud, ts_batch *b) {
     tsd *d = ud;
+    kafka_from_memory(d, b);
     ts_writer_submit(d->writer, b);
+    if (d->kafka_feed) ts_kafka_feed_pump(d->kafka_feed);
 }
 
 static void emit_to_stdout(void *ud, ts_batch *b) {
@@ -234,6 +258,7 @@ static int lua_daemon_call(tsd *d, const char *fn, int nargs, int nres) {
  * plan is in place. */
 static int install_plan(tsd *d) {
     lua_State *L = d->L;
+    d->plan_fresh = 0;
     if (d->metrics) ts_metrics_refresh_done(d->metrics, !lua_isnil(L, -2));
     if (lua_isnil(L, -2)) {
         ts_error("Traffic Ops refresh failed: %s%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "unknown error",
@@ -247,6 +272,7 @@ static int install_plan(tsd *d) {
      * host map): collect them at once rather than carrying them for a cycle. */
     lua_gc(L, LUA_GCCOLLECT);
     if (n < 0) return d->have_plan ? 0 : -1;
+    d->plan_fresh = 1;
     if (n == 0) ts_warn("the plan has no endpoints to poll (no Traffic Monitor for the configured CDNs?)");
     d->have_plan = 1;
     return 0;
@@ -280,6 +306,16 @@ static int refresh_resume(tsd *d) {
     }
     luaL_unref(L, LUA_REGISTRYINDEX, d->refresh_ref);
     d->refresh_co = NULL;
+    if (d->reload_pending && !d->refresh_again) {
+        d->reload_pending = 0;
+        if (st == LUA_OK && rc == 0 && d->plan_fresh) {
+            ts_info("configuration reloaded");
+            ts_sd_ready("configuration reloaded");
+        } else {
+            ts_error("configuration reloaded, but no new polling plan (see above); the running plan is kept");
+            ts_sd_ready("configuration reloaded; no new polling plan, the running one is kept");
+        }
+    }
     if (d->refresh_again) {
         d->refresh_again = 0;
         int again = refresh_start(d, 0);
@@ -444,12 +480,12 @@ static void reload(tsd *d) {
     if (ts_derive_load(L, d->config_file, &dv) == 0) { ts_collector_set_derive(d->coll, dv); ts_derive_release(dv); }
     else ts_error("derived metrics: keeping the running definitions");
     writer_setup(d, 1);
+    if (d->kafka) ts_info("kafka: kafka.* changes take effect at the next start");
     http_setup(d);
     if (lua_daemon_call(d, "start", 0, 0) != 0) ts_error("daemon.start failed after reload");
-    refresh_start(d, 1);   /* after the one in progress, if any */
+    d->reload_pending = 1;   /* said once the new plan is installed (refresh_resume) */
+    refresh_start(d, 1);     /* after the one in progress, if any */
     arm_timers(d);
-    ts_info("configuration reloaded");
-    ts_sd_ready("configuration reloaded");
 }
 
 static int setup_signals(tsd *d) {
@@ -500,6 +536,7 @@ static void report(tsd *d) {
             (unsigned long long)cs.skipped_non_numeric, (unsigned long long)cs.skipped_old,
             (unsigned long long)cs.lua_calls, ts_lua_mem_used(d->L),
             (unsigned long long)ws.points_spooled, (unsigned long long)ws.spool_backlog_bytes);
+    ts_kafka_report(d->kafka, d->kafka_feed);
 }
 
 int ts_daemon_main(const char *config_file, ts_mode mode) {
@@ -516,6 +553,10 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     d->loop = ts_loop_new();
     if (mode == TS_MODE_RUN) spool_setup(d);
     writer_setup(d, 0);
+    if (mode != TS_MODE_DRYRUN) {
+        d->kafka = ts_kafka_from_config(d->L, d->loop, &d->kafka_failed);
+        if (d->kafka && d->spool) d->kafka_feed = ts_kafka_feed_from_config(d->L, d->kafka, d->spool, d->loop);
+    }
     /* every target of the run has its spool consumer now */
     if (d->spool) ts_spool_consumers_done(d->spool);
     d->api.loop = d->loop;
@@ -525,6 +566,14 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     ts_api_set_ctx(d->L, &d->api);
     d->coll = ts_collector_new(d->L, d->loop, mode == TS_MODE_DRYRUN ? emit_to_stdout : emit_to_writer, d);
     if (mode != TS_MODE_DRYRUN) ts_collector_set_batch_pool(d->coll, ts_writer_pool(d->writer));
+    if (d->kafka_failed) { rc = 2; goto out; }
+    if (mode != TS_MODE_DRYRUN) {
+        ts_kafka_lua_open(d->L, d->kafka);
+        if (d->kafka) {
+            d->api.on_queue = queue_to_kafka;
+            d->api.on_queue_ud = d;
+        }
+    }
     ts_derive *dv;
     if (ts_derive_load(d->L, config_file, &dv) != 0) { rc = 2; goto out; }
     ts_collector_set_derive(d->coll, dv);
@@ -546,17 +595,22 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         ts_sd_ready("waiting for Traffic Ops");
     }
 
-    /* Traffic Ops may be down at start: retry with backoff (ATC panics). */
-    int64_t backoff = 1000;
+    /* Traffic Ops may be down at start: retry (ATC panics). Nothing is polled
+     * until it answers, so the retries stay short (polling starts within 4 s of
+     * its recovery); the warning is said once every 30 s, not per try. */
+    int64_t backoff = 1000, warned = 0;
     while (!d->want_stop && refresh_plan(d) != 0) {
         if (mode != TS_MODE_RUN) { ts_error("no polling plan: giving up"); goto out; }
-        ts_warn("no Traffic Ops data yet; retrying in %lld s", (long long)(backoff / 1000));
+        if (!warned || ts_mono_ms() - warned >= 30000) {
+            warned = ts_mono_ms();
+            ts_warn("no Traffic Ops data yet; retrying at most 4 s apart (said again in 30 s if it stays down)");
+        }
         int64_t until = ts_mono_ms() + backoff;
         while (!d->want_stop && ts_mono_ms() < until) {
             ts_loop_run_once(d->loop, 250);
             publish_metrics(d);
         }
-        backoff = backoff * 2 > 60000 ? 60000 : backoff * 2;
+        backoff = backoff * 2 > 4000 ? 4000 : backoff * 2;
     }
     if (d->want_stop) { if (mode == TS_MODE_RUN) ts_sd_stopping(); rc = 0; goto out; }
 
@@ -565,12 +619,15 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         wait_collector(d, ts_mono_ms() + (int64_t)(ts_config_settings(d->L)->collect.timeout * 1000) * 4 + 5000);
         if (mode == TS_MODE_DRYRUN) { rc = d->batches_printed > 0 ? 0 : 1; goto out; }
         ts_writer_flush(d->writer);
-        size_t lost = ts_writer_drain(d->writer, ts_mono_ms() + (int64_t)(ts_config_settings(d->L)->shutdown_timeout * 1000));
+        int64_t until = ts_mono_ms() + (int64_t)(ts_config_settings(d->L)->shutdown_timeout * 1000);
+        size_t lost = ts_writer_drain(d->writer, until);
+        if (d->kafka) lost += ts_kafka_drain(d->kafka, until);
         ts_writer_stats ws;
         ts_writer_get_stats(d->writer, &ws);
         report(d);
         rc = (ws.points_written > 0 && lost == 0) ? 0 : 1;
         if (ws.points_written == 0) ts_error("nothing could be written");
+        rc = ts_cli_once_status(d->L, d->coll, rc);
         goto out;
     }
 
@@ -599,12 +656,19 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     ts_writer_flush(d->writer);
     size_t lost = ts_writer_drain(d->writer, deadline);
     if (lost) ts_error("shutdown: %zu points could not be written before the shutdown timeout", lost);
+    if (d->kafka) {
+        /* what is in flight gets the rest of the timeout; the spool keeps the rest */
+        ts_kafka_feed_stop(d->kafka_feed);
+        ts_kafka_drain(d->kafka, deadline);
+    }
     report(d);
     rc = 0;
 out:
     ts_httpd_stop(d->httpd);   /* its thread reads the metrics: stop it first */
     ts_collector_close(d->coll);
     ts_writer_free(d->writer);
+    ts_kafka_free(d->kafka);       /* the target, then its spool position, then the spool */
+    ts_kafka_feed_free(d->kafka_feed);
     ts_spool_close(d->spool);
     ts_loop_free(d->loop);
     ts_collector_free(d->coll);

@@ -13,6 +13,10 @@
 #include "ts_log.h"
 #include "ts_version.h"
 
+/* file:// only for the offline mapping loop (`tstats map`, `tstats test`), never the daemon. */
+static int allow_file;
+void ts_http_allow_file(int on) { allow_file = on; }
+
 #define MAX_BODY_DEFAULT ((size_t)64 << 20)
 #define FREE_EASY_MAX 8
 
@@ -189,7 +193,7 @@ static int setup(req *q) {
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, q);
     curl_easy_setopt(e, CURLOPT_USERAGENT, o->user_agent ? o->user_agent : "tstats/" TS_VERSION);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, allow_file ? "http,https,file" : "http,https");
     ts_tls tls = o->tls;
     if (o->insecure) tls.insecure = 1;
     if (!tls.ca_file) tls.ca_file = o->ca_file;

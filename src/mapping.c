@@ -342,6 +342,25 @@ const ts_stat_map *ts_mapper_stat(ts_mapper *m, const char *name, size_t len) {
     return &e->map;
 }
 
+/* The first key of the stat answer at t that the contract does not know
+ * (a typo such as `Scale` or `tag` would silently do nothing), pushed and
+ * returned; NULL (nothing pushed) when every key is known. */
+static const char *stat_unknown_key(lua_State *L, int t) {
+    static const char *known[] = {"measurement", "tags", "field", "scale", "as_int", "sample", NULL};
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        lua_pop(L, 1);
+        int ok = 0;
+        if (lua_type(L, -1) == LUA_TSTRING)
+            for (int i = 0; known[i]; i++) ok |= strcmp(lua_tostring(L, -1), known[i]) == 0;
+        if (!ok) {
+            if (lua_type(L, -1) != LUA_TSTRING) { lua_pop(L, 1); lua_pushliteral(L, "(not a string)"); }
+            return lua_tostring(L, -1);
+        }
+    }
+    return NULL;
+}
+
 /* Lua's answer for one stat name, into *st. */
 static void stat_from_lua(ts_mapper *m, const char *name, size_t len, ts_stat_map *st) {
     lua_State *L = m->L;
@@ -349,6 +368,14 @@ static void stat_from_lua(ts_mapper *m, const char *name, size_t len, ts_stat_ma
     st->keep = 0;
     st->hook_ref = LUA_NOREF;
     int rc = call_lua(m, "stat", name, len);
+    const char *bad = rc >= 0 && lua_istable(L, -1) ? stat_unknown_key(L, lua_gettop(L)) : NULL;
+    if (bad) {
+        ts_warn("%s stat(\"%.*s\"): unknown key '%s' in the answer (keys: measurement, tags, field, scale, as_int, "
+                "sample); stat dropped", m->label, (int)len, name, bad);
+        ts_counter_add(c_map_errors, 1);
+        lua_pop(L, 2);   /* the key, the answer */
+        return;
+    }
     if (rc >= 0 && lua_istable(L, -1)) {
         int t = lua_gettop(L);
         size_t ml = 0;

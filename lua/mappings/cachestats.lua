@@ -42,4 +42,24 @@ function M.stat(name, ctx) -- luacheck: ignore ctx
            scale = nil, as_int = false }
 end
 
+-- Examples (`tstats test` runs them; `tstats map` runs the mapping over any saved payload):
+-- a known cache gets its cache group and type from Traffic Ops, an unknown one hostname
+-- and cdn only; "-" becomes "_" in the measurement; a non-numeric value is skipped.
+M.examples = {
+  { name = "tags from Traffic Ops, ATC's measurement names", cdn = "cdn1",
+    servers = { { hostName = "edge1", domainName = "example.net", cacheGroup = "cg-east", type = "EDGE", cdn = "cdn1" } },
+    payload = [[{"caches":{
+      "edge1":{"bandwidth":[{"value":"1500.5","time":1764547200000,"span":1}],
+               "ats.proxy.process.http.current_client_connections":[{"value":"42","time":1764547200000,"span":1}],
+               "ats.proxy.process.ssl.cipher.user_agent.ECDHE-RSA-AES128-GCM-SHA256":[{"value":"7","time":1764547200000,"span":1}]},
+      "other-host":{"maxKbps":[{"value":"10000","time":1764547201000,"span":1}],
+                    "bandwidth":[{"value":"n/a","time":1764547201000,"span":1}]}}}]],
+    expect = [[
+      bandwidth,cachegroup=cg-east,cdn=cdn1,hostname=edge1,type=EDGE value=1500.5 1764547200000
+      ats.proxy.process.http.current_client_connections,cachegroup=cg-east,cdn=cdn1,hostname=edge1,type=EDGE value=42 1764547200000
+      ats.proxy.process.ssl.cipher.user_agent.ECDHE_RSA_AES128_GCM_SHA256,cachegroup=cg-east,cdn=cdn1,hostname=edge1,type=EDGE value=7 1764547200000
+      maxKbps,cdn=cdn1,hostname=other-host value=10000 1764547201000
+    ]] },
+}
+
 return M

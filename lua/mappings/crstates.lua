@@ -41,4 +41,15 @@ function M.payload(body, ctx)
   return points
 end
 
+-- Example (`tstats test`): the points carry the poll's time, so it is not compared.
+M.examples = {
+  { name = "one cache, one delivery service", format = "lua", endpoint = "CrStates", cdn = "cdn1", ignore_time = true,
+    payload = [[{"caches":{"edge1":{"isAvailable":true,"ipv4Available":true,"ipv6Available":false,"status":"REPORTED - available"}},
+                 "deliveryServices":{"demo1":{"isAvailable":true,"disabledLocations":["cg-west"]}}}]],
+    expect = [[
+      crstates,cdn=cdn1,hostname=edge1 available=1i,ipv4_available=1i,ipv6_available=0i,status="REPORTED - available" 0
+      crstates_ds,cdn=cdn1,deliveryservice=demo1 available=1i,disabled_locations=1i 0
+    ]] },
+}
+
 return M

@@ -71,4 +71,21 @@ function M.stat(name, ctx) -- luacheck: ignore ctx
   return { measurement = meas, tags = tags, field = "value", scale = nil, as_int = false }
 end
 
+-- Examples (`tstats test`): totals, per type and per (dotted) cache group; unprefixed
+-- keys and TM's location.location.<cg>.isAvailable quirk are not written.
+M.examples = {
+  { name = "total, type and dotted cache group keys", cdn = "cdn1",
+    payload = [[{"deliveryService":{"demo1":{
+      "total.kbps":[{"value":"1234.5","time":1764547200000}],
+      "type.EDGE.tps_total":[{"value":"12","time":1764547200000}],
+      "location.us.east-1.kbps":[{"value":"99","time":1764547200000}],
+      "status":[{"value":"REPORTED","time":1764547200000}],
+      "location.location.us.east-1.isAvailable":[{"value":"true","time":1764547200000}]}}}]],
+    expect = [[
+      kbps,cachegroup=total,cdn=cdn1,deliveryservice=demo1 value=1234.5 1764547200000
+      tps_total,cachegroup=all,cdn=cdn1,deliveryservice=demo1,type=EDGE value=12 1764547200000
+      kbps,cachegroup=us.east-1,cdn=cdn1,deliveryservice=demo1 value=99 1764547200000
+    ]] },
+}
+
 return M

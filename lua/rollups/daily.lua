@@ -60,4 +60,22 @@ function M.compute(day, ctx)
   return rows
 end
 
+-- Example (`tstats test`): the answers InfluxDB gives the two queries, in order, and the
+-- rows they make. Max: 2,500,000 kbps = 2.5 Gbps at 12:00. Bytes: two 1-minute buckets of
+-- 1,000,000 and 3,000,000 kbps (an empty one skipped) = (1e6 + 3e6) * 60 / 8 KB = 0.03 TB.
+M.examples = {
+  { name = "one CDN", day = "2025-12-01",
+    answers = {
+      { match = "SELECT max%(value%)", series = {
+        { name = "bandwidth.cdn.1min", tags = { cdn = "cdn1" }, columns = { "time", "max" }, values = { { 1764590400, 2500000 } } } } },
+      { match = "SELECT mean%(value%).*GROUP BY time%(1m%)", series = {
+        { name = "bandwidth.cdn.1min", tags = { cdn = "cdn1" }, columns = { "time", "mean" },
+          values = { { 1764547200, 1000000 }, { 1764547260 }, { 1764547320, 3000000 } } } } },
+    },
+    expect = {
+      { cdn = "cdn1", deliveryservice = "all", stat_name = "daily_maxgbps", value = 2.5, time = 1764590400 },
+      { cdn = "cdn1", deliveryservice = "all", stat_name = "daily_bytesserved", value = 0.03, time = 1764547200 },
+    } },
+}
+
 return M

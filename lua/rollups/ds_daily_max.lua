@@ -47,4 +47,18 @@ function M.compute(day, ctx)
   return rows
 end
 
+-- Example (`tstats test`): one delivery service's maximum with the time it happened;
+-- a series without a delivery service tag makes no row.
+M.examples = {
+  { name = "max per delivery service", day = "2025-12-01",
+    answers = {
+      { match = "GROUP BY deliveryservice, cdn", series = {
+        { name = "kbps.ds.1min", tags = { deliveryservice = "demo1", cdn = "cdn1" }, columns = { "time", "max" }, values = { { 1764590460, 8123.5 } } },
+        { name = "kbps.ds.1min", tags = { deliveryservice = "", cdn = "cdn1" }, columns = { "time", "max" }, values = { { 1764590460, 1 } } } } },
+    },
+    expect = {
+      { cdn = "cdn1", deliveryservice = "demo1", stat_name = "daily_ds_maxkbps", value = 8123.5, time = 1764590460 },
+    } },
+}
+
 return M

@@ -278,6 +278,10 @@ static void test_config(void) {
     fclose(f);
     CHECK(ts_config_load(L, path) == -1, "missing required influxdb.urls refused");
     f = fopen(path, "w");
+    fputs("return { traffic_ops = { url = 'http://x' }, influxdb = { urls = {} } }", f);
+    fclose(f);
+    CHECK(ts_config_load(L, path) == -1, "an empty influxdb.urls refused");
+    f = fopen(path, "w");
     fputs("return { traffic_ops = { url = 'http://x', password = env('TSTATS_TEST_SECRET', 'dflt') }, influxdb = { urls = {'http://y'} }, polling_interval = 5, summary = { enabled = false } }", f);
     fclose(f);
     setenv("TSTATS_TEST_SECRET", "s3cret", 1);

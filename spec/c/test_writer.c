@@ -768,6 +768,42 @@ static void test_free_inflight(void) {
     close(bh);
 }
 
+/* A reload to an empty URL list while a request is in flight: its answer
+ * (here: the connection dropped) finds no server at its index; the chunk is
+ * kept, nothing reads past the list (run under ASan). */
+static void test_reconfigure_inflight_empty(void) {
+    ts_loop *l = ts_loop_new();
+    int bport;
+    int bh = listen_any(&bport);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", bport);
+    const char *urls[] = {url, NULL};
+    ts_writer_opts o = {0};
+    o.urls = urls;
+    o.backoff_min_ms = 10;
+    o.backoff_max_ms = 20;
+    ts_writer *w = ts_writer_new(l, &o);
+    ts_dest d = mkdest("x", "", TS_PREC_MS);
+    ts_batch *b = ts_batch_new_text(&d);
+    ts_batch_add_line(b, "m v=1 1", 7);
+    ts_writer_submit(w, b);
+    ts_writer_flush(w);
+    run_for(l, 20);
+    CHECK(ts_loop_running(l) == 1);
+    const char *none[] = {NULL};
+    o.urls = none;
+    ts_writer_reconfigure(w, &o);
+    CHECK(ts_writer_current_url(w) == -1);
+    close(bh);   /* the in-flight request fails now */
+    run_for(l, 200);
+    ts_writer_stats s;
+    ts_writer_get_stats(w, &s);
+    CHECK_EQ_U(s.points_pending, 1);
+    CHECK(ts_writer_drain(w, ts_mono_ms() + 50) == 1);
+    ts_writer_free(w);
+    ts_loop_free(l);
+}
+
 /* A generic HTTP/1.1 responder in a child process (not an InfluxDB: it
  * answers every request with its own connection/request counters, or a big
  * body), to prove keep-alive reuse across async and blocking requests,
@@ -904,6 +940,7 @@ int main(int argc, char **argv) {
     test_memory_bound();
     test_failover_rotation();
     test_free_inflight();
+    test_reconfigure_inflight_empty();
     ts_http_global_cleanup();
     return check_report("test_writer");
 }

@@ -148,4 +148,45 @@ return {
     assert.falsy(l:find("previous poll still running", 1, true), l)
     sim:stop()
   end)
+
+  it("SIGHUP with a broken mapping keeps the running one for that endpoint, naming file:line", function()
+    local dir = stack.tmpdir()
+    local ready = dir .. "/ready.json"
+    local sim = stack.spawn("exec " .. sim_bin .. " --ready-file " .. sq(ready) .. " --cdns 1 --caches 3 --ds 1",
+      dir .. "/sim.log")
+    assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05))
+    local to_url = cjson.decode(stack.read_file(ready)).to_url
+    local sd = stack.tmpdir()
+    os.execute("mkdir -p " .. sq(sd .. "/mappings"))
+    local mpath = write(sd .. "/mappings/custom.lua", "return require 'mappings.cachestats'\n")
+    local cfg = write(dir .. "/config.lua", ([[
+return {
+  traffic_ops = { url = %q, user = "admin", password = "twelve12", timeout = 3 },
+  influxdb = { urls = { "http://127.0.0.1:1" } },
+  polling_interval = 1, publishing_interval = 3600,
+  state_dir = %q, script_dir = %q,
+  collect = { timeout = 0.5, connect_timeout = 0.5 },
+  summary = { enabled = false },
+  endpoints = { { name = "Custom", path = "/publish/CacheStats", format = "tm_cachestats",
+                  mapping = "mappings.custom", db = "custom_db", rp = "daily" } },
+}]]):format(to_url, dir .. "/state", sd))
+    local ts = stack.spawn("exec " .. tstats .. " --config " .. cfg .. " run", dir .. "/tstats.log")
+    local function log() return stack.read_file(dir .. "/tstats.log") or "" end
+    local function count(pat) return select(2, log():gsub(pat, "")) end
+    -- both CacheStats endpoints (stock and custom) collect every poll
+    assert.truthy(stack.wait_until(function() return count("Collected 120 cache stats values") >= 4 end, 20, 0.2), log())
+    write(mpath, "return {\n  entity = function(\n")   -- a syntax error on line 3
+    ts:kill("HUP")
+    assert.truthy(stack.wait_until(function() return count("configuration reloaded") >= 1 end, 20, 0.2), log())
+    local before = count("Collected 120 cache stats values")
+    assert.truthy(stack.wait_until(function() return count("Collected 120 cache stats values") >= before + 4 end, 20, 0.2), log())
+    ts:kill("TERM")
+    assert.are.equal(0, ts:wait(20))
+    local l = log()
+    assert.truthy(l:find(mpath .. ":3:", 1, true), "the load error names file:line\n" .. l)
+    assert.truthy(l:find("plan endpoint cdn1 Custom: keeping the mapping 'mappings.custom' that is running", 1, true), l)
+    -- "reloaded" comes after the new plan, never before it
+    assert.truthy(l:find("keeping the mapping", 1, true) < l:find("configuration reloaded", 1, true), l)
+    sim:stop()
+  end)
 end)

@@ -235,7 +235,7 @@ return {
   it("warns when a config file readable by others holds a secret in clear", function()
     local path = tmp .. "/clear.lua"
     stack.write_file(path, ([[return { traffic_ops = { url = "http://127.0.0.1:9", password = "in-clear-pw" },
-      influxdb = { urls = { %q } } }]]):format(influx.url))
+      influxdb = { urls = { %q } }, summary = { sinks = {} } }]]):format(influx.url))
     os.execute("chmod 644 " .. q(path))
     local rc, out, err = stack.run(q(tstats) .. " check --config " .. q(path))
     assert.are.equal(0, rc, err)
@@ -247,7 +247,7 @@ return {
     assert.falsy(err:find("readable by others", 1, true), err)
     -- a secret from env() is not in the file: no warning even when the file is world-readable
     stack.write_file(path, ([[return { traffic_ops = { url = "http://127.0.0.1:9", password = env("TO_PASSWORD") },
-      influxdb = { urls = { %q } } }]]):format(influx.url))
+      influxdb = { urls = { %q } }, summary = { sinks = {} } }]]):format(influx.url))
     os.execute("chmod 644 " .. q(path))
     rc, _, err = stack.run(q(tstats) .. " check --config " .. q(path), { env = { TO_PASSWORD = "from-env" } })
     assert.are.equal(0, rc)
