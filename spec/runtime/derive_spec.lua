@@ -167,6 +167,29 @@ return {
     assert.are.equal(2, #(r.series or {}), "one filtered max series per CDN")
   end)
 
+  it("tstats map prints the derived points of the configuration's definitions next to the mapped ones", function()
+    local cfg = tmp .. "/config-map.lua"
+    local f = assert(io.open(cfg, "w"))
+    f:write([[return { traffic_ops = { url = "http://127.0.0.1:1" }, influxdb = { urls = { "http://127.0.0.1:1" } },
+  summary = { enabled = false },
+  metrics = { metric { name = "bandwidth.cdn", from = "bandwidth", agg = "sum", group_by = { "cdn" } },
+              { name = "maxkbps.max", from = "maxKbps", agg = "max", group_by = { "cdn" }, rp = "monthly" } } }
+]])
+    f:close()
+    local root = stack.root()
+    local rc, out, err = stack.run(tstats_bin .. " --config " .. sq(cfg) .. " map --payload "
+      .. sq(root .. "/spec/fixtures/synthesized/tm_CacheStats_legacy_hc1_wildcard.json") .. " --servers "
+      .. sq(root .. "/spec/fixtures/to/to_v5_servers_GET_response.json") .. " --cdn CDN-in-a-Box", { timeout = 30 })
+    assert.are.equal(0, rc, err)
+    -- the sum of the two caches' bandwidth lines, and the max of their maxKbps, in the definitions' destinations
+    local sum, max = 0, -math.huge
+    for v in out:gmatch("\nbandwidth,[^ ]* value=([^ ]+) ") do sum = sum + tonumber(v) end
+    for v in out:gmatch("\nmaxKbps,[^ ]* value=([^ ]+) ") do max = math.max(max, tonumber(v)) end
+    assert.truthy(out:find("\nbandwidth.cdn,cdn=CDN-in-a-Box value=" .. ("%.17g"):format(sum):gsub("%.0+$", "") .. " ", 1, true), out)
+    assert.truthy(out:find("# db=cache_stats rp=monthly precision=ms (1 points)\nmaxkbps.max,cdn=CDN-in-a-Box value="
+      .. ("%.17g"):format(max):gsub("%.0+$", "") .. " ", 1, true), out)
+  end)
+
   it("refuses definitions with errors at start-up and in check (file:line), keeps the running ones on SIGHUP", function()
     local sim = start_sim("--cdns 1 --caches 3 --ds 1 --payload-cache-ms 0")
     local cfg = tmp .. "/config2.lua"
