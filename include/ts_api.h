@@ -15,6 +15,10 @@ typedef struct ts_api_ctx {
     ts_writer *writer;       /* queue for tstats.influx.write; may be NULL */
     ts_influx *influx;       /* servers of tstats._influx_post (the writer's); may be NULL */
     int *async_wake;         /* set to 1 when a request of an async coroutine is over; may be NULL */
+    /* Sees every batch tstats.influx.write queues, before the writer takes
+     * it (the Kafka target when no spool feeds it); may be NULL. */
+    void (*on_queue)(void *ud, const ts_batch *b);
+    void *on_queue_ud;
 } ts_api_ctx;
 
 void ts_api_open(lua_State *L);            /* sets global `tstats` and package.loaded.tstats */

@@ -41,7 +41,8 @@ O.list = {
   { "collect.non_numeric", "string", "skip", "skip | zero: what to do with non-numeric values (ATC writes 0)", enum = { "skip", "zero" } },
   { "collect.max_payload_bytes", "integer", 128 * MiB, "a Traffic Monitor answer larger than this is refused (measured: ~3.9 KB per cache with the TRAFFIC_STATS stats list, ~21 KB with 200 unfiltered stats: 128 MiB holds 30,000 caches of the first kind)", min = 1024 },
 
-  { "influxdb.urls", "list", nil, "InfluxDB 1.x base URLs; writes fail over between them", required = true },
+  { "influxdb.urls", "list", nil, "InfluxDB 1.x base URLs (see influxdb.mode)", required = true },
+  { "influxdb.mode", "string", "failover", "failover: one server at a time, back to the first healthy one | mirror: every point to every URL, each with its own queue and spool position", enum = { "failover", "mirror" } },
   { "influxdb.user", "string", nil, "InfluxDB user (basic auth)" },
   { "influxdb.password", "secret", nil, "InfluxDB password (use env(\"INFLUX_PASSWORD\"))" },
   { "influxdb.insecure", "boolean", false, "skip TLS verification of InfluxDB (logged as a warning)" },
@@ -88,13 +89,53 @@ O.list = {
   { "http.token", "secret", nil, "bearer token of the HTTP listener (use env(\"TSTATS_HTTP_TOKEN\"))" },
   { "http.health_intervals", "integer", 3, "/health fails when a CDN was not polled (or nothing written) within this many intervals", min = 1 },
 
+  { "kafka.enabled", "boolean", false, "also export every point to Kafka (its own queue: Kafka down never holds InfluxDB back)" },
+  { "kafka.brokers", "string", nil, "bootstrap brokers, \"host1:9092,host2:9092\"" },
+  { "kafka.topic", "string", nil, "topic for every database not named in kafka.topics" },
+  { "kafka.topics", "table", {}, "a topic per database, e.g. { cache_stats = \"cdn.cache\" }", check = "string_map" },
+  { "kafka.format", "string", "json", "json (Traffic Stats' message plus db and rp) | lp (line protocol; db, rp, precision in headers)", enum = { "json", "lp" } },
+  { "kafka.acks", "string", "all", "all | 1 | 0: broker acknowledgements a message waits for", enum = { "all", "1", "0" } },
+  { "kafka.idempotence", "boolean", true, "idempotent producer (no duplicates from librdkafka's retries; needs acks = all)" },
+  { "kafka.compression", "string", "none", "none | gzip | snappy | lz4 | zstd", enum = { "none", "gzip", "snappy", "lz4", "zstd" } },
+  { "kafka.properties", "table", {}, "librdkafka properties passed through: security.protocol, sasl.*, ssl.*, message.timeout.ms, ...", check = "property_map" },
+  { "kafka.points_per_message", "integer", 1, "1: one message per point (Traffic Stats); N: up to N points of one partition per message, one per line (far less CPU)", min = 1 },
+  { "kafka.max_buffer_bytes", "integer", 256 * MiB, "memory bound for points not yet handed to librdkafka; oldest dropped beyond it", min = 65536 },
+  { "kafka.retry_backoff", "number", 1, "seconds before a message librdkafka gave up on (brokers down) is produced again", min = 0.01 },
+
   -- custom derived metrics (lua/metrics.lua, computed in C by src/derive.c)
   { "metrics", "table", {}, "derived metrics: definitions and names of lua/metrics/ modules (see lua/README.md)" },
 }
 
+-- Checks of free-form tables, named in an option's `check`.
+local checks = {}
+function checks.string_map(v)
+  for k, x in pairs(v) do
+    if type(k) ~= "string" then return "keys must be strings" end
+    if type(x) ~= "string" or x == "" then return ("[%q] must be a non-empty string"):format(k) end
+  end
+end
+-- librdkafka properties a kafka.* option sets (src/kafka.c refuses them too)
+local owned = {
+  ["bootstrap.servers"] = "kafka.brokers", ["metadata.broker.list"] = "kafka.brokers", acks = "kafka.acks",
+  ["request.required.acks"] = "kafka.acks", ["enable.idempotence"] = "kafka.idempotence",
+  ["compression.codec"] = "kafka.compression", ["compression.type"] = "kafka.compression",
+  partitioner = "nothing: tstats partitions by series key with murmur2",
+}
+function checks.property_map(v)
+  for k, x in pairs(v) do
+    if type(k) ~= "string" then return "keys must be strings (librdkafka property names)" end
+    if owned[k] then return ("[%q]: set %s instead"):format(k, owned[k]) end
+    local t = type(x)
+    if t ~= "string" and t ~= "number" and t ~= "boolean" then
+      return ("[%q] must be a string, a number or a boolean"):format(k)
+    end
+  end
+end
+
 local by_key, sections = {}, {}
 for _, o in ipairs(O.list) do
-  local d = { key = o[1], type = o[2], default = o[3], help = o[4], enum = o.enum, min = o.min, required = o.required }
+  local d = { key = o[1], type = o[2], default = o[3], help = o[4], enum = o.enum, min = o.min, required = o.required,
+              check = o.check }
   by_key[d.key] = d
   local sec = d.key:match("^([^.]+)%.")
   if sec then sections[sec] = true end
@@ -145,6 +186,7 @@ local function check_value(d, v)
     if type(v) ~= "table" then return "must be a table" end
   end
   if d.min and type(v) == "number" and v < d.min then return ("must be at least %s"):format(d.min) end
+  if d.check then return checks[d.check](v) end
 end
 
 -- Resolve a user table: returns cfg, or nil and a list of error strings.

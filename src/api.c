@@ -574,6 +574,7 @@ static int l_queue_points(lua_State *L) {
     ts_batch *b = ts_batch_new_text(&d);
     size_t n = ts_api_encode_points(L, 1, d.precision, ts_batch_text_buf(b), errt);
     ts_batch_text_commit(b, n);
+    if (ctx->on_queue) ctx->on_queue(ctx->on_queue_ud, b);
     ts_writer_submit(ctx->writer, b);
     lua_pushinteger(L, (lua_Integer)n);
     lua_pushvalue(L, errt);

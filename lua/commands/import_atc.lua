@@ -261,6 +261,10 @@ function M.convert(doc, opts)
       line(lg, "level", lua_str(level), "the most verbose of ATC's enabled logs")
       if #files >= 1 then
         line(lg, "file", lua_str(files[1]), "logs.* file")
+        if not files[1]:match("^/var/lib/tstats/") then
+          info("logs", ("%s: the packaged systemd unit writes only under /var/lib/tstats; there, leave log.file "
+            .. "unset (the journal) or move it"):format(files[1]))
+        end
         if n > 1 then
           warn("logs", ("ATC writes its logs to %d destinations; tstats logs to one file (%s)"):format(n, files[1]))
         end

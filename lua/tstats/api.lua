@@ -112,6 +112,9 @@ function influx.write(t)
   local status, rbody = tstats._influx_post(q, body)
   if not status then return nil, rbody end
   if status ~= 204 and status ~= 200 then return nil, server_error(status, rbody) end
+  -- a synchronous write that failed is retried by its caller: Kafka gets the
+  -- points once, when InfluxDB took them
+  if tstats._kafka_lines then tstats._kafka_lines(t.db, t.rp or "", precision, body) end
   return count
 end
 

@@ -3,6 +3,7 @@
 -- keys, unknown keys, invalid JSON); the generated file must pass `tstats check`.
 local stack = require "spec.runtime.stack"
 local cjson = require "cjson"
+local q = stack.quote
 
 describe("tstats import-atc", function()
   local tstats = stack.bin("tstats")
@@ -106,6 +107,54 @@ describe("tstats import-atc", function()
         assert.truthy(err:find("'kafkaConfig." .. k .. "' not mapped yet", 1, true), k .. "\n" .. err)
       end
     end
+  end)
+
+  it("converts a config the daemon then runs with: Traffic Ops, InfluxDB and Kafka as ATC would", function()
+    if not has_kafka_options() then pending("no Kafka export in this build"); return end
+    local cj = require "cjson"
+    local influx = stack.influxd_start_atc()
+    local d = stack.tmpdir()
+    local ready = d .. "/ready.json"
+    local sim = stack.spawn("exec " .. q(stack.bin("tstats-sim")) .. " --ready-file " .. q(ready) .. " --cdns 1 --caches 3 --ds 2",
+      d .. "/sim.log")
+    assert(stack.wait_until(function() local r = stack.read_file(ready); return r and #r > 0 end, 15, 0.05))
+    local to_url = cj.decode(stack.read_file(ready)).to_url
+    local fifo = d .. "/control"
+    assert(os.execute("mkfifo " .. q(fifo)))
+    local mock = stack.spawn(q(stack.bin("tstats-kafka-mock")) .. " --control " .. q(fifo) .. " --topic traffic-stats --partitions 2",
+      d .. "/mock.log")
+    local brokers = stack.wait_until(function()
+      return (stack.read_file(d .. "/mock.log") or ""):match("bootstrap.servers=(%S+)")
+    end, 15, 0.05)
+    assert(brokers, stack.read_file(d .. "/mock.log"))
+    local p = variant(function(doc)
+      doc.toUrl = to_url; doc.toPasswd = "twelve12"; doc.influxUrls = { influx.url }; doc.influxUser = ""
+      doc.kafkaConfig.enable = true; doc.kafkaConfig.brokers = brokers; doc.kafkaConfig.requiredAcks = -1
+    end)
+    local rc, err, out = import(p)
+    assert.are.equal(0, rc, err)
+    -- the test's own state dir instead of /var/lib/tstats
+    stack.write_file(out, (stack.read_file(out):gsub("return {", ("return {\n  state_dir = %q,"):format(d .. "/state"), 1)))
+    local orc, _, oerr = stack.run(tstats .. " --config " .. q(out) .. " once", { timeout = 90, env = { TO_PASSWORD = "twelve12" } })
+    assert.are.equal(0, orc, oerr)
+    assert.truthy(oerr:find("Sent %d+ stats for cache_stats"), oerr)
+    local res = stack.influx_query(influx.url, 'SELECT count(value) FROM "daily"."bandwidth"', "cache_stats")
+    assert.are.equal(3, res.results[1].series[1].values[1][2])
+    local dump = d .. "/dump"
+    assert(os.execute("printf 'dump traffic-stats %s\\n' " .. q(dump) .. " > " .. q(fifo)))
+    assert.truthy(stack.wait_until(function() return stack.read_file(dump) end, 60, 0.1))
+    local n, bw = 0, 0
+    for line in stack.read_file(dump):gmatch("[^\n]+") do
+      local doc = cj.decode(line:match("^%d+\t[^\t]*\t(.*)$"))
+      n = n + 1
+      assert.truthy(doc.name and doc.tags and doc.fields and doc.time, line)
+      if doc.name == "bandwidth" then bw = bw + 1 end
+    end
+    print(("\n[import-atc] converted config: %d Kafka messages, %d bandwidth"):format(n, bw))
+    assert.are.equal(3, bw)
+    sim:stop()
+    mock:stop()
+    influx:stop()
   end)
 
   it("never writes a secret in clear unless asked, and then keeps the file private", function()

@@ -1,0 +1,121 @@
+/* Kafka export target (C core, librdkafka). Takes encoded line-protocol
+ * chunks per destination (the same bodies InfluxDB gets), turns every line
+ * into one Kafka message (JSON in Traffic Stats' shape plus db and rp, or the
+ * line itself), keyed by the series key so that a series stays on one
+ * partition, and reports a chunk done only once librdkafka delivered (or
+ * permanently refused) every one of its messages. Delivery reports are
+ * drained from the daemon's loop (librdkafka's queue event fd, a 0-timeout
+ * rd_kafka_poll), never blocking it. */
+#ifndef TS_KAFKA_H
+#define TS_KAFKA_H
+#include <stddef.h>
+#include <stdint.h>
+#include "ts_buf.h"
+#include "ts_http.h"
+#include "ts_lp.h"
+
+typedef enum { TS_KAFKA_JSON = 0, TS_KAFKA_LP = 1 } ts_kafka_format;
+
+typedef struct ts_kafka_dest {
+    const char *db;
+    const char *rp;             /* "" = the database's default RP */
+    ts_precision precision;     /* of the chunk's time stamps */
+} ts_kafka_dest;
+
+typedef struct ts_kafka_opts {
+    const char *brokers;        /* bootstrap.servers, "h1:9092,h2:9092" */
+    const char *topic;          /* topic of databases without their own */
+    const char *const *db_topics;   /* NULL-terminated pairs: database, topic (may be NULL) */
+    const char *const *properties;  /* NULL-terminated pairs passed to librdkafka (security.protocol, sasl.*, ssl.*, ...) */
+    ts_kafka_format format;
+    const char *acks;           /* "all" (default), "1", "0" */
+    int idempotence;            /* enable.idempotence; requires acks "all" */
+    const char *compression;    /* compression.codec: none (default), gzip, snappy, lz4, zstd */
+    size_t points_per_message;  /* 1 (default): one message per point, Traffic Stats' shape; N > 1: up to N
+                                 * points of one partition per message, '\n'-separated (JSON lines or
+                                 * line protocol), far cheaper per point */
+    size_t max_buffer_bytes;    /* chunk bytes held before the oldest is dropped; default 256 MiB */
+    long retry_backoff_ms;      /* before a message librdkafka gave up on is produced again; default 1000 */
+    /* Logging of delivery errors: at most one line per error kind per this many ms (default 10000). */
+    long log_interval_ms;
+} ts_kafka_opts;
+
+typedef struct ts_kafka ts_kafka;
+
+/* Creates the producer (no network I/O yet: librdkafka connects in its own
+ * threads). NULL with a message in err when librdkafka refuses a property
+ * or the options contradict each other (acks other than "all" with
+ * idempotence, a property that duplicates a kafka.* option). */
+ts_kafka *ts_kafka_new(ts_loop *loop, const ts_kafka_opts *o, char *err, size_t errlen);
+
+/* Called when every line of a submitted chunk has been acknowledged by Kafka
+ * (delivered), refused for good (failed: permanent errors, lines that are
+ * not line protocol) or dropped (memory bound, shutdown). */
+typedef void (*ts_kafka_done_fn)(void *ud, uint64_t id, size_t delivered, size_t failed, size_t dropped);
+
+/* Queue a chunk of '\n'-separated lines (copied). `id` is handed back to
+ * done (e.g. a spool record's position). Messages are produced at once as
+ * far as librdkafka's queue takes them, the rest from the loop. When the
+ * chunks held exceed max_buffer_bytes the oldest not-yet-produced lines are
+ * dropped and counted. */
+void ts_kafka_submit(ts_kafka *k, const ts_kafka_dest *d, const char *body, size_t len, uint64_t id,
+                     ts_kafka_done_fn done, void *ud);
+
+/* The same, taking over body's memory (body is left empty): no copy. */
+void ts_kafka_submit_buf(ts_kafka *k, const ts_kafka_dest *d, ts_buf *body, uint64_t id, ts_kafka_done_fn done,
+                         void *ud);
+
+/* Bytes of chunks not completed yet (a feeder can hold back above a mark). */
+size_t ts_kafka_backlog_bytes(const ts_kafka *k);
+
+/* Serve delivery reports and produce what waits (the loop does this by
+ * itself; exposed for shutdown and tests). Never blocks. */
+void ts_kafka_poll(ts_kafka *k);
+
+/* Shutdown: produce what is left and wait for delivery reports until
+ * everything is acknowledged or deadline (ts_mono_ms based) passes.
+ * Returns the number of points not acknowledged; their chunks stay
+ * incomplete (done is not called: a spool keeps their records). Blocks:
+ * only for shutdown. */
+size_t ts_kafka_drain(ts_kafka *k, int64_t deadline_mono_ms);
+
+/* Counters in points (lines) unless named messages: with points_per_message
+ * above 1 a message carries several points. */
+typedef struct ts_kafka_stats {
+    uint64_t messages_produced;   /* Kafka messages handed to librdkafka, re-sends included */
+    uint64_t points_delivered;    /* acknowledged by the brokers */
+    uint64_t points_failed;       /* refused for good (permanent errors, no topic) */
+    uint64_t points_retried;      /* produced again after librdkafka gave up on them */
+    uint64_t points_maybe_dup;    /* retried although possibly persisted: at most this many duplicates */
+    uint64_t points_dropped;      /* dropped by us: memory bound */
+    uint64_t lines_invalid;       /* lines that are not line protocol (counted, not sent) */
+    uint64_t points_pending;      /* waiting to be produced + in librdkafka awaiting a report */
+    uint64_t bytes_pending;       /* chunk bytes held */
+    uint64_t delivery_errors;     /* delivery reports with an error, retried or not */
+    uint64_t client_errors;       /* librdkafka error events (brokers down, auth, ...) */
+    uint64_t queue_full;          /* times librdkafka's queue was full (backpressure) */
+    int64_t last_error_code;      /* rd_kafka_resp_err_t of the latest error, 0 if none */
+    char last_error[160];
+} ts_kafka_stats;
+void ts_kafka_get_stats(const ts_kafka *k, ts_kafka_stats *s);
+
+/* Frees the producer without waiting (call ts_kafka_drain first); pending
+ * chunks' done is not called. */
+void ts_kafka_free(ts_kafka *k);
+
+/* ---- message encoding (exposed for tests and the command line) ---- */
+
+/* The series key of a line (measurement and tags as written): the message
+ * key. Returns its length (0 for an empty or malformed line). */
+size_t ts_kafka_series_key(const char *line, size_t len);
+
+/* One line-protocol line to Traffic Stats' JSON shape plus db and rp:
+ * {"name":..,"tags":{..},"fields":{..},"time":"RFC 3339, UTC, ns exact","db":..,"rp":..}
+ * Floats keep their shortest round-trip text, integers are exact, the time
+ * stamp (in d->precision) is converted exactly; a line without one gets
+ * now_ns. Appends to out; returns 0, or -1 with *err (static text) and out
+ * unchanged. */
+int ts_kafka_lp_to_json(ts_buf *out, const char *line, size_t len, const ts_kafka_dest *d, int64_t now_ns,
+                        const char **err);
+
+#endif

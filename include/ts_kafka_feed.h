@@ -1,0 +1,37 @@
+/* Kafka's position in the on-disk spool (C core): the spool consumer that
+ * feeds the Kafka target (ts_kafka.h) from the records every target shares,
+ * acknowledging each record once Kafka has acknowledged its points. */
+#ifndef TS_KAFKA_FEED_H
+#define TS_KAFKA_FEED_H
+#include <stddef.h>
+#include <stdint.h>
+#include "ts_http.h"
+#include "ts_kafka.h"
+#include "ts_spool.h"
+
+/* Kafka's own position in the on-disk spool: the consumer "kafka" reads the
+ * records every target shares and hands them to the target, holding back
+ * while more than `high_bytes` wait for librdkafka; a record is acknowledged
+ * in the spool (ts_spool_ack_one) once each of its points was delivered or
+ * refused for good. What is not acknowledged when tstats stops or dies is
+ * read again at the next start: at-least-once. Open it before
+ * ts_spool_consumers_done. A consumer seen for the first time starts at the
+ * end (enabling Kafka does not export the spool's history). */
+typedef struct ts_kafka_feed ts_kafka_feed;
+ts_kafka_feed *ts_kafka_feed_new(ts_kafka *k, ts_spool *s, ts_loop *loop, size_t high_bytes);
+/* Reads what the spool has for Kafka now (also runs from its own timer). */
+void ts_kafka_feed_pump(ts_kafka_feed *f);
+/* Shutdown: no more reading (what is in flight may still complete); NULL ok. */
+void ts_kafka_feed_stop(ts_kafka_feed *f);
+typedef struct ts_kafka_feed_stats {
+    uint64_t records_read, records_acked, points_read;
+    uint64_t records_open;       /* handed to the target, not acknowledged yet */
+    uint64_t backlog_bytes;      /* spool bytes Kafka has not acknowledged */
+    uint64_t lines_lost;         /* removed from the spool for max_bytes before Kafka read them */
+} ts_kafka_feed_stats;
+void ts_kafka_feed_get_stats(const ts_kafka_feed *f, ts_kafka_feed_stats *s);
+/* Closes the consumer (position persisted); records not acknowledged stay.
+ * Free the target first (after its drain), then the feed, then the spool. */
+void ts_kafka_feed_free(ts_kafka_feed *f);
+
+#endif

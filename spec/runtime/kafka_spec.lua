@@ -1,0 +1,408 @@
+-- Runtime spec (issue "Kafka export"): the real tstats daemon against the simulator, a real
+-- influxd and librdkafka's mock cluster (hosted by the test helper tstats-kafka-mock). Kafka is
+-- read back from the beginning of every partition and compared point by point with InfluxDB:
+-- every point exactly once per target, with Traffic Stats' JSON plus db and rp; brokers down for
+-- several polls; InfluxDB down the whole time.
+local stack = require "spec.runtime.stack"
+local cjson = require "cjson"
+
+local tstats_bin = stack.bin("tstats")
+local sim_bin = stack.bin("tstats-sim")
+local mock_bin = stack.bin("tstats-kafka-mock")
+local sq = stack.quote
+
+local influx, tmp
+
+local function start_sim(args)
+  local dir = stack.tmpdir()
+  local ready = dir .. "/ready.json"
+  local h = stack.spawn("exec " .. sim_bin .. " --ready-file " .. sq(ready) .. " " .. (args or ""), dir .. "/sim.log")
+  assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05),
+    "simulator did not start")
+  h.to_url = cjson.decode(stack.read_file(ready)).to_url
+  return h
+end
+
+-- The mock cluster: 3 brokers, topic "tstats" with 4 partitions.
+local function start_kafka()
+  local dir = stack.tmpdir()
+  local fifo = dir .. "/control"
+  assert(os.execute("mkfifo " .. sq(fifo)))
+  local h = stack.spawn(mock_bin .. " --control " .. sq(fifo) .. " --topic tstats --partitions 4", dir .. "/mock.log")
+  local boot = stack.wait_until(function()
+    return (stack.read_file(dir .. "/mock.log") or ""):match("bootstrap.servers=(%S+)")
+  end, 15, 0.05)
+  assert(boot, "mock cluster did not start: " .. tostring(stack.read_file(dir .. "/mock.log")))
+  h.brokers = boot
+  function h.cmd(_, line)
+    assert(os.execute("printf '%s\\n' " .. sq(line) .. " > " .. sq(fifo)))
+  end
+  local n = 0
+  -- Every message of the topic: { {partition=, key=, value=, doc=} ... }
+  function h.dump(self)
+    n = n + 1
+    local out = dir .. "/dump" .. n
+    self:cmd("dump tstats " .. out)
+    assert(stack.wait_until(function() return stack.read_file(out) end, 60, 0.1), "dump did not finish")
+    local msgs = {}
+    for line in stack.read_file(out):gmatch("[^\n]+") do
+      local p, key, value = line:match("^(%d+)\t([^\t]*)\t(.*)$")
+      msgs[#msgs + 1] = { partition = tonumber(p), key = key, value = value, doc = cjson.decode(value) }
+    end
+    return msgs
+  end
+  return h
+end
+
+local function write_config(name, brokers, extra)
+  local path = tmp.dir .. "/config-" .. name .. ".lua"
+  stack.write_file(path, ([[
+return {
+  traffic_ops = { url = %q, user = "admin", password = "twelve12", timeout = 3 },
+  influxdb = { urls = { %q } },
+  polling_interval = 1, publishing_interval = 1, config_interval = 300,
+  state_dir = %q,
+  collect = { timeout = 2, connect_timeout = 1 },
+  kafka = { enabled = true, brokers = %q, topic = "tstats" },
+  %s
+}
+]]):format(tmp.to_url, tmp.influx_url or influx.url, tmp.dir .. "/state-" .. name, brokers,
+    (extra or "") .. ((extra or ""):find("summary =", 1, true) and "" or "summary = { enabled = false },")))
+  return path
+end
+
+-- Days since 1970-01-01 of a civil date (proleptic Gregorian).
+local function days(y, m, d)
+  y = m <= 2 and y - 1 or y
+  local era = (y >= 0 and y or y - 399) // 400
+  local yoe = y - era * 400
+  local doy = (153 * (m + (m > 2 and -3 or 9)) + 2) // 5 + d - 1
+  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+  return era * 146097 + doe - 719468
+end
+
+local function rfc3339_ms(s)
+  local y, mo, d, h, mi, se, frac = s:match("^(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)%.?(%d*)Z$")
+  assert(y, "not RFC 3339 UTC: " .. s)
+  local ms = ((days(tonumber(y), tonumber(mo), tonumber(d)) * 24 + tonumber(h)) * 60 + tonumber(mi)) * 60 + tonumber(se)
+  ms = ms * 1000
+  if frac ~= "" then ms = ms + tonumber((frac .. "000"):sub(1, 3)) end
+  assert(#frac <= 3, "a TM time stamp is in ms: " .. s)
+  return ms
+end
+
+local function point_key(db, name, tags, time_ms, value)
+  local t = {}
+  for k, v in pairs(tags) do
+    if v ~= cjson.null and v ~= "" then t[#t + 1] = k .. "=" .. v end
+  end
+  table.sort(t)
+  return table.concat({ db, name, table.concat(t, ","), string.format("%d", time_ms), string.format("%.17g", value) }, "|")
+end
+
+-- Every point of the stats databases' "daily" RP, as keys (a multiset).
+local function influx_points()
+  local keys, n = {}, 0
+  for _, db in ipairs({ "cache_stats", "deliveryservice_stats" }) do
+    local d = stack.influx_query(influx.url, 'SELECT * FROM "daily"./.*/', db, { epoch = "ms" })
+    assert(d and d.results, "query failed")
+    for _, s in ipairs(d.results[1].series or {}) do
+      for _, v in ipairs(s.values) do
+        local tags, time, value = {}, nil, nil
+        for i, col in ipairs(s.columns) do
+          if col == "time" then time = v[i] elseif col == "value" then value = v[i] else tags[col] = v[i] end
+        end
+        local k = point_key(db, s.name, tags, math.tointeger(time), value)
+        keys[k] = (keys[k] or 0) + 1
+        n = n + 1
+      end
+    end
+  end
+  return keys, n
+end
+
+local function kafka_points(msgs)
+  local keys, n, dups = {}, 0, 0
+  for _, m in ipairs(msgs) do
+    local d = m.doc
+    local k = point_key(d.db, d.name, d.tags, rfc3339_ms(d.time), d.fields.value)
+    if keys[k] then dups = dups + 1 end
+    keys[k] = (keys[k] or 0) + 1
+    n = n + 1
+  end
+  return keys, n, dups
+end
+
+-- Kafka holds exactly InfluxDB's points: same multiset, no duplicates.
+local function assert_same(ik, kk)
+  local missing, extra = 0, 0
+  local example
+  for k, c in pairs(ik) do
+    if (kk[k] or 0) < c then missing = missing + 1; example = example or ("missing in Kafka: " .. k) end
+  end
+  for k, c in pairs(kk) do
+    if (ik[k] or 0) < c then extra = extra + 1; example = example or ("not in InfluxDB: " .. k) end
+  end
+  assert.are.equal(0, missing, example)
+  assert.are.equal(0, extra, example)
+end
+
+local function stat(log, key)
+  local v
+  for x in log:gmatch(key .. "=(%d+)") do v = tonumber(x) end
+  return v
+end
+
+local function count(db)
+  local d = stack.influx_query(influx.url, 'SELECT count(value) FROM "daily"./.*/', db)
+  local n = 0
+  for _, s in ipairs(d.results[1].series or {}) do n = n + s.values[1][2] end
+  return n
+end
+
+describe("kafka export #asan", function()
+  local sim
+  setup(function()
+    influx = stack.influxd_start_atc()
+    tmp = { dir = stack.tmpdir() }
+    -- fresh time stamps at every poll (TM's own poll every 250 ms), so that every point the
+    -- daemon collects is a distinct point in InfluxDB too
+    sim = start_sim("--cdns 1 --caches 4 --stats 40 --ds 2 --cachegroups 2 --payload-cache-ms 0 --poll-ms 250")
+    tmp.to_url = sim.to_url
+  end)
+  teardown(function() stack.cleanup_all() end)
+  before_each(function() stack.influx_drop_series(influx.url) end)
+
+  local function once(name, extra)
+    local kafka = start_kafka()
+    local cfg = write_config(name, kafka.brokers, extra)
+    local log = tmp.dir .. "/" .. name .. ".log"
+    local ts = stack.spawn(tstats_bin .. " --config " .. sq(cfg) .. " run", log)
+    assert(stack.wait_until(function() return count("cache_stats") > 0 end, 30, 0.2), "points in InfluxDB")
+    stack.sleep(4)
+    ts:kill("TERM")
+    assert.are.equal(0, ts:wait(30))
+    local text = stack.read_file(log)
+    local msgs = kafka:dump()
+    local ik, in_ = influx_points()
+    local kk, kn, dups = kafka_points(msgs)
+    print(("\n  " .. name .. ": %d points in InfluxDB, %d messages in Kafka, %d duplicates"):format(in_, kn, dups))
+    assert.truthy(in_ > 500, "several polls stored")
+    assert.are.equal(0, dups)
+    assert.are.equal(in_, kn)
+    assert.are.equal(stat(text, "points"), kn)
+    assert.are.equal(stat(text, "written"), kn)
+    assert.are.equal(stat(text, "delivered"), kn)
+    assert_same(ik, kk)
+    -- the message shape, the key, stable partitioning per series
+    local part_of = {}
+    local seen_ds = false
+    for _, m in ipairs(msgs) do
+      local d = m.doc
+      assert.truthy(m.value:match('^{"name":"[^"]+","tags":{.*},"fields":{"value":[^}]+},"time":"[^"]+","db":"[^"]+","rp":"daily"}$'),
+        m.value)
+      local tags = {}
+      for k, v in pairs(d.tags) do tags[#tags + 1] = k .. "=" .. v end
+      table.sort(tags)
+      assert.are.equal(d.name .. "," .. table.concat(tags, ","), m.key)
+      if part_of[m.key] then assert.are.equal(part_of[m.key], m.partition) end
+      part_of[m.key] = m.partition
+      if d.db == "deliveryservice_stats" then seen_ds = true end
+    end
+    assert.truthy(seen_ds, "delivery service stats exported too")
+    kafka:stop()
+  end
+
+  it("sends every point once to Kafka and once to InfluxDB, with Traffic Stats' JSON plus db and rp (Kafka's spool position)", function()
+    once("once")
+    assert.truthy(stack.read_file(tmp.dir .. "/once.log"):find("kafka: messages=%d+ .* spool_records_read=[1-9]"),
+      "fed through its spool consumer")
+  end)
+
+  it("the same without the spool (Kafka fed from memory)", function()
+    once("nospool", "spool = { enabled = false },")
+    assert.falsy(stack.read_file(tmp.dir .. "/nospool.log"):find("spool_records_read=", 1, true))
+  end)
+
+  it("brokers down for several polls, then back: nothing lost or duplicated in Kafka, InfluxDB writes went on", function()
+    local kafka = start_kafka()
+    local cfg = write_config("down", kafka.brokers)
+    local log = tmp.dir .. "/down.log"
+    local ts = stack.spawn(tstats_bin .. " --config " .. sq(cfg) .. " run", log)
+    assert(stack.wait_until(function() return count("cache_stats") > 0 end, 30, 0.2), "points in InfluxDB")
+    stack.sleep(1.5)
+    kafka:cmd("down")
+    stack.sleep(0.5)
+    local before = count("cache_stats")
+    stack.sleep(5)
+    local during = count("cache_stats")
+    kafka:cmd("up")
+    stack.sleep(4)
+    ts:kill("TERM")
+    assert.are.equal(0, ts:wait(30))
+    local text = stack.read_file(log)
+    print(("\n  down: cache_stats points in InfluxDB %d at broker-down, %d 5 s later"):format(before, during))
+    assert.truthy(during > before, "InfluxDB writes went on while Kafka was down")
+    local ik, in_ = influx_points()
+    local kk, kn, dups = kafka_points(kafka:dump())
+    print(("  down: %d points in InfluxDB, %d messages in Kafka, %d duplicates"):format(in_, kn, dups))
+    assert.are.equal(0, dups)
+    assert.are.equal(in_, kn)
+    assert.are.equal(stat(text, "points"), kn)
+    assert_same(ik, kk)
+    -- librdkafka's error events reached the log (rate-limited), e.g. "kafka: _TRANSPORT: ..."
+    assert.truthy(text:find("WARN kafka: _[%u_]+: "), "broker errors logged")
+    kafka:stop()
+  end)
+
+  it("InfluxDB down the whole time: Kafka gets every collected point exactly once (no resend per InfluxDB retry)", function()
+    local kafka = start_kafka()
+    tmp.influx_url = "http://127.0.0.1:" .. stack.free_port()
+    local cfg = write_config("nodb", kafka.brokers, "shutdown_timeout = 2,")
+    tmp.influx_url = nil
+    local log = tmp.dir .. "/nodb.log"
+    local ts = stack.spawn(tstats_bin .. " --config " .. sq(cfg) .. " run", log)
+    stack.sleep(6)
+    ts:kill("TERM")
+    assert.are.equal(0, ts:wait(30))
+    local text = stack.read_file(log)
+    local _, kn, dups = kafka_points(kafka:dump())
+    local collected = stat(text, "points")
+    print(("\n  InfluxDB down: %d points collected, %d written to InfluxDB, %d messages in Kafka, %d duplicates"):format(
+      collected, stat(text, "written"), kn, dups))
+    assert.truthy(collected > 500)
+    assert.are.equal(0, stat(text, "written"))
+    assert.are.equal(0, dups)
+    assert.are.equal(collected, kn)
+    kafka:stop()
+  end)
+
+  it("exports the daily summaries once, with db daily_stats and rp indefinite, as InfluxDB has them", function()
+    local DAY = 86400
+    local D = (os.time() - 600) // DAY * DAY - DAY   -- the last day past summary.grace: the one computed
+    local lines = {
+      ("bandwidth.cdn.1min,cdn=cdn-a value=1000000 %d"):format(D),
+      ("bandwidth.cdn.1min,cdn=cdn-a value=3000000 %d"):format(D + 3600),   -- the day's max: 3 Gbps
+    }
+    local st, body = stack.influx_write(influx.url, "cache_stats", table.concat(lines, "\n") .. "\n", "s", "monthly")
+    assert.are.equal(204, st, body)
+    local kafka = start_kafka()
+    local cfg = write_config("daily", kafka.brokers, [[summary = { enabled = true, sinks = { "api" }, rollups = { "daily" } },]])
+    local log = tmp.dir .. "/daily.log"
+    local ts = stack.spawn(tstats_bin .. " --config " .. sq(cfg) .. " run", log)
+    local function daily_rows()
+      local d = stack.influx_query(influx.url, 'SELECT count(value) FROM "indefinite"./.*/', "daily_stats")
+      local n = 0
+      for _, sr in ipairs(d.results[1].series or {}) do n = n + sr.values[1][2] end
+      return n
+    end
+    assert(stack.wait_until(function() return daily_rows() >= 2 end, 60, 0.5),
+      "daily summary written to InfluxDB: " .. (stack.read_file(log) or ""):gsub("[^\n]*Collected[^\n]*\n", ""):gsub("[^\n]*Sent [^\n]*\n", ""):sub(1, 3000))
+    stack.sleep(2)
+    ts:kill("TERM")
+    assert.are.equal(0, ts:wait(30))
+    local n_influx = daily_rows()
+    local daily, max = 0, nil
+    for _, m in ipairs(kafka:dump()) do
+      if m.doc.db == "daily_stats" then
+        daily = daily + 1
+        assert.are.equal("indefinite", m.doc.rp)
+        if m.doc.name == "daily_maxgbps" and m.doc.tags.cdn == "cdn-a" then
+          assert.is_nil(max, "one daily_maxgbps message for cdn-a")
+          max = m.doc
+        end
+      end
+    end
+    print(("\n  daily: %d daily_stats points in InfluxDB, %d in Kafka"):format(n_influx, daily))
+    assert.are.equal(n_influx, daily)
+    assert.truthy(max, "daily_maxgbps of cdn-a in Kafka")
+    assert.are.equal(3, max.fields.value)
+    -- the same time as in InfluxDB, to the second
+    local r = stack.influx_query(influx.url, [[SELECT value FROM "indefinite"."daily_maxgbps" WHERE cdn = 'cdn-a']],
+      "daily_stats", { epoch = "s" })
+    local t = math.tointeger(r.results[1].series[1].values[1][1])
+    assert.truthy(t >= D and t < D + DAY, "a time of the summarized day")
+    assert.are.equal(os.date("!%Y-%m-%dT%H:%M:%SZ", t), max.time)
+    kafka:stop()
+  end)
+
+  -- Kafka's position in the spool: kill -9 with messages outstanding (brokers down, so the
+  -- records read for Kafka are unacknowledged), then once more right after a poll with the
+  -- brokers up; every point InfluxDB stored is in Kafka at least once, duplicates counted.
+  it("kill -9 with Kafka messages outstanding, then a restart: every point in Kafka at least once, duplicates counted", function()
+    local kafka = start_kafka()
+    local cfg = write_config("kill", kafka.brokers)
+    local log1, log2, log3 = tmp.dir .. "/kill1.log", tmp.dir .. "/kill2.log", tmp.dir .. "/kill3.log"
+    local ts = stack.spawn(tstats_bin .. " --config " .. sq(cfg) .. " run", log1)
+    assert(stack.wait_until(function() return count("cache_stats") > 0 end, 30, 0.2), "points in InfluxDB")
+    stack.sleep(1.5)
+    kafka:cmd("down")
+    stack.sleep(3.5)                          -- three polls for Kafka to hold
+    ts:kill("KILL")
+    ts:wait(10)
+    kafka:cmd("up")
+    ts = stack.spawn(tstats_bin .. " --config " .. sq(cfg) .. " run", log2)
+    assert(stack.wait_until(function()
+      return (stack.read_file(log2) or ""):find("not yet acknowledged by Kafka", 1, true)
+    end, 30, 0.1), "the restart found Kafka's backlog in the spool: " .. tostring(stack.read_file(log2)))
+    stack.sleep(3.2)
+    ts:kill("KILL")                           -- brokers up: some acknowledgements not yet saved
+    ts:wait(10)
+    ts = stack.spawn(tstats_bin .. " --config " .. sq(cfg) .. " run", log3)
+    stack.sleep(4)
+    ts:kill("TERM")
+    assert.are.equal(0, ts:wait(30))
+    local ik, in_ = influx_points()
+    local kk, kn, dups = kafka_points(kafka:dump())
+    local missing, example = 0, nil
+    for k in pairs(ik) do
+      if not kk[k] then missing = missing + 1; example = example or k end
+    end
+    local extra = 0
+    for k in pairs(kk) do if not ik[k] then extra = extra + 1 end end
+    print(("\n  kill -9: %d points in InfluxDB, %d messages in Kafka, %d missing, %d duplicates, %d not in InfluxDB"):format(
+      in_, kn, missing, dups, extra))
+    assert.truthy(in_ > 1000, "several polls stored")
+    assert.are.equal(0, missing, example)
+    assert.are.equal(0, extra)
+    assert.are.equal(kn - dups, in_)
+    kafka:stop()
+  end)
+
+  -- The spool on a full filesystem (a 16 KiB tmpfs: small records fit, a poll's cache batch does
+  -- not): the writer keeps refused points in memory for InfluxDB, Kafka gets them from memory
+  -- too once an append failed; a batch refused right after an append that worked cannot reach
+  -- Kafka (it reads the spool): counted and logged. Nothing else is missing or doubled.
+  it("spool on a full disk: Kafka fed from memory, the points it cannot get counted and logged", function()
+    local _, uid = stack.run("id -u")
+    assert(uid:match("^0"), "this test mounts a tmpfs and must run as root (CI does)")
+    local mnt = tmp.dir .. "/full"
+    os.execute("mkdir -p " .. sq(mnt))
+    assert.are.equal(0, (stack.run("mount -t tmpfs -o size=16k tmpfs " .. sq(mnt))), "mount -t tmpfs failed")
+    local ok, err = pcall(function()
+      local kafka = start_kafka()
+      local cfg = write_config("full", kafka.brokers, "spool = { dir = " .. ("%q"):format(mnt .. "/spool") .. " },")
+      local log = tmp.dir .. "/full.log"
+      local ts = stack.spawn(tstats_bin .. " --config " .. sq(cfg) .. " run", log)
+      assert(stack.wait_until(function() return count("cache_stats") > 0 end, 30, 0.2), "points in InfluxDB")
+      stack.sleep(4)
+      ts:kill("TERM")
+      assert.are.equal(0, ts:wait(30))
+      local text = stack.read_file(log)
+      assert.truthy(text:find("kafka: the spool refused %d+ points"), "logged")
+      local missed = stat(text, "missed") or 0   -- kafka_points_missed, in the final kafka: line
+      local ik, in_ = influx_points()
+      local _, kn, dups = kafka_points(kafka:dump())
+      local collected = stat(text, "points")
+      print(("\n  disk full: %d points collected, %d in InfluxDB, %d messages in Kafka, %d counted as missed, %d duplicates"):format(
+        collected, in_, kn, missed, dups))
+      assert.truthy(missed > 0, "the first refused batch is counted: " .. text:sub(1, 2000))
+      assert.are.equal(0, dups)
+      assert.are.equal(collected, in_)
+      assert.are.equal(collected, kn + missed)
+      kafka:stop()
+    end)
+    os.execute("umount " .. sq(mnt) .. " 2>/dev/null")
+    assert(ok, err)
+  end)
+end)

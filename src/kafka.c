@@ -1,0 +1,1112 @@
+/* Kafka export target (C core, librdkafka; no Lua here). Line-protocol
+ * chunks become one message per line, produced on the loop's thread as far as
+ * librdkafka's queue takes them; delivery reports come back through the main
+ * queue's event fd (watched by the loop) and a 0-timeout rd_kafka_poll. A
+ * chunk completes when each of its lines was delivered, refused for good or
+ * dropped; what librdkafka gives up on for a transient reason (brokers down
+ * past message.timeout.ms) is produced again after a backoff. */
+#include "ts_kafka.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <librdkafka/rdkafka.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ts_log.h"
+
+#define MAX_TOPICS 64
+#define MAX_GROUPED_PARTITIONS 4096
+#define GROUP_MAX_BYTES (512 * 1024)   /* under the brokers' default message.max.bytes (1 MB) */
+#define POLL_PERIOD_MS 200
+
+/* A message to produce again: librdkafka gave up on it (brokers down past
+ * message.timeout.ms) or its queue was full when a group was ready. */
+typedef struct kretry {
+    struct kretry *next;
+    char *key, *val;          /* one allocation: key then value */
+    size_t klen, vlen;
+    size_t lines;             /* points it carries */
+    int32_t partition;        /* RD_KAFKA_PARTITION_UA: the partitioner decides */
+} kretry;
+
+typedef struct kchunk {
+    struct kchunk *prev, *next;
+    char db[128], rp[128];
+    ts_precision prec;
+    int topic;                /* index into ts_kafka.topics, -1: none configured */
+    char *body;
+    size_t len, pos;          /* pos: byte offset of the next line to produce */
+    /* the counters below are in points (lines); a message may carry several */
+    size_t outstanding;       /* produced, no delivery report yet */
+    size_t delivered, failed, dropped;
+    kretry *rhead, *rtail;
+    size_t nretry, retry_bytes;   /* points in retries, their bytes */
+    int64_t retry_due;        /* ts_mono_ms when the retries may go */
+    uint64_t id;
+    ts_kafka_done_fn done;
+    void *ud;
+} kchunk;
+
+typedef struct rlimit {
+    int64_t next_ms;
+    uint64_t suppressed;
+} rlimit;
+
+typedef struct ktopic {
+    char *name;
+    rd_kafka_topic_t *rkt;
+    /* partition count as librdkafka's partitioner last saw it (0: not yet);
+     * written by whichever librdkafka thread partitions */
+    _Atomic int32_t partitions;
+} ktopic;
+
+/* Points waiting to be sent together: one per partition. */
+typedef struct kgroup {
+    ts_buf val, key;
+    size_t lines;
+} kgroup;
+
+struct ts_kafka {
+    ts_loop *loop;
+    rd_kafka_conf_t *conf;    /* kept to build a new producer after a fatal error */
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *mainq;
+    int pipefd[2];
+    ktopic topics[MAX_TOPICS];
+    int ntopics;
+    int default_topic;        /* -1: none */
+    char **db_topic;          /* pairs: db, topic name */
+    size_t ndb_topic;
+    ts_kafka_format format;
+    size_t per_message;       /* points per message (1: Traffic Stats' one message per point) */
+    size_t max_buffer_bytes;
+    long retry_backoff_ms, log_interval_ms;
+    kchunk *head, *tail;
+    size_t bytes_held;        /* unproduced chunk bytes + retry copies */
+    uint64_t lines_waiting;   /* lines not produced yet */
+    uint64_t outstanding;     /* points in librdkafka awaiting a report */
+    int timer_id;
+    int fatal;                /* librdkafka raised a fatal error: rebuild the producer */
+    int in_poll, freeing, queue_blocked;
+    ts_buf msg;               /* scratch: the JSON of one point */
+    kgroup *groups;
+    int32_t ngroups;
+    ts_kafka_stats st;
+    rlimit rl_perm, rl_retry, rl_client, rl_drop, rl_invalid;
+};
+
+/* ---- small helpers ---- */
+
+static char *xstrdup(const char *s) {
+    char *p = strdup(s ? s : "");
+    if (!p) abort();
+    return p;
+}
+
+/* At most one line per interval for one kind of trouble; the lines between
+ * are counted and their number given with the next one. */
+static void log_limited(ts_kafka *k, rlimit *rl, int level, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void log_limited(ts_kafka *k, rlimit *rl, int level, const char *fmt, ...) {
+    int64_t now = ts_mono_ms();
+    if (now < rl->next_ms) {
+        rl->suppressed++;
+        return;
+    }
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (rl->suppressed)
+        ts_log(level, "%s (%llu similar in the last %lds not logged)", line, (unsigned long long)rl->suppressed,
+               k->log_interval_ms / 1000);
+    else
+        ts_log(level, "%s", line);
+    rl->suppressed = 0;
+    rl->next_ms = now + k->log_interval_ms;
+}
+
+static void note_error(ts_kafka *k, rd_kafka_resp_err_t err, const char *text) {
+    k->st.last_error_code = err;
+    snprintf(k->st.last_error, sizeof k->st.last_error, "%s", text ? text : rd_kafka_err2str(err));
+}
+
+/* Errors that a resend cannot cure: the message is counted as failed and its
+ * chunk may complete, so a spool position moves past it. */
+static int permanent_error(rd_kafka_resp_err_t e) {
+    switch (e) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG:
+    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+    case RD_KAFKA_RESP_ERR_INVALID_REQUIRED_ACKS:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static size_t line_count(const char *p, size_t n) {
+    size_t c = 0;
+    for (size_t i = 0; i < n;) {
+        const char *nl = memchr(p + i, '\n', n - i);
+        size_t e = nl ? (size_t)(nl - p) : n;
+        size_t s = i;
+        while (s < e && (p[s] == ' ' || p[s] == '\t' || p[s] == '\r')) s++;
+        if (s < e) c++;
+        i = e + 1;
+    }
+    return c;
+}
+
+/* ---- line protocol to JSON ---- */
+
+/* Character classes of line protocol and JSON, one table lookup per byte. */
+enum { C_SPACE = 1, C_COMMA = 2, C_EQ = 4, C_QUOTE = 8, C_BSLASH = 16, C_JSON = 32 /* escaped in JSON */ };
+static unsigned char g_cls[256];
+
+static void init_classes(void) {
+    if (g_cls[' ']) return;
+    for (int c = 0; c < 0x20; c++) g_cls[c] = C_JSON;
+    g_cls[' '] = C_SPACE;
+    g_cls[','] = C_COMMA;
+    g_cls['='] = C_EQ;
+    g_cls['"'] = C_QUOTE | C_JSON;
+    g_cls['\\'] = C_BSLASH | C_JSON;
+}
+
+/* Scans a token as InfluxDB 1.x does: a backslash always takes the next
+ * character with it, the token ends at an unescaped stop character. */
+static size_t scan_token(const char *s, size_t i, size_t n, unsigned stops) {
+    while (i < n) {
+        unsigned char k = g_cls[(unsigned char)s[i]];
+        if (k & C_BSLASH && i + 1 < n) {
+            i += 2;
+            continue;
+        }
+        if (k & stops) break;
+        i++;
+    }
+    return i;
+}
+
+/* Appends s as a JSON string, undoing exactly the escapes InfluxDB undoes for
+ * this kind of token (`unesc`: the classes a backslash escapes there). */
+static void json_string(ts_buf *out, const char *s, size_t n, unsigned unesc) {
+    static const char hex[] = "0123456789abcdef";
+    ts_buf_reserve(out, n + 2);
+    ts_buf_addc(out, '"');
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!(g_cls[c] & C_JSON)) continue;
+        if (i > run) ts_buf_add(out, s + run, i - run);
+        if (c == '\\' && i + 1 < n && (g_cls[(unsigned char)s[i + 1]] & unesc)) c = (unsigned char)s[++i];
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            ts_buf_add(out, e, 2);
+        } else if (c < 0x20) {
+            char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            ts_buf_add(out, u, 6);
+        } else {
+            ts_buf_addc(out, (char)c);
+        }
+        run = i + 1;
+    }
+    if (n > run) ts_buf_add(out, s + run, n - run);
+    ts_buf_addc(out, '"');
+}
+
+/* JSON number grammar: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
+static int json_number_ok(const char *s, size_t n) {
+    size_t i = 0;
+    if (i < n && s[i] == '-') i++;
+    if (i >= n) return 0;
+    if (s[i] == '0') i++;
+    else if (s[i] >= '1' && s[i] <= '9') while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+    else return 0;
+    if (i < n && s[i] == '.') {
+        i++;
+        size_t d = i;
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+        if (i == d) return 0;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < n && (s[i] == '+' || s[i] == '-')) i++;
+        size_t d = i;
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+        if (i == d) return 0;
+    }
+    return i == n;
+}
+
+static int digits_ok(const char *s, size_t n, int allow_minus) {
+    size_t i = 0;
+    if (allow_minus && i < n && s[i] == '-') i++;
+    if (i >= n || n - i > 20) return 0;
+    for (; i < n; i++)
+        if (s[i] < '0' || s[i] > '9') return 0;
+    return 1;
+}
+
+static int field_value(ts_buf *out, const char *v, size_t n) {
+    if (n == 0) return -1;
+    if (v[0] == '"') {
+        if (n < 2 || v[n - 1] != '"') return -1;
+        json_string(out, v + 1, n - 2, C_QUOTE | C_BSLASH);
+        return 0;
+    }
+    char last = v[n - 1];
+    if (last == 'i' || last == 'u') {
+        if (!digits_ok(v, n - 1, last == 'i')) return -1;
+        /* "-0i" and leading zeros are not JSON: go through the integer */
+        if (n - 1 > 1 && (v[0] == '0' || (v[0] == '-' && (n - 1 == 1 || v[1] == '0')))) {
+            char tmp[32];
+            memcpy(tmp, v, n - 1);
+            tmp[n - 1] = '\0';
+            errno = 0;
+            char buf[32];
+            if (last == 'i') {
+                long long x = strtoll(tmp, NULL, 10);
+                if (errno) return -1;
+                snprintf(buf, sizeof buf, "%lld", x);
+            } else {
+                unsigned long long x = strtoull(tmp, NULL, 10);
+                if (errno) return -1;
+                snprintf(buf, sizeof buf, "%llu", x);
+            }
+            ts_buf_adds(out, buf);
+            return 0;
+        }
+        ts_buf_add(out, v, n - 1);
+        return 0;
+    }
+    if (json_number_ok(v, n)) {
+        ts_buf_add(out, v, n);   /* the encoder's shortest round-trip text, as it is */
+        return 0;
+    }
+    if (v[0] == 't' || v[0] == 'T' || v[0] == 'f' || v[0] == 'F') {
+        static const char *const truths[] = {"t", "T", "true", "True", "TRUE"};
+        static const char *const lies[] = {"f", "F", "false", "False", "FALSE"};
+        for (size_t i = 0; i < 5; i++) {
+            if (strlen(truths[i]) == n && memcmp(truths[i], v, n) == 0) { ts_buf_adds(out, "true"); return 0; }
+            if (strlen(lies[i]) == n && memcmp(lies[i], v, n) == 0) { ts_buf_adds(out, "false"); return 0; }
+        }
+        return -1;
+    }
+    if (n >= 64) return -1;
+    char tmp[64], *end;
+    memcpy(tmp, v, n);
+    tmp[n] = '\0';
+    double d = strtod(tmp, &end);
+    if (end != tmp + n || !isfinite(d)) return -1;
+    char num[32];
+    ts_buf_add(out, num, ts_fmt_double(num, d));
+    return 0;
+}
+
+static const int64_t prec_ns[] = {
+    [TS_PREC_NS] = 1, [TS_PREC_US] = 1000, [TS_PREC_MS] = 1000000,
+    [TS_PREC_S] = 1000000000, [TS_PREC_M] = 60000000000LL, [TS_PREC_H] = 3600000000000LL,
+};
+
+/* RFC 3339 in UTC with the fraction trimmed of trailing zeros, as Go's
+ * time.RFC3339Nano prints it (Traffic Stats' JSON). */
+static void rfc3339(ts_buf *out, int64_t ns) {
+    /* a poll's points share a handful of seconds: the date part is cached */
+    static int64_t last_sec = INT64_MIN;
+    static char date[40];
+    static int date_len;
+    int64_t sec = ns / 1000000000, frac = ns % 1000000000;
+    if (frac < 0) {
+        frac += 1000000000;
+        sec--;
+    }
+    if (sec != last_sec) {
+        time_t t = (time_t)sec;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        date_len = snprintf(date, sizeof date, "\"%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900, tm.tm_mon + 1,
+                            tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        last_sec = sec;
+    }
+    char b[16];
+    int n = 0;
+    if (frac) {
+        b[n++] = '.';
+        for (int64_t div = 100000000; div > 0 && frac; div /= 10) {
+            b[n++] = (char)('0' + frac / div);
+            frac %= div;
+        }
+    }
+    b[n++] = 'Z';
+    b[n++] = '"';
+    ts_buf_reserve(out, (size_t)date_len + (size_t)n);
+    ts_buf_add(out, date, (size_t)date_len);
+    ts_buf_add(out, b, (size_t)n);
+}
+
+size_t ts_kafka_series_key(const char *line, size_t len) {
+    /* the first space not escaped: an odd run of backslashes before a space
+     * escapes it (each backslash takes the next character along) */
+    for (size_t i = 0;;) {
+        const char *sp = memchr(line + i, ' ', len - i);
+        if (!sp) return len;
+        size_t j = (size_t)(sp - line), b = 0;
+        while (b < j && line[j - 1 - b] == '\\') b++;
+        if (b % 2 == 0) return j;
+        i = j + 1;
+    }
+}
+
+int ts_kafka_lp_to_json(ts_buf *out, const char *s, size_t n, const ts_kafka_dest *d, int64_t now_ns,
+                        const char **err) {
+    init_classes();
+    size_t start = out->len;
+    while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ')) n--;
+    size_t i = 0;
+#define FAIL(msg)                \
+    do {                         \
+        *err = msg;              \
+        out->len = start;        \
+        if (out->data) out->data[start] = '\0'; \
+        return -1;               \
+    } while (0)
+    size_t me = scan_token(s, 0, n, C_COMMA | C_SPACE);
+    if (me == 0) FAIL("empty measurement");
+    ts_buf_adds(out, "{\"name\":");
+    json_string(out, s, me, C_COMMA | C_SPACE);
+    ts_buf_adds(out, ",\"tags\":{");
+    i = me;
+    int first = 1;
+    while (i < n && s[i] == ',') {
+        i++;
+        size_t ke = scan_token(s, i, n, C_EQ | C_COMMA | C_SPACE);
+        if (ke == i || ke >= n || s[ke] != '=') FAIL("bad tag");
+        size_t ve = scan_token(s, ke + 1, n, C_COMMA | C_SPACE);
+        if (ve == ke + 1) FAIL("empty tag value");
+        if (!first) ts_buf_addc(out, ',');
+        first = 0;
+        json_string(out, s + i, ke - i, C_COMMA | C_EQ | C_SPACE);
+        ts_buf_addc(out, ':');
+        json_string(out, s + ke + 1, ve - ke - 1, C_COMMA | C_EQ | C_SPACE);
+        i = ve;
+    }
+    if (i >= n || s[i] != ' ') FAIL("no fields");
+    while (i < n && s[i] == ' ') i++;
+    ts_buf_adds(out, "},\"fields\":{");
+    first = 1;
+    for (;;) {
+        size_t ke = scan_token(s, i, n, C_EQ | C_COMMA | C_SPACE);
+        if (ke == i || ke >= n || s[ke] != '=') FAIL("bad field");
+        size_t vs = ke + 1, ve;
+        if (vs < n && s[vs] == '"') {
+            ve = vs + 1;
+            while (ve < n && s[ve] != '"') ve += (s[ve] == '\\' && ve + 1 < n) ? 2 : 1;
+            if (ve >= n) FAIL("unterminated string field");
+            ve++;
+        } else {
+            ve = scan_token(s, vs, n, C_COMMA | C_SPACE);
+        }
+        if (!first) ts_buf_addc(out, ',');
+        first = 0;
+        json_string(out, s + i, ke - i, C_COMMA | C_EQ | C_SPACE);
+        ts_buf_addc(out, ':');
+        if (field_value(out, s + vs, ve - vs) < 0) FAIL("bad field value");
+        i = ve;
+        if (i < n && s[i] == ',') {
+            i++;
+            continue;
+        }
+        break;
+    }
+    ts_buf_adds(out, "},\"time\":");
+    while (i < n && s[i] == ' ') i++;
+    int64_t ns;
+    if (i == n) {
+        ns = now_ns;
+    } else {
+        if (!digits_ok(s + i, n - i, 1)) FAIL("bad time stamp");
+        int neg = s[i] == '-';
+        uint64_t t = 0;
+        for (size_t j = i + (size_t)neg; j < n; j++) {
+            if (t > (UINT64_MAX - 9) / 10) FAIL("time stamp out of range");
+            t = t * 10 + (uint64_t)(s[j] - '0');
+        }
+        uint64_t m = (uint64_t)prec_ns[d->precision];
+        if (t > (uint64_t)INT64_MAX / m) FAIL("time stamp out of range");
+        ns = neg ? -(int64_t)(t * m) : (int64_t)(t * m);
+    }
+    rfc3339(out, ns);
+    ts_buf_adds(out, ",\"db\":");
+    json_string(out, d->db, strlen(d->db), 0);
+    ts_buf_adds(out, ",\"rp\":");
+    json_string(out, d->rp ? d->rp : "", d->rp ? strlen(d->rp) : 0, 0);
+    ts_buf_addc(out, '}');
+#undef FAIL
+    return 0;
+}
+
+/* ---- producer set-up ---- */
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque);
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
+static void on_fd(void *ud);
+static void arm_timer(ts_kafka *k);
+
+static int conf_set(rd_kafka_conf_t *c, const char *name, const char *value, char *err, size_t errlen) {
+    char e[256];
+    if (rd_kafka_conf_set(c, name, value, e, sizeof e) != RD_KAFKA_CONF_OK) {
+        snprintf(err, errlen, "kafka: %s = \"%s\": %s", name, value, e);
+        return -1;
+    }
+    return 0;
+}
+
+/* Properties that a kafka.* option sets: refused in kafka.properties so that
+ * one setting never silently overrides the other. */
+static const char *const owned_props[][2] = {
+    {"bootstrap.servers", "kafka.brokers"},   {"metadata.broker.list", "kafka.brokers"},
+    {"acks", "kafka.acks"},                   {"request.required.acks", "kafka.acks"},
+    {"enable.idempotence", "kafka.idempotence"}, {"compression.codec", "kafka.compression"},
+    {"compression.type", "kafka.compression"},
+    {"partitioner", "nothing: tstats partitions by series key with murmur2, as the Java client"},
+    {"dr_msg_cb", "nothing (internal)"},
+};
+
+static int topic_index(ts_kafka *k, const char *name) {
+    for (int i = 0; i < k->ntopics; i++)
+        if (strcmp(k->topics[i].name, name) == 0) return i;
+    if (k->ntopics == MAX_TOPICS) return -1;
+    ktopic *t = &k->topics[k->ntopics];
+    t->name = xstrdup(name);
+    t->rkt = NULL;
+    atomic_store(&t->partitions, 0);
+    return k->ntopics++;
+}
+
+/* murmur2 of the series key, as the Java client partitions keyed records; it
+ * also notes the partition count, which grouping needs. */
+static int32_t partitioner(const rd_kafka_topic_t *rkt, const void *key, size_t keylen, int32_t cnt,
+                           void *rkt_opaque, void *msg_opaque) {
+    ktopic *t = rkt_opaque;
+    if (t && atomic_load(&t->partitions) != cnt) atomic_store(&t->partitions, cnt);
+    return rd_kafka_msg_partitioner_murmur2_random(rkt, key, keylen, cnt, rkt_opaque, msg_opaque);
+}
+
+static int open_producer(ts_kafka *k, char *err, size_t errlen) {
+    rd_kafka_conf_t *c = rd_kafka_conf_dup(k->conf);
+    char e[512];
+    k->rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, e, sizeof e);
+    if (!k->rk) {
+        rd_kafka_conf_destroy(c);
+        snprintf(err, errlen, "kafka: cannot create the producer: %s", e);
+        return -1;
+    }
+    /* librdkafka's own log lines come through the main queue too: they are
+     * written by the loop's thread, never from librdkafka's threads */
+    rd_kafka_set_log_queue(k->rk, NULL);
+    k->mainq = rd_kafka_queue_get_main(k->rk);
+    rd_kafka_queue_io_event_enable(k->mainq, k->pipefd[1], "1", 1);
+    for (int i = 0; i < k->ntopics; i++) {
+        rd_kafka_topic_conf_t *tc = rd_kafka_default_topic_conf_dup(k->rk);
+        rd_kafka_topic_conf_set_partitioner_cb(tc, partitioner);
+        rd_kafka_topic_conf_set_opaque(tc, &k->topics[i]);
+        k->topics[i].rkt = rd_kafka_topic_new(k->rk, k->topics[i].name, tc);
+        if (!k->topics[i].rkt) {
+            rd_kafka_topic_conf_destroy(tc);
+            snprintf(err, errlen, "kafka: topic \"%s\": %s", k->topics[i].name,
+                     rd_kafka_err2str(rd_kafka_last_error()));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void close_producer(ts_kafka *k) {
+    if (!k->rk) return;
+    for (int i = 0; i < k->ntopics; i++) {
+        if (k->topics[i].rkt) rd_kafka_topic_destroy(k->topics[i].rkt);
+        k->topics[i].rkt = NULL;
+    }
+    if (k->mainq) {
+        rd_kafka_queue_io_event_enable(k->mainq, -1, NULL, 0);
+        rd_kafka_queue_destroy(k->mainq);
+        k->mainq = NULL;
+    }
+    rd_kafka_destroy(k->rk);
+    k->rk = NULL;
+}
+
+ts_kafka *ts_kafka_new(ts_loop *loop, const ts_kafka_opts *o, char *err, size_t errlen) {
+    if (!o->brokers || !*o->brokers) {
+        snprintf(err, errlen, "kafka: kafka.brokers is empty");
+        return NULL;
+    }
+    const char *acks = o->acks && *o->acks ? o->acks : "all";
+    if (strcmp(acks, "all") && strcmp(acks, "-1") && strcmp(acks, "1") && strcmp(acks, "0")) {
+        snprintf(err, errlen, "kafka: kafka.acks = \"%s\": must be all, 1 or 0", acks);
+        return NULL;
+    }
+    if (o->idempotence && strcmp(acks, "all") && strcmp(acks, "-1")) {
+        snprintf(err, errlen, "kafka: kafka.idempotence needs kafka.acks = \"all\" (it is \"%s\")", acks);
+        return NULL;
+    }
+    if ((!o->topic || !*o->topic) && (!o->db_topics || !o->db_topics[0])) {
+        snprintf(err, errlen, "kafka: neither kafka.topic nor kafka.topics is set");
+        return NULL;
+    }
+    ts_kafka *k = calloc(1, sizeof *k);
+    if (!k) abort();
+    k->loop = loop;
+    k->pipefd[0] = k->pipefd[1] = -1;
+    k->default_topic = -1;
+    k->format = o->format;
+    k->per_message = o->points_per_message > 1 ? o->points_per_message : 1;
+    k->max_buffer_bytes = o->max_buffer_bytes ? o->max_buffer_bytes : (size_t)256 << 20;
+    k->retry_backoff_ms = o->retry_backoff_ms > 0 ? o->retry_backoff_ms : 1000;
+    k->log_interval_ms = o->log_interval_ms > 0 ? o->log_interval_ms : 10000;
+    ts_buf_init(&k->msg);
+
+    rd_kafka_conf_t *c = k->conf = rd_kafka_conf_new();
+    const char *compression = o->compression && *o->compression ? o->compression : "none";
+    /* Defaults first, then the user's properties. linger: a poll's points
+     * come at once, so fewer and fuller batches cost less CPU than the 5 ms
+     * default. */
+    if (conf_set(c, "bootstrap.servers", o->brokers, err, errlen) || conf_set(c, "acks", acks, err, errlen) ||
+        conf_set(c, "enable.idempotence", o->idempotence ? "true" : "false", err, errlen) ||
+        conf_set(c, "compression.codec", compression, err, errlen) || conf_set(c, "linger.ms", "100", err, errlen) ||
+        conf_set(c, "queue.buffering.max.messages", "1000000", err, errlen) ||
+        conf_set(c, "queue.buffering.max.kbytes", "262144", err, errlen) ||
+        conf_set(c, "log.queue", "true", err, errlen) || conf_set(c, "client.id", "tstats", err, errlen))
+        goto fail;
+    for (const char *const *p = o->properties; p && p[0] && p[1]; p += 2) {
+        for (size_t i = 0; i < sizeof owned_props / sizeof owned_props[0]; i++) {
+            if (strcmp(p[0], owned_props[i][0]) == 0) {
+                snprintf(err, errlen, "kafka: kafka.properties[\"%s\"]: set %s instead", p[0], owned_props[i][1]);
+                goto fail;
+            }
+        }
+        if (conf_set(c, p[0], p[1], err, errlen)) goto fail;
+    }
+    rd_kafka_conf_set_opaque(c, k);
+    rd_kafka_conf_set_dr_msg_cb(c, dr_cb);
+    rd_kafka_conf_set_error_cb(c, error_cb);
+    rd_kafka_conf_set_log_cb(c, log_cb);
+
+    if (o->topic && *o->topic) k->default_topic = topic_index(k, o->topic);
+    for (const char *const *p = o->db_topics; p && p[0] && p[1]; p += 2) {
+        if (topic_index(k, p[1]) < 0) {
+            snprintf(err, errlen, "kafka: more than %d topics", MAX_TOPICS);
+            goto fail;
+        }
+        k->db_topic = realloc(k->db_topic, (k->ndb_topic + 1) * 2 * sizeof *k->db_topic);
+        if (!k->db_topic) abort();
+        k->db_topic[k->ndb_topic * 2] = xstrdup(p[0]);
+        k->db_topic[k->ndb_topic * 2 + 1] = xstrdup(p[1]);
+        k->ndb_topic++;
+    }
+    if (pipe2(k->pipefd, O_NONBLOCK | O_CLOEXEC) < 0) {
+        snprintf(err, errlen, "kafka: pipe: %s", strerror(errno));
+        goto fail;
+    }
+    if (open_producer(k, err, errlen)) goto fail;
+    ts_loop_watch_fd(loop, k->pipefd[0], on_fd, k);
+    return k;
+fail:
+    ts_kafka_free(k);
+    return NULL;
+}
+
+/* ---- chunks ---- */
+
+static int chunk_complete(const kchunk *c) { return c->pos >= c->len && c->outstanding == 0 && c->nretry == 0; }
+
+static void chunk_unlink(ts_kafka *k, kchunk *c) {
+    if (c->prev) c->prev->next = c->next;
+    else k->head = c->next;
+    if (c->next) c->next->prev = c->prev;
+    else k->tail = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void free_retries(kchunk *c) {
+    for (kretry *r = c->rhead, *n; r; r = n) {
+        n = r->next;
+        free(r->key);
+        free(r);
+    }
+    c->rhead = c->rtail = NULL;
+    c->nretry = c->retry_bytes = 0;
+}
+
+static void chunk_free(kchunk *c) {
+    free_retries(c);
+    free(c->body);
+    free(c);
+}
+
+static void chunk_body_done(ts_kafka *k, kchunk *c) {
+    k->bytes_held -= c->len;
+    free(c->body);
+    c->body = NULL;
+    c->pos = c->len = 0;
+}
+
+static void maybe_finish(ts_kafka *k, kchunk *c) {
+    if (!chunk_complete(c)) return;
+    chunk_unlink(k, c);
+    if (c->done) c->done(c->ud, c->id, c->delivered, c->failed, c->dropped);
+    chunk_free(c);
+}
+
+static void add_retry(ts_kafka *k, kchunk *c, const void *key, size_t klen, const void *val, size_t vlen,
+                      size_t lines, int32_t partition, int64_t due) {
+    kretry *r = malloc(sizeof *r);
+    char *p = malloc(klen + vlen + 1);
+    if (!r || !p) abort();
+    if (klen) memcpy(p, key, klen);
+    if (vlen) memcpy(p + klen, val, vlen);
+    *r = (kretry){NULL, p, p + klen, klen, vlen, lines, partition};
+    if (c->rtail) c->rtail->next = r;
+    else c->rhead = r;
+    c->rtail = r;
+    c->nretry += lines;
+    c->retry_bytes += klen + vlen;
+    k->bytes_held += klen + vlen;
+    c->retry_due = due;
+}
+
+/* Drops the oldest data not yet handed to librdkafka until the bound holds:
+ * live stats matter more than an old backlog (a spool keeps it, if any). */
+static void enforce_bound(ts_kafka *k) {
+    for (kchunk *c = k->head; c && k->bytes_held > k->max_buffer_bytes;) {
+        kchunk *next = c->next;
+        size_t lines = 0;
+        if (c->body && c->pos < c->len) {
+            lines = line_count(c->body + c->pos, c->len - c->pos);
+            chunk_body_done(k, c);
+        }
+        if (k->bytes_held > k->max_buffer_bytes && c->nretry) {
+            lines += c->nretry;
+            k->bytes_held -= c->retry_bytes;
+            free_retries(c);
+        }
+        if (lines) {
+            c->dropped += lines;
+            k->st.points_dropped += lines;
+            k->lines_waiting -= lines < k->lines_waiting ? lines : k->lines_waiting;
+            log_limited(k, &k->rl_drop, TS_LOG_ERROR,
+                        "kafka: memory bound kafka.max_buffer_bytes (%zu) reached: dropped %zu oldest points for %s",
+                        k->max_buffer_bytes, lines, c->db);
+        }
+        maybe_finish(k, c);
+        c = next;
+    }
+}
+
+static int resolve_topic(ts_kafka *k, const char *db) {
+    for (size_t i = 0; i < k->ndb_topic; i++)
+        if (strcmp(k->db_topic[i * 2], db) == 0) return topic_index(k, k->db_topic[i * 2 + 1]);
+    return k->default_topic;
+}
+
+/* Queues a chunk whose body (malloc'd, NUL-terminated, len bytes) it takes over. */
+static void submit_owned(ts_kafka *k, const ts_kafka_dest *d, char *body, size_t len, uint64_t id,
+                         ts_kafka_done_fn done, void *ud) {
+    kchunk *c = calloc(1, sizeof *c);
+    if (!c) abort();
+    snprintf(c->db, sizeof c->db, "%s", d->db ? d->db : "");
+    snprintf(c->rp, sizeof c->rp, "%s", d->rp ? d->rp : "");
+    c->prec = d->precision;
+    c->topic = resolve_topic(k, c->db);
+    c->id = id;
+    c->done = done;
+    c->ud = ud;
+    size_t lines = body ? line_count(body, len) : 0;
+    if (c->topic < 0) {
+        /* only when kafka.topics names some databases and kafka.topic is unset */
+        log_limited(k, &k->rl_perm, TS_LOG_ERROR, "kafka: no topic for database %s (set kafka.topic): %zu points not sent",
+                    c->db, lines);
+        c->failed = lines;
+        k->st.points_failed += lines;
+        free(body);
+    } else if (lines) {
+        c->body = body;
+        c->len = len;
+        k->bytes_held += len;
+        k->lines_waiting += lines;
+    } else {
+        free(body);
+    }
+    c->prev = k->tail;
+    if (k->tail) k->tail->next = c;
+    else k->head = c;
+    k->tail = c;
+    enforce_bound(k);
+    if (!k->in_poll) ts_kafka_poll(k);
+}
+
+void ts_kafka_submit(ts_kafka *k, const ts_kafka_dest *d, const char *body, size_t len, uint64_t id,
+                     ts_kafka_done_fn done, void *ud) {
+    char *copy = malloc(len + 1);
+    if (!copy) abort();
+    if (len) memcpy(copy, body, len);
+    copy[len] = '\0';
+    submit_owned(k, d, copy, len, id, done, ud);
+}
+
+void ts_kafka_submit_buf(ts_kafka *k, const ts_kafka_dest *d, ts_buf *body, uint64_t id, ts_kafka_done_fn done,
+                         void *ud) {
+    char *p = body->data;
+    size_t len = body->len;
+    ts_buf_init(body);
+    if (!p) {
+        p = malloc(1);
+        if (!p) abort();
+        *p = '\0';
+    }
+    submit_owned(k, d, p, len, id, done, ud);
+}
+
+size_t ts_kafka_backlog_bytes(const ts_kafka *k) { return k->bytes_held; }
+
+/* ---- producing ---- */
+
+enum { PROD_OK, PROD_FULL, PROD_FAILED };
+
+static int produce_msg(ts_kafka *k, kchunk *c, const char *key, size_t klen, const char *val, size_t vlen,
+                       size_t lines, int32_t partition) {
+    rd_kafka_topic_t *rkt = k->topics[c->topic].rkt;
+    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (k->format == TS_KAFKA_LP) {
+        /* line protocol carries no database or retention policy: headers do */
+        const char *prec = ts_precision_name(c->prec);
+        e = rd_kafka_producev(k->rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_PARTITION(partition),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, klen),
+                              RD_KAFKA_V_VALUE((void *)val, vlen), RD_KAFKA_V_HEADER("db", c->db, -1),
+                              RD_KAFKA_V_HEADER("rp", c->rp, -1), RD_KAFKA_V_HEADER("precision", prec, -1),
+                              RD_KAFKA_V_OPAQUE(c), RD_KAFKA_V_END);
+    } else if (rd_kafka_produce(rkt, partition, RD_KAFKA_MSG_F_COPY, (void *)val, vlen, key, klen, c) != 0) {
+        e = rd_kafka_last_error();
+    }
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        c->outstanding += lines;
+        k->outstanding += lines;
+        k->st.messages_produced++;
+        return PROD_OK;
+    }
+    if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+        k->st.queue_full++;
+        k->queue_blocked = 1;
+        return PROD_FULL;
+    }
+    if (e == RD_KAFKA_RESP_ERR__FATAL) {
+        k->fatal = 1;
+        return PROD_FULL;
+    }
+    note_error(k, e, NULL);
+    /* anything else that is not permanent: try again on a later poll */
+    return permanent_error(e) ? PROD_FAILED : PROD_FULL;
+}
+
+static void count_failed(ts_kafka *k, kchunk *c, size_t lines, const char *why, size_t vlen) {
+    c->failed += lines;
+    k->st.points_failed += lines;
+    log_limited(k, &k->rl_perm, TS_LOG_ERROR, "kafka: %zu points for %s refused for good (%s, %zu bytes): not retried",
+                lines, c->db, why, vlen);
+}
+
+/* Points in a message: one per line (JSON and line protocol escape newlines). */
+static size_t msg_lines(const char *p, size_t n) {
+    size_t c = 1;
+    for (const char *e = p + n; p < e && (p = memchr(p, '\n', (size_t)(e - p))) != NULL; p++) c++;
+    return c;
+}
+
+/* Sends a group as one message; when librdkafka cannot take it now it is
+ * kept as a retry of the chunk (its points were taken from the body). */
+static int flush_group(ts_kafka *k, kchunk *c, kgroup *g, int32_t partition, int64_t now) {
+    if (!g->lines) return PROD_OK;
+    int rc = produce_msg(k, c, g->key.data, g->key.len, g->val.data, g->val.len, g->lines, partition);
+    if (rc == PROD_FULL) add_retry(k, c, g->key.data, g->key.len, g->val.data, g->val.len, g->lines, partition, now);
+    else if (rc == PROD_FAILED) count_failed(k, c, g->lines, k->st.last_error, g->val.len);
+    ts_buf_reset(&g->val);
+    ts_buf_reset(&g->key);
+    g->lines = 0;
+    return rc;
+}
+
+/* Produce a chunk's retries (when due) and its remaining lines. Returns 0 when
+ * librdkafka's queue is full (stop for now). */
+static int pump_chunk(ts_kafka *k, kchunk *c, int64_t now) {
+    if (c->topic < 0) return 1;
+    while (c->rhead && c->retry_due <= now) {
+        kretry *r = c->rhead;
+        int rc = produce_msg(k, c, r->key, r->klen, r->val, r->vlen, r->lines, r->partition);
+        if (rc == PROD_FULL) return 0;
+        if (rc == PROD_FAILED) count_failed(k, c, r->lines, k->st.last_error, r->vlen);
+        else k->st.points_retried += r->lines;
+        c->rhead = r->next;
+        if (!c->rhead) c->rtail = NULL;
+        c->nretry -= r->lines;
+        c->retry_bytes -= r->klen + r->vlen;
+        k->bytes_held -= r->klen + r->vlen;
+        free(r->key);
+        free(r);
+    }
+    /* Several points per message: grouped by the partition their series key
+     * maps to, so a series stays on one partition either way. Until
+     * librdkafka has told the partition count, points go one by one. */
+    ktopic *t = &k->topics[c->topic];
+    int32_t nparts = k->per_message > 1 ? atomic_load(&t->partitions) : 0;
+    if (nparts > MAX_GROUPED_PARTITIONS) nparts = 0;
+    if (nparts > k->ngroups) {
+        k->groups = realloc(k->groups, (size_t)nparts * sizeof *k->groups);
+        if (!k->groups) abort();
+        for (int32_t i = k->ngroups; i < nparts; i++) {
+            ts_buf_init(&k->groups[i].val);
+            ts_buf_init(&k->groups[i].key);
+            k->groups[i].lines = 0;
+        }
+        k->ngroups = nparts;
+    }
+    int full = 0;
+    int64_t now_ns = 0;
+    while (!full && c->body && c->pos < c->len) {
+        const char *line = c->body + c->pos;
+        const char *nl = memchr(line, '\n', c->len - c->pos);
+        size_t ll = nl ? (size_t)(nl - line) : c->len - c->pos;
+        size_t next = c->pos + ll + (nl ? 1 : 0);
+        size_t e = ll;
+        while (e > 0 && (line[e - 1] == '\r' || line[e - 1] == ' ')) e--;
+        size_t s = 0;
+        while (s < e && (line[s] == ' ' || line[s] == '\t')) s++;
+        if (s == e) {   /* blank line: not a point */
+            c->pos = next;
+            continue;
+        }
+        line += s;
+        e -= s;
+        size_t klen = ts_kafka_series_key(line, e);
+        const char *val = line;
+        size_t vlen = e;
+        if (k->format == TS_KAFKA_JSON) {
+            const char *why;
+            ts_kafka_dest d = {c->db, c->rp, c->prec};
+            if (!now_ns) now_ns = ts_now_ns();
+            ts_buf_reset(&k->msg);
+            if (ts_kafka_lp_to_json(&k->msg, line, e, &d, now_ns, &why) < 0) {
+                k->st.lines_invalid++;
+                c->failed++;
+                log_limited(k, &k->rl_invalid, TS_LOG_WARN, "kafka: not line protocol (%s) for %s: %.*s", why, c->db,
+                            (int)(e > 200 ? 200 : e), line);
+                c->pos = next;
+                if (k->lines_waiting) k->lines_waiting--;
+                continue;
+            }
+            val = k->msg.data;
+            vlen = k->msg.len;
+        }
+        if (nparts > 0) {
+            int32_t p = rd_kafka_msg_partitioner_murmur2(t->rkt, line, klen, nparts, NULL, NULL);
+            kgroup *g = &k->groups[p];
+            if (g->lines && (g->lines >= k->per_message || g->val.len + vlen + 1 > GROUP_MAX_BYTES))
+                if (flush_group(k, c, g, p, now) == PROD_FULL) full = 1;
+            if (g->lines) ts_buf_addc(&g->val, '\n');
+            else ts_buf_add(&g->key, line, klen);   /* the first point's series key */
+            ts_buf_add(&g->val, val, vlen);
+            g->lines++;
+        } else {
+            int rc = produce_msg(k, c, line, klen, val, vlen, 1, RD_KAFKA_PARTITION_UA);
+            if (rc == PROD_FULL) return 0;
+            if (rc == PROD_FAILED) count_failed(k, c, 1, k->st.last_error, vlen);
+        }
+        c->pos = next;
+        if (k->lines_waiting) k->lines_waiting--;
+    }
+    /* groups never outlive a pass: their points belong to this chunk */
+    for (int32_t p = 0; p < nparts; p++)
+        if (k->groups[p].lines && flush_group(k, c, &k->groups[p], p, now) == PROD_FULL) full = 1;
+    if (c->body && c->pos >= c->len) chunk_body_done(k, c);
+    return !full;
+}
+
+static void pump(ts_kafka *k) {
+    if (!k->rk || k->fatal) return;
+    int64_t now = ts_mono_ms();
+    k->queue_blocked = 0;
+    for (kchunk *c = k->head; c;) {
+        kchunk *next = c->next;
+        int more = pump_chunk(k, c, now);
+        maybe_finish(k, c);
+        if (!more) break;
+        c = next;
+    }
+}
+
+/* librdkafka raised a fatal error (idempotence state lost): every message
+ * still in it comes back purged, is kept as a retry, and a new producer
+ * (new producer id) takes over. */
+static void rebuild_producer(ts_kafka *k) {
+    char e[512];
+    rd_kafka_fatal_error(k->rk, e, sizeof e);
+    ts_error("kafka: fatal producer error: %s; starting a new producer", e);
+    rd_kafka_purge(k->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    for (int i = 0; i < 100 && k->outstanding; i++) rd_kafka_poll(k->rk, 10);
+    close_producer(k);
+    k->fatal = 0;
+    if (open_producer(k, e, sizeof e)) ts_error("%s", e);
+}
+
+void ts_kafka_poll(ts_kafka *k) {
+    if (!k->rk || k->in_poll) return;
+    k->in_poll = 1;
+    char drain[64];
+    while (read(k->pipefd[0], drain, sizeof drain) > 0) {
+    }
+    /* everything queued, so that the event fd fires again on the next event */
+    while (rd_kafka_poll(k->rk, 0) > 0) {
+    }
+    if (k->fatal) rebuild_producer(k);
+    pump(k);
+    while (rd_kafka_poll(k->rk, 0) > 0) {
+    }
+    k->in_poll = 0;
+    arm_timer(k);
+}
+
+static void on_fd(void *ud) { ts_kafka_poll(ud); }
+
+static void on_timer(void *ud) {
+    ts_kafka *k = ud;
+    k->timer_id = 0;
+    ts_kafka_poll(k);
+}
+
+/* A periodic wake-up while anything waits: retries' backoff, a full queue,
+ * librdkafka's own timeouts. The event fd covers the delivery reports. */
+static void arm_timer(ts_kafka *k) {
+    if (k->timer_id || !k->head || k->freeing) return;
+    k->timer_id = ts_loop_timer(k->loop, ts_mono_ms() + POLL_PERIOD_MS, on_timer, k);
+}
+
+/* ---- callbacks (run inside rd_kafka_poll, on the loop's thread) ---- */
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    (void)rk;
+    ts_kafka *k = opaque;
+    kchunk *c = m->_private;
+    if (k->freeing || !c) return;
+    size_t lines = k->per_message > 1 ? msg_lines(m->payload, m->len) : 1;
+    c->outstanding -= lines;
+    k->outstanding -= lines;
+    if (!m->err) {
+        c->delivered += lines;
+        k->st.points_delivered += lines;
+    } else {
+        k->st.delivery_errors++;
+        note_error(k, m->err, NULL);
+        if (permanent_error(m->err)) {
+            count_failed(k, c, lines, rd_kafka_err2str(m->err), m->len);
+        } else {
+            if (rd_kafka_message_status(m) != RD_KAFKA_MSG_STATUS_NOT_PERSISTED) k->st.points_maybe_dup += lines;
+            add_retry(k, c, m->key, m->key_len, m->payload, m->len, lines,
+                      k->per_message > 1 ? m->partition : RD_KAFKA_PARTITION_UA, ts_mono_ms() + k->retry_backoff_ms);
+            log_limited(k, &k->rl_retry, TS_LOG_WARN, "kafka: delivery to %s failed (%s): message kept, retried in %ld ms",
+                        rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err), k->retry_backoff_ms);
+        }
+    }
+    maybe_finish(k, c);
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+    (void)rk;
+    ts_kafka *k = opaque;
+    k->st.client_errors++;
+    note_error(k, err, reason);
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        k->fatal = 1;
+        return;
+    }
+    log_limited(k, &k->rl_client, TS_LOG_WARN, "kafka: %s: %s", rd_kafka_err2name(err), reason);
+}
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    (void)rk;
+    /* error_cb reports what matters, rate-limited; the rest is debugging */
+    if (level <= 2) ts_error("kafka: librdkafka %s: %s", fac, buf);
+    else ts_debug("kafka: librdkafka %s: %s", fac, buf);
+}
+
+/* ---- shutdown, stats ---- */
+
+static uint64_t unacked(const ts_kafka *k) {
+    uint64_t n = k->lines_waiting + k->outstanding;
+    for (const kchunk *c = k->head; c; c = c->next) n += c->nretry;
+    return n;
+}
+
+size_t ts_kafka_drain(ts_kafka *k, int64_t deadline) {
+    while (k->head && ts_mono_ms() < deadline) {
+        ts_kafka_poll(k);
+        if (!k->head) break;
+        int64_t left = deadline - ts_mono_ms();
+        ts_loop_run_once(k->loop, left < 50 ? (int)(left > 0 ? left : 0) : 50);
+        /* retries wait for no backoff at shutdown */
+        for (kchunk *c = k->head; c; c = c->next) c->retry_due = 0;
+    }
+    ts_kafka_poll(k);
+    size_t left = (size_t)unacked(k);
+    if (left) ts_error("kafka: %zu points not acknowledged by Kafka at shutdown", left);
+    return left;
+}
+
+void ts_kafka_get_stats(const ts_kafka *k, ts_kafka_stats *s) {
+    *s = k->st;
+    s->points_pending = unacked(k);
+    s->bytes_pending = k->bytes_held;
+}
+
+void ts_kafka_free(ts_kafka *k) {
+    if (!k) return;
+    k->freeing = 1;
+    if (k->timer_id) ts_loop_timer_cancel(k->loop, k->timer_id);
+    if (k->pipefd[0] >= 0) ts_loop_watch_fd(k->loop, k->pipefd[0], NULL, NULL);
+    if (k->rk) {
+        rd_kafka_purge(k->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT | RD_KAFKA_PURGE_F_NON_BLOCKING);
+        rd_kafka_poll(k->rk, 0);
+    }
+    close_producer(k);
+    if (k->conf) rd_kafka_conf_destroy(k->conf);
+    for (kchunk *c = k->head, *n; c; c = n) {
+        n = c->next;
+        chunk_free(c);
+    }
+    for (int i = 0; i < k->ntopics; i++) free(k->topics[i].name);
+    for (size_t i = 0; i < k->ndb_topic * 2; i++) free(k->db_topic[i]);
+    free(k->db_topic);
+    for (int32_t i = 0; i < k->ngroups; i++) {
+        ts_buf_free(&k->groups[i].val);
+        ts_buf_free(&k->groups[i].key);
+    }
+    free(k->groups);
+    if (k->pipefd[0] >= 0) close(k->pipefd[0]);
+    if (k->pipefd[1] >= 0) close(k->pipefd[1]);
+    ts_buf_free(&k->msg);
+    free(k);
+}

@@ -1,0 +1,134 @@
+/* Kafka's position in the on-disk spool (C core, no Lua): reads the spool
+ * through the consumer "kafka", hands each record to the Kafka target and
+ * acknowledges it in the spool when the target reports it done; holds back
+ * while the target has more than its mark waiting, so that Kafka being down
+ * leaves the backlog on disk, not in memory. */
+#include "ts_kafka_feed.h"
+
+#include <stdlib.h>
+
+#include "ts_clock.h"
+#include "ts_log.h"
+
+#define FEED_PERIOD_MS 250
+
+struct ts_kafka_feed {
+    ts_kafka *k;
+    ts_spool *spool;
+    ts_spool_consumer *cons;
+    ts_loop *loop;
+    size_t high;
+    int timer;
+    int in_pump, stopped;
+    struct feed_rec *open;   /* records handed to the target, not done yet */
+    ts_kafka_feed_stats st;
+};
+
+typedef struct feed_rec {
+    ts_kafka_feed *f;
+    ts_spool_pos pos;
+    struct feed_rec *prev, *next;
+} feed_rec;
+
+static void feed_done(void *ud, uint64_t id, size_t delivered, size_t failed, size_t dropped) {
+    (void)id;
+    (void)delivered;
+    (void)failed;
+    feed_rec *r = ud;
+    ts_kafka_feed *f = r->f;
+    if (dropped) {
+        /* the target's memory bound is above the feed's mark: not expected;
+         * the record is acknowledged all the same (the drop is counted) */
+        ts_warn("kafka: %zu points of a spool record dropped for memory", dropped);
+    }
+    ts_spool_ack_one(f->cons, r->pos);
+    f->st.records_acked++;
+    f->st.records_open--;
+    if (r->prev) r->prev->next = r->next;
+    else f->open = r->next;
+    if (r->next) r->next->prev = r->prev;
+    free(r);
+    /* room again: read on (inside the target's poll: the new chunk goes at its next one) */
+    if (!f->in_pump) ts_kafka_feed_pump(f);
+}
+
+void ts_kafka_feed_pump(ts_kafka_feed *f) {
+    if (!f || f->in_pump || f->stopped) return;
+    f->in_pump = 1;
+    while (ts_kafka_backlog_bytes(f->k) < f->high) {
+        ts_spool_rec r;
+        if (ts_spool_read(f->cons, &r) != 1) break;
+        feed_rec *fr = malloc(sizeof *fr);
+        if (!fr) abort();
+        fr->f = f;
+        fr->pos = r.pos;
+        fr->prev = NULL;
+        fr->next = f->open;
+        if (f->open) f->open->prev = fr;
+        f->open = fr;
+        f->st.records_read++;
+        f->st.records_open++;
+        f->st.points_read += r.lines;
+        ts_kafka_dest d = {r.db, r.rp, r.precision};
+        ts_kafka_submit(f->k, &d, r.body, r.len, 0, feed_done, fr);
+    }
+    f->in_pump = 0;
+}
+
+static void feed_timer(void *ud) {
+    ts_kafka_feed *f = ud;
+    f->timer = 0;
+    if (f->stopped) return;
+    ts_kafka_feed_pump(f);
+    f->timer = ts_loop_timer(f->loop, ts_mono_ms() + FEED_PERIOD_MS, feed_timer, f);
+}
+
+ts_kafka_feed *ts_kafka_feed_new(ts_kafka *k, ts_spool *s, ts_loop *loop, size_t high_bytes) {
+    ts_spool_consumer *c = ts_spool_consumer_open(s, "kafka", TS_SPOOL_START_END);
+    if (!c) {
+        ts_error("kafka: spool consumer 'kafka' cannot be opened: Kafka is fed from memory only");
+        return NULL;
+    }
+    ts_kafka_feed *f = calloc(1, sizeof *f);
+    if (!f) abort();
+    f->k = k;
+    f->spool = s;
+    f->cons = c;
+    f->loop = loop;
+    f->high = high_bytes ? high_bytes : (size_t)64 << 20;
+    ts_spool_cstats cs;
+    ts_spool_consumer_stats(c, &cs);
+    if (cs.backlog_bytes)
+        ts_info("kafka: %llu bytes in the spool not yet acknowledged by Kafka: sending them first",
+                (unsigned long long)cs.backlog_bytes);
+    f->timer = ts_loop_timer(loop, ts_mono_ms() + FEED_PERIOD_MS, feed_timer, f);
+    return f;
+}
+
+void ts_kafka_feed_stop(ts_kafka_feed *f) {
+    if (!f) return;
+    f->stopped = 1;
+    if (f->timer) ts_loop_timer_cancel(f->loop, f->timer);
+    f->timer = 0;
+}
+
+void ts_kafka_feed_get_stats(const ts_kafka_feed *f, ts_kafka_feed_stats *s) {
+    *s = f->st;
+    ts_spool_cstats cs;
+    ts_spool_consumer_stats(f->cons, &cs);
+    s->backlog_bytes = cs.backlog_bytes;
+    s->lines_lost = cs.lines_lost;
+}
+
+void ts_kafka_feed_free(ts_kafka_feed *f) {
+    if (!f) return;
+    if (f->timer) ts_loop_timer_cancel(f->loop, f->timer);
+    /* the target is freed first (ts_kafka_free calls no done): these stay in the spool */
+    for (feed_rec *r = f->open, *n; r; r = n) {
+        n = r->next;
+        free(r);
+    }
+    ts_spool_consumer_close(f->cons);
+    free(f);
+}
+
