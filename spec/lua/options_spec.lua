@@ -4,7 +4,8 @@
 local O = require("options")
 
 local function base(extra)
-  local t = { traffic_ops = { url = "http://to" }, influxdb = { urls = { "http://i:8086" } } }
+  -- no pg sink: a base config with no postgres.conninfo must be valid
+  local t = { traffic_ops = { url = "http://to" }, influxdb = { urls = { "http://i:8086" } }, summary = { sinks = {} } }
   for k, v in pairs(extra or {}) do t[k] = v end
   return t
 end
