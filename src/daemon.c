@@ -13,7 +13,6 @@
 #include "ts_daemon.h"
 
 #include "ts_api.h"
-#include "ts_cli.h"
 #include "ts_collect.h"
 #include "ts_config.h"
 #include "ts_kafka_glue.h"
@@ -600,6 +599,31 @@ static void report(tsd *d) {
     ts_kafka_report(d->kafka, d->kafka_feed);
 }
 
+/* `once`'s exit status from the poll's outcome (documented in its help): 1 when
+ * an endpoint failed, 3 when the plan came from the cached Traffic Ops data
+ * (daemon.stale), else rc. */
+static int once_status(lua_State *L, ts_collector *coll, int rc) {
+    ts_collect_stats cs;
+    ts_collector_get_stats(coll, &cs);
+    if (cs.endpoints_failed > 0) {
+        ts_error("once: %llu of %llu endpoint polls failed", (unsigned long long)cs.endpoints_failed,
+                 (unsigned long long)(cs.endpoints_failed + cs.endpoints_ok));
+        return 1;
+    }
+    if (rc != 0) return rc;
+    int stale = 0;
+    if (ts_lua_require(L, "daemon") == 0) {
+        lua_getfield(L, -1, "stale");
+        stale = lua_toboolean(L, -1);
+        lua_pop(L, 2);
+    }
+    if (stale) {
+        ts_warn("once: Traffic Ops answered an error; the poll used the last good (cached) data: exit 3");
+        return 3;
+    }
+    return 0;
+}
+
 int ts_daemon_main(const char *config_file, ts_mode mode) {
     tsd dd, *d = &dd;
     memset(d, 0, sizeof *d);
@@ -689,7 +713,7 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         report(d);
         rc = (ws.points_written > 0 && lost == 0) ? 0 : 1;
         if (ws.points_written == 0) ts_error("nothing could be written");
-        rc = ts_cli_once_status(d->L, d->coll, rc);
+        rc = once_status(d->L, d->coll, rc);
         goto out;
     }
 
