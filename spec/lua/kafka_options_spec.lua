@@ -2,6 +2,7 @@
 -- the checks of the free-form tables, refusals that name the key (what `tstats check` prints).
 local O = require "options"
 
+-- no pg sink: a base config with no postgres.conninfo must be valid
 local base = { traffic_ops = { url = "http://to" }, influxdb = { urls = { "http://i:8086" } }, summary = { sinks = {} } }
 local function resolve(kafka)
   local t = {}
