@@ -405,4 +405,28 @@ describe("kafka export #asan", function()
     os.execute("umount " .. sq(mnt) .. " 2>/dev/null")
     assert(ok, err)
   end)
+
+  it("refuses a Kafka configuration it cannot honour at start, naming the key (exit 2)", function()
+    local function refused(kafka, want)
+      local path = tmp.dir .. "/bad.lua"
+      stack.write_file(path, ([[
+return {
+  traffic_ops = { url = %q }, influxdb = { urls = { %q } }, state_dir = %q,
+  summary = { enabled = false },
+  kafka = %s,
+}
+]]):format(tmp.to_url, influx.url, tmp.dir .. "/state-bad", kafka))
+      local rc, _, err = stack.run(tstats_bin .. " --config " .. sq(path) .. " run", { timeout = 30 })
+      assert.are.equal(2, rc, err)
+      assert.truthy(err:find(want, 1, true), err)
+    end
+    refused('{ enabled = true, topic = "t" }', "kafka.enabled = true needs kafka.brokers")
+    refused('{ enabled = true, brokers = "127.0.0.1:9" }', "needs kafka.topic")
+    refused('{ enabled = true, brokers = "127.0.0.1:9", topic = "t", acks = "1" }',
+      'kafka.idempotence needs kafka.acks = "all" (it is "1")')
+    refused('{ enabled = true, brokers = "127.0.0.1:9", topic = "t", properties = { ["no.such.thing"] = "1" } }',
+      "no.such.thing")
+    refused('{ enabled = true, brokers = "127.0.0.1:9", topic = "t", properties = { acks = "1" } }',
+      "set kafka.acks instead")
+  end)
 end)
