@@ -24,6 +24,7 @@ typedef struct ts_settings {
     } collect;
     struct {
         char **urls;                       /* NULL-terminated */
+        char *mode;                        /* "failover" | "mirror" */
         int nurls;
         char *user, *password;
         int insecure, gzip;

@@ -30,6 +30,15 @@ ts_kafka *ts_kafka_from_config(lua_State *L, ts_loop *loop, int *failed);
  * opened (logged: Kafka is then fed from memory). */
 ts_kafka_feed *ts_kafka_feed_from_config(lua_State *L, ts_kafka *k, ts_spool *s, ts_loop *loop);
 
+/* Hands b to submit (the writer, which appends it to the spool and takes
+ * it) and sees that Kafka gets it too: through its spool position when the
+ * append took it, from memory when the spool refused it and the last append
+ * had failed already (disk full); without a feed, from memory. Points the
+ * spool refused at the first failure cannot reach Kafka: counted
+ * (kafka_points_missed) and logged. */
+void ts_kafka_submit_through(ts_kafka *k, ts_kafka_feed *feed, ts_spool *spool, ts_batch *b,
+                             void (*submit)(void *ud, ts_batch *b), void *ud);
+
 /* Feeds a batch (left unchanged) to the target as its line protocol. */
 void ts_kafka_submit_batch(ts_kafka *k, const ts_batch *b);
 

@@ -16,7 +16,10 @@
  * skips that one record, a bad header resynchronises on the next valid
  * header, an incomplete record at the end of a segment (a torn tail after a
  * crash) is skipped; each is counted and logged, none is fatal, none is
- * ever returned as a record.
+ * ever returned as a record. Segments written by the running process are
+ * read back without recomputing the payload checksum and line count (they
+ * were made from memory moments ago); everything from before the start is
+ * checked in full.
  *
  * Durability (spool.fsync): every append is written to the kernel before
  * ts_spool_append returns, so a crash or kill -9 of tstats loses nothing.
@@ -51,6 +54,7 @@
 #define TS_SPOOL_H
 #include <stddef.h>
 #include <stdint.h>
+#include "ts_buf.h"
 #include "ts_lp.h"
 
 typedef struct ts_spool ts_spool;
@@ -132,6 +136,10 @@ void ts_spool_consumer_close(ts_spool_consumer *c);
 /* Next record after the read cursor: 1 = *r filled, 0 = nothing more for now,
  * -1 = a read error (logged; try again later). Corrupt data is skipped inside. */
 int ts_spool_read(ts_spool_consumer *c, ts_spool_rec *r);
+/* The same, with the body appended to `out` (r->body points into it, valid
+ * until out changes): what a target sends, without a copy. On 0 / -1 out is
+ * left as it was. */
+int ts_spool_read_into(ts_spool_consumer *c, ts_spool_rec *r, ts_buf *out);
 /* Everything before `upto` is done (a record's `next`). */
 void ts_spool_ack(ts_spool_consumer *c, ts_spool_pos upto);
 /* The record that starts at `pos` (one this consumer read) is done; the

@@ -62,6 +62,10 @@ void ts_writer_submit(ts_writer *w, ts_batch *b);
 ts_influx *ts_writer_influx(ts_writer *w);
 /* Where the collector takes its compact batches: spares of sent ones. */
 ts_batch_pool *ts_writer_pool(ts_writer *w);
+/* Mirror mode: the writers of the other servers. What w keeps in memory
+ * (no spool, or the spool refused it) is copied to each of them at submit;
+ * what w spools they read through their own consumers. Not owned. */
+void ts_writer_set_mirrors(ts_writer *w, ts_writer *const *mirrors, int n);
 /* Publish tick: encode pending batches into chunks and start sending them. */
 void ts_writer_flush(ts_writer *w);
 /* Shutdown: flush everything and run the loop until all is written or
@@ -79,6 +83,7 @@ typedef struct ts_writer_stats {
     uint64_t retries;          /* chunks sent again after a failure */
     uint64_t bytes_sent;
     uint64_t points_spooled;   /* appended to the spool by submit */
+    uint64_t split_413;        /* chunks resent as two halves after HTTP 413 */
     uint64_t points_left_in_spool;  /* read from the spool, unanswered at shutdown: sent again at the next start */
     uint64_t spool_backlog_bytes;   /* spool bytes not acknowledged by this writer's target */
 } ts_writer_stats;

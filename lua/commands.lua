@@ -15,15 +15,15 @@ K.global = {
 local EXIT_USAGE = { 2, "usage error (unknown option, stray argument, bad value) or invalid configuration" }
 
 -- One entry per command. Fields:
---   name, summary (one line), usage (arguments after the options), description (paragraph),
---   options = { { name, VALUE-NAME | false (a flag), help, type = "date" | "datetime" | "int",
---                 min =, enum = {...}, multi = true (repeatable) } },
+--   name, summary (one line), description (a paragraph for the help and the man page),
+--   options = { { name, VALUE-NAME | false (a flag), help, type = "date" | "datetime" | "int" | "number",
+--                 min =, enum = {...}, multi = true (repeatable: a list), required = true } },
 --   args = { { NAME, help, optional = true, rest = true (repeatable), passthrough = true (everything
 --            after the first argument is the command's own, options included) } },
 --   exits = { { code, meaning } },
 --   config = "required" (default) | "none" (runs without loading a configuration),
 --   daemon = "run" | "once" | "dryrun" (run by the C daemon) or run = "module.function"
---   (called as fn(opts, args, ctx) -> exit code; ctx.tty = stdout is a terminal).
+--   (called as fn(opts, args, ctx) -> exit code; ctx.tty / ctx.tty_err: stdout / stderr is a terminal).
 K.list = {
   { name = "run", summary = "the daemon: poll Traffic Monitors, write InfluxDB, daily summaries",
     description = "Polls every CDN's Traffic Monitor every polling_interval, publishes every publishing_interval, "

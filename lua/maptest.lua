@@ -57,7 +57,7 @@ function T.run(spec)
   local plan = { endpoints = { eps }, servers = T.host_map(spec.servers), cdns = { [eps.cdn] = { monitors = {} } } }
   local before = tstats.counters()
   -- saved payloads are old: no sample age cutoff unless asked for
-  local r = tstats._map_run(plan, cfg.collect.timeout or 10, spec.max_age or 0)
+  local r = tstats._map_run(plan, cfg.collect.timeout or 10, spec.max_age or 0, spec.derive)
   local after = tstats.counters()
   local errors = 0
   for _, k in ipairs({ "lua_errors", "mapping_errors" }) do errors = errors + ((after[k] or 0) - (before[k] or 0)) end
@@ -141,7 +141,7 @@ function T.map_cmd(opts)
     servers = doc
   end
   local r, rerr = T.run { file = opts.payload, format = fmt, mapping = mapping, cdn = opts.cdn, servers = servers,
-    db = opts.db, rp = opts.rp, endpoint = opts.endpoint }
+    db = opts.db, rp = opts.rp, endpoint = opts.endpoint, derive = true }
   if not r then eprint("tstats map: " .. tostring(rerr)); return 2 end
   if not opts.summary then
     for _, b in ipairs(r.batches) do

@@ -41,7 +41,8 @@ O.list = {
   { "collect.non_numeric", "string", "skip", "skip | zero: what to do with non-numeric values (ATC writes 0)", enum = { "skip", "zero" } },
   { "collect.max_payload_bytes", "integer", 128 * MiB, "a Traffic Monitor answer larger than this is refused (measured: ~3.9 KB per cache with the TRAFFIC_STATS stats list, ~21 KB with 200 unfiltered stats: 128 MiB holds 30,000 caches of the first kind)", min = 1024 },
 
-  { "influxdb.urls", "list", nil, "InfluxDB 1.x base URLs; writes fail over between them", required = true },
+  { "influxdb.urls", "list", nil, "InfluxDB 1.x base URLs (see influxdb.mode)", required = true },
+  { "influxdb.mode", "string", "failover", "failover: one server at a time, back to the first healthy one | mirror: every point to every URL, each with its own queue and spool position", enum = { "failover", "mirror" } },
   { "influxdb.user", "string", nil, "InfluxDB user (basic auth)" },
   { "influxdb.password", "secret", nil, "InfluxDB password (use env(\"INFLUX_PASSWORD\"))" },
   { "influxdb.insecure", "boolean", false, "skip TLS verification of InfluxDB (logged as a warning)" },

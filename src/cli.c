@@ -222,28 +222,6 @@ static int run_lua_command(const cli_plan *p, int argc, char **argv) {
     return rc;
 }
 
-int ts_cli_once_status(lua_State *L, ts_collector *coll, int rc) {
-    ts_collect_stats cs;
-    ts_collector_get_stats(coll, &cs);
-    if (cs.endpoints_failed > 0) {
-        ts_error("once: %llu of %llu endpoint polls failed", (unsigned long long)cs.endpoints_failed,
-                 (unsigned long long)(cs.endpoints_failed + cs.endpoints_ok));
-        return 1;
-    }
-    if (rc != 0) return rc;
-    int stale = 0;
-    if (ts_lua_require(L, "daemon") == 0) {
-        lua_getfield(L, -1, "stale");
-        stale = lua_toboolean(L, -1);
-        lua_pop(L, 2);
-    }
-    if (stale) {
-        ts_warn("once: Traffic Ops answered an error; the poll used the last good (cached) data: exit 3");
-        return 3;
-    }
-    return 0;
-}
-
 int ts_cli_main(int argc, char **argv) {
     cli_plan p;
     if (plan_argv(argc - 1, argv + 1, &p) != 0) { fprintf(stderr, "tstats: the command table failed to load\n"); return 2; }

@@ -10,6 +10,7 @@
 #include "ts_batch.h"
 #include "ts_clock.h"
 #include "ts_collect.h"
+#include "ts_derive.h"
 #include "ts_http.h"
 #include "ts_log.h"
 #include "ts_lp.h"
@@ -49,7 +50,7 @@ static void set_int(lua_State *L, const char *k, uint64_t v) {
     lua_setfield(L, -2, k);
 }
 
-/* tstats._map_run(plan, timeout_s, max_age_s (0 = none)) -> { batches = { {db=, rp=, precision=, points=, body=}, ... },
+/* tstats._map_run(plan, timeout_s, max_age_s (0 = none), with_derived_metrics) -> { batches = { {db=, rp=, precision=, points=, body=}, ... },
  *   endpoints_ok=, endpoints_failed=, points=, skipped_old=, skipped_non_numeric=, skipped_no_time=, lua_calls= } */
 static int l_map_run(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -59,6 +60,15 @@ static int l_map_run(lua_State *L) {
     ts_http_allow_file(1);
     ts_loop *loop = ts_loop_new();
     ts_collector *coll = ts_collector_new(L, loop, emit_collect, &o);
+    if (lua_toboolean(L, 4)) {
+        /* `tstats map`: the configuration's derived metrics too, as batches like the others */
+        lua_getglobal(L, "tstats");
+        lua_getfield(L, -1, "_config_file");
+        ts_derive *dv = NULL;
+        if (ts_derive_load(L, lua_tostring(L, -1), &dv) == 0 && dv) ts_collector_set_derive(coll, dv);
+        ts_derive_release(dv);
+        lua_pop(L, 2);
+    }
     lua_pushvalue(L, 1);
     int n = ts_collector_set_plan(coll, lua_gettop(L));
     lua_pop(L, 1);

@@ -100,6 +100,7 @@ static const setting SETTINGS[] = {
     S("collect.non_numeric", K_STR, collect.non_numeric),
     S("collect.max_payload_bytes", K_INT, collect.max_payload_bytes),
     S("influxdb.urls", K_LIST, influxdb.urls),
+    S("influxdb.mode", K_STR, influxdb.mode),
     S("influxdb.user", K_STR, influxdb.user),
     S("influxdb.password", K_STR, influxdb.password),
     S("influxdb.insecure", K_BOOL, influxdb.insecure),

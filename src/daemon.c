@@ -13,7 +13,6 @@
 #include "ts_daemon.h"
 
 #include "ts_api.h"
-#include "ts_cli.h"
 #include "ts_collect.h"
 #include "ts_config.h"
 #include "ts_kafka_glue.h"
@@ -33,6 +32,10 @@ typedef struct tsd {
     ts_loop *loop;
     ts_writer *writer;
     ts_spool *spool;         /* NULL: spool.enabled = false, or not the daemon's run mode */
+    /* influxdb.mode = "mirror": d->writer writes to the first URL, these to the others */
+    ts_writer *mirrors[16];
+    char *mirror_urls[18];   /* the URLs the writers were made for (all of them) */
+    int nmirrors, mirror_mode;
     ts_kafka *kafka;          /* the Kafka target, NULL unless kafka.enabled */
     ts_kafka_feed *kafka_feed;   /* Kafka's position in the spool; NULL: fed from memory */
     int kafka_failed;         /* kafka.* refused: the daemon does not start */
@@ -173,6 +176,20 @@ static void spool_setup(tsd *d) {
                 ts_spool_fsync_name(so.fsync));
 }
 
+/* Every writer of the run: the first, then the mirrors. */
+#define FOR_WRITERS(d, w) \
+    for (int wi_ = 0; wi_ <= (d)->nmirrors; wi_++) \
+        for (ts_writer *w = wi_ == 0 ? (d)->writer : (d)->mirrors[wi_ - 1]; w; w = NULL)
+
+static int mirror_list_changed(const tsd *d, const ts_settings *s) {
+    int mirror = s->influxdb.mode && strcmp(s->influxdb.mode, "mirror") == 0;
+    if (mirror != d->mirror_mode) return 1;
+    if (!mirror) return 0;
+    for (int i = 0; i <= d->nmirrors || s->influxdb.urls[i]; i++)
+        if (!s->influxdb.urls[i] || !d->mirror_urls[i] || strcmp(s->influxdb.urls[i], d->mirror_urls[i]) != 0) return 1;
+    return 0;
+}
+
 static void writer_setup(tsd *d, int reconfigure) {
     const ts_settings *s = ts_config_settings(d->L);
     ts_writer_opts o;
@@ -181,8 +198,43 @@ static void writer_setup(tsd *d, int reconfigure) {
     o.replay_rate = (double)s->spool.replay_rate;
     if (s->influxdb.nurls == 0) ts_warn("no influxdb.urls: nothing can be written");
     if (o.insecure) ts_warn("influxdb.insecure = true: TLS certificates of InfluxDB are NOT verified");
-    if (reconfigure) ts_writer_reconfigure(d->writer, &o);
-    else d->writer = ts_writer_new(d->loop, &o);
+    if (reconfigure && mirror_list_changed(d, s)) {
+        /* each mirror has its own queue and spool position: they are made once */
+        ts_warn("influxdb.mode or the URL list of mirror mode changed: that applies at the next start; the running "
+                "targets keep their servers (credentials and limits are reloaded)");
+    }
+    if (!reconfigure) d->mirror_mode = s->influxdb.mode && strcmp(s->influxdb.mode, "mirror") == 0;
+    if (!d->mirror_mode) {
+        if (reconfigure) ts_writer_reconfigure(d->writer, &o);
+        else d->writer = ts_writer_new(d->loop, &o);
+        return;
+    }
+    /* mirror: one writer per URL, each named after its server in the spool */
+    int n = reconfigure ? d->nmirrors + 1 : s->influxdb.nurls;
+    if (n > 17) {
+        ts_warn("influxdb.mode = \"mirror\": at most 17 servers; the URLs after the 17th are not written to");
+        n = 17;
+    }
+    for (int i = 0; i < n; i++) {
+        if (!reconfigure) {
+            d->mirror_urls[i] = strdup(s->influxdb.urls[i]);
+            if (!d->mirror_urls[i]) abort();
+        }
+        const char *one[2] = {d->mirror_urls[i], NULL};
+        char name[300], safe[256];
+        ts_influx_safe_url(safe, sizeof safe, d->mirror_urls[i]);
+        snprintf(name, sizeof name, "influx:%s", safe);
+        o.urls = one;
+        o.spool_consumer = name;
+        ts_writer **slot = i == 0 ? &d->writer : &d->mirrors[i - 1];
+        if (reconfigure) ts_writer_reconfigure(*slot, &o);
+        else *slot = ts_writer_new(d->loop, &o);
+    }
+    if (!reconfigure) {
+        d->nmirrors = n - 1;
+        ts_writer_set_mirrors(d->writer, d->mirrors, d->nmirrors);
+        ts_info("influxdb.mode = mirror: every point goes to %d servers, each with its own queue and spool position", n);
+    }
 }
 
 /* What every load of the configuration applies to the process: logging, the
@@ -200,24 +252,22 @@ static void apply_settings(lua_State *L) {
 }
 
 /* ---- emit: a finished poll's batch goes to the writer (or stdout) -------- */
-/* With its spool position, Kafka reads what the writer appends; without
- * one (no spool, or a spool that refuses appends now: disk full), a batch
- * goes to Kafka from memory, as it goes to InfluxDB. */
-static void kafka_from_memory(tsd *d, const ts_batch *b) {
+/* Points Lua queues with tstats.influx.write go to Kafka as the polls' do:
+ * through Kafka's spool position, or from memory when there is none or the
+ * spool refuses appends now (this hook runs before the writer appends). */
+static void queue_to_kafka(void *ud, const ts_batch *b) {
+    tsd *d = ud;
     if (d->kafka && (!d->kafka_feed || !ts_spool_writable(d->spool))) ts_kafka_submit_batch(d->kafka, b);
 }
 
-/* Points Lua queues with tstats.influx.write go to Kafka as the polls' do. */
-static void queue_to_kafka(void *ud, const ts_batch *b) {
+static void submit_to_writer(void *ud, ts_batch *b) {
     tsd *d = ud;
-    kafka_from_memory(d, b);
+    ts_writer_submit(d->writer, b);
 }
 
 static void emit_to_writer(void *ud, ts_batch *b) {
     tsd *d = ud;
-    kafka_from_memory(d, b);
-    ts_writer_submit(d->writer, b);
-    if (d->kafka_feed) ts_kafka_feed_pump(d->kafka_feed);
+    ts_kafka_submit_through(d->kafka, d->kafka_feed, d->spool, b, submit_to_writer, d);
 }
 
 static void emit_to_stdout(void *ud, ts_batch *b) {
@@ -524,19 +574,54 @@ static void collect_mapping_garbage(tsd *d) {
 static void report(tsd *d) {
     ts_writer_stats ws;
     ts_writer_get_stats(d->writer, &ws);
+    for (int i = 0; i < d->nmirrors; i++) {
+        ts_writer_stats m;
+        ts_writer_get_stats(d->mirrors[i], &m);
+        ts_info("stats: mirror %d (%s): written=%llu rejected=%llu dropped=%llu pending=%llu spool_backlog_bytes=%llu",
+                i + 2, d->mirror_urls[i + 1], (unsigned long long)m.points_written,
+                (unsigned long long)m.points_rejected, (unsigned long long)m.points_dropped,
+                (unsigned long long)m.points_pending, (unsigned long long)m.spool_backlog_bytes);
+    }
     ts_collect_stats cs;
     ts_collector_get_stats(d->coll, &cs);
     ts_info("stats: polls=%llu points=%llu written=%llu rejected=%llu dropped=%llu pending=%llu "
             "endpoints_failed=%llu writer_requests_failed=%llu writer_retries=%llu "
-            "non_numeric_skipped=%llu old_skipped=%llu lua_calls=%llu lua_mem=%zu spooled=%llu spool_backlog_bytes=%llu",
+            "non_numeric_skipped=%llu old_skipped=%llu lua_calls=%llu lua_mem=%zu spooled=%llu spool_backlog_bytes=%llu "
+            "split_413=%llu",
             (unsigned long long)cs.polls, (unsigned long long)cs.points, (unsigned long long)ws.points_written,
             (unsigned long long)ws.points_rejected, (unsigned long long)ws.points_dropped,
             (unsigned long long)ws.points_pending, (unsigned long long)cs.endpoints_failed,
             (unsigned long long)ws.requests_failed, (unsigned long long)ws.retries,
             (unsigned long long)cs.skipped_non_numeric, (unsigned long long)cs.skipped_old,
             (unsigned long long)cs.lua_calls, ts_lua_mem_used(d->L),
-            (unsigned long long)ws.points_spooled, (unsigned long long)ws.spool_backlog_bytes);
+            (unsigned long long)ws.points_spooled, (unsigned long long)ws.spool_backlog_bytes,
+            (unsigned long long)ws.split_413);
     ts_kafka_report(d->kafka, d->kafka_feed);
+}
+
+/* `once`'s exit status from the poll's outcome (documented in its help): 1 when
+ * an endpoint failed, 3 when the plan came from the cached Traffic Ops data
+ * (daemon.stale), else rc. */
+static int once_status(lua_State *L, ts_collector *coll, int rc) {
+    ts_collect_stats cs;
+    ts_collector_get_stats(coll, &cs);
+    if (cs.endpoints_failed > 0) {
+        ts_error("once: %llu of %llu endpoint polls failed", (unsigned long long)cs.endpoints_failed,
+                 (unsigned long long)(cs.endpoints_failed + cs.endpoints_ok));
+        return 1;
+    }
+    if (rc != 0) return rc;
+    int stale = 0;
+    if (ts_lua_require(L, "daemon") == 0) {
+        lua_getfield(L, -1, "stale");
+        stale = lua_toboolean(L, -1);
+        lua_pop(L, 2);
+    }
+    if (stale) {
+        ts_warn("once: Traffic Ops answered an error; the poll used the last good (cached) data: exit 3");
+        return 3;
+    }
+    return 0;
 }
 
 int ts_daemon_main(const char *config_file, ts_mode mode) {
@@ -618,16 +703,17 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         ts_collector_poll(d->coll);
         wait_collector(d, ts_mono_ms() + (int64_t)(ts_config_settings(d->L)->collect.timeout * 1000) * 4 + 5000);
         if (mode == TS_MODE_DRYRUN) { rc = d->batches_printed > 0 ? 0 : 1; goto out; }
-        ts_writer_flush(d->writer);
+        FOR_WRITERS(d, w) ts_writer_flush(w);
+        size_t lost = 0;
         int64_t until = ts_mono_ms() + (int64_t)(ts_config_settings(d->L)->shutdown_timeout * 1000);
-        size_t lost = ts_writer_drain(d->writer, until);
+        FOR_WRITERS(d, w) lost += ts_writer_drain(w, until);
         if (d->kafka) lost += ts_kafka_drain(d->kafka, until);
         ts_writer_stats ws;
         ts_writer_get_stats(d->writer, &ws);
         report(d);
         rc = (ws.points_written > 0 && lost == 0) ? 0 : 1;
         if (ws.points_written == 0) ts_error("nothing could be written");
-        rc = ts_cli_once_status(d->L, d->coll, rc);
+        rc = once_status(d->L, d->coll, rc);
         goto out;
     }
 
@@ -640,7 +726,10 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         ts_loop_run_once(d->loop, 1000);
         if (d->want_hup) { d->want_hup = 0; reload(d); }
         if (d->want_poll) { d->want_poll = 0; ts_collector_poll(d->coll); }
-        if (d->want_publish) { d->want_publish = 0; ts_writer_flush(d->writer); }
+        if (d->want_publish) {
+            d->want_publish = 0;
+            FOR_WRITERS(d, w) ts_writer_flush(w);
+        }
         if (d->want_refresh) { d->want_refresh = 0; refresh_start(d, 0); }
         if (d->async_wake && d->refresh_co) refresh_resume(d);
         if (d->want_summary) { d->want_summary = 0; run_summary(d); }
@@ -653,8 +742,9 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     cancel_timers(d);
     int64_t deadline = ts_mono_ms() + (int64_t)(ts_config_settings(d->L)->shutdown_timeout * 1000);
     wait_collector(d, deadline);
-    ts_writer_flush(d->writer);
-    size_t lost = ts_writer_drain(d->writer, deadline);
+    FOR_WRITERS(d, w) ts_writer_flush(w);
+    size_t lost = 0;
+    FOR_WRITERS(d, w) lost += ts_writer_drain(w, deadline);
     if (lost) ts_error("shutdown: %zu points could not be written before the shutdown timeout", lost);
     if (d->kafka) {
         /* what is in flight gets the rest of the timeout; the spool keeps the rest */
@@ -666,6 +756,8 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
 out:
     ts_httpd_stop(d->httpd);   /* its thread reads the metrics: stop it first */
     ts_collector_close(d->coll);
+    for (int i = 0; i < d->nmirrors; i++) ts_writer_free(d->mirrors[i]);
+    for (int i = 0; i <= d->nmirrors; i++) free(d->mirror_urls[i]);
     ts_writer_free(d->writer);
     ts_kafka_free(d->kafka);       /* the target, then its spool position, then the spool */
     ts_kafka_feed_free(d->kafka_feed);

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ts_clock.h"
+#include "ts_counter.h"
 #include "ts_log.h"
 #include "ts_lua.h"
 
@@ -223,6 +225,53 @@ ts_kafka_feed *ts_kafka_feed_from_config(lua_State *L, ts_kafka *k, ts_spool *s,
     return ts_kafka_feed_new(k, s, loop, high);
 }
 
+void ts_kafka_submit_through(ts_kafka *k, ts_kafka_feed *feed, ts_spool *spool, ts_batch *b,
+                             void (*submit)(void *ud, ts_batch *b), void *ud) {
+    static ts_counter *c_missed;
+    static int64_t logged_at;
+    if (!k) { submit(ud, b); return; }
+    if (!feed || !spool) {
+        ts_kafka_submit_batch(k, b);
+        submit(ud, b);
+        return;
+    }
+    size_t pts = ts_batch_points(b);
+    const ts_dest *d = ts_batch_dest(b);
+    ts_dest dest = *d;   /* b is the writer's after submit */
+    ts_buf copy;
+    ts_buf_init(&copy);
+    int have = 0;
+    if (!ts_spool_writable(spool) && pts > 0) {
+        /* the last append failed: this one may too, keep the line protocol */
+        ts_batch_encode(b, &copy);
+        have = 1;
+    }
+    ts_spool_stats s0, s1;
+    ts_spool_get_stats(spool, &s0);
+    submit(ud, b);
+    ts_spool_get_stats(spool, &s1);
+    uint64_t appended = s1.lines_appended - s0.lines_appended;
+    if (pts > 0 && appended == 0) {
+        if (have) {
+            ts_kafka_dest kd = {dest.db, dest.rp, dest.precision};
+            ts_kafka_submit_buf(k, &kd, &copy, 0, NULL, NULL);   /* from memory, as InfluxDB */
+        } else {
+            /* the spool refused the first append after working: these points stay in the
+             * writer's memory for InfluxDB, but Kafka, which reads the spool, never sees them */
+            if (!c_missed) c_missed = ts_counter_get("kafka_points_missed");
+            ts_counter_add(c_missed, (int64_t)pts);
+            if (ts_mono_ms() - logged_at > 10000) {
+                logged_at = ts_mono_ms();
+                ts_error("kafka: the spool refused %zu points for %s (see its error): not exported to Kafka "
+                         "(counted in kafka_points_missed); later ones go to Kafka from memory until it takes them",
+                         pts, dest.db);
+            }
+        }
+    }
+    ts_buf_free(&copy);
+    ts_kafka_feed_pump(feed);
+}
+
 static int l_kafka_lines(lua_State *L) {
     ts_kafka *k = lua_touserdata(L, lua_upvalueindex(1));
     const char *db = luaL_checkstring(L, 1);
@@ -289,13 +338,13 @@ void ts_kafka_report(const ts_kafka *k, const ts_kafka_feed *feed) {
     if (!k) return;
     ts_kafka_stats s;
     ts_kafka_get_stats(k, &s);
-    char sp[160] = "";
+    char sp[200] = "";
     if (feed) {
         ts_kafka_feed_stats fs;
         ts_kafka_feed_get_stats(feed, &fs);
-        snprintf(sp, sizeof sp, " spool_records_read=%llu spool_backlog_bytes=%llu spool_lines_lost=%llu",
+        snprintf(sp, sizeof sp, " spool_records_read=%llu spool_backlog_bytes=%llu spool_lines_lost=%llu missed=%lld",
                  (unsigned long long)fs.records_read, (unsigned long long)fs.backlog_bytes,
-                 (unsigned long long)fs.lines_lost);
+                 (unsigned long long)fs.lines_lost, (long long)ts_counter_get("kafka_points_missed")->value);
     }
     ts_info("kafka: messages=%llu delivered=%llu failed=%llu retried=%llu maybe_dup=%llu dropped=%llu invalid=%llu "
             "pending=%llu pending_bytes=%llu errors=%llu%s",

@@ -95,7 +95,8 @@ struct ts_spool_consumer {
     size_t out_head, out_n, out_cap;
     int rfd;              /* read fd of segment rfd_seg, -1 none */
     uint64_t rfd_seg;
-    ts_buf buf;           /* the last record's payload */
+    ts_buf buf;           /* the last record's body */
+    ts_buf *into;         /* ts_spool_read_into: the caller's buffer instead */
     char db[128], rp[128];
     uint64_t lines_lost, lines_read, records_read;
 };
@@ -117,6 +118,7 @@ struct ts_spool {
     int unsynced;
     int64_t last_persist;
     int cleanup_ok;
+    uint64_t first_own_seg;   /* segments from this id on were written by this process */
     ts_spool_consumer **cons;
     size_t ncons, cons_cap;
     char **bad_files;     /* position files found corrupt at open */
@@ -539,7 +541,9 @@ ts_spool *ts_spool_open(const ts_spool_opts *o, char *err, size_t errlen) {
     s->c_dropped = ts_counter_get("spool_lines_dropped");
     s->c_corrupt = ts_counter_get("spool_corrupt_records");
     s->c_torn = ts_counter_get("spool_torn_tails");
-    if (mkdir_p(s->dir) != 0 || scan_dir(s) != 0) {
+    int scanned = mkdir_p(s->dir) == 0 && scan_dir(s) == 0;
+    s->first_own_seg = s->next_id;
+    if (!scanned) {
         /* not fatal: the first append retries and logs */
         ts_error("spool: cannot use directory %s: %s (points stay in memory until it works)", s->dir,
                  strerror(errno));
@@ -600,6 +604,12 @@ static int seg_create(ts_spool *s) {
     uint64_t id = s->next_id;
     seg_path(s, id, path, sizeof path);
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
+    for (int tries = 0; fd < 0 && errno == EEXIST && tries < 1000; tries++) {
+        /* segments appeared that the start did not see (the dir was unavailable then) */
+        id = ++s->next_id;
+        seg_path(s, id, path, sizeof path);
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
+    }
     if (fd < 0) {
         write_failed(s, errno, "create a spool segment");
         return -1;
@@ -880,6 +890,18 @@ static int read_error(ts_spool_consumer *c, const char *what, int err) {
     return -1;
 }
 
+/* Whether the payload at `off` matches its checksum (error path only: tells
+ * a damaged record from a well-formed one we do not understand). */
+static int crc_payload_ok(ts_spool_consumer *c, uint64_t off, uint64_t len, uint32_t want) {
+    ts_buf tmp;
+    ts_buf_init(&tmp);
+    ts_buf_reserve(&tmp, (size_t)len + 1);
+    ssize_t n = pread(c->rfd, tmp.data, (size_t)len, (off_t)(off + REC_HDR));
+    int ok = n == (ssize_t)len && crc(tmp.data, (size_t)len) == want;
+    ts_buf_free(&tmp);
+    return ok;
+}
+
 /* Offset of the next plausible record header in [from, end), or end. */
 static uint64_t resync(int fd, uint64_t from, uint64_t end) {
     unsigned char win[65536];
@@ -990,48 +1012,73 @@ int ts_spool_read(ts_spool_consumer *c, ts_spool_rec *r) {
             c->cur.off = g->size;
             continue;
         }
-        ts_buf_reset(&c->buf);
-        ts_buf_reserve(&c->buf, (size_t)len + 1);
+        /* The payload in two reads: its header with db and rp, then the body
+         * straight into the destination buffer (no copy of megabytes). */
+        ts_spool_pos here = c->cur;
+        c->cur.off = off + REC_HDR + len;
+        unsigned char ph[PAY_HDR + 254];
+        size_t hl = len < sizeof ph ? (size_t)len : sizeof ph;
+        if (len < PAY_HDR + 2) {
+            count_corrupt(c, g, off, "short payload");
+            continue;
+        }
+        n = pread(c->rfd, ph, hl, (off_t)(off + REC_HDR));
+        if (n < 0) return read_error(c, "read a segment", errno);
+        if ((size_t)n < hl) {
+            count_torn(c, g, off);
+            c->cur.off = g->size;
+            continue;
+        }
+        uint32_t nl = get32(ph);
+        unsigned prec = ph[4], dbl = ph[5], rpl = ph[6], kind = ph[7];
+        if (kind != 0 || prec > TS_PREC_H || dbl == 0 || dbl > 127 || rpl > 127 || PAY_HDR + dbl + rpl >= len) {
+            /* checked before the checksum: a wrong header cannot be a record we wrote either way */
+            count_corrupt(c, g, off, crc_payload_ok(c, off, len, get32(h + 12)) ? "bad payload header"
+                                                                               : "payload checksum mismatch");
+            continue;
+        }
+        size_t body_off = PAY_HDR + dbl + rpl, blen = (size_t)len - body_off;
+        ts_buf *dst = c->into ? c->into : &c->buf;
+        if (!c->into) ts_buf_reset(dst);
+        size_t at = dst->len;
+        ts_buf_reserve(dst, blen + 1);
         size_t got = 0;
-        while (got < len) {
-            n = pread(c->rfd, c->buf.data + got, (size_t)len - got, (off_t)(off + REC_HDR + got));
+        while (got < blen) {
+            n = pread(c->rfd, dst->data + at + got, blen - got, (off_t)(off + REC_HDR + body_off + got));
             if (n < 0 && errno == EINTR) continue;
             if (n < 0) return read_error(c, "read a segment", errno);
             if (n == 0) break;
             got += (size_t)n;
         }
-        ts_spool_pos here = c->cur;
-        c->cur.off = off + REC_HDR + len;
-        if (got < len) {
+        if (got < blen) {
             count_torn(c, g, off);
             c->cur.off = g->size;
             continue;
         }
-        c->buf.len = (size_t)len;
-        c->buf.data[len] = '\0';
-        const unsigned char *p = (const unsigned char *)c->buf.data;
-        if (crc(p, (size_t)len) != get32(h + 12)) {
-            count_corrupt(c, g, off, "payload checksum mismatch");
-            continue;
+        char *body = dst->data + at;
+        body[blen] = '\0';
+        /* Segments this process wrote in this run were checked when they were
+         * made: what comes back from them is what append had in memory. Anything
+         * older (a previous run, a crash) is checked in full. */
+        int own = g->id >= s->first_own_seg;
+        if (!own) {
+            uLong pc = crc32(0L, Z_NULL, 0);
+            pc = crc32(pc, ph, (uInt)body_off);
+            pc = crc32(pc, (const Bytef *)body, (uInt)blen);   /* blen < TS_SPOOL_MAX_RECORD fits */
+            if ((uint32_t)pc != get32(h + 12)) {
+                count_corrupt(c, g, off, "payload checksum mismatch");
+                continue;
+            }
         }
         /* a checksum only proves what was written; check it is what we write */
-        if (len < PAY_HDR + 1) {
-            count_corrupt(c, g, off, "short payload");
-            continue;
-        }
-        uint32_t nl = get32(p);
-        unsigned prec = p[4], dbl = p[5], rpl = p[6], kind = p[7];
-        if (kind != 0 || prec > TS_PREC_H || dbl == 0 || dbl > 127 || rpl > 127 || PAY_HDR + dbl + rpl >= len) {
-            count_corrupt(c, g, off, "bad payload header");
-            continue;
-        }
-        const char *db = (const char *)p + PAY_HDR, *rp = db + dbl, *body = rp + rpl;
-        size_t blen = (size_t)len - PAY_HDR - dbl - rpl;
+        const char *db = (const char *)ph + PAY_HDR, *rp = db + dbl;
         if (memchr(db, '\0', dbl) || memchr(rp, '\0', rpl) || body[blen - 1] != '\n' || nl == 0 ||
-            count_lines(body, blen) != nl) {
+            (!own && count_lines(body, blen) != nl)) {
             count_corrupt(c, g, off, "inconsistent payload");
             continue;
         }
+        dst->len = at + blen;
+        const unsigned char *p = ph;
         memcpy(c->db, db, dbl);
         c->db[dbl] = '\0';
         memcpy(c->rp, rp, rpl);
@@ -1050,6 +1097,18 @@ int ts_spool_read(ts_spool_consumer *c, ts_spool_rec *r) {
         out_push(c, here, c->cur);
         return 1;
     }
+}
+
+int ts_spool_read_into(ts_spool_consumer *c, ts_spool_rec *r, ts_buf *out) {
+    c->into = out;
+    size_t before = out->len;
+    int rc = ts_spool_read(c, r);
+    c->into = NULL;
+    if (rc != 1) {
+        out->len = before;   /* skipped records leave nothing behind */
+        if (out->data) out->data[before] = '\0';
+    }
+    return rc;
 }
 
 static void set_acked(ts_spool_consumer *c, ts_spool_pos p) {

@@ -48,6 +48,7 @@ typedef struct chunk {
     char *url;
     int spooled;             /* read from the spool: acknowledged there, never dropped for memory */
     ts_spool_pos pos;
+    int *pieces;             /* split after a 413: pieces of the record still unanswered (shared) */
     struct chunk *prev, *next;
 } chunk;
 
@@ -90,12 +91,25 @@ struct ts_writer {
     int rate_timer, sync_timer;
     ts_buf spool_buf;
 
+    /* Recovery without waiting on backoff: while every server failed, a GET
+     * /ping runs every second and the first answer sends the retries at once;
+     * after a failover the servers listed before the current one are pinged
+     * every 10 s and the first that answers is written to again (failback). */
+    int host_down;
+    struct probe *probe;              /* in flight (one at a time) */
+    int probe_timer, probe_next;
+    int64_t failback_at;
+
+    ts_writer *const *mirrors;        /* mirror mode: copies of what stays in memory */
+    int nmirrors;
+
     ts_counter *c_written, *c_rejected, *c_dropped, *c_ok, *c_failed, *c_bytes, *c_retries,
         *c_invalid, *c_spooled, *c_db_missing;
     int64_t db_missing_logged;        /* mono ms of the last "run setup-influx" line */
 };
 
 static void pump(ts_writer *w);
+static void arm_probe(ts_writer *w);
 
 static uint64_t rnd(ts_writer *w) {
     /* xorshift64*: jitter only, not security */
@@ -276,7 +290,11 @@ static void inflight_unlink(ts_writer *w, chunk *c) {
     w->ninflight--;
 }
 
+static void pieces_release(chunk *c);
+
 static void chunk_free(chunk *c) {
+    /* an orphan's pieces (writer freed): the record stays in the spool */
+    if (c->pieces && --*c->pieces == 0) free(c->pieces);
     ts_buf_free(&c->body);
     free(c->url);
     free(c);
@@ -290,6 +308,7 @@ static void drop_retry(ts_writer *w, chunk *c, const char *why) {
     if (c->spooled) {
         /* not acknowledged: the next start reads it from the spool again */
         w->st.points_left_in_spool += c->lines;
+        pieces_release(c);
         chunk_free(c);
         return;
     }
@@ -382,6 +401,28 @@ static int spool_batch(ts_writer *w, ts_batch *b, ts_batch **rest) {
 
 static void submit_memory(ts_writer *w, ts_batch *b);
 
+void ts_writer_set_mirrors(ts_writer *w, ts_writer *const *mirrors, int n) {
+    w->mirrors = mirrors;
+    w->nmirrors = n;
+}
+
+/* Mirror mode without the spool's help: every other server gets its own
+ * copy (as line protocol: compact batches cannot be shared). */
+static void copy_to_mirrors(ts_writer *w, const ts_batch *b) {
+    if (w->nmirrors == 0 || ts_batch_points(b) == 0) return;
+    ts_buf *buf = &w->spool_buf;
+    ts_buf_reset(buf);
+    size_t lines = ts_batch_encode(b, buf);
+    if (lines == 0) return;
+    for (int i = 0; i < w->nmirrors; i++) {
+        ts_batch *t = ts_batch_new_text(ts_batch_dest(b));
+        ts_buf_add(ts_batch_text_buf(t), buf->data, buf->len);
+        ts_batch_text_commit(t, lines);
+        submit_memory(w->mirrors[i], t);
+    }
+    ts_buf_shrink(buf, (size_t)1 << 20);
+}
+
 void ts_writer_submit(ts_writer *w, ts_batch *b) {
     if (!b) return;
     if (ts_batch_points(b) == 0) { ts_batch_pool_put(w->pool, b); return; }
@@ -389,9 +430,11 @@ void ts_writer_submit(ts_writer *w, ts_batch *b) {
         ts_batch *rest;
         if (spool_batch(w, b, &rest)) { ts_batch_pool_put(w->pool, b); return; }
         /* the spool refused (disk full, unwritable: logged there): memory keeps it */
+        copy_to_mirrors(w, rest);
         submit_memory(w, rest);
         if (ts_batch_points(b) == 0) { ts_batch_pool_put(w->pool, b); return; }
     }
+    copy_to_mirrors(w, b);
     submit_memory(w, b);
 }
 
@@ -560,10 +603,19 @@ static chunk *spool_next(ts_writer *w) {
         }
         return NULL;
     }
+    /* the body is read straight into the chunk's buffer */
+    ts_buf body;
+    if (w->nspare_bodies > 0) {
+        body = w->spare_bodies[--w->nspare_bodies];
+        body.len = 0;
+    } else
+        ts_buf_init(&body);
     ts_spool_rec r;
-    int rc = ts_spool_read(w->cons, &r);
+    int rc = ts_spool_read_into(w->cons, &r, &body);
     if (rc != 1) {
         w->spool_dry = rc == 0;
+        if (body.data && w->nspare_bodies < 8) w->spare_bodies[w->nspare_bodies++] = body;
+        else ts_buf_free(&body);
         return NULL;
     }
     ts_dest dd;
@@ -575,12 +627,7 @@ static chunk *spool_next(ts_writer *w) {
     if (!c) abort();
     c->d = dest_get(w, &dd);
     c->seq = ++w->seq;
-    if (w->nspare_bodies > 0) {
-        c->body = w->spare_bodies[--w->nspare_bodies];
-        c->body.len = 0;
-    } else
-        ts_buf_init(&c->body);
-    ts_buf_add(&c->body, r.body, r.len);
+    c->body = body;
     c->lines = r.lines;
     c->spooled = 1;
     c->pos = r.pos;
@@ -590,7 +637,20 @@ static chunk *spool_next(ts_writer *w) {
 
 /* A chunk from the spool is answered for good: its record is done. */
 static void spool_done(ts_writer *w, chunk *c) {
+    if (c->pieces) {
+        /* a record split after a 413 is done when its last piece is */
+        int left = --*c->pieces;
+        if (left == 0) free(c->pieces);
+        c->pieces = NULL;
+        if (left > 0) return;
+    }
     if (c->spooled && w->cons) ts_spool_ack_one(w->cons, c->pos);
+}
+
+/* A piece that will never be answered (shutdown): it stays in the spool. */
+static void pieces_release(chunk *c) {
+    if (c->pieces && --*c->pieces == 0) free(c->pieces);
+    c->pieces = NULL;
 }
 
 static dest *next_ready_dest(ts_writer *w) {
@@ -657,6 +717,168 @@ void ts_writer_flush(ts_writer *w) {
     pump(w);
 }
 
+/* ---- /ping probes: recovery and failback ---- */
+
+typedef struct probe {
+    ts_writer *w;            /* NULL once orphaned (writer freed) */
+    int idx, failback;
+    char *url;
+} probe;
+
+static void probe_done(void *ud, ts_http_result *r) {
+    probe *p = ud;
+    ts_writer *w = p->w;
+    if (w) {
+        w->probe = NULL;
+        const char *at = ts_influx_url(w->influx, p->idx);
+        size_t al = at ? strlen(at) : 0;
+        int same = at && strncmp(p->url, at, al) == 0 && strcmp(p->url + al, "/ping") == 0;
+        int up = r->curl_code == 0 && r->status >= 200 && r->status < 300;
+        char host[256];
+        ts_influx_safe_url(host, sizeof host, p->url);
+        if (up && same && p->failback) {
+            int cur = ts_influx_current(w->influx);
+            if (cur > p->idx) {
+                ts_info("writer: %s answers again: writing to it (failback from the server at position %d)", host,
+                        cur + 1);
+                ts_influx_set_current(w->influx, p->idx);
+            }
+        } else if (up && same && w->host_down) {
+            w->host_down = 0;
+            ts_influx_set_current(w->influx, p->idx);
+            int64_t now = ts_mono_ms();
+            size_t n = 0;
+            for (chunk *x = w->retry_head; x; x = x->next) {
+                x->next_at = now;
+                x->round_fails = 0;
+                n++;
+            }
+            ts_info("writer: %s answers /ping: sending %zu waiting chunk(s) and the backlog now", host, n);
+            pump(w);
+        }
+        arm_probe(w);
+    }
+    free(p->url);
+    free(p);
+}
+
+static void probe_start(ts_writer *w, int idx, int failback) {
+    const char *base = ts_influx_url(w->influx, idx);
+    if (!base) return;
+    probe *p = calloc(1, sizeof *p);
+    if (!p) abort();
+    p->w = w;
+    p->idx = idx;
+    p->failback = failback;
+    size_t n = strlen(base) + sizeof "/ping";
+    p->url = malloc(n);
+    if (!p->url) abort();
+    snprintf(p->url, n, "%s/ping", base);
+    ts_http_req rq;
+    ts_influx_req(w->influx, &rq, p->url, NULL, 0, NULL);
+    rq.method = NULL;   /* GET */
+    /* cheap: a server that does not answer within a second is still down */
+    rq.opts.connect_timeout_ms = 1000;
+    rq.opts.timeout_ms = 2000;
+    rq.max_body = 4096;
+    rq.on_done = probe_done;
+    rq.ud = p;
+    if (ts_http_start(w->loop, &rq) != 0) {
+        free(p->url);
+        free(p);
+        return;
+    }
+    w->probe = p;
+}
+
+static void on_probe_timer(void *ud) {
+    ts_writer *w = ud;
+    w->probe_timer = 0;
+    if (w->probe || w->draining) return;
+    int n = ts_influx_nurls(w->influx), cur = ts_influx_current(w->influx);
+    if (n <= 0) return;
+    if (w->host_down) {
+        /* every server failed: ping them in list order, so the first healthy one wins */
+        probe_start(w, w->probe_next % n, 0);
+        w->probe_next = (w->probe_next + 1) % n;
+    } else if (cur > 0) {
+        /* written to a later server: is an earlier one back? */
+        w->failback_at = ts_mono_ms() + 10000;
+        probe_start(w, w->probe_next % cur, 1);
+        w->probe_next = (w->probe_next + 1) % cur;
+    }
+    arm_probe(w);
+}
+
+static void arm_probe(ts_writer *w) {
+    if (w->probe_timer || w->probe || w->draining) return;
+    int64_t now = ts_mono_ms();
+    if (w->host_down) w->probe_timer = ts_loop_timer(w->loop, now + 1000, on_probe_timer, w);
+    else if (ts_influx_current(w->influx) > 0) {
+        if (w->failback_at < now + 1000) w->failback_at = now + 10000;
+        w->probe_timer = ts_loop_timer(w->loop, w->failback_at, on_probe_timer, w);
+    }
+}
+
+/* HTTP 413: the server's body limit (InfluxDB's [http] max-body-size) is
+ * below this chunk. Resend it as two halves at a line boundary, at once and
+ * before new data; a single line that is still too large is dropped and
+ * counted. Returns 1 when c was consumed. */
+static int split_413(ts_writer *w, chunk *c, const char *host) {
+    dest *d = c->d;
+    if (c->lines <= 1) {
+        count_dropped(w, d, c->lines);
+        ts_warn("writer: HTTP 413 from %s for %s/%s: one line of %zu bytes is larger than the server accepts: "
+                "dropped", host, d->d.db, rp_or_default(&d->d), c->body.len);
+        if (c->is_retry) d->nretry--;
+        spool_done(w, c);
+        recycle_body(w, c);
+        return 1;
+    }
+    size_t want = c->lines / 2, n = 0, cut = 0;
+    for (size_t i = 0; i < c->body.len; i++)
+        if (c->body.data[i] == '\n' && ++n == want) {
+            cut = i + 1;
+            break;
+        }
+    if (cut == 0 || cut >= c->body.len) return 0;   /* not line protocol we wrote: let it be classified */
+    chunk *b = calloc(1, sizeof *b);
+    if (!b) abort();
+    b->d = d;
+    b->seq = c->seq;
+    b->spooled = c->spooled;
+    b->pos = c->pos;
+    ts_buf_init(&b->body);
+    ts_buf_add(&b->body, c->body.data + cut, c->body.len - cut);
+    b->lines = c->lines - want;
+    c->body.len = cut;
+    c->body.data[cut] = '\0';
+    c->lines = want;
+    if (c->spooled) {
+        if (!c->pieces) {
+            c->pieces = malloc(sizeof *c->pieces);
+            if (!c->pieces) abort();
+            *c->pieces = 1;
+        }
+        ++*c->pieces;
+        b->pieces = c->pieces;
+    }
+    ts_debug("writer: HTTP 413 from %s for %s/%s: resending as %zu + %zu lines", host, d->d.db,
+             rp_or_default(&d->d), c->lines, b->lines);
+    w->st.split_413++;
+    int64_t now = ts_mono_ms();
+    chunk *parts[2] = {c, b};
+    for (int k = 0; k < 2; k++) {
+        chunk *x = parts[k];
+        if (!x->is_retry) { x->is_retry = 1; d->nretry++; }
+        x->next_at = now;
+        x->round_fails = 0;
+        w->bytes_held += x->body.len;
+        retry_insert(w, x);
+    }
+    return 1;
+}
+
 static void chunk_done(void *ud, ts_http_result *r) {
     chunk *c = ud;
     ts_writer *w = c->w;
@@ -678,9 +900,24 @@ static void chunk_done(void *ud, ts_http_result *r) {
     /* what went over the wire, answered or not */
     w->st.bytes_sent += r->bytes_out;
     ts_counter_add(w->c_bytes, (int64_t)r->bytes_out);
+    if (r->curl_code == 0 && r->status == 413) {
+        w->st.requests_failed++;
+        ts_counter_add(w->c_failed, 1);
+        if (split_413(w, c, host)) {
+            enforce_bound(w);
+            pump(w);
+            return;
+        }
+    }
     if (kind == TS_INFLUX_OK || kind == TS_INFLUX_REJECT || kind == TS_INFLUX_DROP) {
-        if (same && kind != TS_INFLUX_DROP) ts_influx_set_current(w->influx, c->url_idx);  /* this host answers */
+        /* this host answers: it becomes the preferred one, unless an earlier
+         * one already is (a late answer after a failback must not undo it) */
+        int cur = ts_influx_current(w->influx);
+        if (same && kind != TS_INFLUX_DROP && (cur < 0 || c->url_idx <= cur))
+            ts_influx_set_current(w->influx, c->url_idx);
         if (c->is_retry) d->nretry--;
+        w->host_down = 0;
+        arm_probe(w);   /* failed over: look for an earlier server coming back */
     }
     if (kind == TS_INFLUX_OK) {
         w->st.requests_ok++;
@@ -737,6 +974,10 @@ static void chunk_done(void *ud, ts_http_result *r) {
             c->round_fails = 0;
             c->attempts++;
             c->next_at = now + backoff_ms(w, c->attempts);
+            /* every server failed: ping instead of waiting out the backoff */
+            if (!w->host_down) w->probe_next = 0;
+            w->host_down = 1;
+            arm_probe(w);
         }
     } else {
         c->attempts++;
@@ -795,6 +1036,7 @@ size_t ts_writer_drain(ts_writer *w, int64_t deadline) {
         if (c->is_retry) c->d->nretry--;
         if (c->spooled) {
             w->st.points_left_in_spool += c->lines;   /* unacknowledged: read again at the next start */
+            pieces_release(c);
         } else if (!offer_evict(w, &c->d->d, c->body.data, c->body.len, c->lines)) {
             count_dropped(w, c->d, c->lines);
             ts_warn("writer: dropped %zu points for %s/%s (shutdown deadline, request still in flight)", c->lines,
@@ -880,6 +1122,8 @@ void ts_writer_current_url_text(const ts_writer *w, char *out, size_t n) {
 void ts_writer_free(ts_writer *w) {
     if (!w) return;
     if (w->timer_id) ts_loop_timer_cancel(w->loop, w->timer_id);
+    if (w->probe_timer) ts_loop_timer_cancel(w->loop, w->probe_timer);
+    if (w->probe) w->probe->w = NULL;   /* freed by its completion */
     if (w->rate_timer) ts_loop_timer_cancel(w->loop, w->rate_timer);
     if (w->sync_timer) ts_loop_timer_cancel(w->loop, w->sync_timer);
     if (w->parked) chunk_free(w->parked);

@@ -5,7 +5,8 @@
 #   influxd.sh start DIR [--auth USER:PASS]   prints the URL; writes DIR/{url,http_port,rpc_port,pid}
 #   influxd.sh stop DIR
 # Env: TS_INFLUX_PORT / TS_INFLUX_RPC_PORT force ports (refused if taken);
-#      TS_INFLUX_WAIT seconds to wait for /ping (default 30).
+#      TS_INFLUX_WAIT seconds to wait for /ping (default 30);
+#      TS_INFLUX_MAX_BODY write body limit in bytes (default 25000000, influxd's; larger -> HTTP 413).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/ports.sh"
@@ -31,6 +32,7 @@ bind-address = "127.0.0.1:$3"
   enabled = true
   bind-address = "127.0.0.1:$2"
   auth-enabled = $4
+  max-body-size = ${TS_INFLUX_MAX_BODY:-25000000}
   log-enabled = false
 CONF
 }

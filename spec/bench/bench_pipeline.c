@@ -37,12 +37,13 @@ typedef struct opts {
     int chosen_only;             /* --chosen-only: skip the baseline, parsers and hook (for profilers) */
     int derive_iters;            /* polls of the derived-metrics comparison */
     int derive_only;             /* --derive-only: the chosen design, then only that comparison */
+    const char *derive_set;      /* --derive-set NAME: only lua/metrics/NAME.lua (default: both shipped sets) */
 } opts;
 
 static void usage(void) {
     fputs("usage: bench_pipeline [--caches N] [--stats M] [--ds D] [--cachegroups G] [--iters K]\n"
           "                      [--naive-iters K] [--hook-iters K] [--feed BYTES] [--chosen-only]\n"
-          "                      [--derive-iters K] [--derive-only]\n"
+          "                      [--derive-iters K] [--derive-only] [--derive-set NAME]\n"
           "       bench_pipeline --catchup INFLUX_URL --db DB [--points N] [--influxd-pid PID]\n"
           "                      [--publish-size N] [--inflight N]   (plus the payload options)\n",
           stderr);
@@ -690,6 +691,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--chosen-only") == 0) o.chosen_only = 1;
         else if (OPT("--derive-iters")) o.derive_iters = atoi(v);
         else if (strcmp(a, "--derive-only") == 0) o.derive_only = 1;
+        else if (OPT("--derive-set")) o.derive_set = v;
         else usage();
 #undef OPT
     }
@@ -801,7 +803,9 @@ int main(int argc, char **argv) {
            chosen * 1e3, points / chosen / 1e6, (double)ts_lua_mem_used(L) / 1e6);
 
     int derive_rc = 0;
-    if (!o.chosen_only) derive_rc = run_derive(L, &o, ctx_ref, &dsj, t0, "cache_health") | run_derive(L, &o, ctx_ref, &dsj, t0, "cdn_summary");
+    if (!o.chosen_only && o.derive_set) derive_rc = run_derive(L, &o, ctx_ref, &dsj, t0, o.derive_set);
+    else if (!o.chosen_only)
+        derive_rc = run_derive(L, &o, ctx_ref, &dsj, t0, "cache_health") | run_derive(L, &o, ctx_ref, &dsj, t0, "cdn_summary");
     if (o.chosen_only || o.derive_only) {
         ts_buf_free(&out);
         ts_mapper_release(mc);

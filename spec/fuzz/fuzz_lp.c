@@ -233,8 +233,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         double v = as_int ? (double)f[0].v.i : f[0].v.f;
         /* an integer that a double cannot hold would round differently */
         if (!as_int || (double)(int64_t)v == v) {
-            ts_stat_map sm = {em.data, (uint32_t)em.len, ef.data, (uint32_t)ef.len, {st_tags, nst}, 1.0, 1, -2, as_int, 0};
-            ts_entity_map en = {{en_tags, nen}, 1, 0};
+            ts_stat_map sm = {.meas = em.data, .meas_len = (uint32_t)em.len, .field = ef.data,
+                              .field_len = (uint32_t)ef.len, .tags = {st_tags, nst}, .scale = 1.0, .keep = 1,
+                              .hook_ref = -2, .as_int = as_int};
+            ts_entity_map en = {.tags = {en_tags, nen}, .keep = 1};
             ts_cpoint cp = {&sm, &en, v, ms};
             ts_buf cb, gb;
             ts_buf_init(&cb);

@@ -2,7 +2,8 @@
 -- the checks of the free-form tables, refusals that name the key (what `tstats check` prints).
 local O = require "options"
 
-local base = { traffic_ops = { url = "http://to" }, influxdb = { urls = { "http://i:8086" } } }
+-- no pg sink: a base config with no postgres.conninfo must be valid
+local base = { traffic_ops = { url = "http://to" }, influxdb = { urls = { "http://i:8086" } }, summary = { sinks = {} } }
 local function resolve(kafka)
   local t = {}
   for k, v in pairs(base) do t[k] = v end

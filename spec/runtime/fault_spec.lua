@@ -24,7 +24,7 @@ local function start_sim(args)
   return h
 end
 
-local function write_config(name, to_url, extra)
+local function write_config(name, to_url, extra, url)
   local path = tmp .. "/config-" .. name .. ".lua"
   local f = assert(io.open(path, "w"))
   f:write(([[
@@ -37,7 +37,7 @@ return {
   summary = { enabled = false },
   %s
 }
-]]):format(to_url, influx.url, tmp .. "/state-" .. name, extra or ""))
+]]):format(to_url, url or influx.url, tmp .. "/state-" .. name, extra or ""))
   f:close()
   return path
 end
@@ -50,14 +50,36 @@ local function polled(log)
 end
 
 -- Points stored in the raw RPs of both stats databases (every measurement).
-local function stored()
+local function stored(url)
   local total = 0
   for _, db in ipairs({ "cache_stats", "deliveryservice_stats" }) do
-    local d = stack.influx_query(influx.url, 'SELECT count(value) FROM "daily"./.*/', db)
+    local d = stack.influx_query(url or influx.url, 'SELECT count(value) FROM "daily"./.*/', db)
     local r = d and d.results and d.results[1]
     for _, s in ipairs(r and r.series or {}) do total = total + (s.values[1][2] or 0) end
   end
   return math.tointeger(total) or total
+end
+
+-- Every stored point of the raw RPs as "db measurement tags time" keys, added to set.
+local function point_keys(url, set)
+  for _, db in ipairs({ "cache_stats", "deliveryservice_stats" }) do
+    local d = stack.influx_query(url, 'SELECT value FROM "daily"./.*/ GROUP BY *', db, { epoch = "ms" })
+    local r = d and d.results and d.results[1]
+    for _, sr in ipairs(r and r.series or {}) do
+      local tags = {}
+      for k, v in pairs(sr.tags or {}) do tags[#tags + 1] = k .. "=" .. tostring(v) end
+      table.sort(tags)
+      local prefix = db .. " " .. sr.name .. " " .. table.concat(tags, ",") .. " "
+      for _, v in ipairs(sr.values) do set[prefix .. tostring(math.tointeger(v[1]) or v[1])] = true end
+    end
+  end
+  return set
+end
+
+local function set_size(set)
+  local n = 0
+  for _ in pairs(set) do n = n + 1 end
+  return n
 end
 
 local function influx_stop() os.execute(q(influxd_sh) .. " stop " .. q(influx.dir) .. " >/dev/null 2>&1") end
@@ -110,12 +132,17 @@ describe("fault suite: the spool #asan", function()
     local during = polled(d.log)
     local spooled = spool_bytes(tmp .. "/state-outage/spool")
     influx_restart()
+    local t1 = stack.now()
+    -- recovery does not wait out the backoff: a /ping probe every second while it is down
+    assert(wait_log(d.log, "answers /ping", 30), "no probe answered")
+    local probe_s = stack.now() - t1
     local ok = stack.wait_until(function() return stored() >= polled(d.log) end, 120, 0.5)
     local back = stack.now() - t0 - 8
     assert.are.equal(0, d:stop(), "SIGTERM: exit 0")
     local p, s = polled(d.log), stored()
-    print(("fault 1: influxd down 8 s (%d points polled by then, spool %d bytes); back after restart in %.1f s; "
-      .. "polled %d stored %d lost %d"):format(during, spooled, back, p, s, p - s))
+    print(("fault 1: influxd down 8 s (%d points polled by then, spool %d bytes); the /ping probe saw it back %.1f s "
+      .. "after its restart, all stored %.1f s after it; polled %d stored %d lost %d"):format(during, spooled, probe_s,
+      back, p, s, p - s))
     assert.truthy(ok, "not everything arrived: polled " .. p .. " stored " .. s)
     assert.are.equal(p, s)
     assert.truthy(spooled > 0)
@@ -202,5 +229,126 @@ describe("fault suite: the spool #asan", function()
     assert.are.equal(p - lost_expected, s)
     assert.are.equal(1, corrupt)
     assert.are.equal(1, torn)
+  end)
+
+  it("11. InfluxDB answering 413 (a small max-body-size): chunks split and resent, nothing lost", function()
+    local small = stack.influxd_start({ env = { TS_INFLUX_MAX_BODY = "20000" } })
+    local rc, _, err = stack.run(q(tstats_bin) .. " setup-influx --replication 1", { env = { TSTATS_INFLUX_URL = small.url } })
+    assert.are.equal(0, rc, err)
+    local cfg = write_config("413", sim.to_url, "", small.url)
+    local d = stack.spawn(tstats_bin .. " --config " .. q(cfg) .. " run", tmp .. "/413.log")
+    assert(wait_log(d.log, "Sent %d+ stats", 60), stack.read_file(d.log))
+    stack.sleep(4)
+    assert.are.equal(0, d:stop(), "SIGTERM: exit 0")
+    local p, s = polled(d.log), stored(small.url)
+    local fin = (stack.read_file(d.log) or ""):match("stats: polls=[^\n]*") or ""
+    local splits = tonumber(fin:match("split_413=(%d+)")) or 0
+    print(("fault 11: influxd with max-body-size 20000 bytes (a poll is ~100 kB of line protocol); %d chunks split "
+      .. "after 413; polled %d stored %d lost %d"):format(splits, p, s, p - s))
+    assert.truthy(splits > 0, fin)
+    assert.are.equal(p, s)
+    small:stop()
+  end)
+
+  it("failover fails back to the first healthy URL once it answers again", function()
+    local second = stack.influxd_start_atc()
+    local cfg = write_config("failback", sim.to_url, "", nil)
+    -- both servers, the usual one first
+    local text = stack.read_file(cfg):gsub('urls = { "([^"]+)" }', 'urls = { "%1", "' .. second.url .. '" }')
+    local f = assert(io.open(cfg, "w")); f:write(text); f:close()
+    local d = stack.spawn(tstats_bin .. " --config " .. q(cfg) .. " run", tmp .. "/failback.log")
+    assert(wait_log(d.log, "Sent %d+ stats", 30), stack.read_file(d.log))
+    influx_stop()
+    stack.sleep(4)
+    local on_second = stored(second.url)
+    influx_restart()
+    assert(wait_log(d.log, "writing to it %(failback", 40), "no failback: " .. stack.read_file(d.log))
+    stack.sleep(1.5)   -- let chunks already in flight to the second server finish
+    local second_at_failback = stored(second.url)
+    local first_before = stored()
+    stack.sleep(4)
+    local second_after, first_after = stored(second.url), stored()
+    assert.are.equal(0, d:stop(), "SIGTERM: exit 0")
+    local p = polled(d.log)
+    print(("failback: first server down 4 s: %d points went to the second; after the failback the first got %d more "
+      .. "points in 4 s, the second %d; polled %d, stored on the two %d"):format(on_second, first_after - first_before,
+      second_after - second_at_failback, p, stored() + stored(second.url)))
+    assert.truthy(on_second > 0)
+    assert.truthy(first_after > first_before)
+    assert.are.equal(second_at_failback, second_after)
+    assert.are.equal(p, stored() + stored(second.url))
+    second:stop()
+  end)
+
+  it("8. SIGHUP with writes in flight: an empty influxdb.urls is refused, a new server list applies, nothing lost", function()
+    local second = stack.influxd_start_atc()
+    local cfg = write_config("hup", sim.to_url)
+    local original = stack.read_file(cfg)
+    local function rewrite(urls)
+      local f = assert(io.open(cfg, "w"))
+      f:write((original:gsub('urls = { "[^"]+" }', "urls = " .. urls)))
+      f:close()
+    end
+    local d = stack.spawn(tstats_bin .. " --config " .. q(cfg) .. " run", tmp .. "/hup.log")
+    assert(wait_log(d.log, "Sent %d+ stats", 30), stack.read_file(d.log))
+    -- the first server hangs: its writes stay in flight until they time out (influxdb.timeout 2 s)
+    os.execute("kill -STOP " .. influx.pid)
+    stack.sleep(1.5)
+    rewrite("{}")
+    d:kill("HUP")
+    assert(wait_log(d.log, "new configuration rejected", 10), stack.read_file(d.log))
+    local refused = (stack.read_file(d.log) or ""):find("'influxdb.urls' must list at least one value", 1, true)
+    rewrite('{ "' .. second.url .. '" }')
+    d:kill("HUP")
+    assert(wait_log(d.log, "configuration reloaded", 10), stack.read_file(d.log))
+    stack.sleep(4)
+    os.execute("kill -CONT " .. influx.pid)
+    stack.sleep(3)
+    assert.truthy(d:alive(), "the daemon survived both reloads")
+    assert.are.equal(0, d:stop(), "SIGTERM: exit 0")
+    local p = polled(d.log)
+    local union = set_size(point_keys(second.url, point_keys(influx.url, {})))
+    local a, b = stored(), stored(second.url)
+    print(("fault 8 (reload): first server stopped with writes in flight, SIGHUP to urls = {} (refused: %s), SIGHUP "
+      .. "to a second server; polled %d, first %d + second %d stored, %d distinct, lost %d"):format(
+      refused and "yes" or "NO", p, a, b, union, p - union))
+    assert.truthy(refused)
+    assert.are.equal(p, union)
+    second:stop()
+  end)
+
+  it("6. mirror mode with one of two influxd down for a while: both end with identical data", function()
+    local second = stack.influxd_start_atc()
+    local cfg = write_config("mirror", sim.to_url, 'influxdb = { urls = { "' .. influx.url .. '", "' .. second.url
+      .. '" }, mode = "mirror", timeout = 2 },')
+    -- the extra influxdb table above replaces the one write_config wrote
+    local text = stack.read_file(cfg):gsub('  influxdb = { urls = { "[^"]+" }, timeout = 2 },\n', "", 1)
+    local f = assert(io.open(cfg, "w")); f:write(text); f:close()
+    local d = stack.spawn(tstats_bin .. " --config " .. q(cfg) .. " run", tmp .. "/mirror.log")
+    assert(wait_log(d.log, "influxdb.mode = mirror", 30), stack.read_file(d.log))
+    assert(wait_log(d.log, "Sent %d+ stats", 30), stack.read_file(d.log))
+    os.execute(q(influxd_sh) .. " stop " .. q(second.dir) .. " >/dev/null 2>&1")
+    stack.sleep(6)
+    local first_during = stored()
+    local rc, _, err = stack.run(q(influxd_sh) .. " start " .. q(second.dir),
+      { env = { TS_INFLUX_PORT = tostring(second.port) }, timeout = 90 })
+    assert.are.equal(0, rc, err)
+    assert(wait_log(d.log, "answers /ping", 30), "the second server's probe never answered")
+    local ok = stack.wait_until(function()
+      local p = polled(d.log)
+      return stored() >= p and stored(second.url) >= p
+    end, 120, 0.5)
+    assert.are.equal(0, d:stop(), "SIGTERM: exit 0")
+    local p = polled(d.log)
+    local a, b = point_keys(influx.url, {}), point_keys(second.url, {})
+    local na, nb, same = set_size(a), set_size(b), 0
+    for k in pairs(a) do if b[k] then same = same + 1 end end
+    print(("fault 6 (mirror): second of two servers down 6 s (the first stored %d points meanwhile); polled %d, "
+      .. "first %d, second %d, in both %d"):format(first_during, p, na, nb, same))
+    assert.truthy(ok)
+    assert.are.equal(p, na)
+    assert.are.equal(p, nb)
+    assert.are.equal(p, same)
+    second:stop()
   end)
 end)

@@ -72,6 +72,7 @@ describe("install layout", function()
     local man = stack.run("ls " .. q(build .. "/man") .. " 2>/dev/null | grep -q '[.][1-9]$'") == 0
     if man then
       assert.is_true(exists(d .. "/usr/share/man/man1/tstats.1"), "tstats.1 installed")
+      assert.is_true(exists(d .. "/usr/share/man/man5/tstats.conf.5"), "tstats.conf.5 installed")
     else
       assert.truthy(out:find("No man pages in", 1, true), out)
     end

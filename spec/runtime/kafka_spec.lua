@@ -368,4 +368,65 @@ describe("kafka export #asan", function()
     assert.are.equal(kn - dups, in_)
     kafka:stop()
   end)
+
+  -- The spool on a full filesystem (a 16 KiB tmpfs: small records fit, a poll's cache batch does
+  -- not): the writer keeps refused points in memory for InfluxDB, Kafka gets them from memory
+  -- too once an append failed; a batch refused right after an append that worked cannot reach
+  -- Kafka (it reads the spool): counted and logged. Nothing else is missing or doubled.
+  it("spool on a full disk: Kafka fed from memory, the points it cannot get counted and logged", function()
+    local _, uid = stack.run("id -u")
+    assert(uid:match("^0"), "this test mounts a tmpfs and must run as root (CI does)")
+    local mnt = tmp.dir .. "/full"
+    os.execute("mkdir -p " .. sq(mnt))
+    assert.are.equal(0, (stack.run("mount -t tmpfs -o size=16k tmpfs " .. sq(mnt))), "mount -t tmpfs failed")
+    local ok, err = pcall(function()
+      local kafka = start_kafka()
+      local cfg = write_config("full", kafka.brokers, "spool = { dir = " .. ("%q"):format(mnt .. "/spool") .. " },")
+      local log = tmp.dir .. "/full.log"
+      local ts = stack.spawn(tstats_bin .. " --config " .. sq(cfg) .. " run", log)
+      assert(stack.wait_until(function() return count("cache_stats") > 0 end, 30, 0.2), "points in InfluxDB")
+      stack.sleep(4)
+      ts:kill("TERM")
+      assert.are.equal(0, ts:wait(30))
+      local text = stack.read_file(log)
+      assert.truthy(text:find("kafka: the spool refused %d+ points"), "logged")
+      local missed = stat(text, "missed") or 0   -- kafka_points_missed, in the final kafka: line
+      local ik, in_ = influx_points()
+      local _, kn, dups = kafka_points(kafka:dump())
+      local collected = stat(text, "points")
+      print(("\n  disk full: %d points collected, %d in InfluxDB, %d messages in Kafka, %d counted as missed, %d duplicates"):format(
+        collected, in_, kn, missed, dups))
+      assert.truthy(missed > 0, "the first refused batch is counted: " .. text:sub(1, 2000))
+      assert.are.equal(0, dups)
+      assert.are.equal(collected, in_)
+      assert.are.equal(collected, kn + missed)
+      kafka:stop()
+    end)
+    os.execute("umount " .. sq(mnt) .. " 2>/dev/null")
+    assert(ok, err)
+  end)
+
+  it("refuses a Kafka configuration it cannot honour at start, naming the key (exit 2)", function()
+    local function refused(kafka, want)
+      local path = tmp.dir .. "/bad.lua"
+      stack.write_file(path, ([[
+return {
+  traffic_ops = { url = %q }, influxdb = { urls = { %q } }, state_dir = %q,
+  summary = { enabled = false },
+  kafka = %s,
+}
+]]):format(tmp.to_url, influx.url, tmp.dir .. "/state-bad", kafka))
+      local rc, _, err = stack.run(tstats_bin .. " --config " .. sq(path) .. " run", { timeout = 30 })
+      assert.are.equal(2, rc, err)
+      assert.truthy(err:find(want, 1, true), err)
+    end
+    refused('{ enabled = true, topic = "t" }', "kafka.enabled = true needs kafka.brokers")
+    refused('{ enabled = true, brokers = "127.0.0.1:9" }', "needs kafka.topic")
+    refused('{ enabled = true, brokers = "127.0.0.1:9", topic = "t", acks = "1" }',
+      'kafka.idempotence needs kafka.acks = "all" (it is "1")')
+    refused('{ enabled = true, brokers = "127.0.0.1:9", topic = "t", properties = { ["no.such.thing"] = "1" } }',
+      "no.such.thing")
+    refused('{ enabled = true, brokers = "127.0.0.1:9", topic = "t", properties = { acks = "1" } }',
+      "set kafka.acks instead")
+  end)
 end)
