@@ -5,7 +5,7 @@ local stack = require "spec.runtime.stack"
 local cjson = require "cjson"
 local q = stack.quote
 
-describe("tstats import-atc", function()
+describe("tstats import-atc #asan", function()
   local tstats = stack.bin("tstats")
   local fixture = stack.root() .. "/spec/fixtures/config/traffic_stats.cfg"
   local tmp

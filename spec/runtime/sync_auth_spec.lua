@@ -4,7 +4,7 @@
 local stack = require "spec.runtime.stack"
 local q = stack.quote
 
-describe("tstats sync credentials", function()
+describe("tstats sync credentials #asan", function()
   local tstats = stack.bin("tstats")
   local A, C, tmp
   local SU, SP = "src-admin", "src-pw-1"

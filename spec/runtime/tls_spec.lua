@@ -8,7 +8,7 @@ local stack = require "spec.runtime.stack"
 local cjson = require "cjson"
 local q = stack.quote
 
-describe("TLS to Traffic Ops and InfluxDB", function()
+describe("TLS to Traffic Ops and InfluxDB #asan", function()
   local tstats = stack.bin("tstats")
   local tmp, influx, sim, sim_info
   local ca, srv_cert, srv_key, cli_cert, cli_key
