@@ -24,6 +24,9 @@ return {
   publishing_interval = 30,
   state_dir = env("TSTATS_STATE_DIR", "/var/lib/tstats"),
 
+  -- /metrics, /health and the status page: off unless TSTATS_HTTP_LISTEN is set
+  http = { listen = env("TSTATS_HTTP_LISTEN") },
+
   summary = {
     sinks = env("TSTATS_PG_CONNINFO") and { "pg" } or {},
   },
