@@ -23,6 +23,8 @@
 #define MAX_GROUPED_PARTITIONS 4096
 #define GROUP_MAX_BYTES (512 * 1024)   /* under the brokers' default message.max.bytes (1 MB) */
 #define POLL_PERIOD_MS 200
+/* JSON heads and partitions of ~84,000 series take ~25 MB */
+#define SERIES_CACHE_BYTES ((size_t)64 << 20)
 
 /* A message to produce again: librdkafka gave up on it (brokers down past
  * message.timeout.ms) or its queue was full when a group was ready. */
@@ -94,6 +96,7 @@ struct ts_kafka {
     int fatal;                /* librdkafka raised a fatal error: rebuild the producer */
     int in_poll, freeing, queue_blocked;
     ts_buf msg;               /* scratch: the JSON of one point */
+    ts_kafka_enc *enc;        /* series cache: JSON heads, partitions */
     kgroup *groups;
     int32_t ngroups;
     ts_kafka_stats st;
@@ -256,6 +259,7 @@ ts_kafka *ts_kafka_new(ts_loop *loop, const ts_kafka_opts *o, char *err, size_t 
     k->retry_backoff_ms = o->retry_backoff_ms > 0 ? o->retry_backoff_ms : 1000;
     k->log_interval_ms = o->log_interval_ms > 0 ? o->log_interval_ms : 10000;
     ts_buf_init(&k->msg);
+    k->enc = ts_kafka_enc_new(k->format == TS_KAFKA_JSON, SERIES_CACHE_BYTES);
 
     k->conf = c;
     rd_kafka_conf_set_opaque(c, k);
@@ -558,14 +562,31 @@ static int pump_chunk(ts_kafka *k, kchunk *c, int64_t now) {
         line += s;
         e -= s;
         size_t klen = ts_kafka_enc_series_key(line, e);
-        const char *val = line;
-        size_t vlen = e;
+        ts_kafka_series *se = ts_kafka_enc_series(k->enc, line, klen);
+        int32_t p = RD_KAFKA_PARTITION_UA;
+        kgroup *g = NULL;
+        if (nparts > 0) {
+            p = ts_kafka_enc_partition(se, nparts);
+            if (p < 0) {
+                p = rd_kafka_msg_partitioner_murmur2(t->rkt, line, klen, nparts, NULL, NULL);
+                ts_kafka_enc_set_partition(se, nparts, p);
+            }
+            g = &k->groups[p];
+            if (g->lines >= k->per_message && flush_group(k, c, g, p, now) == PROD_FULL) full = 1;
+        }
+        /* the message text goes straight where it is sent from: the group, or the scratch */
+        ts_buf *out = g ? &g->val : &k->msg;
+        if (!g) ts_buf_reset(out);
+        size_t mark = out->len;
+        if (g && g->lines) ts_buf_addc(out, '\n');
+        size_t vstart = out->len;
         if (k->format == TS_KAFKA_JSON) {
             const char *why;
             ts_kafka_dest d = {c->db, c->rp, c->prec};
             if (!now_ns) now_ns = ts_now_ns();
-            ts_buf_reset(&k->msg);
-            if (ts_kafka_enc_json(&k->msg, line, e, &d, now_ns, &why) < 0) {
+            if (ts_kafka_enc_json_series(k->enc, se, out, line, e, &d, now_ns, &why) < 0) {
+                out->len = mark;
+                if (out->data) out->data[mark] = '\0';
                 k->st.lines_invalid++;
                 c->failed++;
                 log_limited(k, &k->rl_invalid, TS_LOG_WARN, "kafka: not line protocol (%s) for %s: %.*s", why, c->db,
@@ -574,22 +595,25 @@ static int pump_chunk(ts_kafka *k, kchunk *c, int64_t now) {
                 if (k->lines_waiting) k->lines_waiting--;
                 continue;
             }
-            val = k->msg.data;
-            vlen = k->msg.len;
+        } else {
+            ts_buf_add(out, line, e);
         }
-        if (nparts > 0) {
-            int32_t p = rd_kafka_msg_partitioner_murmur2(t->rkt, line, klen, nparts, NULL, NULL);
-            kgroup *g = &k->groups[p];
-            if (g->lines && (g->lines >= k->per_message || g->val.len + vlen + 1 > GROUP_MAX_BYTES))
+        if (g) {
+            if (g->lines && out->len > GROUP_MAX_BYTES) {
+                /* over the message bound with this point: the group goes without it */
+                ts_buf_reset(&k->msg);
+                ts_buf_add(&k->msg, out->data + vstart, out->len - vstart);
+                out->len = mark;
+                out->data[mark] = '\0';
                 if (flush_group(k, c, g, p, now) == PROD_FULL) full = 1;
-            if (g->lines) ts_buf_addc(&g->val, '\n');
-            else ts_buf_add(&g->key, line, klen);   /* the first point's series key */
-            ts_buf_add(&g->val, val, vlen);
+                ts_buf_add(&g->val, k->msg.data, k->msg.len);
+            }
+            if (!g->lines) ts_buf_add(&g->key, line, klen);   /* the first point's series key */
             g->lines++;
         } else {
-            int rc = produce_msg(k, c, line, klen, val, vlen, 1, RD_KAFKA_PARTITION_UA);
+            int rc = produce_msg(k, c, line, klen, out->data, out->len, 1, RD_KAFKA_PARTITION_UA);
             if (rc == PROD_FULL) return 0;
-            if (rc == PROD_FAILED) count_failed(k, c, 1, k->st.last_error, vlen);
+            if (rc == PROD_FAILED) count_failed(k, c, 1, k->st.last_error, out->len);
         }
         c->pos = next;
         if (k->lines_waiting) k->lines_waiting--;
@@ -763,5 +787,6 @@ void ts_kafka_free(ts_kafka *k) {
     if (k->pipefd[0] >= 0) close(k->pipefd[0]);
     if (k->pipefd[1] >= 0) close(k->pipefd[1]);
     ts_buf_free(&k->msg);
+    ts_kafka_enc_free(k->enc);
     free(k);
 }
