@@ -21,6 +21,9 @@ typedef struct ts_kafka_feed ts_kafka_feed;
 ts_kafka_feed *ts_kafka_feed_new(ts_kafka *k, ts_spool *s, ts_loop *loop, size_t high_bytes);
 /* Reads what the spool has for Kafka now (also runs from its own timer). */
 void ts_kafka_feed_pump(ts_kafka_feed *f);
+/* The records read from now on go to k (SIGHUP rebuilt the producer); those
+ * handed to the previous one are acknowledged when it reports them done. */
+void ts_kafka_feed_set_target(ts_kafka_feed *f, ts_kafka *k, size_t high_bytes);
 /* Shutdown: no more reading (what is in flight may still complete); NULL ok. */
 void ts_kafka_feed_stop(ts_kafka_feed *f);
 typedef struct ts_kafka_feed_stats {

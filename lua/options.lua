@@ -114,7 +114,7 @@ function checks.string_map(v)
     if type(x) ~= "string" or x == "" then return ("[%q] must be a non-empty string"):format(k) end
   end
 end
--- librdkafka properties a kafka.* option sets (src/kafka.c refuses them too)
+-- librdkafka properties a kafka.* option sets (src/kafka_conf.c refuses them too)
 local owned = {
   ["bootstrap.servers"] = "kafka.brokers", ["metadata.broker.list"] = "kafka.brokers", acks = "kafka.acks",
   ["request.required.acks"] = "kafka.acks", ["enable.idempotence"] = "kafka.idempotence",

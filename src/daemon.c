@@ -16,6 +16,7 @@
 #include "ts_collect.h"
 #include "ts_config.h"
 #include "ts_kafka_glue.h"
+#include "ts_kafka_reload.h"
 #include "ts_derive.h"
 #include "ts_httpd.h"
 #include "ts_log.h"
@@ -530,7 +531,7 @@ static void reload(tsd *d) {
     if (ts_derive_load(L, d->config_file, &dv) == 0) { ts_collector_set_derive(d->coll, dv); ts_derive_release(dv); }
     else ts_error("derived metrics: keeping the running definitions");
     writer_setup(d, 1);
-    if (d->kafka) ts_info("kafka: kafka.* changes take effect at the next start");
+    d->kafka = ts_kafka_reload(L, d->loop, d->kafka, d->kafka_feed);
     http_setup(d);
     if (lua_daemon_call(d, "start", 0, 0) != 0) ts_error("daemon.start failed after reload");
     d->reload_pending = 1;   /* said once the new plan is installed (refresh_resume) */
@@ -749,6 +750,7 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     if (d->kafka) {
         /* what is in flight gets the rest of the timeout; the spool keeps the rest */
         ts_kafka_feed_stop(d->kafka_feed);
+        ts_kafka_reload_drain(deadline);   /* producers a SIGHUP replaced: what they hold first */
         ts_kafka_drain(d->kafka, deadline);
     }
     report(d);
@@ -759,7 +761,8 @@ out:
     for (int i = 0; i < d->nmirrors; i++) ts_writer_free(d->mirrors[i]);
     for (int i = 0; i <= d->nmirrors; i++) free(d->mirror_urls[i]);
     ts_writer_free(d->writer);
-    ts_kafka_free(d->kafka);       /* the target, then its spool position, then the spool */
+    ts_kafka_reload_drain(0);      /* the targets (replaced ones too), then their spool position, then the spool */
+    ts_kafka_free(d->kafka);
     ts_kafka_feed_free(d->kafka_feed);
     ts_spool_close(d->spool);
     ts_loop_free(d->loop);

@@ -755,6 +755,25 @@ size_t ts_kafka_drain(ts_kafka *k, int64_t deadline) {
     return left;
 }
 
+int ts_kafka_idle(const ts_kafka *k) { return k->head == NULL; }
+
+void ts_kafka_add_stats(ts_kafka *k, const ts_kafka_stats *s) {
+    k->st.messages_produced += s->messages_produced;
+    k->st.points_delivered += s->points_delivered;
+    k->st.points_failed += s->points_failed;
+    k->st.points_retried += s->points_retried;
+    k->st.points_maybe_dup += s->points_maybe_dup;
+    k->st.points_dropped += s->points_dropped;
+    k->st.lines_invalid += s->lines_invalid;
+    k->st.delivery_errors += s->delivery_errors;
+    k->st.client_errors += s->client_errors;
+    k->st.queue_full += s->queue_full;
+    if (s->last_error_code && !k->st.last_error_code) {
+        k->st.last_error_code = s->last_error_code;
+        memcpy(k->st.last_error, s->last_error, sizeof k->st.last_error);
+    }
+}
+
 void ts_kafka_get_stats(const ts_kafka *k, ts_kafka_stats *s) {
     *s = k->st;
     s->points_pending = unacked(k);
