@@ -448,19 +448,21 @@ size_t ts_kafka_backlog_bytes(const ts_kafka *k) { return k->bytes_held; }
 
 enum { PROD_OK, PROD_FULL, PROD_FAILED };
 
+/* flags: RD_KAFKA_MSG_F_COPY, or RD_KAFKA_MSG_F_FREE to hand val (malloc'd)
+ * over to librdkafka, which it takes only when PROD_OK is returned */
 static int produce_msg(ts_kafka *k, kchunk *c, const char *key, size_t klen, const char *val, size_t vlen,
-                       size_t lines, int32_t partition) {
+                       size_t lines, int32_t partition, int flags) {
     rd_kafka_topic_t *rkt = k->topics[c->topic].rkt;
     rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
     if (k->format == TS_KAFKA_LP) {
         /* line protocol carries no database or retention policy: headers do */
         const char *prec = ts_precision_name(c->prec);
         e = rd_kafka_producev(k->rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_PARTITION(partition),
-                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, klen),
+                              RD_KAFKA_V_MSGFLAGS(flags), RD_KAFKA_V_KEY(key, klen),
                               RD_KAFKA_V_VALUE((void *)val, vlen), RD_KAFKA_V_HEADER("db", c->db, -1),
                               RD_KAFKA_V_HEADER("rp", c->rp, -1), RD_KAFKA_V_HEADER("precision", prec, -1),
                               RD_KAFKA_V_OPAQUE(c), RD_KAFKA_V_END);
-    } else if (rd_kafka_produce(rkt, partition, RD_KAFKA_MSG_F_COPY, (void *)val, vlen, key, klen, c) != 0) {
+    } else if (rd_kafka_produce(rkt, partition, flags, (void *)val, vlen, key, klen, c) != 0) {
         e = rd_kafka_last_error();
     }
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -501,8 +503,15 @@ static size_t msg_lines(const char *p, size_t n) {
  * kept as a retry of the chunk (its points were taken from the body). */
 static int flush_group(ts_kafka *k, kchunk *c, kgroup *g, int32_t partition, int64_t now) {
     if (!g->lines) return PROD_OK;
-    int rc = produce_msg(k, c, g->key.data, g->key.len, g->val.data, g->val.len, g->lines, partition);
-    if (rc == PROD_FULL) add_retry(k, c, g->key.data, g->key.len, g->val.data, g->val.len, g->lines, partition, now);
+    /* the group's text itself goes to librdkafka (no copy of a poll's worth of
+     * messages); the next group starts on a buffer of the same size */
+    size_t cap = g->val.cap;
+    int rc = produce_msg(k, c, g->key.data, g->key.len, g->val.data, g->val.len, g->lines, partition,
+                         RD_KAFKA_MSG_F_FREE);
+    if (rc == PROD_OK) {
+        ts_buf_init(&g->val);
+        ts_buf_reserve(&g->val, cap);
+    } else if (rc == PROD_FULL) add_retry(k, c, g->key.data, g->key.len, g->val.data, g->val.len, g->lines, partition, now);
     else if (rc == PROD_FAILED) count_failed(k, c, g->lines, k->st.last_error, g->val.len);
     ts_buf_reset(&g->val);
     ts_buf_reset(&g->key);
@@ -516,7 +525,7 @@ static int pump_chunk(ts_kafka *k, kchunk *c, int64_t now) {
     if (c->topic < 0) return 1;
     while (c->rhead && c->retry_due <= now) {
         kretry *r = c->rhead;
-        int rc = produce_msg(k, c, r->key, r->klen, r->val, r->vlen, r->lines, r->partition);
+        int rc = produce_msg(k, c, r->key, r->klen, r->val, r->vlen, r->lines, r->partition, RD_KAFKA_MSG_F_COPY);
         if (rc == PROD_FULL) return 0;
         if (rc == PROD_FAILED) count_failed(k, c, r->lines, k->st.last_error, r->vlen);
         else k->st.points_retried += r->lines;
@@ -611,7 +620,7 @@ static int pump_chunk(ts_kafka *k, kchunk *c, int64_t now) {
             if (!g->lines) ts_buf_add(&g->key, line, klen);   /* the first point's series key */
             g->lines++;
         } else {
-            int rc = produce_msg(k, c, line, klen, out->data, out->len, 1, RD_KAFKA_PARTITION_UA);
+            int rc = produce_msg(k, c, line, klen, out->data, out->len, 1, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY);
             if (rc == PROD_FULL) return 0;
             if (rc == PROD_FAILED) count_failed(k, c, 1, k->st.last_error, out->len);
         }
