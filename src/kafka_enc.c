@@ -257,14 +257,55 @@ static void enc_suffix(ts_buf *out, const ts_kafka_dest *d) {
     ts_buf_addc(out, '}');
 }
 
-/* sfx: enc_suffix(d) made already, or NULL */
+/* The last plain field key ("value=" nearly always) and its JSON ("value":). */
+typedef struct fmemo {
+    char lp[32], js[40];
+    size_t lplen, jslen;
+} fmemo;
+
+/* sfx: enc_suffix(d) made already, or NULL; fm: the field key memo, or NULL */
 static int enc_rest(ts_buf *out, size_t start, const char *s, size_t n, size_t i, const ts_kafka_dest *d,
-                    const ts_buf *sfx, int64_t now_ns, const char **err) {
+                    const ts_buf *sfx, fmemo *fm, int64_t now_ns, const char **err) {
     while (i < n && s[i] == ' ') i++;
     int first = 1;
     for (;;) {
+        if (fm && fm->lplen && n - i > fm->lplen && memcmp(s + i, fm->lp, fm->lplen) == 0) {
+            /* a key without escapes or stop characters ends at its '=' as the scan would */
+            if (!first) ts_buf_addc(out, ',');
+            first = 0;
+            ts_buf_add(out, fm->js, fm->jslen);
+            size_t vs = i + fm->lplen, ve;
+            if (s[vs] == '"') {
+                ve = vs + 1;
+                while (ve < n && s[ve] != '"') ve += (s[ve] == '\\' && ve + 1 < n) ? 2 : 1;
+                if (ve >= n) FAIL("unterminated string field");
+                ve++;
+            } else {
+                ve = scan_token(s, vs, n, C_COMMA | C_SPACE);
+            }
+            if (field_value(out, s + vs, ve - vs) < 0) FAIL("bad field value");
+            i = ve;
+            if (i < n && s[i] == ',') {
+                i++;
+                continue;
+            }
+            break;
+        }
         size_t ke = scan_token(s, i, n, C_EQ | C_COMMA | C_SPACE);
         if (ke == i || ke >= n || s[ke] != '=') FAIL("bad field");
+        if (fm && ke - i < sizeof fm->lp - 1) {
+            int plain = 1;
+            for (size_t j = i; j < ke && plain; j++)
+                if (g_cls[(unsigned char)s[j]] & (C_JSON | C_SPACE | C_COMMA | C_EQ)) plain = 0;
+            if (plain) {
+                memcpy(fm->lp, s + i, ke - i + 1);   /* with its '=' */
+                fm->lplen = ke - i + 1;
+                fm->js[0] = '"';
+                memcpy(fm->js + 1, s + i, ke - i);
+                memcpy(fm->js + 1 + (ke - i), "\":", 2);
+                fm->jslen = ke - i + 3;
+            }
+        }
         size_t vs = ke + 1, ve;
         if (vs < n && s[vs] == '"') {
             ve = vs + 1;
@@ -323,7 +364,7 @@ int ts_kafka_enc_json(ts_buf *out, const char *s, size_t n, const ts_kafka_dest 
     if (i < 0) return -1;
     if ((size_t)i >= n || s[i] != ' ') FAIL("no fields");
     ts_buf_adds(out, "},\"fields\":{");
-    return enc_rest(out, start, s, n, (size_t)i, d, NULL, now_ns, err);
+    return enc_rest(out, start, s, n, (size_t)i, d, NULL, NULL, now_ns, err);
 }
 #undef FAIL
 
@@ -357,6 +398,7 @@ struct ts_kafka_enc {
     ts_buf tmp;
     ts_buf sfx;               /* enc_suffix of the destination below */
     char sfx_db[256], sfx_rp[256];
+    fmemo fm;
     uint64_t hits, misses, resets;
 };
 
@@ -534,7 +576,7 @@ int ts_kafka_enc_json_series(ts_kafka_enc *e, const ts_kafka_series *se, ts_buf 
         /* names too long to keep for the comparison: made each time */
         if (strlen(d->db) >= sizeof e->sfx_db || strlen(rp) >= sizeof e->sfx_rp) e->sfx.len = 0;
     }
-    return enc_rest(out, start, line, n, se->klen, d, e->sfx.len ? &e->sfx : NULL, now_ns, err);
+    return enc_rest(out, start, line, n, se->klen, d, e->sfx.len ? &e->sfx : NULL, &e->fm, now_ns, err);
 }
 
 void ts_kafka_enc_get_stats(const ts_kafka_enc *e, ts_kafka_enc_stats *s) {
