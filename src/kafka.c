@@ -571,7 +571,9 @@ static int pump_chunk(ts_kafka *k, kchunk *c, int64_t now) {
         line += s;
         e -= s;
         size_t klen = ts_kafka_enc_series_key(line, e);
-        ts_kafka_series *se = ts_kafka_enc_series(k->enc, line, klen);
+        /* the cache serves the JSON head and the group's partition: lp one by one needs neither */
+        ts_kafka_series *se =
+            k->format == TS_KAFKA_JSON || nparts > 0 ? ts_kafka_enc_series(k->enc, line, klen) : NULL;
         int32_t p = RD_KAFKA_PARTITION_UA;
         kgroup *g = NULL;
         if (nparts > 0) {
