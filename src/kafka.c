@@ -140,38 +140,6 @@ static void note_error(ts_kafka *k, rd_kafka_resp_err_t err, const char *text) {
     snprintf(k->st.last_error, sizeof k->st.last_error, "%s", text ? text : rd_kafka_err2str(err));
 }
 
-/* Errors that a resend cannot cure: the message is counted as failed and its
- * chunk may complete, so a spool position moves past it. */
-static int permanent_error(rd_kafka_resp_err_t e) {
-    switch (e) {
-    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
-    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
-    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
-    case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
-    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
-    case RD_KAFKA_RESP_ERR_INVALID_MSG:
-    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
-    case RD_KAFKA_RESP_ERR_INVALID_REQUIRED_ACKS:
-    case RD_KAFKA_RESP_ERR__INVALID_ARG:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
-static size_t line_count(const char *p, size_t n) {
-    size_t c = 0;
-    for (size_t i = 0; i < n;) {
-        const char *nl = memchr(p + i, '\n', n - i);
-        size_t e = nl ? (size_t)(nl - p) : n;
-        size_t s = i;
-        while (s < e && (p[s] == ' ' || p[s] == '\t' || p[s] == '\r')) s++;
-        if (s < e) c++;
-        i = e + 1;
-    }
-    return c;
-}
-
 /* ---- producer set-up ---- */
 
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
@@ -357,7 +325,7 @@ static void enforce_bound(ts_kafka *k) {
         kchunk *next = c->next;
         size_t lines = 0;
         if (c->body && c->pos < c->len) {
-            lines = line_count(c->body + c->pos, c->len - c->pos);
+            lines = ts_kafka_enc_count_lines(c->body + c->pos, c->len - c->pos);
             chunk_body_done(k, c);
         }
         if (k->bytes_held > k->max_buffer_bytes && c->nretry) {
@@ -396,7 +364,7 @@ static void submit_owned(ts_kafka *k, const ts_kafka_dest *d, char *body, size_t
     c->id = id;
     c->done = done;
     c->ud = ud;
-    size_t lines = body ? line_count(body, len) : 0;
+    size_t lines = body ? ts_kafka_enc_count_lines(body, len) : 0;
     if (c->topic < 0) {
         /* only when kafka.topics names some databases and kafka.topic is unset */
         log_limited(k, &k->rl_perm, TS_LOG_ERROR, "kafka: no topic for database %s (set kafka.topic): %zu points not sent",
@@ -482,7 +450,7 @@ static int produce_msg(ts_kafka *k, kchunk *c, const char *key, size_t klen, con
     }
     note_error(k, e, NULL);
     /* anything else that is not permanent: try again on a later poll */
-    return permanent_error(e) ? PROD_FAILED : PROD_FULL;
+    return ts_kafka_conf_permanent(e) ? PROD_FAILED : PROD_FULL;
 }
 
 static void count_failed(ts_kafka *k, kchunk *c, size_t lines, const char *why, size_t vlen) {
@@ -490,13 +458,6 @@ static void count_failed(ts_kafka *k, kchunk *c, size_t lines, const char *why, 
     k->st.points_failed += lines;
     log_limited(k, &k->rl_perm, TS_LOG_ERROR, "kafka: %zu points for %s refused for good (%s, %zu bytes): not retried",
                 lines, c->db, why, vlen);
-}
-
-/* Points in a message: one per line (JSON and line protocol escape newlines). */
-static size_t msg_lines(const char *p, size_t n) {
-    size_t c = 1;
-    for (const char *e = p + n; p < e && (p = memchr(p, '\n', (size_t)(e - p))) != NULL; p++) c++;
-    return c;
 }
 
 /* Sends a group as one message; when librdkafka cannot take it now it is
@@ -702,7 +663,7 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     ts_kafka *k = opaque;
     kchunk *c = m->_private;
     if (k->freeing || !c) return;
-    size_t lines = k->per_message > 1 ? msg_lines(m->payload, m->len) : 1;
+    size_t lines = k->per_message > 1 ? ts_kafka_enc_msg_points(m->payload, m->len) : 1;
     c->outstanding -= lines;
     k->outstanding -= lines;
     if (!m->err) {
@@ -711,7 +672,7 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     } else {
         k->st.delivery_errors++;
         note_error(k, m->err, NULL);
-        if (permanent_error(m->err)) {
+        if (ts_kafka_conf_permanent(m->err)) {
             count_failed(k, c, lines, rd_kafka_err2str(m->err), m->len);
         } else {
             if (rd_kafka_message_status(m) != RD_KAFKA_MSG_STATUS_NOT_PERSISTED) k->st.points_maybe_dup += lines;

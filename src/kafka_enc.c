@@ -368,6 +368,25 @@ int ts_kafka_enc_json(ts_buf *out, const char *s, size_t n, const ts_kafka_dest 
 }
 #undef FAIL
 
+size_t ts_kafka_enc_count_lines(const char *p, size_t n) {
+    size_t c = 0;
+    for (size_t i = 0; i < n;) {
+        const char *nl = memchr(p + i, '\n', n - i);
+        size_t e = nl ? (size_t)(nl - p) : n;
+        size_t s = i;
+        while (s < e && (p[s] == ' ' || p[s] == '\t' || p[s] == '\r')) s++;
+        if (s < e) c++;
+        i = e + 1;
+    }
+    return c;
+}
+
+size_t ts_kafka_enc_msg_points(const char *p, size_t n) {
+    size_t c = 1;
+    for (const char *e = p + n; p < e && (p = memchr(p, '\n', (size_t)(e - p))) != NULL; p++) c++;
+    return c;
+}
+
 /* ---- the series cache ----
  * A poll brings the same series as the last one: their JSON head (name and
  * tags, unescaped and escaped again) and their partition are kept by series
