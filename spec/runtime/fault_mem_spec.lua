@@ -45,7 +45,7 @@ local function spool_bytes(dir)
   return tonumber(out) or 0
 end
 
-describe("fault suite: influxd down longer than the memory bound #asan", function()
+describe("fault suite: influxd down longer than the memory bound", function()
   teardown(function() stack.cleanup_all() end)
 
   it("3. RSS stays bounded, the spool grows, every point arrives exactly once", function()
