@@ -71,6 +71,11 @@ return {
     assert(stack.wait_until(function()
       return pg:psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"):match("^%s*1")
     end, 30, 0.2), "the summary never reached its transaction:\n" .. text())
+    -- the summary's libpq calls block the daemon's loop: polls made while it waits (said, not asserted)
+    local function collected() return select(2, text():gsub("Collected %d+ cache stats values", "")) end
+    local c_wait0 = collected()
+    stack.sleep(3)
+    local polls_while_waiting = collected() - c_wait0
     local influx_mid = stack.influx_rows(stack.influx_query(influx.url,
       'SELECT count(value) FROM "indefinite"."daily_maxgbps"', "daily_stats"))
     os.execute(q(pg_sh) .. " stop " .. q(pg.dir))
@@ -114,9 +119,10 @@ return {
     print(("fault 9: PostgreSQL stopped while the summary of %s waited in its transaction (daily_stats already had "
       .. "%s points of daily_maxgbps); %d failed ticks logged (first: %s); restarted %.1f s after the stop, the day "
       .. "was done %.1f s later (%d 'done' lines); stats_summary %d rows (%d for the day), %d duplicated keys; "
-      .. "daily_stats %d points; metrics summary_errors=%s pg_reconnects=%s")
+      .. "daily_stats %d points; metrics summary_errors=%s pg_reconnects=%s; cache polls in the 3 s the summary waited "
+      .. "for the lock: %d")
       :format(Ddate, tostring(influx_mid[1] and influx_mid[1].count), failed_ticks, tostring(first_fail),
-        t_up - t_stop, retry_s, done, total, #got, dups, points, tostring(err_metric), tostring(reconnect_metric)))
+        t_up - t_stop, retry_s, done, total, #got, dups, points, tostring(err_metric), tostring(reconnect_metric), polls_while_waiting))
     for i, w in ipairs(want) do
       local c, ds, s, v = w:match("^(.-)|(.-)|(.-)|(.-)$")
       local gc, gds, gs, gv = (got[i] or ""):match("^(.-)|(.-)|(.-)|(.-)$")
