@@ -35,8 +35,8 @@ end
 -- on_one: the fault on cdn1's monitor 0 (failover to monitor 1); on_all: on every monitor of cdn1.
 local TM_FAULTS = {
   { kind = "503",             why = "HTTP 503" },
-  { kind = "hang",            why = "Operation timed out after 450 milliseconds" },
-  { kind = "slow:3000",       why = "Operation timed out after 450 milliseconds" },
+  { kind = "hang",            why = "Operation timed out after" },
+  { kind = "slow:3000",       why = "Operation timed out after" },
   { kind = "cut",             why = "transfer closed with" },
   { kind = "truncate",        why = "unparsable body" },
   { kind = "invalid",         why = "unparsable body" },
@@ -88,7 +88,8 @@ return {
           note = ("polling began %.1f s after TO came back"):format(start_s) }
     assert.are.equal(0, polled_while_down)
     assert.are.equal(1, waiting, "one warning while TO is down at start")
-    assert.truthy(start_s < 6, "polling began " .. start_s .. " s after TO was back")
+    -- start-up retries are at most 4 s apart, then the next poll tick (1 s), and slack for the load
+    assert.truthy(start_s < 7, "polling began " .. start_s .. " s after TO was back")
     stack.sleep(2)
     local rss0 = kb(d.pid, "VmHWM")
     local peak = 0
@@ -119,7 +120,7 @@ return {
       local c1, c2 = slots(during, "cdn1", "cache stats"), slots(during, "cdn2", "cache stats")
       local d1 = slots(during, "cdn1", "deliveryservice stats")
       local fails = count(all, "WARN failed to get cdn1 ")
-      local with_why = count(all, "WARN failed to get cdn1 [%w]+: " .. f.why:gsub("%p", "%%%0"))
+      local with_why = count(all, "WARN failed to get cdn1 [%w]+: [^\n]-" .. f.why:gsub("%p", "%%%0"))
       local skipped = count(all, "cdn1 [%w]+: previous poll still running") + count(all, "unable to get any cdn1")
       local other = count(all, "failed to get cdn2") + count(all, "cdn2 [%w]+: previous poll") + count(all, "any cdn2")
       local first = all:match("WARN failed to get cdn1 [%w]+: ([^\n]-) %(monitor") or "-"
