@@ -416,11 +416,12 @@ int ts_spool_append(ts_spool *s, const char *db, const char *rp, ts_precision pr
     ph[6] = (unsigned char)rpl;
     ph[7] = 0; /* kind: line protocol */
     ts_put64(ph + 8, (uint64_t)ts_now_ms());
-    uint32_t pc = ts_spool_crc(ph, PAY_HDR);
-    pc = ts_spool_crc_more(pc, db, dbl);
-    pc = ts_spool_crc_more(pc, rp, rpl);
-    pc = ts_spool_crc_more(pc, body, len);
-    ts_spool_hdr_make(rh, (uint32_t)(need - REC_HDR), pc);
+    int ver = ts_spool_rec_version();
+    uint32_t pc = ts_spool_sum(ver, 0, ph, PAY_HDR);
+    pc = ts_spool_sum(ver, pc, db, dbl);
+    pc = ts_spool_sum(ver, pc, rp, rpl);
+    pc = ts_spool_sum(ver, pc, body, len);
+    ts_spool_hdr_make(rh, ver, (uint32_t)(need - REC_HDR), pc);
     struct iovec iov[5] = {{rh, REC_HDR}, {ph, PAY_HDR}, {(void *)db, dbl}, {(void *)rp, rpl}, {(void *)body, len}};
     if (ts_spool_segs_append(&s->sg, iov, 5, need) != 0) {
         write_failed(s, errno, "append to the spool");
