@@ -25,9 +25,14 @@
  *
  * Durability (spool.fsync): every append is written to the kernel before
  * ts_spool_append returns, so a crash or kill -9 of tstats loses nothing.
+ * The disk syncs run on a helper thread (src/spool_sync.c), never on the
+ * event loop; stats.records_synced says how many appends are on disk.
  * On power loss / a kernel crash:
- *   "always"    nothing that ts_spool_append accepted (fdatasync per append)
+ *   "always"    nothing that counts as accepted: an append is accepted once
+ *               its fdatasync returned (records_synced passed it); one is
+ *               asked for every append, merged while one runs
  *   "interval"  at most the appends of the last fsync_interval_ms (default 1 s)
+ *               and of the fdatasync running then
  *   "never"     whatever the kernel had not written back (typically up to
  *               30 s: vm.dirty_expire_centisecs), and recent positions
  * Positions are persisted with fsync + rename at most every fsync_interval_ms
@@ -74,6 +79,8 @@ typedef struct ts_spool_opts {
     int64_t fsync_interval_ms;   /* default 1000 */
     int64_t retry_ms;            /* after a failed write, appends are refused this long; default 1000 */
     int64_t log_interval_ms;     /* at most one error line per kind this often; default 60000 */
+    void (*sync_hook)(void *);   /* tests: run by the sync thread before each disk sync (may block) */
+    void *sync_hook_arg;
 } ts_spool_opts;
 
 /* Largest body one record may carry. */
@@ -179,6 +186,8 @@ typedef struct ts_spool_stats {
     uint64_t skipped_bytes;      /* garbage skipped while resynchronising */
     uint64_t bad_positions;      /* position files that could not be used */
     uint64_t fsyncs;
+    uint64_t records_synced;     /* appends of this process known to be on disk (fdatasync returned) */
+    int sync_busy;               /* the sync thread has work waiting or running */
 } ts_spool_stats;
 void ts_spool_get_stats(const ts_spool *s, ts_spool_stats *st);
 

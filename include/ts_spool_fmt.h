@@ -57,11 +57,12 @@ size_t ts_spool_count_lines(const char *p, size_t n);
 
 /* Consumer position files: "TSSPPOS1 <encoded name> <seg> <off> <crc32>\n".
  * The file name of a consumer (malloc'd, "pos-" + name, long names cut with
- * a checksum); writing is tmp + fsync (when sync) + rename: 0, or -1 with
+ * a checksum); writing is file+tmp_suffix (ending ".tmp": a start removes
+ * leftovers), fsync (when sync), rename: 0, or -1 with
  * *err = errno; reading: 0 with name and position, -1 if not a valid file. */
 char *ts_spool_pos_file_name(const char *name);
 int ts_spool_pos_write(const char *dir, const char *file, const char *name, uint64_t seg, uint64_t off, int sync,
-                       int *err);
+                       const char *tmp_suffix, int *err);
 int ts_spool_pos_read(const char *dir, const char *file, char *name, size_t nlen, uint64_t *seg, uint64_t *off);
 /* fsync of a directory (after a rename or a new file) */
 void ts_spool_fsync_dir(const char *dir);

@@ -306,7 +306,7 @@ char *ts_spool_pos_file_name(const char *name) {
 }
 
 int ts_spool_pos_write(const char *dir, const char *file, const char *name, uint64_t seg, uint64_t off, int sync,
-                       int *errp) {
+                       const char *tmp_suffix, int *errp) {
     ts_buf line, enc;
     ts_buf_init(&line);
     ts_buf_init(&enc);
@@ -315,7 +315,7 @@ int ts_spool_pos_write(const char *dir, const char *file, const char *name, uint
     ts_buf_printf(&line, " %08" PRIx32 "\n", ts_spool_crc(line.data, line.len));
     char path[4600], tmp[4610];
     snprintf(path, sizeof path, "%s/%s", dir, file);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    snprintf(tmp, sizeof tmp, "%s%s", path, tmp_suffix);
     int rc = -1, err = 0;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd >= 0) {

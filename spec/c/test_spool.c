@@ -8,6 +8,7 @@
 #include "ts_spool_fmt.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -547,6 +548,99 @@ static void test_crc32c(void) {
     ts_spool_close(s);
 }
 
+/* The disk syncs run on the spool's helper thread: with a "disk" that
+ * blocks (the hook holds the thread), appends in "always" mode still return
+ * at once, and they count as synced only once the fdatasync returned. */
+static pthread_mutex_t g_gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_gate_cv = PTHREAD_COND_INITIALIZER;
+static int g_gate_open, g_gate_waits;
+static void gate_hook(void *arg) {
+    (void)arg;
+    pthread_mutex_lock(&g_gate_mu);
+    g_gate_waits++;
+    while (!g_gate_open) pthread_cond_wait(&g_gate_cv, &g_gate_mu);
+    pthread_mutex_unlock(&g_gate_mu);
+}
+static void gate_set(int open) {
+    pthread_mutex_lock(&g_gate_mu);
+    g_gate_open = open;
+    pthread_cond_broadcast(&g_gate_cv);
+    pthread_mutex_unlock(&g_gate_mu);
+}
+/* waits (at most 10 s: a bound, not a speed check) until the thread is idle */
+static void wait_synced(ts_spool *s, ts_spool_stats *st) {
+    for (int i = 0; i < 1000; i++) {
+        ts_spool_get_stats(s, st);
+        if (!st->sync_busy) return;
+        sleep_ms(10);
+    }
+}
+
+static void test_sync_thread(void) {
+    const char *dir = newdir();
+    ts_spool_opts o = opts(dir);
+    o.fsync = TS_SPOOL_FSYNC_ALWAYS;
+    o.sync_hook = gate_hook;
+    gate_set(0);
+    ts_spool *s = sopen(&o);
+    ts_spool_consumer *c = ts_spool_consumer_open(s, "c", TS_SPOOL_START_OLDEST);
+    ts_spool_consumers_done(s);
+    /* the disk is held: every append still returns, none is synced yet */
+    for (int i = 0; i < 5; i++) CHECK_EQ(append(s, i, 4), 0);
+    ts_spool_stats st;
+    ts_spool_get_stats(s, &st);
+    CHECK_EQ(st.records_appended, 5);
+    CHECK_EQ(st.records_synced, 0);
+    CHECK_EQ(st.sync_busy, 1);
+    /* and they can be read (sending early loses nothing) */
+    int seen[5] = {0};
+    CHECK_EQ(drain(c, seen, 5, 1), 5);
+    gate_set(1);
+    wait_synced(s, &st);
+    CHECK_EQ(st.sync_busy, 0);
+    CHECK_EQ(st.records_synced, 5);
+    /* requests made while one waited were merged: fewer syncs than appends */
+    CHECK(st.fsyncs >= 1 && st.fsyncs < 5);
+    /* one more append: synced by itself */
+    CHECK_EQ(append(s, 5, 4), 0);
+    wait_synced(s, &st);
+    CHECK_EQ(st.records_synced, 6);
+    ts_spool_close(s);
+
+    /* "interval": a tick past the interval asks for the sync and saves the
+     * moved position on the thread; the position file has it without a close */
+    dir = newdir();
+    o = opts(dir);
+    o.fsync = TS_SPOOL_FSYNC_INTERVAL;
+    o.fsync_interval_ms = 50;
+    o.sync_hook = NULL;
+    s = sopen(&o);
+    c = ts_spool_consumer_open(s, "c", TS_SPOOL_START_OLDEST);
+    ts_spool_consumers_done(s);
+    sleep_ms(60);
+    CHECK_EQ(append(s, 0, 4), 0);   /* past the interval: synced at once (on the thread) */
+    for (int i = 1; i < 4; i++) CHECK_EQ(append(s, i, 4), 0);
+    ts_spool_rec r;
+    ts_spool_pos last = {0, 0};
+    while (ts_spool_read(c, &r) == 1) {
+        ts_spool_ack(c, r.next);
+        last = r.next;
+    }
+    sleep_ms(60);
+    ts_spool_tick(s);
+    wait_synced(s, &st);
+    CHECK_EQ(st.records_synced, 4);
+    char *file = ts_spool_pos_file_name("c");
+    char name[64];
+    uint64_t sg = 0, off = 0;
+    CHECK_EQ(ts_spool_pos_read(dir, file, name, sizeof name, &sg, &off), 0);
+    CHECK_EQ(sg, last.seg);
+    CHECK_EQ(off, last.off);
+    free(file);
+    ts_spool_close(s);
+    gate_set(0);
+}
+
 static void test_max_bytes(void) {
     const char *dir = newdir();
     ts_spool_opts o = opts(dir);
@@ -886,6 +980,7 @@ int main(int argc, char **argv) {
     test_read_into();
     test_oldest_age();
     test_crc32c();
+    test_sync_thread();
     test_max_bytes();
     test_torn_tail();
     test_corrupt_bytes();
