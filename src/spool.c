@@ -770,47 +770,12 @@ void ts_spool_rewind(ts_spool_consumer *c) {
     c->cur = c->acked;
 }
 
-static uint64_t bytes_from(const ts_spool *s, ts_spool_pos p) {
-    uint64_t b = 0;
-    for (size_t i = 0; i < s->sg.n; i++) {
-        const seg *g = &s->sg.v[i];
-        if (g->id > p.seg) b += g->size - SEG_HDR;
-        else if (g->id == p.seg && g->size > p.off) b += g->size - (p.off < SEG_HDR ? SEG_HDR : p.off);
-    }
-    return b;
-}
-
 void ts_spool_consumer_stats(const ts_spool_consumer *c, ts_spool_cstats *st) {
-    st->backlog_bytes = bytes_from(c->s, c->acked);
-    st->unread_bytes = bytes_from(c->s, c->cur);
+    st->backlog_bytes = ts_spool_segs_bytes_from(&c->s->sg, c->acked.seg, c->acked.off);
+    st->unread_bytes = ts_spool_segs_bytes_from(&c->s->sg, c->cur.seg, c->cur.off);
     st->lines_lost = c->lines_lost;
     st->lines_read = c->lines_read;
     st->records_read = c->records_read;
-}
-
-/* The first whole record at or after p: its append time, 0 if there is none. */
-static int64_t time_at(ts_spool *s, ts_spool_pos p, ts_spool_pos *at) {
-    for (;;) {
-        size_t idx;
-        seg *g = ts_spool_segs_find(&s->sg, p.seg, &idx);
-        if (!g) return 0;
-        if (g->id != p.seg || p.off < SEG_HDR) p = (ts_spool_pos){g->id, SEG_HDR};
-        if (p.off + REC_HDR + PAY_HDR > g->size) {
-            if (idx + 1 == s->sg.n) return 0;
-            p = (ts_spool_pos){s->sg.v[idx + 1].id, SEG_HDR};
-            continue;
-        }
-        *at = p;
-        char path[4200];
-        ts_spool_segs_path(&s->sg, g->id, path, sizeof path);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) return 0;
-        unsigned char h[REC_HDR + PAY_HDR];
-        ssize_t n = pread(fd, h, sizeof h, (off_t)p.off);
-        close(fd);
-        if (n != (ssize_t)sizeof h || !ts_spool_hdr_ok(h)) return 0;
-        return (int64_t)ts_get64(h + REC_HDR + 8);
-    }
 }
 
 int64_t ts_spool_oldest_age_ms(ts_spool_consumer *c) {
@@ -819,8 +784,7 @@ int64_t ts_spool_oldest_age_ms(ts_spool_consumer *c) {
     if (s->sg.n == 0 || ts_spool_pos_cmp(at, (ts_spool_pos){s->sg.v[s->sg.n - 1].id, s->sg.v[s->sg.n - 1].size}) >= 0)
         return -1;
     if (c->age_time_ms == 0 || ts_spool_pos_cmp(c->age_pos, at) != 0) {
-        ts_spool_pos rec = at;
-        c->age_time_ms = time_at(s, at, &rec);
+        c->age_time_ms = ts_spool_segs_time_at(&s->sg, at.seg, at.off);
         c->age_pos = at;
     }
     if (c->age_time_ms == 0) return -1;
