@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -97,7 +98,13 @@ ts_spool_syncer *ts_spool_syncer_new(const char *dir, ts_spool_sync_hook hook, v
     pthread_mutex_init(&y->mu, NULL);
     pthread_cond_init(&y->cv, NULL);
     pthread_cond_init(&y->done_cv, NULL);
+    /* the thread takes no signal: the daemon's SIGTERM / SIGHUP go to the
+     * loop (which may block them only after the spool is open) */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     if (pthread_create(&y->th, NULL, thread_main, y) != 0) abort();
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     return y;
 }
 
