@@ -110,6 +110,22 @@ static int listen_any(int *port) {
     return fd;
 }
 
+/* A black hole: a listener nobody accepts on, so a request to it is never
+ * answered; urls is a one-URL list of it for ts_writer_opts. */
+typedef struct blackhole {
+    int fd;
+    char url[64];
+    const char *urls[2];
+} blackhole;
+
+static void blackhole_open(blackhole *b) {
+    int port;
+    b->fd = listen_any(&port);
+    snprintf(b->url, sizeof b->url, "http://127.0.0.1:%d", port);
+    b->urls[0] = b->url;
+    b->urls[1] = NULL;
+}
+
 /* Accepts, optionally reads the request head, then closes: the client sees
  * an empty reply (a transport error), never an HTTP answer. */
 typedef struct lsn {
@@ -307,15 +323,12 @@ static void test_http_errors(void) {
  * a black hole; the shutdown deadline hands them to the spool seam. */
 static void test_chunking(void) {
     ts_loop *l = ts_loop_new();
-    int bport;
-    int bh = listen_any(&bport);
-    char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d", bport);
-    const char *urls[] = {url, NULL};
+    blackhole bh;
+    blackhole_open(&bh);
     evrec ev = {0};
     ev.keep = 1;
     ts_writer_opts o = {0};
-    o.urls = urls;
+    o.urls = bh.urls;
     o.max_publish_size = 10000;
     o.max_inflight = 3;
     o.evict = ev_cb;
@@ -366,7 +379,7 @@ static void test_chunking(void) {
     evrec_free(&ev);
     ts_writer_free(w);
     ts_loop_free(l);
-    close(bh);
+    close(bh.fd);
     CHECK(oc.retain == oc.release);
 }
 
@@ -475,13 +488,10 @@ static void test_recycled_batch(void) {
 /* Lazy encoding: with 2 slots busy, the rest stays compact. */
 static void test_lazy_encoding(void) {
     ts_loop *l = ts_loop_new();
-    int bport;
-    int bh = listen_any(&bport);
-    char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d", bport);
-    const char *urls[] = {url, NULL};
+    blackhole bh;
+    blackhole_open(&bh);
     ts_writer_opts o = {0};
-    o.urls = urls;
+    o.urls = bh.urls;
     o.max_publish_size = 10000;
     o.max_inflight = 2;
     ts_writer *w = ts_writer_new(l, &o);
@@ -512,7 +522,7 @@ static void test_lazy_encoding(void) {
     CHECK_EQ_U(s.points_dropped, 50000);
     ts_writer_free(w);
     ts_loop_free(l);
-    close(bh);
+    close(bh.fd);
 }
 
 /* Exact bytes and the request as sent: db/rp URL-encoded, gzip, auth,
@@ -748,13 +758,10 @@ static void test_failover_rotation(void) {
  * use after free (run under ASan). */
 static void test_free_inflight(void) {
     ts_loop *l = ts_loop_new();
-    int bport;
-    int bh = listen_any(&bport);
-    char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d", bport);
-    const char *urls[] = {url, NULL};
+    blackhole bh;
+    blackhole_open(&bh);
     ts_writer_opts o = {0};
-    o.urls = urls;
+    o.urls = bh.urls;
     ts_writer *w = ts_writer_new(l, &o);
     ts_dest d = mkdest("x", "", TS_PREC_MS);
     ts_batch *b = ts_batch_new_text(&d);
@@ -765,7 +772,7 @@ static void test_free_inflight(void) {
     CHECK(ts_loop_running(l) == 1);
     ts_writer_free(w);
     ts_loop_free(l);
-    close(bh);
+    close(bh.fd);
 }
 
 /* A reload to an empty URL list while a request is in flight: its answer
@@ -773,13 +780,10 @@ static void test_free_inflight(void) {
  * kept, nothing reads past the list (run under ASan). */
 static void test_reconfigure_inflight_empty(void) {
     ts_loop *l = ts_loop_new();
-    int bport;
-    int bh = listen_any(&bport);
-    char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d", bport);
-    const char *urls[] = {url, NULL};
+    blackhole bh;
+    blackhole_open(&bh);
     ts_writer_opts o = {0};
-    o.urls = urls;
+    o.urls = bh.urls;
     o.backoff_min_ms = 10;
     o.backoff_max_ms = 20;
     ts_writer *w = ts_writer_new(l, &o);
@@ -794,7 +798,7 @@ static void test_reconfigure_inflight_empty(void) {
     o.urls = none;
     ts_writer_reconfigure(w, &o);
     CHECK(ts_writer_current_url(w) == -1);
-    close(bh);   /* the in-flight request fails now */
+    close(bh.fd);   /* the in-flight request fails now */
     run_for(l, 200);
     ts_writer_stats s;
     ts_writer_get_stats(w, &s);

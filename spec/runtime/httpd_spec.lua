@@ -10,7 +10,6 @@ local cjson = require "cjson"
 
 local q = stack.quote
 local tstats_bin = stack.bin("tstats")
-local sim_bin = stack.bin("tstats-sim")
 
 -- Prometheus text on stdin -> JSON [{name, type, samples: [[name, labels, value]]}];
 -- the parser raises on malformed exposition text (exit 1, message on stderr).
@@ -56,44 +55,11 @@ local function value(fams, fam, name, labels)
   end
 end
 
-local function start_sim(args)
-  local dir = stack.tmpdir()
-  local ready = dir .. "/ready.json"
-  local h = stack.spawn("exec " .. sim_bin .. " --ready-file " .. q(ready) .. " " .. args, dir .. "/sim.log")
-  assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05),
-    "simulator did not start")
-  h.info = cjson.decode(stack.read_file(ready))
-  function h.post(path)
-    local rc, out = stack.run("curl -sS -m 10 -XPOST " .. q(h.info.to_url .. path))
-    assert(rc == 0, out)
-    return out
-  end
-  function h.stats()
-    local rc, out = stack.run("curl -sS -m 10 " .. q(h.info.to_url .. "/sim/stats"))
-    assert(rc == 0)
-    return cjson.decode(out)
-  end
-  function h.monitor(cdn, idx)
-    for _, m in ipairs(h.info.monitors) do if m.cdn == cdn and m.index == idx then return m end end
-  end
-  return h
-end
+local function start_sim(args) return stack.sim_start(args) end
 
 local function config(dir, extra, influx_url)
-  local path = dir .. "/config.lua"
-  stack.write_file(path, ([[
-return {
-  traffic_ops = { url = %q, user = "admin", password = "twelve12", timeout = 3 },
-  influxdb = { urls = { %q } },
-  polling_interval = 1, publishing_interval = 1,
-  state_dir = %q,
-  collect = { timeout = 2, connect_timeout = 1 },
-  summary = { enabled = false },
-  shutdown_timeout = 2,
-  %s
-}
-]]):format(sim.info.to_url, influx_url or influx.url, dir .. "/state", extra or ""))
-  return path
+  return stack.write_config(dir .. "/config.lua", { to_url = sim.info.to_url, influx_url = influx_url or influx.url,
+    state_dir = dir .. "/state", extra = "shutdown_timeout = 2,\n  " .. (extra or "") })
 end
 
 local function start_tstats(extra, opts)
