@@ -426,7 +426,9 @@ end
 -- o.polling / o.publishing intervals (1 s each), o.config_interval when given, o.state_dir,
 -- collect = { o.collect } (default timeout 2, connect_timeout 1; false leaves it out),
 -- summary = o.summary (default disabled; false leaves it out), then o.extra verbatim.
--- Every string field is Lua source except the URLs, the password and state_dir.
+-- Every string field is Lua source except the URLs, the password and state_dir. The lines
+-- are, in order: traffic_ops, influxdb, the intervals and state_dir, collect, summary, extra
+-- (a spec that checks a file:line of its extra counts on that).
 function stack.config(o)
   local urls = {}
   for _, u in ipairs(o.influx_urls or { o.influx_url }) do urls[#urls + 1] = ("%q"):format(u) end
@@ -436,10 +438,10 @@ function stack.config(o)
       o.to_extra and (", " .. o.to_extra) or ""),
     ("  influxdb = { urls = { %s }%s },"):format(table.concat(urls, ", "),
       o.influx_extra and (", " .. o.influx_extra) or ""),
-    ("  polling_interval = %s, publishing_interval = %s,%s"):format(tostring(o.polling or 1),
-      tostring(o.publishing or 1), o.config_interval and (" config_interval = " .. o.config_interval .. ",") or ""),
+    ("  polling_interval = %s, publishing_interval = %s,%s%s"):format(tostring(o.polling or 1),
+      tostring(o.publishing or 1), o.config_interval and (" config_interval = " .. o.config_interval .. ",") or "",
+      o.state_dir and (" state_dir = %q,"):format(o.state_dir) or ""),
   }
-  if o.state_dir then parts[#parts + 1] = ("  state_dir = %q,"):format(o.state_dir) end
   if o.collect ~= false then
     parts[#parts + 1] = "  collect = { " .. (o.collect or "timeout = 2, connect_timeout = 1") .. " },"
   end
