@@ -12,33 +12,9 @@
 #include <stdint.h>
 #include "ts_buf.h"
 #include "ts_http.h"
+#include "ts_kafka_conf.h"
+#include "ts_kafka_enc.h"
 #include "ts_lp.h"
-
-typedef enum { TS_KAFKA_JSON = 0, TS_KAFKA_LP = 1 } ts_kafka_format;
-
-typedef struct ts_kafka_dest {
-    const char *db;
-    const char *rp;             /* "" = the database's default RP */
-    ts_precision precision;     /* of the chunk's time stamps */
-} ts_kafka_dest;
-
-typedef struct ts_kafka_opts {
-    const char *brokers;        /* bootstrap.servers, "h1:9092,h2:9092" */
-    const char *topic;          /* topic of databases without their own */
-    const char *const *db_topics;   /* NULL-terminated pairs: database, topic (may be NULL) */
-    const char *const *properties;  /* NULL-terminated pairs passed to librdkafka (security.protocol, sasl.*, ssl.*, ...) */
-    ts_kafka_format format;
-    const char *acks;           /* "all" (default), "1", "0" */
-    int idempotence;            /* enable.idempotence; requires acks "all" */
-    const char *compression;    /* compression.codec: none (default), gzip, snappy, lz4, zstd */
-    size_t points_per_message;  /* 1 (default): one message per point, Traffic Stats' shape; N > 1: up to N
-                                 * points of one partition per message, '\n'-separated (JSON lines or
-                                 * line protocol), far cheaper per point */
-    size_t max_buffer_bytes;    /* chunk bytes held before the oldest is dropped; default 256 MiB */
-    long retry_backoff_ms;      /* before a message librdkafka gave up on is produced again; default 1000 */
-    /* Logging of delivery errors: at most one line per error kind per this many ms (default 10000). */
-    long log_interval_ms;
-} ts_kafka_opts;
 
 typedef struct ts_kafka ts_kafka;
 
@@ -102,20 +78,5 @@ void ts_kafka_get_stats(const ts_kafka *k, ts_kafka_stats *s);
 /* Frees the producer without waiting (call ts_kafka_drain first); pending
  * chunks' done is not called. */
 void ts_kafka_free(ts_kafka *k);
-
-/* ---- message encoding (exposed for tests and the command line) ---- */
-
-/* The series key of a line (measurement and tags as written): the message
- * key. Returns its length (0 for an empty or malformed line). */
-size_t ts_kafka_series_key(const char *line, size_t len);
-
-/* One line-protocol line to Traffic Stats' JSON shape plus db and rp:
- * {"name":..,"tags":{..},"fields":{..},"time":"RFC 3339, UTC, ns exact","db":..,"rp":..}
- * Floats keep their shortest round-trip text, integers are exact, the time
- * stamp (in d->precision) is converted exactly; a line without one gets
- * now_ns. Appends to out; returns 0, or -1 with *err (static text) and out
- * unchanged. */
-int ts_kafka_lp_to_json(ts_buf *out, const char *line, size_t len, const ts_kafka_dest *d, int64_t now_ns,
-                        const char **err);
 
 #endif

@@ -158,6 +158,11 @@ typedef struct ts_spool_cstats {
     uint64_t lines_read, records_read;
 } ts_spool_cstats;
 void ts_spool_consumer_stats(const ts_spool_consumer *c, ts_spool_cstats *st);
+/* Age in ms (wall clock, now - its append time) of the oldest record this
+ * consumer has not acknowledged, or -1 when it has acknowledged everything
+ * (or that record cannot be read). One pread per change of the acknowledged
+ * position; cheap enough for every metrics scrape. */
+int64_t ts_spool_oldest_age_ms(ts_spool_consumer *c);
 
 typedef struct ts_spool_stats {
     uint64_t bytes;              /* all segments on disk */

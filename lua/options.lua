@@ -81,7 +81,7 @@ O.list = {
 
   { "lua.memory_limit", "integer", 512 * MiB, "bytes the Lua heap may use", min = MiB },
   { "lua.hook_budget", "integer", 10000000, "instructions a mapping call may run", min = 1000 },
-  { "lua.poll_budget_ms", "integer", 1000, "CPU ms all calls of one endpoint's mapping may use in one poll; names beyond it wait for the next poll", min = 1 },
+  { "lua.poll_budget_ms", "integer", 1000, "ms (wall clock) all calls of one endpoint's mapping may spend in one poll; names beyond it wait for the next poll", min = 1 },
 
   { "http.listen", "string", nil, "address:port of /metrics, /health, /ready and the status page; unset = off; a bare port (\"9101\") listens on 127.0.0.1" },
   { "http.user", "string", nil, "basic auth user of the HTTP listener (with http.password)" },

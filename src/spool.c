@@ -97,6 +97,8 @@ struct ts_spool_consumer {
     uint64_t rfd_seg;
     ts_buf buf;           /* the last record's body */
     ts_buf *into;         /* ts_spool_read_into: the caller's buffer instead */
+    ts_spool_pos age_pos; /* ts_spool_oldest_age_ms: the record it looked at */
+    int64_t age_time_ms;  /* and that record's append time, 0 none */
     char db[128], rp[128];
     uint64_t lines_lost, lines_read, records_read;
 };
@@ -1167,4 +1169,44 @@ void ts_spool_consumer_stats(const ts_spool_consumer *c, ts_spool_cstats *st) {
     st->lines_lost = c->lines_lost;
     st->lines_read = c->lines_read;
     st->records_read = c->records_read;
+}
+
+/* The first whole record at or after p: its append time, 0 if there is none. */
+static int64_t time_at(ts_spool *s, ts_spool_pos p, ts_spool_pos *at) {
+    for (;;) {
+        size_t idx;
+        seg *g = seg_find(s, p.seg, &idx);
+        if (!g) return 0;
+        if (g->id != p.seg || p.off < SEG_HDR) p = (ts_spool_pos){g->id, SEG_HDR};
+        if (p.off + REC_HDR + PAY_HDR > g->size) {
+            if (idx + 1 == s->nsegs) return 0;
+            p = (ts_spool_pos){s->segs[idx + 1].id, SEG_HDR};
+            continue;
+        }
+        *at = p;
+        char path[4200];
+        seg_path(s, g->id, path, sizeof path);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return 0;
+        unsigned char h[REC_HDR + PAY_HDR];
+        ssize_t n = pread(fd, h, sizeof h, (off_t)p.off);
+        close(fd);
+        if (n != (ssize_t)sizeof h || get32(h) != REC_MAGIC || crc(h, 8) != get32(h + 8)) return 0;
+        return (int64_t)get64(h + REC_HDR + 8);
+    }
+}
+
+int64_t ts_spool_oldest_age_ms(ts_spool_consumer *c) {
+    ts_spool *s = c->s;
+    ts_spool_pos at = c->acked;
+    if (s->nsegs == 0 || ts_spool_pos_cmp(at, (ts_spool_pos){s->segs[s->nsegs - 1].id, s->segs[s->nsegs - 1].size}) >= 0)
+        return -1;
+    if (c->age_time_ms == 0 || ts_spool_pos_cmp(c->age_pos, at) != 0) {
+        ts_spool_pos rec = at;
+        c->age_time_ms = time_at(s, at, &rec);
+        c->age_pos = at;
+    }
+    if (c->age_time_ms == 0) return -1;
+    int64_t age = ts_now_ms() - c->age_time_ms;
+    return age < 0 ? 0 : age;
 }

@@ -90,8 +90,8 @@ int main(int argc, char **argv) {
                 const char *nl = memchr(p, '\n', (size_t)(end - p));
                 const char *why;
                 ts_buf_reset(&js);
-                ts_kafka_series_key(p, (size_t)(nl - p));
-                if (ts_kafka_lp_to_json(&js, p, (size_t)(nl - p), &cd, 0, &why) == 0) nlines++;
+                ts_kafka_enc_series_key(p, (size_t)(nl - p));
+                if (ts_kafka_enc_json(&js, p, (size_t)(nl - p), &cd, 0, &why) == 0) nlines++;
                 p = nl + 1;
             }
         }

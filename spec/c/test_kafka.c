@@ -32,7 +32,7 @@ static const char *to_json(const char *line, const char *db, const char *rp, ts_
     const char *err = NULL;
     ts_buf_reset(&b);
     ts_kafka_dest d = {db, rp, p};
-    if (ts_kafka_lp_to_json(&b, line, strlen(line), &d, now_ns, &err) < 0) return err;
+    if (ts_kafka_enc_json(&b, line, strlen(line), &d, now_ns, &err) < 0) return err;
     return b.data ? b.data : "";
 }
 
@@ -86,11 +86,11 @@ static void test_json(void) {
     CHECK_STR(to_json("m,t v=1", "d", "r", TS_PREC_S, 0), "bad tag");
 
     const char *l = "bw,host=a\\ b,cg=x value=1 1";
-    CHECK_EQ_U(ts_kafka_series_key(l, strlen(l)), strlen("bw,host=a\\ b,cg=x"));
+    CHECK_EQ_U(ts_kafka_enc_series_key(l, strlen(l)), strlen("bw,host=a\\ b,cg=x"));
     l = "bw,host=a\\\\ value=1";   /* an escaped backslash, then the separator */
-    CHECK_EQ_U(ts_kafka_series_key(l, strlen(l)), strlen("bw,host=a\\\\"));
+    CHECK_EQ_U(ts_kafka_enc_series_key(l, strlen(l)), strlen("bw,host=a\\\\"));
     l = "bw,host=a\\\\\\ b value=1";
-    CHECK_EQ_U(ts_kafka_series_key(l, strlen(l)), strlen("bw,host=a\\\\\\ b"));
+    CHECK_EQ_U(ts_kafka_enc_series_key(l, strlen(l)), strlen("bw,host=a\\\\\\ b"));
 }
 
 /* ---- mock cluster and consumer ---- */

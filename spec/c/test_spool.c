@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ts_clock.h"
 #include "ts_buf.h"
 #include "ts_log.h"
 
@@ -430,6 +431,57 @@ static void test_ack_one(void) {
     ts_spool_close(s);
 }
 
+/* ts_spool_oldest_age_ms: the age of the oldest record a consumer has not
+ * acknowledged, per consumer, across segments and a reopen. */
+static void test_oldest_age(void) {
+    const char *dir = newdir();
+    ts_spool_opts o = opts(dir);
+    o.segment_bytes = 2048;   /* a few records per segment */
+    ts_spool *s = sopen(&o);
+    ts_spool_consumer *a = ts_spool_consumer_open(s, "a", TS_SPOOL_START_OLDEST);
+    ts_spool_consumer *b = ts_spool_consumer_open(s, "b", TS_SPOOL_START_OLDEST);
+    ts_spool_consumers_done(s);
+    CHECK_EQ(ts_spool_oldest_age_ms(a), (uint64_t)-1);   /* empty spool */
+    CHECK_EQ(append(s, 0, 5), 0);
+    int64_t t0 = ts_now_ms();
+    sleep_ms(120);
+    for (int i = 1; i < 12; i++) CHECK_EQ(append(s, i, 5), 0);
+    int64_t age = ts_spool_oldest_age_ms(a);
+    CHECK(age >= 120 && age <= ts_now_ms() - t0 + 50);
+    /* a reads and acknowledges everything: nothing is old for a, b still waits */
+    ts_spool_rec r;
+    while (ts_spool_read(a, &r) == 1) ts_spool_ack(a, r.next);
+    CHECK_EQ(ts_spool_oldest_age_ms(a), (uint64_t)-1);
+    CHECK(ts_spool_oldest_age_ms(b) >= 120);
+    /* b acknowledges the first record only: its oldest is now the second,
+     * appended right after the pause */
+    CHECK_EQ(ts_spool_read(b, &r), 1);
+    ts_spool_ack(b, r.next);
+    age = ts_spool_oldest_age_ms(b);
+    CHECK(age >= 0 && age < 110);
+    /* b acknowledges records across segment boundaries up to the last one */
+    for (int i = 1; i < 11; i++) {
+        CHECK_EQ(ts_spool_read(b, &r), 1);
+        ts_spool_ack(b, r.next);
+    }
+    CHECK(ts_spool_oldest_age_ms(b) >= 0);
+    sleep_ms(60);
+    CHECK(ts_spool_oldest_age_ms(b) >= 60);   /* the cached record time, a later now */
+    ts_spool_close(s);
+    /* after a reopen the persisted position gives the same record */
+    s = sopen(&o);
+    b = ts_spool_consumer_open(s, "b", TS_SPOOL_START_OLDEST);
+    a = ts_spool_consumer_open(s, "a", TS_SPOOL_START_OLDEST);
+    ts_spool_consumers_done(s);
+    CHECK(ts_spool_oldest_age_ms(b) >= 60);
+    CHECK_EQ(ts_spool_oldest_age_ms(a), (uint64_t)-1);
+    CHECK_EQ(ts_spool_read(b, &r), 1);
+    CHECK_EQ(which(&r), 11);
+    ts_spool_ack(b, r.next);
+    CHECK_EQ(ts_spool_oldest_age_ms(b), (uint64_t)-1);
+    ts_spool_close(s);
+}
+
 static void test_max_bytes(void) {
     const char *dir = newdir();
     ts_spool_opts o = opts(dir);
@@ -767,6 +819,7 @@ int main(int argc, char **argv) {
     test_segments_cleanup();
     test_ack_one();
     test_read_into();
+    test_oldest_age();
     test_max_bytes();
     test_torn_tail();
     test_corrupt_bytes();
