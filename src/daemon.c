@@ -3,6 +3,7 @@
  * the daily summaries. Timers and signals only raise flags; the work runs
  * between loop iterations, so blocking Lua calls never re-enter curl. */
 #include <errno.h>
+#include <math.h>
 #include <lauxlib.h>
 #include <signal.h>
 #include <stdio.h>
@@ -417,7 +418,7 @@ static void summary_successes(tsd *d) {
         lua_pushnil(L);
         while (lua_next(L, -2)) {
             if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TNUMBER)
-                ts_metrics_summary_done(d->metrics, lua_tostring(L, -2), (int64_t)(lua_tonumber(L, -1) * 1000.0));
+                ts_metrics_summary_done(d->metrics, lua_tostring(L, -2), (int64_t)llround(lua_tonumber(L, -1) * 1000.0));
             lua_pop(L, 1);
         }
     }
