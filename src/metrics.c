@@ -185,9 +185,11 @@ void ts_metrics_poll_done(ts_metrics *m, const ts_poll_event *e) {
     if (e->ok && e->db) {
         drec *d = drec_get(m, e->db, e->rp ? e->rp : "");
         d->collected += e->points;
-        if (e->points && !d->unwritten_since_ms) d->unwritten_since_ms = now;
-        snprintf(r->db, sizeof r->db, "%s", d->db);
-        snprintf(r->rp, sizeof r->rp, "%s", d->rp);
+        if (e->points) {
+            if (!d->unwritten_since_ms) d->unwritten_since_ms = now;
+            snprintf(r->db, sizeof r->db, "%s", d->db);
+            snprintf(r->rp, sizeof r->rp, "%s", d->rp);
+        }
     }
     m->polled_since_plan = 1;
     pthread_mutex_unlock(&m->mu);
