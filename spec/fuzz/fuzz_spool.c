@@ -1,4 +1,4 @@
-/* libFuzzer driver for the spool reader (src/spool.c, included here; C core
+/* libFuzzer driver for the spool reader (src/spool*.c, included here; C core
  * side, built by hand with clang, see README.md). Records on disk are input:
  * the fuzz input becomes segment files (and in one mode a consumer position
  * file) in a private directory, a consumer reads everything back, and every
@@ -12,6 +12,9 @@
 #include "../../src/log.c"
 #include "../../src/counter.c"
 #include "../../src/clock.c"
+#include "../../src/spool_fmt.c"
+#include "../../src/spool_seg.c"
+#include "../../src/spool_read.c"
 #include "../../src/spool.c"
 
 #include <stdint.h>
@@ -47,14 +50,14 @@ static void write_file(const char *name, const uint8_t *p, size_t n) {
 static void fix_checksums(uint8_t *p, size_t n) {
     size_t off = SEG_HDR;
     while (off + REC_HDR <= n) {
-        put32(p + off, REC_MAGIC);
-        uint32_t len = get32(p + off + 4);
+        ts_put32(p + off, TS_SPOOL_REC_MAGIC);
+        uint32_t len = ts_get32(p + off + 4);
         if (len > n - off - REC_HDR) {
             len = (uint32_t)(n - off - REC_HDR);
-            put32(p + off + 4, len);
+            ts_put32(p + off + 4, len);
         }
-        put32(p + off + 8, crc(p + off, 8));
-        put32(p + off + 12, crc(p + off + REC_HDR, len));
+        ts_put32(p + off + 8, ts_spool_crc(p + off, 8));
+        ts_put32(p + off + 12, ts_spool_crc(p + off + REC_HDR, len));
         off += REC_HDR + len;
     }
 }
@@ -90,8 +93,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (mode & 1) {
             /* a valid segment header, so the records are what is fuzzed */
             if (len >= SEG_HDR) {
-                memcpy(p, seg_magic, 8);
-                put64(p + 8, k + 1);
+                memcpy(p, ts_spool_seg_magic, 8);
+                ts_put64(p + 8, k + 1);
             }
             fix_checksums(p, len);
         }
@@ -117,7 +120,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     while ((rc = ts_spool_read(c, &r)) == 1) {
         /* the contract: well-formed, whole lines, and really from the input */
         if (r.len == 0 || r.body[r.len - 1] != '\n' || r.body[r.len] != '\0') abort();
-        if (count_lines(r.body, r.len) != r.lines || r.lines == 0) abort();
+        if (ts_spool_count_lines(r.body, r.len) != r.lines || r.lines == 0) abort();
         size_t dbl = strlen(r.db), rpl = strlen(r.rp);
         if (dbl == 0 || dbl > 127 || rpl > 127 || r.precision > TS_PREC_H) abort();
         if (!memmem(copy, n, r.body, r.len)) abort();

@@ -1,0 +1,54 @@
+/* The spool's bytes on disk (C core): segment and record headers, their
+ * little-endian fields and checksums, and consumer position files. No state:
+ * src/spool.c (segments, appends, consumers) and src/spool_read.c (the
+ * reader that trusts nothing) build on it. The format is described in
+ * include/ts_spool.h. */
+#ifndef TS_SPOOL_FMT_H
+#define TS_SPOOL_FMT_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define TS_SPOOL_SEG_HDR 16u     /* "TSSPSEG1" + segment id */
+#define TS_SPOOL_REC_HDR 16u     /* magic, payload length, crc of those 8 bytes, crc of the payload */
+#define TS_SPOOL_PAY_HDR 16u     /* lines, precision, db len, rp len, kind, append time */
+#define TS_SPOOL_REC_MAGIC 0x31525354u   /* "TSR1" little endian */
+extern const char ts_spool_seg_magic[8];
+
+/* the files must not depend on the host's byte order */
+static inline void ts_put32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static inline void ts_put64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static inline uint32_t ts_get32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline uint64_t ts_get64(const unsigned char *p) {
+    return (uint64_t)ts_get32(p) | (uint64_t)ts_get32(p + 4) << 32;
+}
+
+/* zlib's crc32 of n bytes (any size), and continuing one */
+uint32_t ts_spool_crc(const void *p, size_t n);
+uint32_t ts_spool_crc_more(uint32_t c, const void *p, size_t n);
+
+/* A record header whose magic and header checksum are right (its length
+ * still has to fit what follows). */
+int ts_spool_hdr_ok(const unsigned char *h);
+/* Fills a record header for a payload of `len` bytes with checksum `pcrc`. */
+void ts_spool_hdr_make(unsigned char *h, uint32_t len, uint32_t pcrc);
+
+size_t ts_spool_count_lines(const char *p, size_t n);
+
+/* Consumer position files: "TSSPPOS1 <encoded name> <seg> <off> <crc32>\n".
+ * The file name of a consumer (malloc'd, "pos-" + name, long names cut with
+ * a checksum); writing is tmp + fsync (when sync) + rename: 0, or -1 with
+ * *err = errno; reading: 0 with name and position, -1 if not a valid file. */
+char *ts_spool_pos_file_name(const char *name);
+int ts_spool_pos_write(const char *dir, const char *file, const char *name, uint64_t seg, uint64_t off, int sync,
+                       int *err);
+int ts_spool_pos_read(const char *dir, const char *file, char *name, size_t nlen, uint64_t *seg, uint64_t *off);
+/* fsync of a directory (after a rename or a new file) */
+void ts_spool_fsync_dir(const char *dir);
+
+#endif

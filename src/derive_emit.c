@@ -1,0 +1,252 @@
+/* Derived metrics, end of a poll (C core): staged series commit (rates their
+ * new base, ratios join their groups), windows every series moved past
+ * close, and each touched group's value is written as one line of line
+ * protocol into a text batch per destination. */
+#include "ts_derive_emit.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "ts_derive_eval.h"
+#include "ts_lp.h"
+
+static int64_t to_prec(int64_t ms, ts_precision p) {
+    switch (p) {
+    case TS_PREC_S: return floor_div(ms, 1000);
+    case TS_PREC_M: return floor_div(ms, 60000);
+    case TS_PREC_H: return floor_div(ms, 3600000);
+    default: return ms;
+    }
+}
+
+/* ---- number text ----------------------------------------------------------
+ * Derived values are rarely short decimals (rates, means, ratios): the
+ * writer's shortest-text search would fall back to snprintf/strtod, ~1 us a
+ * value. Here: the 15-digit decimal when it provably round-trips (Clinger:
+ * an integer below 2^53 over an exact power of ten is correctly rounded, and
+ * at most one 15-digit decimal maps to a double), else the correctly rounded
+ * 17-digit decimal, computed exactly in 128-bit integers (17 digits always
+ * round-trip). Outside 1e-6 .. 9e15 and for integers: ts_fmt_double. */
+static const double P10D[23] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+                                1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+static const char DIG2[201] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
+/* Digits of q, least significant first, into dig; returns their count. */
+static size_t rev_digits(char *dig, uint64_t q) {
+    size_t nd = 0;
+    while (q >= 100) {
+        unsigned r = (unsigned)(q % 100);
+        q /= 100;
+        dig[nd++] = DIG2[2 * r + 1];
+        dig[nd++] = DIG2[2 * r];
+    }
+    if (q >= 10) { dig[nd++] = DIG2[2 * q + 1]; dig[nd++] = DIG2[2 * q]; }
+    else dig[nd++] = (char)('0' + q);
+    return nd;
+}
+
+static size_t put_decimal(char *out, uint64_t q, int frac, int neg) {
+    while (frac > 0 && q % 10 == 0) { q /= 10; frac--; }
+    char dig[24];
+    size_t nd = rev_digits(dig, q);
+    size_t n = 0;
+    if (neg) out[n++] = '-';
+    if ((int)nd <= frac) {
+        out[n++] = '0';
+        out[n++] = '.';
+        for (int z = (int)nd; z < frac; z++) out[n++] = '0';
+        while (nd) out[n++] = dig[--nd];
+    } else {
+        int ip = (int)nd - frac;
+        for (int i = 0; i < ip; i++) out[n++] = dig[--nd];
+        if (frac) out[n++] = '.';
+        while (nd) out[n++] = dig[--nd];
+    }
+    out[n] = 0;
+    return n;
+}
+
+/* 10^-8 .. 10^16, for the decimal exponent of a value in range */
+static const double P10N[25] = {1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1e0, 1e1, 1e2, 1e3, 1e4,
+                                1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16};
+
+size_t ts_derive_fmt_double(char out[40], double v) {
+    double a = fabs(v);
+    if (!(a >= 1e-6 && a < 9e15) || v == nearbyint(v)) return ts_fmt_double(out, v);
+    int ex;
+    double fr = frexp(a, &ex);     /* a = fr * 2^ex, fr in [0.5, 1) */
+    /* floor(log10(a)) from the binary exponent (78913 / 2^18 ~ log10(2)), then one step of correction */
+    int e10 = ((ex - 1) * 78913) >> 18;
+    if (e10 < -8) e10 = -8;
+    while (e10 < 15 && a >= P10N[e10 + 9]) e10++;
+    while (e10 > -8 && a < P10N[e10 + 8]) e10--;
+    int k = 14 - e10;
+    if (k >= 0 && k <= 22) {
+        double m = nearbyint(a * P10D[k]);
+        if (m >= 1e15 && k > 0) { k--; m = nearbyint(a * P10D[k]); }
+        else if (m < 1e14 && k < 22) { k++; m = nearbyint(a * P10D[k]); }
+        if (m < 9007199254740992.0 && m / P10D[k] == a) return put_decimal(out, (uint64_t)m, k, v < 0);
+    }
+    uint64_t f = (uint64_t)(fr * 9007199254740992.0);
+    int sh = 53 - ex;   /* a = f / 2^sh */
+    int n = 16 - e10;   /* q = a * 10^n has 17 digits */
+    for (int tries = 0; tries < 3 && sh > 0 && sh < 127; tries++) {
+        if (n < 0 || n > 22) break;
+        unsigned __int128 p = (unsigned __int128)(uint64_t)(n > 19 ? 1e19 : P10D[n]);
+        if (n > 19) p *= (uint64_t)P10D[n - 19];
+        unsigned __int128 x = (unsigned __int128)f * p;
+        unsigned __int128 q = (x + ((unsigned __int128)1 << (sh - 1))) >> sh;
+        if (q >= (unsigned __int128)100000000000000000ULL) { n--; continue; }
+        if (q < (unsigned __int128)10000000000000000ULL) { n++; continue; }
+        return put_decimal(out, (uint64_t)q, n, v < 0);
+    }
+    return ts_fmt_double(out, v);
+}
+
+typedef struct outb { const ts_dest *dest; ts_batch *b; ts_buf *text; size_t lines; } outb;
+typedef struct emitter { ts_derive_ep *e; outb v[TS_DERIVE_MAX_DESTS]; int n; size_t points; } emitter;
+
+/* The text batch of a destination; sized like the last poll's, so a poll
+ * like the last one writes its lines without regrowing (fresh pages cost a
+ * fault each). */
+static outb *out_batch(emitter *em, const ts_dest *d) {
+    for (int i = 0; i < em->n; i++)
+        if (strcmp(em->v[i].dest->db, d->db) == 0 && strcmp(em->v[i].dest->rp, d->rp) == 0 &&
+            em->v[i].dest->precision == d->precision)
+            return &em->v[i];
+    if (em->n == TS_DERIVE_MAX_DESTS) return NULL;
+    outb *o = &em->v[em->n];
+    o->dest = d;
+    o->b = ts_batch_new_text(d);
+    o->text = ts_batch_text_buf(o->b);
+    o->lines = 0;
+    ts_buf_reserve(o->text, em->e->last_bytes[em->n] + 64);
+    em->n++;
+    return o;
+}
+
+static size_t fmt_time(char out[24], int64_t t) {
+    if (t < 0) return ts_fmt_int64(out, t);
+    char d[24];
+    size_t n = rev_digits(d, (uint64_t)t), k = 0;
+    while (n) out[k++] = d[--n];
+    out[k] = 0;
+    return k;
+}
+
+static void emit_point(ts_derive_ep *e, emitter *em, ddefst *ds, const dgroup *g, double v, int64_t t_ms) {
+    const ddef *f = ds->def;
+    v *= f->scale;
+    if (!isfinite(v)) { e->d->st.undefined++; ts_counter_add(ts_dv_ctr.undef, 1); return; }
+    outb *o = out_batch(em, &ds->dest);
+    if (!o) return;
+    char num[40], ts[24];
+    ts_buf *t = o->text;
+    ts_buf_add(t, f->meas_esc, f->meas_len);
+    ts_buf_add(t, g->kvs, g->kvs_len);
+    ts_buf_addc(t, ' ');
+    ts_buf_add(t, f->field_esc, f->field_len);
+    ts_buf_addc(t, '=');
+    ts_buf_add(t, num, ts_derive_fmt_double(num, v));
+    ts_buf_addc(t, ' ');
+    ts_buf_add(t, ts, fmt_time(ts, to_prec(t_ms, ds->dest.precision)));
+    ts_buf_addc(t, '\n');
+    o->lines++;
+    em->points++;
+}
+
+static double acc_value(int agg, const dacc *a) {
+    switch (agg) {
+    case AGG_MIN: return a->min;
+    case AGG_MAX: return a->max;
+    case AGG_MEAN: return a->sum / (double)a->n;
+    case AGG_COUNT: return (double)a->n;
+    case AGG_LAST: return a->last;
+    default: return a->sum;   /* sum; rate: the sum of the series' rates */
+    }
+}
+
+/* Windows every series of the poll has moved past are written (a series
+ * stuck on an old time stamp repeats it and does not hold them back; one a
+ * whole window behind the newest does not either). */
+static void close_windows(ts_derive_ep *e, emitter *em, ddefst *ds) {
+    const ddef *f = ds->def;
+    if (!ds->has_t) return;
+    int64_t lo = floor_div(ds->poll_tmin, f->window_ms) - 1;
+    int64_t hi = floor_div(ds->poll_tmax, f->window_ms) - 2;
+    int64_t through = lo > hi ? lo : hi;
+    if (through <= ds->closed_through) return;
+    for (int s = 0; s < ds->nsets; s++) {
+        dcellset *cs = ds->sets[s];
+        for (uint32_t i = 0; i < cs->ncells; i++) {
+            dcell *c = &cs->cells[i];
+            if (c->wn && c->wb <= through) ts_dv_window_fold(ds, c);
+        }
+    }
+    for (int i = 0; i < ds->nbuckets;) {
+        dbucket *bk = &ds->buckets[i];
+        if (bk->b > through) { i++; continue; }
+        for (uint32_t g = 0; g < bk->naccs; g++)
+            if (bk->accs[g].n) emit_point(e, em, ds, &ds->groups[g], acc_value(f->agg, &bk->accs[g]), bk->b * f->window_ms);
+        free(bk->accs);
+        ds->buckets[i] = ds->buckets[--ds->nbuckets];
+    }
+    ds->closed_through = through;
+}
+
+size_t ts_derive_finish(ts_derive_ep *e, ts_derive_emit_fn emit, void *ud) {
+    if (!e->owner) return 0;
+    ts_derive *d = e->d;
+    /* staged series: rates commit their new base, ratios join their groups */
+    for (size_t i = 0; i < e->ntouch; i++) {
+        dcellset *cs = e->touch[i].set;
+        dcell *c = &cs->cells[e->touch[i].id];
+        ddefst *ds = cs->ds;
+        if (ds->def->agg == AGG_RATE) {
+            c->pv = c->v[0];
+            c->pt = c->t;
+            c->has_prev = 1;
+        } else if (c->stamp[0] == e->stamp && c->stamp[1] == e->stamp) {
+            dacc *a = poll_acc(e, ds, c->group);
+            acc_add(a, c->v[0], c->t);
+            a->sum2 += c->v[1];
+        } else {
+            d->st.ratio_unpaired++;
+            ts_counter_add(ts_dv_ctr.unpaired, 1);
+        }
+    }
+    e->ntouch = 0;
+    emitter em;
+    memset(&em, 0, sizeof em);
+    em.e = e;
+    for (int i = 0; i < d->ndefs; i++) {
+        ddefst *ds = &e->defs[i];
+        if (!ds->active) continue;
+        if (ds->def->window_ms > 0) { close_windows(e, &em, ds); continue; }
+        for (uint32_t k = 0; k < ds->ntouched; k++) {
+            const dgroup *g = &ds->groups[ds->touched[k]];
+            const dacc *a = &g->acc;
+            if (!a->n) continue;
+            if (ds->def->agg == AGG_RATIO) {
+                if (a->sum2 == 0) { d->st.undefined++; ts_counter_add(ts_dv_ctr.undef, 1); continue; }
+                emit_point(e, &em, ds, g, a->sum / a->sum2, a->tmax);
+            } else {
+                emit_point(e, &em, ds, g, acc_value(ds->def->agg, a), a->tmax);
+            }
+        }
+        ds->ntouched = 0;
+    }
+    for (int i = 0; i < em.n; i++) {
+        e->last_bytes[i] = em.v[i].text->len;
+        ts_batch_text_commit(em.v[i].b, em.v[i].lines);
+        if (em.v[i].lines && emit) emit(ud, em.v[i].b);
+        else ts_batch_free(em.v[i].b);
+    }
+    d->st.points += em.points;
+    ts_counter_add(ts_dv_ctr.points, (int64_t)em.points);
+    e->owner = NULL;
+    return em.points;
+}
