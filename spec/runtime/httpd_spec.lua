@@ -70,11 +70,13 @@ local function start_tstats(extra, opts)
   local dir = opts.dir or stack.tmpdir()   -- opts.dir: the same state dir as an earlier run
   local port = stack.free_port()
   local cfg = config(dir, (extra or ""):gsub("PORT", tostring(port)), opts.influx_url)
-  local h = stack.spawn(tstats_bin .. " --config " .. q(cfg) .. " run", dir .. "/tstats.log", { env = opts.env })
+  -- a log of its own, so that "listening" is this run's
+  local log = dir .. (opts.dir and ("/tstats-" .. port .. ".log") or "/tstats.log")
+  local h = stack.spawn(tstats_bin .. " --config " .. q(cfg) .. " run", log, { env = opts.env })
   h.base = "http://127.0.0.1:" .. port
   h.port = port
   h.dir = dir
-  h.logtext = function() return stack.read_file(dir .. "/tstats.log") or "" end
+  h.logtext = function() return stack.read_file(log) or "" end
   assert(stack.wait_until(function() return h.logtext():find("http: listening on", 1, true) end, 15),
     "listener up: " .. h.logtext())
   return h
