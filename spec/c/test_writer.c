@@ -126,6 +126,15 @@ static void blackhole_open(blackhole *b) {
     b->urls[1] = NULL;
 }
 
+/* The set-up the black-hole tests share: a loop, a black hole, and writer
+ * options whose one URL is it (the rest zero, for the test to set). */
+static ts_loop *blackhole_setup(blackhole *b, ts_writer_opts *o) {
+    blackhole_open(b);
+    memset(o, 0, sizeof *o);
+    o->urls = b->urls;
+    return ts_loop_new();
+}
+
 /* Accepts, optionally reads the request head, then closes: the client sees
  * an empty reply (a transport error), never an HTTP answer. */
 typedef struct lsn {
@@ -322,13 +331,11 @@ static void test_http_errors(void) {
 /* 25,001 compact points, max_publish_size 10,000: three chunks in flight to
  * a black hole; the shutdown deadline hands them to the spool seam. */
 static void test_chunking(void) {
-    ts_loop *l = ts_loop_new();
     blackhole bh;
-    blackhole_open(&bh);
+    ts_writer_opts o;
+    ts_loop *l = blackhole_setup(&bh, &o);
     evrec ev = {0};
     ev.keep = 1;
-    ts_writer_opts o = {0};
-    o.urls = bh.urls;
     o.max_publish_size = 10000;
     o.max_inflight = 3;
     o.evict = ev_cb;
@@ -487,11 +494,9 @@ static void test_recycled_batch(void) {
 
 /* Lazy encoding: with 2 slots busy, the rest stays compact. */
 static void test_lazy_encoding(void) {
-    ts_loop *l = ts_loop_new();
     blackhole bh;
-    blackhole_open(&bh);
-    ts_writer_opts o = {0};
-    o.urls = bh.urls;
+    ts_writer_opts o;
+    ts_loop *l = blackhole_setup(&bh, &o);
     o.max_publish_size = 10000;
     o.max_inflight = 2;
     ts_writer *w = ts_writer_new(l, &o);
@@ -757,11 +762,9 @@ static void test_failover_rotation(void) {
 /* Freeing the writer with requests in flight, then the loop: no leak, no
  * use after free (run under ASan). */
 static void test_free_inflight(void) {
-    ts_loop *l = ts_loop_new();
     blackhole bh;
-    blackhole_open(&bh);
-    ts_writer_opts o = {0};
-    o.urls = bh.urls;
+    ts_writer_opts o;
+    ts_loop *l = blackhole_setup(&bh, &o);
     ts_writer *w = ts_writer_new(l, &o);
     ts_dest d = mkdest("x", "", TS_PREC_MS);
     ts_batch *b = ts_batch_new_text(&d);
@@ -779,11 +782,9 @@ static void test_free_inflight(void) {
  * (here: the connection dropped) finds no server at its index; the chunk is
  * kept, nothing reads past the list (run under ASan). */
 static void test_reconfigure_inflight_empty(void) {
-    ts_loop *l = ts_loop_new();
     blackhole bh;
-    blackhole_open(&bh);
-    ts_writer_opts o = {0};
-    o.urls = bh.urls;
+    ts_writer_opts o;
+    ts_loop *l = blackhole_setup(&bh, &o);
     o.backoff_min_ms = 10;
     o.backoff_max_ms = 20;
     ts_writer *w = ts_writer_new(l, &o);
