@@ -110,8 +110,9 @@ static const char *group_key(const void *ud, uint32_t id, size_t *len) {
     return ds->groups[id].kvs;
 }
 
-/* Filter verdict and group of one series, once per (cell set, entity version). */
-static void classify(ts_derive_ep *e, dcellset *cs, dcell *c, const ts_entity_map *ent, uint32_t id) {
+/* Filter verdict and group of one series, once per (cell set, entity version);
+ * out of line, so the per-sample loop keeps its registers. */
+__attribute__((noinline, cold)) static void classify(ts_derive_ep *e, dcellset *cs, dcell *c, const ts_entity_map *ent, uint32_t id) {
     ddefst *ds = cs->ds;
     const ddef *f = ds->def;
     c->ver = e->ent_ver[id];
@@ -175,7 +176,7 @@ void ts_dv_window_fold(ddefst *ds, dcell_win *c) {
     c->sum = 0;
 }
 
-static void sample_window(ts_derive_ep *e, ddefst *ds, dcell_win *c, double v, int64_t t) {
+__attribute__((noinline)) static void sample_window(ts_derive_ep *e, ddefst *ds, dcell_win *c, double v, int64_t t) {
     ts_derive *d = e->d;
     if (c->h.x && t == c->pt) { d->st.window_dups++; ts_counter_add(ts_dv_ctr.dups, 1); return; }
     int64_t b = floor_div(t, ds->def->window_ms);
