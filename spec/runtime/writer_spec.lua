@@ -1,4 +1,4 @@
--- writer_spec.lua: the C InfluxDB writer (src/writer.c, src/http.c) against REAL influxd 1.6.7.
+-- writer_spec.lua: the C InfluxDB writer (src/writer.c and its rooms w*.c, src/http.c) against REAL influxd 1.6.7.
 -- Test side: drives `test_writer --it ...` (spec/c/it_writer.c), which submits deterministic
 -- points, drains and prints one JSON line of stats; the data is then read back from influxd.
 -- Point k: host=h<k % S>, cdn=it, time start + (k // S) * 1000 ms, value k / 4.

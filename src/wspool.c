@@ -1,0 +1,123 @@
+/* The writer's spool side (C core, no Lua): every submitted batch appended
+ * to the on-disk spool in records of at most max_publish_size lines, read
+ * back through the target's consumer at most replay_rate lines a second, and
+ * each record acknowledged once its target answered it for good. */
+#include "ts_wspool.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "ts_clock.h"
+#include "ts_log.h"
+
+int ts_wspool_evict(void *ud, const ts_dest *d, const char *body, size_t len, size_t lines) {
+    ts_writer *w = ud;
+    if (!w->spool || ts_spool_append(w->spool, d->db, d->rp, d->precision, body, len, lines) != 0) return 0;
+    w->spool_dry = 0;
+    ts_wspool_arm_sync(w);
+    return 1;
+}
+
+/* A batch into the spool, in records of at most max_publish_size lines.
+ * Returns 1 when all of it is there; otherwise what the spool refused is
+ * left in b (lines already encoded come back as a text batch in *rest). */
+int ts_wspool_batch(ts_writer *w, ts_batch *b, ts_batch **rest) {
+    const ts_dest *d = ts_batch_dest(b);
+    *rest = NULL;
+    while (ts_batch_points(b) > 0) {
+        ts_buf *buf = &w->spool_buf;
+        ts_buf_reset(buf);
+        size_t taken = 0, invalid = 0;
+        size_t lines = ts_batch_take(b, buf, w->max_publish_size, &taken, &invalid);
+        if (invalid) ts_counter_add(w->c_invalid, (int64_t)invalid);
+        if (lines == 0) continue;
+        if (ts_spool_append(w->spool, d->db, d->rp, d->precision, buf->data, buf->len, lines) != 0) {
+            ts_batch *t = ts_batch_new_text(d);
+            ts_buf_add(ts_batch_text_buf(t), buf->data, buf->len);
+            ts_batch_text_commit(t, lines);
+            *rest = t;
+            return 0;
+        }
+        w->st.points_spooled += lines;
+        ts_counter_add(w->c_spooled, (int64_t)lines);
+        w->spool_dry = 0;
+    }
+    ts_buf_shrink(&w->spool_buf, (size_t)1 << 20);
+    ts_wspool_arm_sync(w);
+    return 1;
+}
+
+static void on_rate_timer(void *ud) {
+    ts_writer *w = ud;
+    w->rate_timer = 0;
+    ts_wqueue_pump(w);
+}
+
+static void on_sync_timer(void *ud) {
+    ts_writer *w = ud;
+    w->sync_timer = 0;
+    if (w->spool) ts_spool_tick(w->spool);
+}
+
+/* The spool's interval fsync and position saving happen within a second of
+ * an append even when nothing else wakes the writer. */
+void ts_wspool_arm_sync(ts_writer *w) {
+    if (!w->spool || w->sync_timer) return;
+    w->sync_timer = ts_loop_timer(w->loop, ts_mono_ms() + 1000, on_sync_timer, w);
+}
+
+/* The next record of the target's consumer as a chunk, within replay_rate;
+ * NULL when there is none (or the rate says wait: a timer is armed). */
+ts_wqueue_chunk *ts_wspool_next(ts_writer *w) {
+    if (!w->cons || w->spool_dry) return NULL;
+    int64_t now = ts_mono_ms();
+    double burst = w->replay_rate > (double)w->max_publish_size ? w->replay_rate : (double)w->max_publish_size;
+    w->tokens += (double)(now - w->tokens_at) * w->replay_rate / 1000.0;
+    if (w->tokens > burst) w->tokens = burst;
+    w->tokens_at = now;
+    if (w->tokens <= 0) {
+        if (!w->rate_timer) {
+            int64_t wait = (int64_t)(-w->tokens * 1000.0 / w->replay_rate) + 1;
+            w->rate_timer = ts_loop_timer(w->loop, now + wait, on_rate_timer, w);
+        }
+        return NULL;
+    }
+    /* the body is read straight into the chunk's buffer */
+    ts_buf body = ts_wqueue_spare_body(w);
+    ts_spool_rec r;
+    int rc = ts_spool_read_into(w->cons, &r, &body);
+    if (rc != 1) {
+        w->spool_dry = rc == 0;
+        if (body.data && w->nspare_bodies < 8) w->spare_bodies[w->nspare_bodies++] = body;
+        else ts_buf_free(&body);
+        return NULL;
+    }
+    ts_dest dd;
+    memset(&dd, 0, sizeof dd);
+    snprintf(dd.db, sizeof dd.db, "%s", r.db);
+    snprintf(dd.rp, sizeof dd.rp, "%s", r.rp);
+    dd.precision = r.precision;
+    ts_wqueue_chunk *c = calloc(1, sizeof *c);
+    if (!c) abort();
+    c->d = ts_wqueue_dest_get(w, &dd);
+    c->seq = ++w->seq;
+    c->body = body;
+    c->lines = r.lines;
+    c->spooled = 1;
+    c->pos = r.pos;
+    w->tokens -= (double)r.lines;
+    return c;
+}
+
+/* A chunk from the spool is answered for good: its record is done. */
+void ts_wspool_done(ts_writer *w, ts_wqueue_chunk *c) {
+    if (c->pieces) {
+        /* a record split after a 413 is done when its last piece is */
+        int left = --*c->pieces;
+        if (left == 0) free(c->pieces);
+        c->pieces = NULL;
+        if (left > 0) return;
+    }
+    if (c->spooled && w->cons) ts_spool_ack_one(w->cons, c->pos);
+}
+
