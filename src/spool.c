@@ -74,6 +74,8 @@ struct ts_spool_consumer {
     int64_t age_time_ms;  /* and that record's append time, 0 none */
     char db[128], rp[128];
     uint64_t lines_lost, lines_read, records_read;
+    outrec *claims;       /* appended records sent from memory, ahead of cur (ts_spool_claim) */
+    size_t claim_head, nclaims, claim_cap;
 };
 
 enum { LOGK_WRITE, LOGK_POS, LOGK_READ, LOGK_CORRUPT, LOGK_TORN, LOGK_FULL, LOGK_N };
@@ -165,6 +167,7 @@ static void cons_free(ts_spool_consumer *c) {
     if (c->rfd >= 0) close(c->rfd);
     ts_buf_free(&c->buf);
     free(c->out);
+    free(c->claims);
     free(c->name);
     free(c->file);
     free(c);
@@ -426,6 +429,11 @@ static int refuse(ts_spool *s) {
 
 int ts_spool_append(ts_spool *s, const char *db, const char *rp, ts_precision prec, const char *body, size_t len,
                     size_t lines) {
+    return ts_spool_append_at(s, db, rp, prec, body, len, lines, NULL, NULL);
+}
+
+int ts_spool_append_at(ts_spool *s, const char *db, const char *rp, ts_precision prec, const char *body, size_t len,
+                       size_t lines, ts_spool_pos *at, ts_spool_pos *next) {
     if (!rp) rp = "";
     size_t dbl = strlen(db), rpl = strlen(rp);
     uint64_t sup;
@@ -465,10 +473,13 @@ int ts_spool_append(ts_spool *s, const char *db, const char *rp, ts_precision pr
     pc = ts_spool_sum(ver, pc, body, len);
     ts_spool_hdr_make(rh, ver, (uint32_t)(need - REC_HDR), pc);
     struct iovec iov[5] = {{rh, REC_HDR}, {ph, PAY_HDR}, {(void *)db, dbl}, {(void *)rp, rpl}, {(void *)body, len}};
+    ts_spool_pos here = {s->sg.v[s->sg.n - 1].id, s->sg.v[s->sg.n - 1].size};
     if (ts_spool_segs_append(&s->sg, iov, 5, need) != 0) {
         write_failed(s, errno, "append to the spool");
         return refuse(s);
     }
+    if (at) *at = here;
+    if (next) *next = (ts_spool_pos){here.seg, here.off + need};
     s->unsynced = 1;
     s->seq++;
     s->st.records_appended++;
@@ -644,6 +655,48 @@ static void out_push(ts_spool_consumer *c, ts_spool_pos pos, ts_spool_pos next) 
     c->out[c->out_head + c->out_n++] = (outrec){pos, next, 0};
 }
 
+/* Records sent from memory are not read again: the cursor passes over a
+ * claimed record, which joins the read ones in reading order. */
+static void advance_done(ts_spool_consumer *c);
+static int claim_skip(ts_spool_consumer *c) {
+    while (c->nclaims > 0 && ts_spool_pos_cmp(c->claims[c->claim_head].pos, c->cur) < 0) {
+        c->claim_head++;   /* in a segment removed for max_bytes: lost with it */
+        c->nclaims--;
+    }
+    if (c->nclaims == 0 || ts_spool_pos_cmp(c->claims[c->claim_head].pos, c->cur) != 0) return 0;
+    outrec o = c->claims[c->claim_head++];
+    c->nclaims--;
+    out_push(c, o.pos, o.next);
+    c->out[c->out_head + c->out_n - 1].done = o.done;
+    c->cur = o.next;
+    if (o.done) advance_done(c);   /* answered before the replay reached it */
+    return 1;
+}
+
+void ts_spool_claim(ts_spool_consumer *c, ts_spool_pos pos, ts_spool_pos next) {
+    ts_spool *s = c->s;
+    /* the cursor at the end of a sealed segment is at the next one's start */
+    size_t idx;
+    ts_spool_seg *g = ts_spool_segs_find(&s->sg, c->cur.seg, &idx);
+    if (g && g->id == c->cur.seg && c->cur.off >= g->size && idx + 1 < s->sg.n)
+        c->cur = (ts_spool_pos){s->sg.v[idx + 1].id, SEG_HDR};
+    if (c->nclaims == 0 && ts_spool_pos_cmp(pos, c->cur) == 0) {
+        out_push(c, pos, next);   /* nothing to replay before it: as if read */
+        c->cur = next;
+        return;
+    }
+    if (c->claim_head > 0 && c->claim_head + c->nclaims == c->claim_cap) {
+        memmove(c->claims, c->claims + c->claim_head, c->nclaims * sizeof *c->claims);
+        c->claim_head = 0;
+    }
+    if (c->claim_head + c->nclaims == c->claim_cap) {
+        c->claim_cap = c->claim_cap ? c->claim_cap * 2 : 16;
+        c->claims = realloc(c->claims, c->claim_cap * sizeof *c->claims);
+        if (!c->claims) abort();
+    }
+    c->claims[c->claim_head + c->nclaims++] = (outrec){pos, next, 0};
+}
+
 int ts_spool_read(ts_spool_consumer *c, ts_spool_rec *r) {
     ts_spool *s = c->s;
     for (;;) {
@@ -659,6 +712,7 @@ int ts_spool_read(ts_spool_consumer *c, ts_spool_rec *r) {
             c->cur = (ts_spool_pos){s->sg.v[idx + 1].id, SEG_HDR};
             continue;
         }
+        if (claim_skip(c)) continue;
         ts_spool_rd rd;
         rd.is_open = ts_spool_segs_is_open(&s->sg, g);
         rd.size = g->size;
@@ -748,13 +802,19 @@ void ts_spool_ack(ts_spool_consumer *c, ts_spool_pos upto) {
 }
 
 void ts_spool_ack_one(ts_spool_consumer *c, ts_spool_pos pos) {
-    for (size_t i = 0; i < c->out_n; i++) {
+    int found = 0;
+    for (size_t i = 0; i < c->out_n && !found; i++) {
         outrec *o = &c->out[c->out_head + i];
-        if (ts_spool_pos_cmp(o->pos, pos) == 0) {
-            o->done = 1;
-            break;
-        }
+        if (ts_spool_pos_cmp(o->pos, pos) == 0) o->done = found = 1;
     }
+    for (size_t i = 0; i < c->nclaims && !found; i++) {
+        outrec *o = &c->claims[c->claim_head + i];
+        if (ts_spool_pos_cmp(o->pos, pos) == 0) o->done = found = 1;   /* counted when the cursor passes it */
+    }
+    advance_done(c);
+}
+
+static void advance_done(ts_spool_consumer *c) {
     ts_spool_pos upto = c->acked;
     while (c->out_n > 0 && c->out[c->out_head].done) {
         upto = c->out[c->out_head].next;
