@@ -63,6 +63,7 @@
 #include <stdint.h>
 #include "ts_buf.h"
 #include "ts_lp.h"
+#include "ts_spool_fmt.h"
 
 typedef struct ts_spool ts_spool;
 typedef struct ts_spool_consumer ts_spool_consumer;
@@ -87,12 +88,8 @@ typedef struct ts_spool_opts {
 #define TS_SPOOL_MAX_RECORD (256u << 20)
 #define TS_SPOOL_MAX_NAME 200
 
-/* A place in the spool: segment id and byte offset of a record in it. */
-typedef struct ts_spool_pos {
-    uint64_t seg;
-    uint64_t off;
-} ts_spool_pos;
-int ts_spool_pos_cmp(ts_spool_pos a, ts_spool_pos b);
+/* ts_spool_pos (segment id, byte offset of a record) and ts_spool_pos_cmp
+ * are in ts_spool_fmt.h. */
 
 typedef struct ts_spool_rec {
     const char *db, *rp;         /* NUL-terminated; rp "" = the database's default */

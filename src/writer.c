@@ -55,6 +55,8 @@ ts_writer *ts_writer_new(ts_loop *loop, const ts_writer_opts *o) {
     w->pool = ts_batch_pool_new();
     w->spool = o->spool;
     ts_buf_init(&w->spool_buf);
+    /* live records kept in memory: a few polls of a large CDN at most */
+    w->live_cap = w->max_buffer_bytes / 4 < ((size_t)32 << 20) ? w->max_buffer_bytes / 4 : (size_t)32 << 20;
     if (w->spool) {
         const char *name = o->spool_consumer && *o->spool_consumer ? o->spool_consumer : "influx";
         w->cons = ts_spool_consumer_open(w->spool, name, TS_SPOOL_START_OLDEST);
@@ -232,7 +234,12 @@ static void pump(ts_writer *w) {
             continue;
         }
         if (!w->flushing) break;
-        /* the spool first: it holds everything accepted, oldest first */
+        /* live points first, never behind a replayed backlog */
+        if ((c = ts_wspool_live_next(w)) != NULL) {
+            if (ts_wsend_chunk(w, c) != 0) break;
+            continue;
+        }
+        /* then the spool's backlog, oldest first, at most replay_rate */
         if (w->parked && w->parked->d->nretry == 0) {
             c = w->parked;
             w->parked = NULL;
@@ -252,7 +259,7 @@ static void pump(ts_writer *w) {
         if (ts_wsend_chunk(w, c) != 0) break;
     }
     if (w->flushing) {
-        int any = w->parked != NULL || (w->cons && !w->spool_dry) || w->rate_timer != 0;
+        int any = w->parked != NULL || w->live_head != NULL || (w->cons && !w->spool_dry) || w->rate_timer != 0;
         for (ts_wqueue_dest *d = w->dests; d; d = d->next) any |= d->head != NULL;
         if (!any) w->flushing = 0;
     }
@@ -269,7 +276,7 @@ void ts_writer_flush(ts_writer *w) {
 }
 
 static int has_work(const ts_writer *w) {
-    if (w->ninflight > 0 || w->retry_head || w->parked) return 1;
+    if (w->ninflight > 0 || w->retry_head || w->parked || w->live_head) return 1;
     if (w->cons && !w->spool_dry) return 1;
     for (ts_wqueue_dest *d = w->dests; d; d = d->next)
         if (d->head) return 1;
@@ -312,6 +319,7 @@ size_t ts_writer_drain(ts_writer *w, int64_t deadline) {
         ts_wqueue_chunk_free(w->parked);
         w->parked = NULL;
     }
+    ts_wspool_live_release(w);
     if (w->spool) ts_spool_sync(w->spool);
     for (ts_wqueue_dest *d = w->dests; d; d = d->next)
         while (d->head) ts_wqueue_drop_batch(w, d, "shutdown deadline");
@@ -398,6 +406,7 @@ void ts_writer_free(ts_writer *w) {
     if (w->sync_timer) ts_loop_timer_cancel(w->loop, w->sync_timer);
     if (w->parked) ts_wqueue_chunk_free(w->parked);
     w->parked = NULL;
+    ts_wspool_live_release(w);
     ts_buf_free(&w->spool_buf);
     ts_writer_stats s;
     ts_writer_get_stats(w, &s);
