@@ -43,6 +43,8 @@ static void set_opts(ts_writer *w, const ts_writer_opts *o) {
         w->evict_ud = w;
     }
     w->replay_rate = o->replay_rate > 0 ? o->replay_rate : 500000;
+    /* live records kept in memory: a few polls of a large CDN at most */
+    w->live_cap = w->max_buffer_bytes / 4 < ((size_t)32 << 20) ? w->max_buffer_bytes / 4 : (size_t)32 << 20;
 }
 
 ts_writer *ts_writer_new(ts_loop *loop, const ts_writer_opts *o) {
@@ -55,8 +57,6 @@ ts_writer *ts_writer_new(ts_loop *loop, const ts_writer_opts *o) {
     w->pool = ts_batch_pool_new();
     w->spool = o->spool;
     ts_buf_init(&w->spool_buf);
-    /* live records kept in memory: a few polls of a large CDN at most */
-    w->live_cap = w->max_buffer_bytes / 4 < ((size_t)32 << 20) ? w->max_buffer_bytes / 4 : (size_t)32 << 20;
     if (w->spool) {
         const char *name = o->spool_consumer && *o->spool_consumer ? o->spool_consumer : "influx";
         w->cons = ts_spool_consumer_open(w->spool, name, TS_SPOOL_START_OLDEST);
