@@ -21,6 +21,9 @@ typedef struct ts_kafka_feed ts_kafka_feed;
 ts_kafka_feed *ts_kafka_feed_new(ts_kafka *k, ts_spool *s, ts_loop *loop, size_t high_bytes);
 /* Reads what the spool has for Kafka now (also runs from its own timer). */
 void ts_kafka_feed_pump(ts_kafka_feed *f);
+/* The records read from now on go to k (SIGHUP rebuilt the producer); those
+ * handed to the previous one are acknowledged when it reports them done. */
+void ts_kafka_feed_set_target(ts_kafka_feed *f, ts_kafka *k, size_t high_bytes);
 /* Shutdown: no more reading (what is in flight may still complete); NULL ok. */
 void ts_kafka_feed_stop(ts_kafka_feed *f);
 typedef struct ts_kafka_feed_stats {
@@ -28,6 +31,7 @@ typedef struct ts_kafka_feed_stats {
     uint64_t records_open;       /* handed to the target, not acknowledged yet */
     uint64_t backlog_bytes;      /* spool bytes Kafka has not acknowledged */
     uint64_t lines_lost;         /* removed from the spool for max_bytes before Kafka read them */
+    int64_t oldest_age_ms;       /* age of the oldest record Kafka has not acknowledged; -1 none */
 } ts_kafka_feed_stats;
 void ts_kafka_feed_get_stats(const ts_kafka_feed *f, ts_kafka_feed_stats *s);
 /* Closes the consumer (position persisted); records not acknowledged stay.

@@ -35,12 +35,20 @@ void ts_metrics_plan_begin(ts_metrics *m);
 void ts_metrics_plan_endpoint(ts_metrics *m, const char *cdn, const char *endpoint);
 void ts_metrics_plan_end(ts_metrics *m);
 void ts_metrics_refresh_done(ts_metrics *m, int ok);
-void ts_metrics_summary_done(ts_metrics *m, const char *cdn);   /* NULL: every CDN of the plan */
+/* The CDN's daily summary was last stored at t_ms (wall clock); an older t_ms is ignored. */
+void ts_metrics_summary_done(ts_metrics *m, const char *cdn, int64_t t_ms);
 
 typedef struct ts_metrics_dest {
     char db[128], rp[128];
     uint64_t written, rejected, dropped, pending;
 } ts_metrics_dest;
+
+/* One reader of the spool (an InfluxDB writer, the Kafka feed): what it has not acknowledged. */
+typedef struct ts_metrics_target {
+    char name[256];
+    uint64_t backlog_bytes;
+    int64_t oldest_age_ms;                 /* -1: nothing unacknowledged */
+} ts_metrics_target;
 
 typedef struct ts_metrics_inputs {
     int64_t poll_interval_ms, publish_interval_ms;
@@ -57,6 +65,8 @@ typedef struct ts_metrics_inputs {
     uint64_t spool_bytes;                  /* on disk */
     uint64_t spool_backlog_bytes;          /* not yet acknowledged by InfluxDB */
     uint64_t spool_append_failures, spool_lines_dropped;
+    const ts_metrics_target *targets;      /* per spool reader */
+    int ntargets;
 } ts_metrics_inputs;
 /* Also copies every named counter (ts_counters_foreach): call it on the loop. */
 void ts_metrics_publish(ts_metrics *m, const ts_metrics_inputs *in);

@@ -3,6 +3,7 @@
  * the daily summaries. Timers and signals only raise flags; the work runs
  * between loop iterations, so blocking Lua calls never re-enter curl. */
 #include <errno.h>
+#include <math.h>
 #include <lauxlib.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include "ts_collect.h"
 #include "ts_config.h"
 #include "ts_kafka_glue.h"
+#include "ts_kafka_reload.h"
 #include "ts_derive.h"
 #include "ts_httpd.h"
 #include "ts_log.h"
@@ -408,15 +410,30 @@ static int refresh_plan(tsd *d) {
     return rc == 1 ? -1 : rc;
 }
 
+/* Each CDN's last stored daily summary, as Lua keeps it in the state dir (so a restart
+ * still knows it), into the metrics store. */
+static void summary_successes(tsd *d) {
+    if (!d->metrics || lua_daemon_call(d, "summary_successes", 0, 1) != 0) return;
+    lua_State *L = d->L;
+    if (lua_istable(L, -1)) {
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TNUMBER)
+                ts_metrics_summary_done(d->metrics, lua_tostring(L, -2), (int64_t)llround(lua_tonumber(L, -1) * 1000.0));
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+}
+
 static void run_summary(tsd *d) {
     lua_pushinteger(d->L, ts_now_ms() / 1000);
     if (lua_daemon_call(d, "summary_tick", 1, 1) != 0) {
         ts_warn("daily summary tick failed; it runs again next tick");
         return;
     }
-    /* summary.tick returns the number of days it stored (each covers every CDN) */
-    if (d->metrics && lua_isinteger(d->L, -1) && lua_tointeger(d->L, -1) > 0) ts_metrics_summary_done(d->metrics, NULL);
     lua_pop(d->L, 1);
+    summary_successes(d);
 }
 
 /* Unload our modules so SIGHUP picks up edited scripts; the API and the
@@ -512,6 +529,35 @@ static void publish_metrics(tsd *d) {
         in.spool_append_failures = ss.append_failures;
         in.spool_lines_dropped = ss.lines_dropped;
     }
+    ts_metrics_target tg[19];
+    int nt = 0;
+    if (d->spool) {
+        /* each reader of the spool: the InfluxDB writer(s), then Kafka */
+        FOR_WRITERS(d, w) {
+            ts_writer_stats st;
+            ts_writer_get_stats(w, &st);
+            if (d->mirror_mode) {
+                char url[200];
+                ts_writer_current_url_text(w, url, sizeof url);
+                snprintf(tg[nt].name, sizeof tg[nt].name, "influxdb:%s", url);
+            } else {
+                snprintf(tg[nt].name, sizeof tg[nt].name, "influxdb");
+            }
+            tg[nt].backlog_bytes = st.spool_backlog_bytes;
+            tg[nt].oldest_age_ms = st.spool_oldest_age_ms;
+            nt++;
+        }
+        if (d->kafka_feed) {
+            ts_kafka_feed_stats ks;
+            ts_kafka_feed_get_stats(d->kafka_feed, &ks);
+            snprintf(tg[nt].name, sizeof tg[nt].name, "kafka");
+            tg[nt].backlog_bytes = ks.backlog_bytes;
+            tg[nt].oldest_age_ms = ks.oldest_age_ms;
+            nt++;
+        }
+    }
+    in.targets = tg;
+    in.ntargets = nt;
     ts_metrics_publish(d->metrics, &in);
 }
 
@@ -530,7 +576,7 @@ static void reload(tsd *d) {
     if (ts_derive_load(L, d->config_file, &dv) == 0) { ts_collector_set_derive(d->coll, dv); ts_derive_release(dv); }
     else ts_error("derived metrics: keeping the running definitions");
     writer_setup(d, 1);
-    if (d->kafka) ts_info("kafka: kafka.* changes take effect at the next start");
+    d->kafka = ts_kafka_reload(L, d->loop, d->kafka, d->kafka_feed);
     http_setup(d);
     if (lua_daemon_call(d, "start", 0, 0) != 0) ts_error("daemon.start failed after reload");
     d->reload_pending = 1;   /* said once the new plan is installed (refresh_resume) */
@@ -672,6 +718,7 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         http_setup(d);
     }
     if (lua_daemon_call(d, "start", 0, 0) != 0) goto out;
+    summary_successes(d);
 
     /* Ready for systemd once the configuration is in and the loop runs; waiting for
      * Traffic Ops is part of running (it may take long), and /ready tells the rest. */
@@ -749,6 +796,7 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     if (d->kafka) {
         /* what is in flight gets the rest of the timeout; the spool keeps the rest */
         ts_kafka_feed_stop(d->kafka_feed);
+        ts_kafka_reload_drain(deadline);   /* producers a SIGHUP replaced: what they hold first */
         ts_kafka_drain(d->kafka, deadline);
     }
     report(d);
@@ -759,7 +807,8 @@ out:
     for (int i = 0; i < d->nmirrors; i++) ts_writer_free(d->mirrors[i]);
     for (int i = 0; i <= d->nmirrors; i++) free(d->mirror_urls[i]);
     ts_writer_free(d->writer);
-    ts_kafka_free(d->kafka);       /* the target, then its spool position, then the spool */
+    ts_kafka_reload_drain(0);      /* the targets (replaced ones too), then their spool position, then the spool */
+    ts_kafka_free(d->kafka);
     ts_kafka_feed_free(d->kafka_feed);
     ts_spool_close(d->spool);
     ts_loop_free(d->loop);

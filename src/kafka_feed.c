@@ -105,6 +105,14 @@ ts_kafka_feed *ts_kafka_feed_new(ts_kafka *k, ts_spool *s, ts_loop *loop, size_t
     return f;
 }
 
+void ts_kafka_feed_set_target(ts_kafka_feed *f, ts_kafka *k, size_t high_bytes) {
+    if (!f) return;
+    /* records handed to the previous target stay its own: their done still
+     * acknowledges them here; the next ones go to k */
+    f->k = k;
+    f->high = high_bytes ? high_bytes : (size_t)64 << 20;
+}
+
 void ts_kafka_feed_stop(ts_kafka_feed *f) {
     if (!f) return;
     f->stopped = 1;
@@ -118,6 +126,7 @@ void ts_kafka_feed_get_stats(const ts_kafka_feed *f, ts_kafka_feed_stats *s) {
     ts_spool_consumer_stats(f->cons, &cs);
     s->backlog_bytes = cs.backlog_bytes;
     s->lines_lost = cs.lines_lost;
+    s->oldest_age_ms = ts_spool_oldest_age_ms(f->cons);
 }
 
 void ts_kafka_feed_free(ts_kafka_feed *f) {

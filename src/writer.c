@@ -358,6 +358,7 @@ void ts_writer_get_stats(const ts_writer *w, ts_writer_stats *s) {
     if (w->parked) pts += w->parked->lines;
     s->points_pending = pts;
     s->bytes_pending = w->bytes_held;
+    s->spool_oldest_age_ms = w->cons ? ts_spool_oldest_age_ms(w->cons) : -1;
     if (w->cons) {
         ts_spool_cstats cs;
         ts_spool_consumer_stats(w->cons, &cs);
