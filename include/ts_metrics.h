@@ -42,6 +42,14 @@ typedef struct ts_metrics_dest {
     uint64_t written, rejected, dropped, pending;
 } ts_metrics_dest;
 
+/* One of the daemon's targets (ts_target.h), as the metrics show it. */
+#define TS_METRICS_MAX_TARGETS 24
+typedef struct ts_metrics_target {
+    char name[300], kind[16];
+    uint64_t written, rejected, dropped, pending, spool_backlog_bytes;
+    int healthy;
+} ts_metrics_target;
+
 typedef struct ts_metrics_inputs {
     int64_t poll_interval_ms, publish_interval_ms;
     int health_intervals;                  /* N of "polled and written within N intervals" */
@@ -57,6 +65,8 @@ typedef struct ts_metrics_inputs {
     uint64_t spool_bytes;                  /* on disk */
     uint64_t spool_backlog_bytes;          /* not yet acknowledged by InfluxDB */
     uint64_t spool_append_failures, spool_lines_dropped;
+    ts_metrics_target targets[TS_METRICS_MAX_TARGETS];   /* every target of the run */
+    int ntargets;
 } ts_metrics_inputs;
 /* Also copies every named counter (ts_counters_foreach): call it on the loop. */
 void ts_metrics_publish(ts_metrics *m, const ts_metrics_inputs *in);

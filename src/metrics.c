@@ -366,6 +366,16 @@ static void sample_ep(ts_buf *b, const char *name, const rec *r, double v) {
     ts_buf_addc(b, '\n');
 }
 
+/* name{target="...",kind="..." (the caller closes the braces) */
+static void target_labels(ts_buf *b, const char *name, const ts_metrics_target *t) {
+    ts_buf_adds(b, name);
+    ts_buf_adds(b, "{target=\"");
+    label_value(b, t->name);
+    ts_buf_adds(b, "\",kind=\"");
+    label_value(b, t->kind);
+    ts_buf_adds(b, "\"");
+}
+
 static void sample_dest(ts_buf *b, const char *name, const char *db, const char *rp, double v) {
     ts_buf_printf(b, "%s{db=\"", name);
     label_value(b, db);
@@ -516,6 +526,34 @@ void ts_metrics_render_prometheus(ts_metrics *m, ts_buf *b) {
         ts_buf_adds(b, "tstats_writer_url_in_use{url=\"");
         label_value(b, s.in.writer_url);
         ts_buf_adds(b, "\"} 1\n");
+    }
+    if (s.in.ntargets > 0) {
+        static const char *const outcome[3] = {"written", "rejected", "dropped"};
+        family(b, "tstats_target_points_total", "counter",
+               "Points per target (InfluxDB server or list, Kafka) by outcome: acknowledged, refused, dropped.");
+        for (int i = 0; i < s.in.ntargets; i++) {
+            const ts_metrics_target *t = &s.in.targets[i];
+            uint64_t v[3] = {t->written, t->rejected, t->dropped};
+            for (int k = 0; k < 3; k++) {
+                target_labels(b, "tstats_target_points_total", t);
+                ts_buf_printf(b, ",outcome=\"%s\"} %llu\n", outcome[k], (unsigned long long)v[k]);
+            }
+        }
+        family(b, "tstats_target_pending_points", "gauge", "Points a target holds now (queued, retrying, in flight).");
+        for (int i = 0; i < s.in.ntargets; i++) {
+            target_labels(b, "tstats_target_pending_points", &s.in.targets[i]);
+            ts_buf_printf(b, "} %llu\n", (unsigned long long)s.in.targets[i].pending);
+        }
+        family(b, "tstats_target_spool_backlog_bytes", "gauge", "Spool bytes a target has not acknowledged.");
+        for (int i = 0; i < s.in.ntargets; i++) {
+            target_labels(b, "tstats_target_spool_backlog_bytes", &s.in.targets[i]);
+            ts_buf_printf(b, "} %llu\n", (unsigned long long)s.in.targets[i].spool_backlog_bytes);
+        }
+        family(b, "tstats_target_up", "gauge", "1 while a target's destination takes data.");
+        for (int i = 0; i < s.in.ntargets; i++) {
+            target_labels(b, "tstats_target_up", &s.in.targets[i]);
+            ts_buf_printf(b, "} %d\n", s.in.targets[i].healthy ? 1 : 0);
+        }
     }
     if (s.in.spool_enabled) {
         family(b, "tstats_spool_bytes", "gauge", "Bytes of the on-disk spool's segments.");
