@@ -46,5 +46,10 @@ int ts_spool_segs_remove(ts_spool_segs *g, size_t i);
 /* Lines of the whole records of s from offset `from` on, header checksums
  * only (stops at the first bad header). */
 uint64_t ts_spool_segs_count_lines(const ts_spool_segs *g, const ts_spool_seg *s, uint64_t from);
+/* Record bytes from (seg, off) to the end of the spool. */
+uint64_t ts_spool_segs_bytes_from(const ts_spool_segs *g, uint64_t seg, uint64_t off);
+/* Append time (wall clock ms) of the first whole record at or after (seg,
+ * off), 0 when there is none or it cannot be read. */
+int64_t ts_spool_segs_time_at(ts_spool_segs *g, uint64_t seg, uint64_t off);
 
 #endif

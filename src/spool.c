@@ -21,6 +21,7 @@
 #include "ts_spool_fmt.h"
 #include "ts_spool_read.h"
 #include "ts_spool_seg.h"
+#include "ts_spool_sync.h"
 
 #define SEG_HDR TS_SPOOL_SEG_HDR
 #define REC_HDR TS_SPOOL_REC_HDR
@@ -84,8 +85,11 @@ struct ts_spool {
     int failing;          /* the last write attempt failed */
     int64_t failed_at;    /* ts_mono_ms of that failure */
     uint64_t refused;     /* appends refused since the failure started */
-    int64_t last_sync;
-    int unsynced;
+    int64_t last_sync;    /* when the last fdatasync was asked for */
+    int unsynced;         /* appends since then */
+    uint64_t seq;         /* appends of this process (their sequence numbers) */
+    ts_spool_syncer *sy;  /* the sync thread; NULL with fsync "never" */
+    uint64_t sync_failures_seen;
     int64_t last_persist;
     int cleanup_ok;
     uint64_t first_own_seg;   /* segments from this id on were written by this process */
@@ -126,7 +130,7 @@ static int pos_write(ts_spool_consumer *c) {
     ts_spool *s = c->s;
     int err = 0;
     int rc = ts_spool_pos_write(s->dir, c->file, c->name, c->acked.seg, c->acked.off,
-                                s->o.fsync != TS_SPOOL_FSYNC_NEVER, &err);
+                                s->o.fsync != TS_SPOOL_FSYNC_NEVER, ".tmp", &err);
     if (rc == 0) c->dirty = 0;
     else {
         uint64_t sup;
@@ -304,13 +308,14 @@ ts_spool *ts_spool_open(const ts_spool_opts *o, char *err, size_t errlen) {
     if (s->o.log_interval_ms <= 0) s->o.log_interval_ms = 60000;
     s->dir = strdup(o->dir);
     if (!s->dir) abort();
-    ts_spool_segs_init(&s->sg, s->dir, s->o.fsync != TS_SPOOL_FSYNC_NEVER);
+    ts_spool_segs_init(&s->sg, s->dir, 0);   /* the directory is synced by the thread */
     s->last_sync = s->last_persist = ts_mono_ms();
     s->c_lines = ts_counter_get("spool_lines_appended");
     s->c_fail = ts_counter_get("spool_append_failures");
     s->c_dropped = ts_counter_get("spool_lines_dropped");
     s->c_corrupt = ts_counter_get("spool_corrupt_records");
     s->c_torn = ts_counter_get("spool_torn_tails");
+    if (s->o.fsync != TS_SPOOL_FSYNC_NEVER) s->sy = ts_spool_syncer_new(s->dir, s->o.sync_hook, s->o.sync_hook_arg);
     int scanned = ts_spool_mkdir(s->dir) == 0 && scan_dir(s) == 0;
     s->first_own_seg = s->sg.next_id;
     if (!scanned) {
@@ -327,23 +332,19 @@ ts_spool *ts_spool_open(const ts_spool_opts *o, char *err, size_t errlen) {
     return s;
 }
 
-static int seal(ts_spool *s) {
-    int rc = 0;
-    if (s->sg.wfd < 0) return 0;
-    if (s->o.fsync != TS_SPOOL_FSYNC_NEVER && s->unsynced) {
-        if (fdatasync(s->sg.wfd) != 0) rc = -1;
-        s->st.fsyncs++;
-    }
-    close(s->sg.wfd);
+static void seal(ts_spool *s) {
+    if (s->sg.wfd < 0) return;
+    if (s->sy && s->unsynced) ts_spool_sync_data(s->sy, s->sg.wfd, s->sg.v[s->sg.n - 1].id, s->seq, 1);
+    else close(s->sg.wfd);   /* (a sync already asked for holds its own descriptor) */
     s->sg.wfd = -1;
     s->unsynced = 0;
-    return rc;
 }
 
 void ts_spool_close(ts_spool *s) {
     if (!s) return;
     ts_spool_sync(s);
     seal(s);
+    ts_spool_syncer_free(s->sy);   /* after every job asked for */
     for (size_t k = 0; k < s->ncons; k++) cons_free(s->cons[k]);
     for (size_t k = 0; k < s->nbad; k++) free(s->bad_files[k]);
     free(s->bad_files);
@@ -351,6 +352,46 @@ void ts_spool_close(ts_spool *s) {
     ts_spool_segs_free(&s->sg);
     free(s->dir);
     free(s);
+}
+
+/* Periodic saves go to the sync thread (a failure there marks every
+ * position dirty again, see sync_check); the saves that must be on disk
+ * before going on (a new consumer, a close) are made here. */
+static void persist_dirty(ts_spool *s) {
+    for (size_t k = 0; k < s->ncons; k++) {
+        ts_spool_consumer *c = s->cons[k];
+        if (!c->dirty) continue;
+        if (s->sy) {
+            ts_spool_sync_pos(s->sy, c->file, c->name, c->acked.seg, c->acked.off);
+            c->dirty = 0;
+        } else
+            pos_write(c);
+    }
+    s->last_persist = ts_mono_ms();
+}
+
+/* What the sync thread did: failures logged (rate-limited), positions saved again. */
+static void sync_check(ts_spool *s) {
+    if (!s->sy) return;
+    ts_spool_sync_state y;
+    ts_spool_sync_get(s->sy, &y);
+    if (y.failures == s->sync_failures_seen) return;
+    s->sync_failures_seen = y.failures;
+    for (size_t k = 0; k < s->ncons; k++) s->cons[k]->dirty = 1;
+    uint64_t sup;
+    if (log_ok(s, LOGK_WRITE, &sup))
+        ts_error("spool: a disk sync in %s failed: %s (the data is in the kernel; retried)", s->dir,
+                 strerror(y.last_errno));
+    s->unsynced = 1;
+}
+
+/* Asks the sync thread for an fdatasync of the open segment (everything up
+ * to the last append). */
+static void sync_request(ts_spool *s) {
+    if (!s->sy || s->sg.wfd < 0 || !s->unsynced) return;
+    ts_spool_sync_data(s->sy, s->sg.wfd, s->sg.v[s->sg.n - 1].id, s->seq, 0);
+    s->unsynced = 0;
+    s->last_sync = ts_mono_ms();
 }
 
 /* ---- appending ---- */
@@ -372,6 +413,7 @@ static int seg_create(ts_spool *s) {
         return -1;
     }
     s->unsynced = 1;
+    if (s->sy) ts_spool_sync_dir(s->sy);
     return 0;
 }
 
@@ -416,17 +458,19 @@ int ts_spool_append(ts_spool *s, const char *db, const char *rp, ts_precision pr
     ph[6] = (unsigned char)rpl;
     ph[7] = 0; /* kind: line protocol */
     ts_put64(ph + 8, (uint64_t)ts_now_ms());
-    uint32_t pc = ts_spool_crc(ph, PAY_HDR);
-    pc = ts_spool_crc_more(pc, db, dbl);
-    pc = ts_spool_crc_more(pc, rp, rpl);
-    pc = ts_spool_crc_more(pc, body, len);
-    ts_spool_hdr_make(rh, (uint32_t)(need - REC_HDR), pc);
+    int ver = ts_spool_rec_version();
+    uint32_t pc = ts_spool_sum(ver, 0, ph, PAY_HDR);
+    pc = ts_spool_sum(ver, pc, db, dbl);
+    pc = ts_spool_sum(ver, pc, rp, rpl);
+    pc = ts_spool_sum(ver, pc, body, len);
+    ts_spool_hdr_make(rh, ver, (uint32_t)(need - REC_HDR), pc);
     struct iovec iov[5] = {{rh, REC_HDR}, {ph, PAY_HDR}, {(void *)db, dbl}, {(void *)rp, rpl}, {(void *)body, len}};
     if (ts_spool_segs_append(&s->sg, iov, 5, need) != 0) {
         write_failed(s, errno, "append to the spool");
         return refuse(s);
     }
     s->unsynced = 1;
+    s->seq++;
     s->st.records_appended++;
     s->st.lines_appended += lines;
     s->st.bytes_appended += need;
@@ -438,44 +482,28 @@ int ts_spool_append(ts_spool *s, const char *db, const char *rp, ts_precision pr
         s->log_at[LOGK_WRITE] = 0;
     }
     if (s->o.fsync == TS_SPOOL_FSYNC_ALWAYS ||
-        (s->o.fsync == TS_SPOOL_FSYNC_INTERVAL && ts_mono_ms() - s->last_sync >= s->o.fsync_interval_ms)) {
-        if (fdatasync(s->sg.wfd) != 0) {
-            /* the data is in the kernel; only durability on power loss is in doubt */
-            if (log_ok(s, LOGK_WRITE, &sup)) ts_error("spool: fdatasync in %s: %s", s->dir, strerror(errno));
-        }
-        s->st.fsyncs++;
-        s->unsynced = 0;
-        s->last_sync = ts_mono_ms();
-    }
+        (s->o.fsync == TS_SPOOL_FSYNC_INTERVAL && ts_mono_ms() - s->last_sync >= s->o.fsync_interval_ms))
+        sync_request(s);
     return 0;
-}
-
-static void persist_dirty(ts_spool *s) {
-    for (size_t k = 0; k < s->ncons; k++)
-        if (s->cons[k]->dirty) pos_write(s->cons[k]);
-    s->last_persist = ts_mono_ms();
 }
 
 void ts_spool_tick(ts_spool *s) {
     int64_t now = ts_mono_ms();
-    if (s->sg.wfd >= 0 && s->unsynced && s->o.fsync == TS_SPOOL_FSYNC_INTERVAL &&
-        now - s->last_sync >= s->o.fsync_interval_ms) {
-        fdatasync(s->sg.wfd);
-        s->st.fsyncs++;
-        s->unsynced = 0;
-        s->last_sync = now;
-    }
+    sync_check(s);
+    if (s->o.fsync != TS_SPOOL_FSYNC_NEVER && now - s->last_sync >= s->o.fsync_interval_ms) sync_request(s);
     if (now - s->last_persist >= s->o.fsync_interval_ms) persist_dirty(s);
     cleanup(s);
 }
 
 int ts_spool_sync(ts_spool *s) {
     int rc = 0;
-    if (s->sg.wfd >= 0 && s->unsynced && s->o.fsync != TS_SPOOL_FSYNC_NEVER) {
-        if (fdatasync(s->sg.wfd) != 0) rc = -1;
-        s->st.fsyncs++;
-        s->unsynced = 0;
-        s->last_sync = ts_mono_ms();
+    if (s->sy) {
+        /* a stop or an explicit sync: wait for the disk here */
+        uint64_t before = s->sync_failures_seen;
+        sync_request(s);
+        ts_spool_sync_wait(s->sy);
+        sync_check(s);
+        if (s->sync_failures_seen != before) rc = -1;
     }
     for (size_t k = 0; k < s->ncons; k++)
         if (s->cons[k]->dirty && pos_write(s->cons[k]) != 0) rc = -1;
@@ -488,6 +516,13 @@ int ts_spool_writable(const ts_spool *s) { return !s->failing; }
 
 void ts_spool_get_stats(const ts_spool *s, ts_spool_stats *st) {
     *st = s->st;
+    if (s->sy) {
+        ts_spool_sync_state y;
+        ts_spool_sync_get(s->sy, &y);
+        st->fsyncs = y.fsyncs;
+        st->records_synced = y.durable_seq;
+        st->sync_busy = y.busy;
+    }
     st->bytes = s->sg.total;
     st->segments = s->sg.n;
 }
@@ -735,47 +770,12 @@ void ts_spool_rewind(ts_spool_consumer *c) {
     c->cur = c->acked;
 }
 
-static uint64_t bytes_from(const ts_spool *s, ts_spool_pos p) {
-    uint64_t b = 0;
-    for (size_t i = 0; i < s->sg.n; i++) {
-        const seg *g = &s->sg.v[i];
-        if (g->id > p.seg) b += g->size - SEG_HDR;
-        else if (g->id == p.seg && g->size > p.off) b += g->size - (p.off < SEG_HDR ? SEG_HDR : p.off);
-    }
-    return b;
-}
-
 void ts_spool_consumer_stats(const ts_spool_consumer *c, ts_spool_cstats *st) {
-    st->backlog_bytes = bytes_from(c->s, c->acked);
-    st->unread_bytes = bytes_from(c->s, c->cur);
+    st->backlog_bytes = ts_spool_segs_bytes_from(&c->s->sg, c->acked.seg, c->acked.off);
+    st->unread_bytes = ts_spool_segs_bytes_from(&c->s->sg, c->cur.seg, c->cur.off);
     st->lines_lost = c->lines_lost;
     st->lines_read = c->lines_read;
     st->records_read = c->records_read;
-}
-
-/* The first whole record at or after p: its append time, 0 if there is none. */
-static int64_t time_at(ts_spool *s, ts_spool_pos p, ts_spool_pos *at) {
-    for (;;) {
-        size_t idx;
-        seg *g = ts_spool_segs_find(&s->sg, p.seg, &idx);
-        if (!g) return 0;
-        if (g->id != p.seg || p.off < SEG_HDR) p = (ts_spool_pos){g->id, SEG_HDR};
-        if (p.off + REC_HDR + PAY_HDR > g->size) {
-            if (idx + 1 == s->sg.n) return 0;
-            p = (ts_spool_pos){s->sg.v[idx + 1].id, SEG_HDR};
-            continue;
-        }
-        *at = p;
-        char path[4200];
-        ts_spool_segs_path(&s->sg, g->id, path, sizeof path);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) return 0;
-        unsigned char h[REC_HDR + PAY_HDR];
-        ssize_t n = pread(fd, h, sizeof h, (off_t)p.off);
-        close(fd);
-        if (n != (ssize_t)sizeof h || !ts_spool_hdr_ok(h)) return 0;
-        return (int64_t)ts_get64(h + REC_HDR + 8);
-    }
 }
 
 int64_t ts_spool_oldest_age_ms(ts_spool_consumer *c) {
@@ -784,8 +784,7 @@ int64_t ts_spool_oldest_age_ms(ts_spool_consumer *c) {
     if (s->sg.n == 0 || ts_spool_pos_cmp(at, (ts_spool_pos){s->sg.v[s->sg.n - 1].id, s->sg.v[s->sg.n - 1].size}) >= 0)
         return -1;
     if (c->age_time_ms == 0 || ts_spool_pos_cmp(c->age_pos, at) != 0) {
-        ts_spool_pos rec = at;
-        c->age_time_ms = time_at(s, at, &rec);
+        c->age_time_ms = ts_spool_segs_time_at(&s->sg, at.seg, at.off);
         c->age_pos = at;
     }
     if (c->age_time_ms == 0) return -1;

@@ -34,7 +34,7 @@ static uint64_t resync(int fd, uint64_t from, uint64_t end) {
         ssize_t n = pread(fd, win, want, (off_t)off);
         if (n < (ssize_t)REC_HDR) break;
         for (size_t i = 0; i + REC_HDR <= (size_t)n; i++) {
-            if (win[i] != 'T') continue;
+            if (win[i] != 'T') continue;   /* both magics start "TSR" */
             if (ts_spool_hdr_ok(win + i)) return off + i;
         }
         /* the last REC_HDR-1 bytes may begin a header split by the window */
@@ -45,12 +45,12 @@ static uint64_t resync(int fd, uint64_t from, uint64_t end) {
 
 /* Whether the payload at `off` matches its checksum (error path only: tells
  * a damaged record from a well-formed one we do not understand). */
-static int payload_crc_ok(int fd, uint64_t off, uint64_t len, uint32_t want) {
+static int payload_crc_ok(int fd, int ver, uint64_t off, uint64_t len, uint32_t want) {
     ts_buf tmp;
     ts_buf_init(&tmp);
     ts_buf_reserve(&tmp, (size_t)len + 1);
     ssize_t n = pread(fd, tmp.data, (size_t)len, (off_t)(off + REC_HDR));
-    int ok = n == (ssize_t)len && ts_spool_crc(tmp.data, (size_t)len) == want;
+    int ok = n == (ssize_t)len && ts_spool_sum(ver, 0, tmp.data, (size_t)len) == want;
     ts_buf_free(&tmp);
     return ok;
 }
@@ -75,7 +75,8 @@ ts_spool_rd_kind ts_spool_rd_next(ts_spool_rd *rd, uint64_t off, ts_buf *dst) {
     ssize_t n = pread(rd->fd, h, REC_HDR, (off_t)off);
     if (n < 0) return rd->err = errno, TS_SPOOL_RD_ERROR;
     if (n < (ssize_t)REC_HDR) return torn_to_end(rd);
-    if (!ts_spool_hdr_ok(h)) {
+    int ver = ts_spool_hdr_ok(h);
+    if (!ver) {
         uint64_t next = resync(rd->fd, off + 1, rd->size);
         rd->skipped = next - off;
         rd->next = next;
@@ -103,7 +104,7 @@ ts_spool_rd_kind ts_spool_rd_next(ts_spool_rd *rd, uint64_t off, ts_buf *dst) {
     unsigned prec = ph[4], dbl = ph[5], rpl = ph[6], kind = ph[7];
     if (kind != 0 || prec > TS_PREC_H || dbl == 0 || dbl > 127 || rpl > 127 || PAY_HDR + dbl + rpl >= len) {
         /* checked before the checksum: a wrong header cannot be a record we wrote either way */
-        return corrupt(rd, payload_crc_ok(rd->fd, off, len, ts_get32(h + 12)) ? "bad payload header"
+        return corrupt(rd, payload_crc_ok(rd->fd, ver, off, len, ts_get32(h + 12)) ? "bad payload header"
                                                                              : "payload checksum mismatch");
     }
     size_t body_off = PAY_HDR + dbl + rpl, blen = (size_t)len - body_off;
@@ -124,8 +125,8 @@ ts_spool_rd_kind ts_spool_rd_next(ts_spool_rd *rd, uint64_t off, ts_buf *dst) {
      * made: what comes back from them is what append had in memory. Anything
      * older (a previous run, a crash) is checked in full. */
     if (!rd->trusted) {
-        uint32_t pc = ts_spool_crc(ph, body_off);
-        pc = ts_spool_crc_more(pc, body, blen);
+        uint32_t pc = ts_spool_sum(ver, 0, ph, body_off);
+        pc = ts_spool_sum(ver, pc, body, blen);
         if (pc != ts_get32(h + 12)) return corrupt(rd, "payload checksum mismatch");
     }
     /* a checksum only proves what was written; check it is what we write */

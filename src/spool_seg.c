@@ -210,3 +210,37 @@ uint64_t ts_spool_segs_count_lines(const ts_spool_segs *g, const ts_spool_seg *s
     close(fd);
     return lines;
 }
+
+uint64_t ts_spool_segs_bytes_from(const ts_spool_segs *g, uint64_t seg, uint64_t off) {
+    uint64_t b = 0;
+    for (size_t i = 0; i < g->n; i++) {
+        const ts_spool_seg *s = &g->v[i];
+        if (s->id > seg) b += s->size - TS_SPOOL_SEG_HDR;
+        else if (s->id == seg && s->size > off) b += s->size - (off < TS_SPOOL_SEG_HDR ? TS_SPOOL_SEG_HDR : off);
+    }
+    return b;
+}
+
+int64_t ts_spool_segs_time_at(ts_spool_segs *g, uint64_t seg, uint64_t off) {
+    for (;;) {
+        size_t idx;
+        ts_spool_seg *s = ts_spool_segs_find(g, seg, &idx);
+        if (!s) return 0;
+        if (s->id != seg || off < TS_SPOOL_SEG_HDR) seg = s->id, off = TS_SPOOL_SEG_HDR;
+        if (off + TS_SPOOL_REC_HDR + TS_SPOOL_PAY_HDR > s->size) {
+            if (idx + 1 == g->n) return 0;
+            seg = g->v[idx + 1].id;
+            off = TS_SPOOL_SEG_HDR;
+            continue;
+        }
+        char path[4200];
+        ts_spool_segs_path(g, s->id, path, sizeof path);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return 0;
+        unsigned char h[TS_SPOOL_REC_HDR + TS_SPOOL_PAY_HDR];
+        ssize_t n = pread(fd, h, sizeof h, (off_t)off);
+        close(fd);
+        if (n != (ssize_t)sizeof h || !ts_spool_hdr_ok(h)) return 0;
+        return (int64_t)ts_get64(h + TS_SPOOL_REC_HDR + 8);
+    }
+}

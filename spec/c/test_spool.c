@@ -5,8 +5,10 @@
  *   test_spool --enospc DIR the disk-full check on DIR, which must be an empty small
  *                           filesystem (spec/runtime/spool_spec.lua mounts a tmpfs) */
 #include "ts_spool.h"
+#include "ts_spool_fmt.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -482,6 +484,163 @@ static void test_oldest_age(void) {
     ts_spool_close(s);
 }
 
+/* CRC32C: the known check value, the instruction against the table over
+ * every alignment and many lengths (both sides of the block sizes), and the
+ * continuation; then a spool holding records of both format versions. */
+static void test_crc32c(void) {
+    CHECK_EQ(ts_spool_crc32c(0, "123456789", 9), 0xE3069283u);
+    CHECK_EQ(ts_spool_crc32c_sw(0, "123456789", 9), 0xE3069283u);
+    CHECK_EQ(ts_spool_crc32c(0, "", 0), 0);
+    size_t big = 3 * 8192 * 2 + 3 * 256 + 77;
+    unsigned char *buf = malloc(big + 16);
+    uint32_t x = 12345;
+    for (size_t i = 0; i < big + 16; i++) buf[i] = (unsigned char)((x = x * 1103515245u + 12345u) >> 16);
+    size_t lens[] = {0, 1, 7, 8, 9, 255, 256, 767, 768, 769, 3000, 8191, 24575, 24576, 24577, 30000, big};
+    int mism = 0;
+    for (size_t a = 0; a < 8; a++)
+        for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
+            uint32_t h = ts_spool_crc32c(0, buf + a, lens[k]), w = ts_spool_crc32c_sw(0, buf + a, lens[k]);
+            uint32_t part = ts_spool_crc32c(ts_spool_crc32c(0, buf + a, lens[k] / 3), buf + a + lens[k] / 3,
+                                            lens[k] - lens[k] / 3);
+            if (h != w || part != w) mism++;
+        }
+    CHECK_EQ(mism, 0);
+    free(buf);
+    printf("crc32c: %s\n", ts_spool_crc32c_hw() ? "SSE4.2 instruction" : "table (no SSE4.2)");
+
+    /* records of version 1 and 2 in one spool, read by a later process */
+    const char *dir = newdir();
+    ts_spool_opts o = opts(dir);
+    ts_spool *s = sopen(&o);
+    ts_spool_consumer *c = ts_spool_consumer_open(s, "c", TS_SPOOL_START_OLDEST);
+    ts_spool_consumers_done(s);
+    for (int i = 0; i < 6; i++) {
+        ts_spool_set_rec_version(i % 2 ? 2 : 1);
+        CHECK_EQ(append(s, i, 3), 0);
+    }
+    ts_spool_set_rec_version(0);
+    ts_spool_close(s);
+    char *seg = seg_file(dir, 0);
+    int v1 = 0, v2 = 0;
+    for (int i = 0; i < 6; i++) {
+        long off = rec_offset(seg, i);
+        FILE *f = fopen(seg, "rb");
+        unsigned char m[4] = {0};
+        if (f && fseek(f, off, SEEK_SET) == 0 && fread(m, 1, 4, f) == 4) {
+            if (memcmp(m, "TSR1", 4) == 0) v1++;
+            if (memcmp(m, "TSR2", 4) == 0) v2++;
+        }
+        if (f) fclose(f);
+    }
+    CHECK_EQ(v1, 3);
+    CHECK_EQ(v2, 3);
+    /* a flipped byte in a version 2 body is caught (records of an earlier run are checked) */
+    flip_byte(seg, rec_offset(seg, 3) + 16 + 16 + 5 + 10);
+    s = sopen(&o);
+    c = ts_spool_consumer_open(s, "c", TS_SPOOL_START_OLDEST);
+    ts_spool_consumers_done(s);
+    int seen[6] = {0};
+    CHECK_EQ(drain(c, seen, 6, 1), 5);
+    for (int i = 0; i < 6; i++) CHECK_EQ(seen[i], i == 3 ? 0 : 1);
+    ts_spool_stats st;
+    ts_spool_get_stats(s, &st);
+    CHECK_EQ(st.corrupt_records, 1);
+    ts_spool_close(s);
+}
+
+/* The disk syncs run on the spool's helper thread: with a "disk" that
+ * blocks (the hook holds the thread), appends in "always" mode still return
+ * at once, and they count as synced only once the fdatasync returned. */
+static pthread_mutex_t g_gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_gate_cv = PTHREAD_COND_INITIALIZER;
+static int g_gate_open, g_gate_waits;
+static void gate_hook(void *arg) {
+    (void)arg;
+    pthread_mutex_lock(&g_gate_mu);
+    g_gate_waits++;
+    while (!g_gate_open) pthread_cond_wait(&g_gate_cv, &g_gate_mu);
+    pthread_mutex_unlock(&g_gate_mu);
+}
+static void gate_set(int open) {
+    pthread_mutex_lock(&g_gate_mu);
+    g_gate_open = open;
+    pthread_cond_broadcast(&g_gate_cv);
+    pthread_mutex_unlock(&g_gate_mu);
+}
+/* waits (at most 10 s: a bound, not a speed check) until the thread is idle */
+static void wait_synced(ts_spool *s, ts_spool_stats *st) {
+    for (int i = 0; i < 1000; i++) {
+        ts_spool_get_stats(s, st);
+        if (!st->sync_busy) return;
+        sleep_ms(10);
+    }
+}
+
+static void test_sync_thread(void) {
+    const char *dir = newdir();
+    ts_spool_opts o = opts(dir);
+    o.fsync = TS_SPOOL_FSYNC_ALWAYS;
+    o.sync_hook = gate_hook;
+    gate_set(0);
+    ts_spool *s = sopen(&o);
+    ts_spool_consumer *c = ts_spool_consumer_open(s, "c", TS_SPOOL_START_OLDEST);
+    ts_spool_consumers_done(s);
+    /* the disk is held: every append still returns, none is synced yet */
+    for (int i = 0; i < 5; i++) CHECK_EQ(append(s, i, 4), 0);
+    ts_spool_stats st;
+    ts_spool_get_stats(s, &st);
+    CHECK_EQ(st.records_appended, 5);
+    CHECK_EQ(st.records_synced, 0);
+    CHECK_EQ(st.sync_busy, 1);
+    /* and they can be read (sending early loses nothing) */
+    int seen[5] = {0};
+    CHECK_EQ(drain(c, seen, 5, 1), 5);
+    gate_set(1);
+    wait_synced(s, &st);
+    CHECK_EQ(st.sync_busy, 0);
+    CHECK_EQ(st.records_synced, 5);
+    /* requests made while one waited were merged: fewer syncs than appends */
+    CHECK(st.fsyncs >= 1 && st.fsyncs < 5);
+    /* one more append: synced by itself */
+    CHECK_EQ(append(s, 5, 4), 0);
+    wait_synced(s, &st);
+    CHECK_EQ(st.records_synced, 6);
+    ts_spool_close(s);
+
+    /* "interval": a tick past the interval asks for the sync and saves the
+     * moved position on the thread; the position file has it without a close */
+    dir = newdir();
+    o = opts(dir);
+    o.fsync = TS_SPOOL_FSYNC_INTERVAL;
+    o.fsync_interval_ms = 50;
+    o.sync_hook = NULL;
+    s = sopen(&o);
+    c = ts_spool_consumer_open(s, "c", TS_SPOOL_START_OLDEST);
+    ts_spool_consumers_done(s);
+    sleep_ms(60);
+    CHECK_EQ(append(s, 0, 4), 0);   /* past the interval: synced at once (on the thread) */
+    for (int i = 1; i < 4; i++) CHECK_EQ(append(s, i, 4), 0);
+    ts_spool_rec r;
+    ts_spool_pos last = {0, 0};
+    while (ts_spool_read(c, &r) == 1) {
+        ts_spool_ack(c, r.next);
+        last = r.next;
+    }
+    sleep_ms(60);
+    ts_spool_tick(s);
+    wait_synced(s, &st);
+    CHECK_EQ(st.records_synced, 4);
+    char *file = ts_spool_pos_file_name("c");
+    char name[64];
+    uint64_t sg = 0, off = 0;
+    CHECK_EQ(ts_spool_pos_read(dir, file, name, sizeof name, &sg, &off), 0);
+    CHECK_EQ(sg, last.seg);
+    CHECK_EQ(off, last.off);
+    free(file);
+    ts_spool_close(s);
+    gate_set(0);
+}
+
 static void test_max_bytes(void) {
     const char *dir = newdir();
     ts_spool_opts o = opts(dir);
@@ -820,6 +979,8 @@ int main(int argc, char **argv) {
     test_ack_one();
     test_read_into();
     test_oldest_age();
+    test_crc32c();
+    test_sync_thread();
     test_max_bytes();
     test_torn_tail();
     test_corrupt_bytes();

@@ -7,7 +7,7 @@
  * record header's crc32s so garbage payloads reach the payload checks, which
  * a fuzzer could never reach through a checksum), bits 1-2 the number of
  * segments (1-4) the rest is split into, bit 3 a position file from the
- * last 64 bytes. After the reads the spool must still append and read back. */
+ * last 64 bytes, bit 4 the fixed checksums in format 2 (CRC32C) instead of 1. After the reads the spool must still append and read back. */
 #include "../../src/buf.c"
 #include "../../src/log.c"
 #include "../../src/counter.c"
@@ -15,6 +15,7 @@
 #include "../../src/spool_fmt.c"
 #include "../../src/spool_seg.c"
 #include "../../src/spool_read.c"
+#include "../../src/spool_sync.c"
 #include "../../src/spool.c"
 
 #include <stdint.h>
@@ -47,17 +48,17 @@ static void write_file(const char *name, const uint8_t *p, size_t n) {
 }
 
 /* Rewrites the checksums of every header-shaped record in a segment image. */
-static void fix_checksums(uint8_t *p, size_t n) {
+static void fix_checksums(uint8_t *p, size_t n, int ver) {
     size_t off = SEG_HDR;
     while (off + REC_HDR <= n) {
-        ts_put32(p + off, TS_SPOOL_REC_MAGIC);
+        ts_put32(p + off, ver == 2 ? TS_SPOOL_REC_MAGIC2 : TS_SPOOL_REC_MAGIC);
         uint32_t len = ts_get32(p + off + 4);
         if (len > n - off - REC_HDR) {
             len = (uint32_t)(n - off - REC_HDR);
             ts_put32(p + off + 4, len);
         }
-        ts_put32(p + off + 8, ts_spool_crc(p + off, 8));
-        ts_put32(p + off + 12, ts_spool_crc(p + off + REC_HDR, len));
+        ts_put32(p + off + 8, ts_spool_sum(ver, 0, p + off, 8));
+        ts_put32(p + off + 12, ts_spool_sum(ver, 0, p + off + REC_HDR, len));
         off += REC_HDR + len;
     }
 }
@@ -96,7 +97,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 memcpy(p, ts_spool_seg_magic, 8);
                 ts_put64(p + 8, k + 1);
             }
-            fix_checksums(p, len);
+            fix_checksums(p, len, mode & 16 ? 2 : 1);
         }
         char name[32];
         snprintf(name, sizeof name, "%016x.seg", k + 1);
