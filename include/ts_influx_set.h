@@ -5,7 +5,7 @@
  * transaction: kept targets are reconfigured, new ones made (their spool
  * position at the oldest record the spool holds), removed ones retired: they
  * leave the list at once, send what they hold until influxdb's shutdown
- * timeout passes, then close. */
+ * timeout passes, then close (listed again before that, they stay). */
 #ifndef TS_INFLUX_SET_H
 #define TS_INFLUX_SET_H
 #include "ts_config.h"

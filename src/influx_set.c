@@ -94,6 +94,12 @@ static void retire(ts_influx_set *x, ts_target *t, int64_t deadline) {
     ts_writer_flush(ts_target_self(t));   /* what it holds goes now */
 }
 
+static int retiring_index(const ts_influx_set *x, const char *name) {
+    for (int i = 0; i < x->nret; i++)
+        if (strcmp(ts_target_name(x->ret[i].t), name) == 0) return i;
+    return -1;
+}
+
 int ts_influx_set_apply(ts_influx_set *x, const ts_settings *s, int reload) {
     want w[MAX_INFLUX];
     int nw = wanted(s, w);
@@ -106,6 +112,7 @@ int ts_influx_set_apply(ts_influx_set *x, const ts_settings *s, int reload) {
     for (int i = 0; i < nw; i++) {
         ts_target *t = ts_targets_find(x->targets, w[i].name);
         if (t && is_influx(t)) continue;
+        if (retiring_index(x, w[i].name) >= 0) continue;   /* listed again before it closed: it comes back */
         opts_for(x, s, &w[i], one[i], &o);
         made[i] = ts_writer_new(x->loop, &o);
         nmade++;
@@ -137,6 +144,12 @@ int ts_influx_set_apply(ts_influx_set *x, const ts_settings *s, int reload) {
         retire(x, ts_targets_take(x->targets, ts_target_name(t)), deadline);
     }
     for (int i = 0; i < nw; i++) {
+        int r = made[i] ? -1 : retiring_index(x, w[i].name);
+        if (r >= 0) {
+            ts_targets_add(x->targets, x->ret[r].t);
+            x->ret[r] = x->ret[--x->nret];
+            ts_info("influxdb: %s is configured again: it stays", w[i].name);
+        }
         if (made[i]) {
             ts_targets_add(x->targets, ts_writer_target(made[i], w[i].name));
             if (reload) ts_info("influxdb: %s added (its spool position at the oldest record the spool holds)", w[i].name);

@@ -2,7 +2,8 @@
  * targets driven through ts_target.h (the InfluxDB writer and a recording
  * kind): a batch handed over once, the spool appended once for the targets
  * that read it, copies from memory for the others and for everyone when the
- * spool refuses, ticks, stats, health, drain, removal and close. */
+ * spool refuses, ticks, stats, health, drain, removal and close; the
+ * InfluxDB set made from the settings, changed on reload as one transaction. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 
 #include "check.h"
 #include "ts_clock.h"
+#include "ts_influx_set.h"
 #include "ts_log.h"
 #include "ts_target.h"
 #include "ts_writer.h"
@@ -205,6 +207,83 @@ static void test_influx_kind(void) {
     ts_loop_free(loop);
 }
 
+static int has(const ts_targets *l, const char *name) { return ts_targets_find(l, name) != NULL; }
+
+/* Failover -> mirror [A, B] -> mirror [B]; then a change one of whose new
+ * targets cannot open its spool position changes nothing. */
+static void test_influx_set(const char *dir) {
+    ts_loop *loop = ts_loop_new();
+    ts_spool_opts so;
+    memset(&so, 0, sizeof so);
+    so.dir = dir;
+    char err[256];
+    ts_spool *sp = ts_spool_open(&so, err, sizeof err);
+    CHECK(sp != NULL, "%s", err);
+    if (!sp) return;
+    ts_targets *l = ts_targets_new(loop, sp, 100, NULL);
+    ts_influx_set *x = ts_influx_set_new(loop, l, sp, NULL);
+    char a[] = "http://127.0.0.1:1", b[] = "http://127.0.0.1:2", c[] = "http://127.0.0.1:3";
+    char mirror[] = "mirror", failover[] = "failover";
+    char *urls[4] = {a, NULL, NULL, NULL};
+    ts_settings s;
+    memset(&s, 0, sizeof s);
+    s.shutdown_timeout = 0.05;
+    s.influxdb.urls = urls;
+    s.influxdb.nurls = 1;
+    s.influxdb.mode = failover;
+    CHECK(ts_influx_set_apply(x, &s, 0) == 0);
+    CHECK(ts_targets_count(l) == 1 && has(l, "influx"));
+    ts_writer *first = ts_influx_set_first(x);
+    CHECK(first && ts_writer_reads_spool(first));
+
+    urls[1] = b;
+    s.influxdb.nurls = 2;
+    s.influxdb.mode = mirror;
+    CHECK(ts_influx_set_apply(x, &s, 1) == 0);
+    CHECK(ts_targets_count(l) == 2 && has(l, "influx:http://127.0.0.1:1") && has(l, "influx:http://127.0.0.1:2"),
+          "%d targets", ts_targets_count(l));
+    CHECK(!has(l, "influx") && ts_influx_set_retiring(x) == 1, "the failover target retires");
+    ts_influx_set_step(x);
+    CHECK(ts_influx_set_retiring(x) == 0, "holding nothing, it closes at the next step");
+    ts_target *tb = ts_targets_find(l, "influx:http://127.0.0.1:2");
+
+    urls[0] = b;
+    urls[1] = NULL;
+    s.influxdb.nurls = 1;
+    CHECK(ts_influx_set_apply(x, &s, 1) == 0);
+    CHECK(ts_targets_count(l) == 1 && ts_targets_find(l, "influx:http://127.0.0.1:2") == tb, "B kept as it was");
+    CHECK(ts_influx_set_first(x) == ts_target_self(tb));
+    CHECK(ts_influx_set_retiring(x) == 1, "A retires");
+    /* listed again before it closed: the same target comes back */
+    urls[1] = a;
+    s.influxdb.nurls = 2;
+    CHECK(ts_influx_set_apply(x, &s, 1) == 0);
+    CHECK(ts_targets_count(l) == 2 && ts_influx_set_retiring(x) == 0 && has(l, "influx:http://127.0.0.1:1"));
+    urls[1] = NULL;
+    s.influxdb.nurls = 1;
+    CHECK(ts_influx_set_apply(x, &s, 1) == 0);
+    ts_influx_set_step(x);
+    CHECK(ts_targets_count(l) == 1 && ts_influx_set_retiring(x) == 0, "A closed");
+
+    /* C's position is held open elsewhere: adding A and C is refused as a whole */
+    ts_spool_consumer *held = ts_spool_consumer_open(sp, "influx:http://127.0.0.1:3", TS_SPOOL_START_END);
+    CHECK(held != NULL);
+    urls[1] = a;
+    urls[2] = c;
+    s.influxdb.nurls = 3;
+    CHECK(ts_influx_set_apply(x, &s, 1) == -1);
+    CHECK(ts_targets_count(l) == 1 && ts_targets_find(l, "influx:http://127.0.0.1:2") == tb,
+          "nothing joined: %d targets", ts_targets_count(l));
+    ts_spool_consumer_close(held);
+    CHECK(ts_influx_set_apply(x, &s, 1) == 0);
+    CHECK(ts_targets_count(l) == 3, "once it can, all of it joins: %d", ts_targets_count(l));
+
+    CHECK(ts_influx_set_free(x, ts_mono_ms()) == 0);
+    ts_targets_free(l);
+    ts_spool_close(sp);
+    ts_loop_free(loop);
+}
+
 int main(void) {
     ts_log_set_level(TS_LOG_ERROR);
     char base[] = "/tmp/ts_target_XXXXXX";
@@ -215,6 +294,9 @@ int main(void) {
     test_spool_once(dir);
     test_spool_refuses(base);
     test_influx_kind();
+    char dir2[600];
+    snprintf(dir2, sizeof dir2, "%s/spool2", base);
+    test_influx_set(dir2);
     char cmd[700];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
     if (system(cmd) != 0) printf("could not remove %s\n", base);
