@@ -29,6 +29,7 @@ typedef struct ts_kafka_feed_stats {
     uint64_t records_open;       /* handed to the target, not acknowledged yet */
     uint64_t backlog_bytes;      /* spool bytes Kafka has not acknowledged */
     uint64_t lines_lost;         /* removed from the spool for max_bytes before Kafka read them */
+    int64_t oldest_age_ms;       /* age of the oldest record Kafka has not acknowledged; -1 none */
 } ts_kafka_feed_stats;
 void ts_kafka_feed_get_stats(const ts_kafka_feed *f, ts_kafka_feed_stats *s);
 /* Closes the consumer (position persisted); records not acknowledged stay.

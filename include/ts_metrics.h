@@ -35,7 +35,8 @@ void ts_metrics_plan_begin(ts_metrics *m);
 void ts_metrics_plan_endpoint(ts_metrics *m, const char *cdn, const char *endpoint);
 void ts_metrics_plan_end(ts_metrics *m);
 void ts_metrics_refresh_done(ts_metrics *m, int ok);
-void ts_metrics_summary_done(ts_metrics *m, const char *cdn);   /* NULL: every CDN of the plan */
+/* The CDN's daily summary was last stored at t_ms (wall clock); an older t_ms is ignored. */
+void ts_metrics_summary_done(ts_metrics *m, const char *cdn, int64_t t_ms);
 
 typedef struct ts_metrics_dest {
     char db[128], rp[128];
@@ -43,11 +44,18 @@ typedef struct ts_metrics_dest {
 } ts_metrics_dest;
 
 /* One of the daemon's targets (ts_target.h), as the metrics show it. */
-#define TS_METRICS_MAX_TARGETS 24
-typedef struct ts_metrics_target {
+#define TS_METRICS_MAX_OUTPUTS 24
+typedef struct ts_metrics_output {
     char name[300], kind[16];
     uint64_t written, rejected, dropped, pending, spool_backlog_bytes;
     int healthy;
+} ts_metrics_output;
+
+/* One reader of the spool (an InfluxDB writer, the Kafka feed): what it has not acknowledged. */
+typedef struct ts_metrics_target {
+    char name[256];
+    uint64_t backlog_bytes;
+    int64_t oldest_age_ms;                 /* -1: nothing unacknowledged */
 } ts_metrics_target;
 
 typedef struct ts_metrics_inputs {
@@ -65,7 +73,9 @@ typedef struct ts_metrics_inputs {
     uint64_t spool_bytes;                  /* on disk */
     uint64_t spool_backlog_bytes;          /* not yet acknowledged by InfluxDB */
     uint64_t spool_append_failures, spool_lines_dropped;
-    ts_metrics_target targets[TS_METRICS_MAX_TARGETS];   /* every target of the run */
+    ts_metrics_output outputs[TS_METRICS_MAX_OUTPUTS];   /* every target of the run */
+    int noutputs;
+    const ts_metrics_target *targets;      /* per spool reader */
     int ntargets;
 } ts_metrics_inputs;
 /* Also copies every named counter (ts_counters_foreach): call it on the loop. */

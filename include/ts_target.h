@@ -21,6 +21,7 @@ typedef struct ts_target_stats {
     uint64_t pending;          /* held now: queued, retrying, in flight */
     uint64_t pending_bytes;
     uint64_t spool_backlog_bytes;   /* spool bytes this target has not acknowledged */
+    int64_t spool_oldest_age_ms;    /* age of the oldest spool record it has not acknowledged; -1 none */
     uint64_t requests_ok, requests_failed, retries, bytes_sent;   /* 0 where a kind has no such thing */
 } ts_target_stats;
 
@@ -48,6 +49,7 @@ const char *ts_target_name(const ts_target *t);
 const char *ts_target_kind(const ts_target *t);
 void *ts_target_self(const ts_target *t);
 int ts_target_healthy(const ts_target *t);
+int ts_target_reads_spool(const ts_target *t);
 void ts_target_stats_get(const ts_target *t, ts_target_stats *s);
 size_t ts_target_drain(ts_target *t, int64_t deadline_mono_ms);
 /* Calls ops->close and frees t. NULL ok. */

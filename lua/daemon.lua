@@ -1,7 +1,8 @@
 -- The daemon's decisions (Lua side): where the plan comes from (Traffic Ops,
 -- or the last good copy on disk when Traffic Ops is down) and when daily
 -- summaries run. The C daemon (src/daemon.c) calls start(), refresh() every
--- config_interval, and summary_tick(now_s) every daily_summary_interval.
+-- config_interval, summary_tick(now_s) every daily_summary_interval, and
+-- summary_successes() for /metrics.
 local tstats = require "tstats"
 
 local D = {}
@@ -96,6 +97,14 @@ function D.summary_tick(now_s)
     return
   end
   return summary.tick(now_s)
+end
+
+-- { [cdn] = unix_s } of each CDN's last stored daily summary (this state dir's record,
+-- so it survives a restart); the C daemon hands it to /metrics after start and each tick.
+function D.summary_successes()
+  local ok, st = pcall(require, "summary_state")
+  if not ok then return {} end
+  return st.load()
 end
 
 return D

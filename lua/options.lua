@@ -87,7 +87,7 @@ O.list = {
   { "http.user", "string", nil, "basic auth user of the HTTP listener (with http.password)" },
   { "http.password", "secret", nil, "basic auth password of the HTTP listener (use env(\"TSTATS_HTTP_PASSWORD\"))" },
   { "http.token", "secret", nil, "bearer token of the HTTP listener (use env(\"TSTATS_HTTP_TOKEN\"))" },
-  { "http.health_intervals", "integer", 3, "/health fails when a CDN was not polled (or nothing written) within this many intervals", min = 1 },
+  { "http.health_intervals", "integer", 3, "/health fails when a CDN was not polled (or its points not written) within this many intervals", min = 1 },
 
   { "kafka.enabled", "boolean", false, "also export every point to Kafka (its own queue: Kafka down never holds InfluxDB back)" },
   { "kafka.brokers", "string", nil, "bootstrap brokers, \"host1:9092,host2:9092\"" },

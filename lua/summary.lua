@@ -216,6 +216,7 @@ function summary._reset()
   if state.pg then pcall(state.pg.close, state.pg) end
   state = { pg = nil, to = nil, done = {} }
   loaded = {}
+  require("summary_state")._reset()
 end
 
 local function sinks()
@@ -441,6 +442,11 @@ function summary.run_day(day, opts)
   if #rows > 0 then
     local ok, err = write_all(day, rows)
     if not ok then return nil, ("%s: %s"):format(day.date, err) end
+    -- every CDN with rows in the store now: /metrics' last success per CDN
+    local stored = {}
+    for _, r in ipairs(rows) do stored[r.cdn] = true end
+    local now = T().now
+    require("summary_state").record(stored, type(now) == "function" and now() or os.time())
   else
     log("info", ("daily summary %s: no data (rollups %s)"):format(day.date, table.concat(names, ", ")))
   end

@@ -3,6 +3,7 @@
  * the daily summaries. Timers and signals only raise flags; the work runs
  * between loop iterations, so blocking Lua calls never re-enter curl. */
 #include <errno.h>
+#include <math.h>
 #include <lauxlib.h>
 #include <signal.h>
 #include <stdio.h>
@@ -355,15 +356,30 @@ static int refresh_plan(tsd *d) {
     return rc == 1 ? -1 : rc;
 }
 
+/* Each CDN's last stored daily summary, as Lua keeps it in the state dir (so a restart
+ * still knows it), into the metrics store. */
+static void summary_successes(tsd *d) {
+    if (!d->metrics || lua_daemon_call(d, "summary_successes", 0, 1) != 0) return;
+    lua_State *L = d->L;
+    if (lua_istable(L, -1)) {
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TNUMBER)
+                ts_metrics_summary_done(d->metrics, lua_tostring(L, -2), (int64_t)llround(lua_tonumber(L, -1) * 1000.0));
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+}
+
 static void run_summary(tsd *d) {
     lua_pushinteger(d->L, ts_now_ms() / 1000);
     if (lua_daemon_call(d, "summary_tick", 1, 1) != 0) {
         ts_warn("daily summary tick failed; it runs again next tick");
         return;
     }
-    /* summary.tick returns the number of days it stored (each covers every CDN) */
-    if (d->metrics && lua_isinteger(d->L, -1) && lua_tointeger(d->L, -1) > 0) ts_metrics_summary_done(d->metrics, NULL);
     lua_pop(d->L, 1);
+    summary_successes(d);
 }
 
 /* Unload our modules so SIGHUP picks up edited scripts; the API and the
@@ -449,14 +465,14 @@ static void publish_metrics(tsd *d) {
     }
     in.dests = md;
     in.ndests = nd;
-    for (int i = 0; i < ts_targets_count(d->targets) && in.ntargets < TS_METRICS_MAX_TARGETS; i++) {
+    for (int i = 0; i < ts_targets_count(d->targets) && in.noutputs < TS_METRICS_MAX_OUTPUTS; i++) {
         const ts_target *t = ts_targets_at(d->targets, i);
         ts_target_stats ts;
         ts_target_stats_get(t, &ts);
-        ts_metrics_target *mt = &in.targets[in.ntargets++];
-        *mt = (ts_metrics_target){.written = ts.written, .rejected = ts.rejected, .dropped = ts.dropped,
-                                  .pending = ts.pending, .spool_backlog_bytes = ts.spool_backlog_bytes,
-                                  .healthy = ts_target_healthy(t)};
+        ts_metrics_output *mt = &in.outputs[in.noutputs++];
+        *mt = (ts_metrics_output){.written = ts.written, .rejected = ts.rejected, .dropped = ts.dropped,
+                                 .pending = ts.pending, .spool_backlog_bytes = ts.spool_backlog_bytes,
+                                 .healthy = ts_target_healthy(t)};
         snprintf(mt->name, sizeof mt->name, "%s", ts_target_name(t));
         snprintf(mt->kind, sizeof mt->kind, "%s", ts_target_kind(t));
     }
@@ -470,6 +486,23 @@ static void publish_metrics(tsd *d) {
         in.spool_append_failures = ss.append_failures;
         in.spool_lines_dropped = ss.lines_dropped;
     }
+    ts_metrics_target tg[TS_METRICS_MAX_OUTPUTS];
+    int nt = 0;
+    for (int i = 0; d->spool && i < ts_targets_count(d->targets) && nt < TS_METRICS_MAX_OUTPUTS; i++) {
+        /* each reader of the spool, labelled by its kind and what follows the ':' of its name
+         * ("influxdb", "influxdb:<server>" in mirror mode, "kafka") */
+        const ts_target *t = ts_targets_at(d->targets, i);
+        if (!ts_target_reads_spool(t)) continue;
+        ts_target_stats st;
+        ts_target_stats_get(t, &st);
+        const char *colon = strchr(ts_target_name(t), ':');
+        snprintf(tg[nt].name, sizeof tg[nt].name, "%s%s", ts_target_kind(t), colon ? colon : "");
+        tg[nt].backlog_bytes = st.spool_backlog_bytes;
+        tg[nt].oldest_age_ms = st.spool_oldest_age_ms;
+        nt++;
+    }
+    in.targets = tg;
+    in.ntargets = nt;
     ts_metrics_publish(d->metrics, &in);
 }
 
@@ -629,6 +662,7 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         http_setup(d);
     }
     if (lua_daemon_call(d, "start", 0, 0) != 0) goto out;
+    summary_successes(d);
 
     /* Ready for systemd once the configuration is in and the loop runs; waiting for
      * Traffic Ops is part of running (it may take long), and /ready tells the rest. */

@@ -19,7 +19,22 @@
 typedef struct lua_heap {
     size_t used;
     size_t limit;
+    lua_State *running;   /* the state of the innermost ts_lua_pcall, or NULL */
+    int over;             /* the cap was crossed; mem_hook is armed */
+    lua_Hook saved_hook;  /* what mem_hook replaced (the budget hook), put back when it fires */
+    int saved_mask, saved_count;
 } lua_heap;
+
+static void mem_hook(lua_State *L, lua_Debug *ar);
+
+/* A Lua memory error carries no position, and the allocator cannot ask for
+ * one (the stack may be half-moved while it runs). So the first crossing of
+ * the cap inside ts_lua_pcall is let through up to a slack, and a count hook
+ * armed for the next instruction raises an ordinary error naming file:line
+ * (lua_sethook is safe from anywhere). Past the slack, or outside a pcall,
+ * growth is refused: Lua raises "not enough memory" inside the running
+ * pcall, which the script's caller logs and survives. */
+static size_t heap_slack(const lua_heap *h) { return h->limit / 16 > 1048576 ? h->limit / 16 : 1048576; }
 
 static void *heap_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     lua_heap *h = ud;
@@ -27,13 +42,20 @@ static void *heap_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     if (nsize == 0) {
         free(ptr);
         h->used -= old;
+        if (h->over && h->used <= h->limit) h->over = 0;
         return NULL;
     }
-    /* Refusing growth past the cap makes Lua raise a memory error inside the
-     * running pcall, which the script's caller logs and survives. */
-    if (h->limit && nsize > old && h->used - old + nsize > h->limit) return NULL;
+    if (h->limit && nsize > old && h->used - old + nsize > h->limit) {
+        if (h->over || !h->running || h->used - old + nsize > h->limit + heap_slack(h)) return NULL;
+        h->over = 1;
+        h->saved_hook = lua_gethook(h->running);
+        h->saved_mask = lua_gethookmask(h->running);
+        h->saved_count = lua_gethookcount(h->running);
+        lua_sethook(h->running, mem_hook, LUA_MASKCOUNT, 1);
+    }
     void *p = realloc(ptr, nsize);
     if (p) h->used = h->used - old + nsize;
+    if (h->over && h->used <= h->limit) h->over = 0;
     return p;
 }
 
@@ -161,6 +183,33 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
     lua_error(L);
 }
 
+/* Level 0 may be the C function that allocated (string.rep, table.concat):
+ * the position is the nearest Lua function's. */
+static void push_where(lua_State *L, const char *what) {
+    lua_Debug d, c;
+    int have_c = lua_getstack(L, 0, &c) && lua_getinfo(L, "Sn", &c) && c.what[0] == 'C';
+    for (int lv = 0; lua_getstack(L, lv, &d); lv++) {
+        if (lua_getinfo(L, "Sln", &d) && d.currentline > 0) {
+            const char *fn = have_c && c.name ? c.name : d.name;
+            lua_pushfstring(L, "%s:%d: %s (in %s)", d.short_src, d.currentline, what, fn ? fn : "a function");
+            return;
+        }
+    }
+    lua_pushstring(L, what);
+}
+
+static void mem_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    lua_heap *h = get_heap(L);
+    if (!h) { lua_sethook(L, NULL, 0, 0); return; }
+    lua_sethook(L, h->saved_hook, h->saved_mask, h->saved_count);
+    if (!h->over) return;
+    char what[96];
+    snprintf(what, sizeof what, "not enough memory: lua.memory_limit (%.1f MiB) reached", (double)h->limit / 1048576.0);
+    push_where(L, what);
+    lua_error(L);
+}
+
 void ts_lua_log_error(const char *what, const char *msg) {
     static ts_counter *errors;
     if (!errors) errors = ts_counter_get("lua_errors");
@@ -181,8 +230,13 @@ int ts_lua_pcall(lua_State *L, int nargs, int nresults, const char *what, long b
     lua_Hook old_hook = lua_gethook(L);
     int old_mask = lua_gethookmask(L), old_count = lua_gethookcount(L);
     if (budget > 0 && !old_hook) lua_sethook(L, budget_hook, LUA_MASKCOUNT, (int)(budget > 0x7fffffff ? 0x7fffffff : budget));
+    lua_heap *h = get_heap(L);
+    lua_State *outer = h ? h->running : NULL;
+    if (h) h->running = L;
     int rc = lua_pcall(L, nargs, nresults, base);
-    if (budget > 0 && !old_hook) lua_sethook(L, old_hook, old_mask, old_count);
+    if (h) h->running = outer;
+    /* mem_hook may have replaced (or cleared) the budget hook: the caller's comes back */
+    if ((budget > 0 && !old_hook) || lua_gethook(L) != old_hook) lua_sethook(L, old_hook, old_mask, old_count);
     lua_remove(L, base);
     if (rc != LUA_OK) {
         ts_lua_log_error(what, lua_tostring(L, -1));

@@ -31,6 +31,7 @@ typedef struct hpoint {
 
 typedef struct rec {
     char cdn[64], ep[64], monitor[256], error[200];
+    char db[128], rp[128];   /* where its last successful fetch's points went */
     int active;
     uint64_t polls, failures, failovers, bytes;
     uint64_t bucket[NBUCKETS], hcount;
@@ -42,9 +43,15 @@ typedef struct rec {
     int hhead, hlen;
 } rec;
 
+/* A destination: what was collected for it, and whether the writer keeps up with it.
+ * unwritten_since_ms: the first collection that no acknowledged write has followed yet
+ * (0: none waiting), the base of the per-CDN "written within N intervals" verdict. */
 typedef struct drec {
     char db[128], rp[128];
     uint64_t collected;
+    int known;                    /* the writer reports this destination */
+    uint64_t written_seen, pending;
+    int64_t unwritten_since_ms, last_write_ms;
 } drec;
 
 typedef struct crec {
@@ -68,6 +75,8 @@ struct ts_metrics {
     ts_metrics_inputs in;        /* dests copied into wdests */
     ts_metrics_dest *wdests;
     int nwdests, capwdests;
+    ts_metrics_target *targets;
+    int ntargets, captargets;
     crec counters[MAX_COUNTERS];
     int ncounters;
     srec summaries[MAX_SUMMARIES];
@@ -103,6 +112,7 @@ void ts_metrics_free(ts_metrics *m) {
     free(m->recs);
     free(m->drecs);
     free(m->wdests);
+    free(m->targets);
     pthread_mutex_destroy(&m->mu);
     free(m);
 }
@@ -172,7 +182,15 @@ void ts_metrics_poll_done(ts_metrics *m, const ts_poll_event *e) {
     h->points = (uint32_t)(e->ok ? (e->points > UINT32_MAX ? UINT32_MAX : e->points) : 0);
     h->dur_ms = (uint32_t)(e->duration_ms < 0 ? 0 : e->duration_ms > (int64_t)UINT32_MAX ? UINT32_MAX : e->duration_ms);
     h->ok = e->ok;
-    if (e->ok && e->db) drec_get(m, e->db, e->rp ? e->rp : "")->collected += e->points;
+    if (e->ok && e->db) {
+        drec *d = drec_get(m, e->db, e->rp ? e->rp : "");
+        d->collected += e->points;
+        if (e->points) {
+            if (!d->unwritten_since_ms) d->unwritten_since_ms = now;
+            snprintf(r->db, sizeof r->db, "%s", d->db);
+            snprintf(r->rp, sizeof r->rp, "%s", d->rp);
+        }
+    }
     m->polled_since_plan = 1;
     pthread_mutex_unlock(&m->mu);
 }
@@ -206,27 +224,19 @@ void ts_metrics_refresh_done(ts_metrics *m, int ok) {
     pthread_mutex_unlock(&m->mu);
 }
 
-static void summary_mark(ts_metrics *m, const char *cdn);
-
-/* cdn NULL: a summary run covers every CDN of the plan. */
-void ts_metrics_summary_done(ts_metrics *m, const char *cdn) {
+void ts_metrics_summary_done(ts_metrics *m, const char *cdn, int64_t t_ms) {
+    if (!cdn) return;
     pthread_mutex_lock(&m->mu);
-    if (cdn) summary_mark(m, cdn);
-    else
-        for (int i = 0; i < m->nrecs; i++)
-            if (m->recs[i].active) summary_mark(m, m->recs[i].cdn);
-    pthread_mutex_unlock(&m->mu);
-}
-
-static void summary_mark(ts_metrics *m, const char *cdn) {
     int i;
     for (i = 0; i < m->nsummaries; i++)
         if (strcmp(m->summaries[i].cdn, cdn) == 0) break;
     if (i == m->nsummaries && m->nsummaries < MAX_SUMMARIES) {
         snprintf(m->summaries[i].cdn, sizeof m->summaries[i].cdn, "%s", cdn);
+        m->summaries[i].t_ms = 0;
         m->nsummaries++;
     }
-    if (i < m->nsummaries) m->summaries[i].t_ms = ts_now_ms();
+    if (i < m->nsummaries && t_ms > m->summaries[i].t_ms) m->summaries[i].t_ms = t_ms;
+    pthread_mutex_unlock(&m->mu);
 }
 
 static void copy_counter(void *ud, const char *name, int64_t value) {
@@ -239,12 +249,30 @@ void ts_metrics_publish(ts_metrics *m, const ts_metrics_inputs *in) {
     pthread_mutex_lock(&m->mu);
     m->in = *in;
     m->in.dests = NULL;
+    m->in.targets = NULL;
+    if (in->ntargets > m->captargets) {
+        m->captargets = in->ntargets;
+        m->targets = xrealloc(m->targets, (size_t)m->captargets * sizeof *m->targets);
+    }
+    m->ntargets = in->ntargets > 0 ? in->ntargets : 0;
+    if (m->ntargets) memcpy(m->targets, in->targets, (size_t)m->ntargets * sizeof *m->targets);
     if (in->ndests > m->capwdests) {
         m->capwdests = in->ndests;
         m->wdests = xrealloc(m->wdests, (size_t)m->capwdests * sizeof *m->wdests);
     }
     m->nwdests = in->ndests > 0 ? in->ndests : 0;
     if (m->nwdests) memcpy(m->wdests, in->dests, (size_t)m->nwdests * sizeof *m->wdests);
+    for (int i = 0; i < m->nwdests; i++) {
+        drec *d = drec_get(m, m->wdests[i].db, m->wdests[i].rp);
+        d->known = 1;
+        d->pending = m->wdests[i].pending;
+        if (m->wdests[i].written != d->written_seen) {
+            d->written_seen = m->wdests[i].written;
+            d->last_write_ms = now;
+            /* what is still pending came after this write: its own wait starts now */
+            d->unwritten_since_ms = d->pending ? now : 0;
+        }
+    }
     /* "written within N intervals": the last time the written count moved, and since when
      * points have waited without it moving. */
     if (in->points_written != m->last_written) {
@@ -273,6 +301,8 @@ typedef struct snap {
     int ndrecs;
     ts_metrics_dest *wdests;
     int nwdests;
+    ts_metrics_target *targets;
+    int ntargets;
     crec counters[MAX_COUNTERS];
     int ncounters;
     srec summaries[MAX_SUMMARIES];
@@ -303,6 +333,8 @@ static void snap_take(ts_metrics *m, snap *s, int with_hist) {
     s->drecs = dup_mem(m->drecs, (size_t)m->ndrecs * sizeof *m->drecs);
     s->nwdests = m->nwdests;
     s->wdests = dup_mem(m->wdests, (size_t)m->nwdests * sizeof *m->wdests);
+    s->ntargets = m->ntargets;
+    s->targets = dup_mem(m->targets, (size_t)m->ntargets * sizeof *m->targets);
     s->ncounters = m->ncounters;
     memcpy(s->counters, m->counters, (size_t)m->ncounters * sizeof *m->counters);
     s->nsummaries = m->nsummaries;
@@ -321,6 +353,7 @@ static void snap_free(snap *s) {
     free(s->recs);
     free(s->drecs);
     free(s->wdests);
+    free(s->targets);
 }
 
 static int64_t counter_value(const snap *s, const char *name) {
@@ -367,9 +400,8 @@ static void sample_ep(ts_buf *b, const char *name, const rec *r, double v) {
 }
 
 /* name{target="...",kind="..." (the caller closes the braces) */
-static void target_labels(ts_buf *b, const char *name, const ts_metrics_target *t) {
-    ts_buf_adds(b, name);
-    ts_buf_adds(b, "{target=\"");
+static void target_labels(ts_buf *b, const char *name, const ts_metrics_output *t) {
+    ts_buf_printf(b, "%s{target=\"", name);
     label_value(b, t->name);
     ts_buf_adds(b, "\",kind=\"");
     label_value(b, t->kind);
@@ -505,7 +537,6 @@ void ts_metrics_render_prometheus(ts_metrics *m, ts_buf *b) {
         family(b, "tstats_points_pending", "gauge", "Points buffered or retrying now.");
         sample(b, "tstats_points_pending", (double)s.in.points_pending);
     }
-    (void)find_drec;
 
     /* writer */
     family(b, "tstats_writer_pending_bytes", "gauge", "Memory held by pending and retrying points.");
@@ -527,32 +558,27 @@ void ts_metrics_render_prometheus(ts_metrics *m, ts_buf *b) {
         label_value(b, s.in.writer_url);
         ts_buf_adds(b, "\"} 1\n");
     }
-    if (s.in.ntargets > 0) {
-        static const char *const outcome[3] = {"written", "rejected", "dropped"};
+    if (s.in.noutputs > 0) {
         family(b, "tstats_target_points_total", "counter",
                "Points per target (InfluxDB server or list, Kafka) by outcome: acknowledged, refused, dropped.");
-        for (int i = 0; i < s.in.ntargets; i++) {
-            const ts_metrics_target *t = &s.in.targets[i];
+        for (int i = 0; i < 3 * s.in.noutputs; i++) {
+            const ts_metrics_output *t = &s.in.outputs[i / 3];
             uint64_t v[3] = {t->written, t->rejected, t->dropped};
-            for (int k = 0; k < 3; k++) {
-                target_labels(b, "tstats_target_points_total", t);
-                ts_buf_printf(b, ",outcome=\"%s\"} %llu\n", outcome[k], (unsigned long long)v[k]);
+            target_labels(b, "tstats_target_points_total", t);
+            ts_buf_printf(b, ",outcome=\"%s\"} %llu\n", i % 3 == 0 ? "written" : i % 3 == 1 ? "rejected" : "dropped",
+                          (unsigned long long)v[i % 3]);
+        }
+        static const char *const fam[3][2] = {
+            {"tstats_target_pending_points", "Points a target holds now (queued, retrying, in flight)."},
+            {"tstats_target_spool_backlog_bytes", "Spool bytes a target has not acknowledged."},
+            {"tstats_target_up", "1 while a target's destination takes data."}};
+        for (int f = 0; f < 3; f++) {
+            family(b, fam[f][0], "gauge", fam[f][1]);
+            for (const ts_metrics_output *t = s.in.outputs; t < s.in.outputs + s.in.noutputs; t++) {
+                target_labels(b, fam[f][0], t);
+                uint64_t v = f == 0 ? t->pending : f == 1 ? t->spool_backlog_bytes : (uint64_t)(t->healthy != 0);
+                ts_buf_printf(b, "} %llu\n", (unsigned long long)v);
             }
-        }
-        family(b, "tstats_target_pending_points", "gauge", "Points a target holds now (queued, retrying, in flight).");
-        for (int i = 0; i < s.in.ntargets; i++) {
-            target_labels(b, "tstats_target_pending_points", &s.in.targets[i]);
-            ts_buf_printf(b, "} %llu\n", (unsigned long long)s.in.targets[i].pending);
-        }
-        family(b, "tstats_target_spool_backlog_bytes", "gauge", "Spool bytes a target has not acknowledged.");
-        for (int i = 0; i < s.in.ntargets; i++) {
-            target_labels(b, "tstats_target_spool_backlog_bytes", &s.in.targets[i]);
-            ts_buf_printf(b, "} %llu\n", (unsigned long long)s.in.targets[i].spool_backlog_bytes);
-        }
-        family(b, "tstats_target_up", "gauge", "1 while a target's destination takes data.");
-        for (int i = 0; i < s.in.ntargets; i++) {
-            target_labels(b, "tstats_target_up", &s.in.targets[i]);
-            ts_buf_printf(b, "} %d\n", s.in.targets[i].healthy ? 1 : 0);
         }
     }
     if (s.in.spool_enabled) {
@@ -560,6 +586,23 @@ void ts_metrics_render_prometheus(ts_metrics *m, ts_buf *b) {
         sample(b, "tstats_spool_bytes", (double)s.in.spool_bytes);
         family(b, "tstats_spool_backlog_bytes", "gauge", "Spool bytes InfluxDB has not acknowledged yet.");
         sample(b, "tstats_spool_backlog_bytes", (double)s.in.spool_backlog_bytes);
+        family(b, "tstats_spool_target_backlog_bytes", "gauge", "Spool bytes this target (a reader of the spool) has not acknowledged.");
+        for (int i = 0; i < s.ntargets; i++) {
+            ts_buf_adds(b, "tstats_spool_target_backlog_bytes{target=\"");
+            label_value(b, s.targets[i].name);
+            ts_buf_adds(b, "\"} ");
+            num(b, (double)s.targets[i].backlog_bytes);
+            ts_buf_addc(b, '\n');
+        }
+        family(b, "tstats_spool_oldest_unacknowledged_age_seconds", "gauge",
+               "Age of the oldest spool record this target has not acknowledged (0: none waiting).");
+        for (int i = 0; i < s.ntargets; i++) {
+            ts_buf_adds(b, "tstats_spool_oldest_unacknowledged_age_seconds{target=\"");
+            label_value(b, s.targets[i].name);
+            ts_buf_adds(b, "\"} ");
+            num(b, s.targets[i].oldest_age_ms > 0 ? (double)s.targets[i].oldest_age_ms / 1000.0 : 0);
+            ts_buf_addc(b, '\n');
+        }
         family(b, "tstats_spool_append_failures_total", "counter", "Appends the spool refused (disk full, unwritable).");
         sample(b, "tstats_spool_append_failures_total", (double)s.in.spool_append_failures);
         family(b, "tstats_spool_dropped_lines_total", "counter", "Unacknowledged lines removed for spool.max_bytes.");
@@ -580,10 +623,10 @@ void ts_metrics_render_prometheus(ts_metrics *m, ts_buf *b) {
     sample(b, "tstats_plan_age_seconds", s.have_plan ? (double)(s.now_ms - s.plan_ms) / 1000.0 : NAN);
     family(b, "tstats_plan_endpoints", "gauge", "Endpoints in the polling plan.");
     sample(b, "tstats_plan_endpoints", (double)s.plan_endpoints);
-    family(b, "tstats_daily_summary_last_success_timestamp_seconds", "gauge",
-           "Last daily summary stored for the CDN, seconds since the epoch.");
+    family(b, "tstats_summary_last_success_timestamp_seconds", "gauge",
+           "When the CDN's daily summary rows were last stored, seconds since the epoch (kept across restarts).");
     for (int i = 0; i < s.nsummaries; i++) {
-        ts_buf_adds(b, "tstats_daily_summary_last_success_timestamp_seconds{cdn=\"");
+        ts_buf_adds(b, "tstats_summary_last_success_timestamp_seconds{cdn=\"");
         label_value(b, s.summaries[i].cdn);
         ts_buf_printf(b, "\"} ");
         num(b, (double)s.summaries[i].t_ms / 1000.0);
@@ -651,6 +694,24 @@ static int health_of(const snap *s, ts_buf *reasons, ts_buf *cdns) {
             REASON("%s %s: last successful poll %.0f s ago (limit %.0f s)%s%s", r->cdn, r->ep,
                    (double)(s->now_ms - r->last_ok_ms) / 1000.0, (double)poll_limit / 1000.0,
                    r->error[0] ? "; last error: " : "", r->error);
+    }
+    /* written, per CDN: each destination its points go to took a write after them.
+     * The limit has one polling interval more: a poll's points reach the writer at
+     * the publishing tick after the poll ends. */
+    int64_t dest_limit = write_limit + s->in.poll_interval_ms;
+    for (int i = 0; i < s->nrecs; i++) {
+        const rec *r = &s->recs[i];
+        if (!r->active || !r->db[0]) continue;
+        int seen = 0;   /* one reason per CDN and destination */
+        for (int j = 0; j < i && !seen; j++)
+            seen = s->recs[j].active && !strcmp(s->recs[j].cdn, r->cdn) && !strcmp(s->recs[j].db, r->db) &&
+                   !strcmp(s->recs[j].rp, r->rp);
+        const drec *d = find_drec(s, r->db, r->rp);
+        if (seen || !d || !d->known || !d->unwritten_since_ms || s->now_ms - d->unwritten_since_ms <= dest_limit)
+            continue;
+        REASON("%s: its points for %s%s%s are not being written: none acknowledged for %.0f s (limit %.0f s; %llu pending)",
+               r->cdn, d->db, d->rp[0] ? "." : "", d->rp, (double)(s->now_ms - d->unwritten_since_ms) / 1000.0,
+               (double)dest_limit / 1000.0, (unsigned long long)d->pending);
     }
     if (s->pending_since_ms && s->in.points_pending) {
         int64_t since = s->last_write_ms > s->pending_since_ms ? s->last_write_ms : s->pending_since_ms;
@@ -770,10 +831,18 @@ void ts_metrics_render_status(ts_metrics *m, ts_buf *b) {
     ts_buf_adds(b, ",\"last_write_age_s\":");
     jnum(b, s.last_write_ms ? (double)(s.now_ms - s.last_write_ms) / 1000.0 : NAN);
     ts_buf_adds(b, "},\"spool\":");
-    if (s.in.spool_enabled)
-        ts_buf_printf(b, "{\"bytes\":%llu,\"backlog_bytes\":%llu}", (unsigned long long)s.in.spool_bytes,
+    if (s.in.spool_enabled) {
+        ts_buf_printf(b, "{\"bytes\":%llu,\"backlog_bytes\":%llu,\"targets\":[", (unsigned long long)s.in.spool_bytes,
                       (unsigned long long)s.in.spool_backlog_bytes);
-    else ts_buf_adds(b, "null");
+        for (int i = 0; i < s.ntargets; i++) {
+            ts_buf_adds(b, i ? ",{\"name\":" : "{\"name\":");
+            jstr(b, s.targets[i].name);
+            ts_buf_printf(b, ",\"backlog_bytes\":%llu,\"oldest_age_s\":", (unsigned long long)s.targets[i].backlog_bytes);
+            jnum(b, s.targets[i].oldest_age_ms >= 0 ? (double)s.targets[i].oldest_age_ms / 1000.0 : NAN);
+            ts_buf_addc(b, '}');
+        }
+        ts_buf_adds(b, "]}");
+    } else ts_buf_adds(b, "null");
     ts_buf_adds(b, "}");
     ts_buf_free(&reasons);
     snap_free(&s);

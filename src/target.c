@@ -30,9 +30,11 @@ const char *ts_target_name(const ts_target *t) { return t->name; }
 const char *ts_target_kind(const ts_target *t) { return t->ops->kind; }
 void *ts_target_self(const ts_target *t) { return t->self; }
 int ts_target_healthy(const ts_target *t) { return t->ops->healthy(t->self); }
+int ts_target_reads_spool(const ts_target *t) { return t->ops->reads_spool(t->self); }
 
 void ts_target_stats_get(const ts_target *t, ts_target_stats *s) {
     memset(s, 0, sizeof *s);
+    s->spool_oldest_age_ms = -1;
     t->ops->stats(t->self, s);
 }
 

@@ -325,6 +325,7 @@ void ts_writer_get_stats(const ts_writer *w, ts_writer_stats *s) {
     if (w->parked) pts += w->parked->lines;
     s->points_pending = pts;
     s->bytes_pending = w->bytes_held;
+    s->spool_oldest_age_ms = w->cons ? ts_spool_oldest_age_ms(w->cons) : -1;
     if (w->cons) {
         ts_spool_cstats cs;
         ts_spool_consumer_stats(w->cons, &cs);
@@ -424,6 +425,7 @@ static void t_stats(void *self, ts_target_stats *s) {
                            .pending = ws.points_pending,
                            .pending_bytes = ws.bytes_pending,
                            .spool_backlog_bytes = ws.spool_backlog_bytes,
+                           .spool_oldest_age_ms = ws.spool_oldest_age_ms,
                            .requests_ok = ws.requests_ok,
                            .requests_failed = ws.requests_failed,
                            .retries = ws.retries,

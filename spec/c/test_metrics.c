@@ -1,7 +1,8 @@
 /* test_metrics: C unit test of the service metrics store and the listener's address parsing
  * (src/metrics.c, src/httpd.c; C core). Events in, exposition text / health / ready JSON out:
  * label escaping, cumulative histogram buckets, counters that survive a plan change, the
- * health verdict before and after a successful poll, the InfluxDB reason, and a threaded
+ * health verdict before and after a successful poll, the InfluxDB reason, the per-CDN
+ * written verdict, the daily summary's last success per CDN, and a threaded
  * hammer (renders while the "loop" records) for the sanitizer tree. */
 #include <pthread.h>
 #include <stdio.h>
@@ -125,6 +126,69 @@ static void test_render(void) {
     ts_metrics_free(m);
 }
 
+/* "Written within N intervals" per CDN: each CDN's points go to their own database
+ * here; the one whose database takes no write is named, the other is not. */
+static void test_health_per_cdn(void) {
+    ts_metrics *m = ts_metrics_new("x");
+    ts_metrics_plan_begin(m);
+    ts_metrics_plan_endpoint(m, "cdn-a", "CacheStats");
+    ts_metrics_plan_endpoint(m, "cdn-b", "CacheStats");
+    ts_metrics_plan_end(m);
+    ts_poll_event e = ev("cdn-a", "CacheStats", 1, 10, 10);
+    e.db = "a_db";
+    ts_metrics_poll_done(m, &e);
+    e = ev("cdn-b", "CacheStats", 1, 10, 5);
+    e.db = "b_db";
+    ts_metrics_poll_done(m, &e);
+    ts_metrics_dest dests[2];
+    memset(dests, 0, sizeof dests);
+    snprintf(dests[0].db, sizeof dests[0].db, "a_db");
+    snprintf(dests[0].rp, sizeof dests[0].rp, "daily");
+    dests[0].written = 10;
+    snprintf(dests[1].db, sizeof dests[1].db, "b_db");
+    snprintf(dests[1].rp, sizeof dests[1].rp, "daily");
+    dests[1].pending = 5;
+    ts_metrics_inputs in;
+    memset(&in, 0, sizeof in);
+    in.poll_interval_ms = 100;     /* polls stale after 300 ms */
+    in.publish_interval_ms = 1;    /* a destination's limit: 3 ms + one polling interval */
+    in.health_intervals = 3;
+    in.dests = dests;
+    in.ndests = 2;
+    in.points_written = 10;
+    in.points_pending = 5;
+    ts_metrics_publish(m, &in);
+    ts_buf b;
+    ts_buf_init(&b);
+    CHECK(ts_metrics_render_health(m, &b) == 200, "within the limit: %s", b.data);
+    struct timespec ts = {0, 150 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    ts_buf_reset(&b);
+    CHECK(ts_metrics_render_health(m, &b) == 503, "cdn-b unwritten: %s", b.data);
+    CHECK(strstr(b.data, "cdn-b: its points for b_db.daily are not being written") && strstr(b.data, "5 pending"),
+          "cdn-b named with its destination: %s", b.data);
+    CHECK(!strstr(b.data, "cdn-a:"), "cdn-a's points were written: %s", b.data);
+    /* the write arrives: healthy again */
+    dests[1].written = 5;
+    dests[1].pending = 0;
+    in.points_written = 15;
+    in.points_pending = 0;
+    ts_metrics_publish(m, &in);
+    ts_buf_reset(&b);
+    CHECK(ts_metrics_render_health(m, &b) == 200, "written: %s", b.data);
+    /* the last summary per CDN: kept, never moved back */
+    ts_metrics_summary_done(m, "cdn-a", 1700000000000LL);
+    ts_metrics_summary_done(m, "cdn-a", 1600000000000LL);
+    ts_metrics_summary_done(m, "cdn-b", 1700000500000LL);
+    ts_buf_reset(&b);
+    ts_metrics_render_prometheus(m, &b);
+    CHECK(strstr(b.data, "tstats_summary_last_success_timestamp_seconds{cdn=\"cdn-a\"} 1700000000\n") &&
+              strstr(b.data, "tstats_summary_last_success_timestamp_seconds{cdn=\"cdn-b\"} 1700000500\n"),
+          "summary per CDN: %s", b.data);
+    ts_buf_free(&b);
+    ts_metrics_free(m);
+}
+
 /* Renders from other threads while this one records: data races show in the sanitizer tree. */
 static void *renderer(void *ud) {
     ts_metrics *m = ud;
@@ -172,6 +236,7 @@ static void test_threads(void) {
 int main(void) {
     test_listen();
     test_render();
+    test_health_per_cdn();
     test_threads();
     return check_report("test_metrics");
 }

@@ -110,6 +110,31 @@ static int listen_any(int *port) {
     return fd;
 }
 
+/* A black hole: a listener nobody accepts on, so a request to it is never
+ * answered; urls is a one-URL list of it for ts_writer_opts. */
+typedef struct blackhole {
+    int fd;
+    char url[64];
+    const char *urls[2];
+} blackhole;
+
+static void blackhole_open(blackhole *b) {
+    int port;
+    b->fd = listen_any(&port);
+    snprintf(b->url, sizeof b->url, "http://127.0.0.1:%d", port);
+    b->urls[0] = b->url;
+    b->urls[1] = NULL;
+}
+
+/* The set-up the black-hole tests share: a loop, a black hole, and writer
+ * options whose one URL is it (the rest zero, for the test to set). */
+static ts_loop *blackhole_setup(blackhole *b, ts_writer_opts *o) {
+    blackhole_open(b);
+    memset(o, 0, sizeof *o);
+    o->urls = b->urls;
+    return ts_loop_new();
+}
+
 /* Accepts, optionally reads the request head, then closes: the client sees
  * an empty reply (a transport error), never an HTTP answer. */
 typedef struct lsn {
@@ -306,16 +331,11 @@ static void test_http_errors(void) {
 /* 25,001 compact points, max_publish_size 10,000: three chunks in flight to
  * a black hole; the shutdown deadline hands them to the spool seam. */
 static void test_chunking(void) {
-    ts_loop *l = ts_loop_new();
-    int bport;
-    int bh = listen_any(&bport);
-    char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d", bport);
-    const char *urls[] = {url, NULL};
+    blackhole bh;
+    ts_writer_opts o;
+    ts_loop *l = blackhole_setup(&bh, &o);
     evrec ev = {0};
     ev.keep = 1;
-    ts_writer_opts o = {0};
-    o.urls = urls;
     o.max_publish_size = 10000;
     o.max_inflight = 3;
     o.evict = ev_cb;
@@ -366,7 +386,7 @@ static void test_chunking(void) {
     evrec_free(&ev);
     ts_writer_free(w);
     ts_loop_free(l);
-    close(bh);
+    close(bh.fd);
     CHECK(oc.retain == oc.release);
 }
 
@@ -474,14 +494,9 @@ static void test_recycled_batch(void) {
 
 /* Lazy encoding: with 2 slots busy, the rest stays compact. */
 static void test_lazy_encoding(void) {
-    ts_loop *l = ts_loop_new();
-    int bport;
-    int bh = listen_any(&bport);
-    char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d", bport);
-    const char *urls[] = {url, NULL};
-    ts_writer_opts o = {0};
-    o.urls = urls;
+    blackhole bh;
+    ts_writer_opts o;
+    ts_loop *l = blackhole_setup(&bh, &o);
     o.max_publish_size = 10000;
     o.max_inflight = 2;
     ts_writer *w = ts_writer_new(l, &o);
@@ -512,7 +527,7 @@ static void test_lazy_encoding(void) {
     CHECK_EQ_U(s.points_dropped, 50000);
     ts_writer_free(w);
     ts_loop_free(l);
-    close(bh);
+    close(bh.fd);
 }
 
 /* Exact bytes and the request as sent: db/rp URL-encoded, gzip, auth,
@@ -747,14 +762,9 @@ static void test_failover_rotation(void) {
 /* Freeing the writer with requests in flight, then the loop: no leak, no
  * use after free (run under ASan). */
 static void test_free_inflight(void) {
-    ts_loop *l = ts_loop_new();
-    int bport;
-    int bh = listen_any(&bport);
-    char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d", bport);
-    const char *urls[] = {url, NULL};
-    ts_writer_opts o = {0};
-    o.urls = urls;
+    blackhole bh;
+    ts_writer_opts o;
+    ts_loop *l = blackhole_setup(&bh, &o);
     ts_writer *w = ts_writer_new(l, &o);
     ts_dest d = mkdest("x", "", TS_PREC_MS);
     ts_batch *b = ts_batch_new_text(&d);
@@ -765,21 +775,16 @@ static void test_free_inflight(void) {
     CHECK(ts_loop_running(l) == 1);
     ts_writer_free(w);
     ts_loop_free(l);
-    close(bh);
+    close(bh.fd);
 }
 
 /* A reload to an empty URL list while a request is in flight: its answer
  * (here: the connection dropped) finds no server at its index; the chunk is
  * kept, nothing reads past the list (run under ASan). */
 static void test_reconfigure_inflight_empty(void) {
-    ts_loop *l = ts_loop_new();
-    int bport;
-    int bh = listen_any(&bport);
-    char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d", bport);
-    const char *urls[] = {url, NULL};
-    ts_writer_opts o = {0};
-    o.urls = urls;
+    blackhole bh;
+    ts_writer_opts o;
+    ts_loop *l = blackhole_setup(&bh, &o);
     o.backoff_min_ms = 10;
     o.backoff_max_ms = 20;
     ts_writer *w = ts_writer_new(l, &o);
@@ -794,7 +799,7 @@ static void test_reconfigure_inflight_empty(void) {
     o.urls = none;
     ts_writer_reconfigure(w, &o);
     CHECK(ts_writer_current_url(w) == -1);
-    close(bh);   /* the in-flight request fails now */
+    close(bh.fd);   /* the in-flight request fails now */
     run_for(l, 200);
     ts_writer_stats s;
     ts_writer_get_stats(w, &s);

@@ -7,7 +7,6 @@ local stack = require "spec.runtime.stack"
 local cjson = require "cjson"
 
 local tstats = stack.bin("tstats")
-local sim_bin = stack.bin("tstats-sim")
 local function sq(s) return stack.quote(s) end
 
 local tmp
@@ -17,38 +16,12 @@ local function file(body, name)
   return path
 end
 
-local function start_sim(args)
-  local dir = stack.tmpdir()
-  local ready = dir .. "/ready.json"
-  local h = stack.spawn("exec " .. sim_bin .. " --ready-file " .. sq(ready) .. " " .. (args or ""), dir .. "/sim.log")
-  assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05),
-    "simulator did not start: " .. tostring(stack.read_file(dir .. "/sim.log")))
-  h.info = cjson.decode(stack.read_file(ready))
-  h.to_url = h.info.to_url
-  function h.post(path)
-    local rc, out = stack.run("curl -sS -m 10 -XPOST " .. sq(h.to_url .. path))
-    assert(rc == 0, out)
-    return out
-  end
-  function h.stats()
-    local _, out = stack.run("curl -sS -m 10 " .. sq(h.to_url .. "/sim/stats"))
-    return cjson.decode(out)
-  end
-  return h
-end
+local function start_sim(args) return stack.sim_start(args) end
 
 -- A config for the simulator and influxd; extra is Lua table fields.
 local function sim_config(to_url, influx_url, extra, password)
-  return file(([[
-return {
-  traffic_ops = { url = %q, user = "admin", password = %q, timeout = 3 },
-  influxdb = { urls = { %q } },
-  polling_interval = 1, publishing_interval = 1,
-  state_dir = %q,
-  collect = { timeout = 2, connect_timeout = 1 },
-  summary = { enabled = false },
-  %s
-}]]):format(to_url, password or "twelve12", influx_url, tmp .. "/state-" .. tostring(math.random(1e9)), extra or ""))
+  return file(stack.config({ to_url = to_url, to_password = password, influx_url = influx_url,
+    state_dir = tmp .. "/state-" .. tostring(math.random(1e9)), extra = extra }))
 end
 
 local function commands()

@@ -6,48 +6,15 @@ local stack = require "spec.runtime.stack"
 local cjson = require "cjson"
 
 local tstats_bin = stack.bin("tstats")
-local sim_bin = stack.bin("tstats-sim")
 
 local influx, tmp
 local function sq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
-local function start_sim(args)
-  local dir = stack.tmpdir()
-  local ready = dir .. "/ready.json"
-  local h = stack.spawn("exec " .. sim_bin .. " --ready-file " .. sq(ready) .. " " .. (args or ""), dir .. "/sim.log")
-  assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05),
-    "simulator did not start: " .. tostring(stack.read_file(dir .. "/sim.log")))
-  h.info = cjson.decode(stack.read_file(ready))
-  h.to_url = h.info.to_url
-  function h.post(path)
-    local rc, out = stack.run("curl -sS -m 10 -XPOST " .. sq(h.to_url .. path))
-    assert(rc == 0, out)
-    return out
-  end
-  function h.stats()
-    local rc, out = stack.run("curl -sS -m 10 " .. sq(h.to_url .. "/sim/stats"))
-    assert(rc == 0)
-    return cjson.decode(out)
-  end
-  return h
-end
+local function start_sim(args) return stack.sim_start(args) end
 
 local function write_config(to_url, db_suffix, extra)
-  local path = tmp .. "/config-" .. db_suffix .. ".lua"
-  local f = assert(io.open(path, "w"))
-  f:write(([[
-return {
-  traffic_ops = { url = %q, user = "admin", password = "twelve12", timeout = 3 },
-  influxdb = { urls = { %q } },
-  polling_interval = 1, publishing_interval = 1, config_interval = 300,
-  state_dir = %q,
-  collect = { timeout = 2, connect_timeout = 1 },
-  summary = { enabled = false },
-  %s
-}
-]]):format(to_url, influx.url, tmp .. "/state-" .. db_suffix, extra or ""))
-  f:close()
-  return path
+  return stack.write_config(tmp .. "/config-" .. db_suffix .. ".lua", { to_url = to_url, influx_url = influx.url,
+    config_interval = 300, state_dir = tmp .. "/state-" .. db_suffix, extra = extra })
 end
 
 local function query(q, db)

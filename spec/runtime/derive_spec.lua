@@ -11,20 +11,11 @@ local cjson = require "cjson"
 local schema = require "schema"
 
 local tstats_bin = stack.bin("tstats")
-local sim_bin = stack.bin("tstats-sim")
 local influx, tmp
 
 local function sq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
-local function start_sim(args)
-  local dir = stack.tmpdir()
-  local ready = dir .. "/ready.json"
-  local h = stack.spawn("exec " .. sim_bin .. " --ready-file " .. sq(ready) .. " " .. args, dir .. "/sim.log")
-  assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05),
-    "simulator did not start")
-  h.info = cjson.decode(stack.read_file(ready))
-  return h
-end
+local function start_sim(args) return stack.sim_start(args) end
 
 local function query(q, db)
   local d = stack.influx_query(influx.url, q, db, { epoch = "ms" })
@@ -82,20 +73,9 @@ end
 return out
 ]])
     f:close()
-    local cfg = tmp .. "/config.lua"
-    f = assert(io.open(cfg, "w"))
-    f:write(([[
-return {
-  traffic_ops = { url = %q, user = "admin", password = "twelve12", timeout = 3 },
-  influxdb = { urls = { %q } },
-  polling_interval = 1, publishing_interval = 1, config_interval = 300,
-  state_dir = %q, script_dir = %q,
-  collect = { timeout = 2, connect_timeout = 1 },
-  summary = { enabled = false },
-  metrics = { "ingest_cq", "cache_health" },
-}
-]]):format(sim.info.to_url, influx.url, tmp .. "/state", sdir))
-    f:close()
+    local cfg = stack.write_config(tmp .. "/config.lua", { to_url = sim.info.to_url, influx_url = influx.url,
+      config_interval = 300, state_dir = tmp .. "/state",
+      extra = ("script_dir = %q,\n  metrics = { \"ingest_cq\", \"cache_health\" },"):format(sdir) })
     local rc, out = stack.run(tstats_bin .. " check --config " .. sq(cfg))
     assert.are.equal(0, rc, out)
     assert.truthy(out:find("# metrics: 11 derived definition(s), 0 error(s)", 1, true), out)
@@ -194,19 +174,8 @@ return {
     local sim = start_sim("--cdns 1 --caches 3 --ds 1 --payload-cache-ms 0")
     local cfg = tmp .. "/config2.lua"
     local function write(metrics)
-      local f = assert(io.open(cfg, "w"))
-      f:write(([[
-return {
-  traffic_ops = { url = %q, user = "admin", password = "twelve12", timeout = 3 },
-  influxdb = { urls = { %q } },
-  polling_interval = 1, publishing_interval = 1, state_dir = %q,
-  summary = { enabled = false },
-  metrics = {
-%s
-  },
-}
-]]):format(sim.info.to_url, influx.url, tmp .. "/state2", metrics))
-      f:close()
+      stack.write_config(cfg, { to_url = sim.info.to_url, influx_url = influx.url, state_dir = tmp .. "/state2",
+        collect = false, extra = "metrics = {\n" .. metrics .. "\n  }," })
     end
     write([[    { name = "bad.one", from = "bandwidth", agg = "avg", group_by = { "cdn" } },]])
     local rc, out = stack.run(tstats_bin .. " check --config " .. sq(cfg))

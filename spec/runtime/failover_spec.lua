@@ -6,34 +6,18 @@ local stack = require "spec.runtime.stack"
 local cjson = require "cjson"
 
 local tstats = stack.bin("tstats")
-local sim_bin = stack.bin("tstats-sim")
 local function sq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
 describe("monitor failover", function()
   teardown(function() stack.cleanup_all() end)
 
   it("starts each poll at the monitor that answered last: one hung monitor of two costs one timeslot at most", function()
-    local dir = stack.tmpdir()
-    local ready = dir .. "/ready.json"
-    local sim = stack.spawn("exec " .. sim_bin .. " --ready-file " .. sq(ready) ..
-      " --cdns 1 --caches 3 --ds 1 --monitors-per-cdn 2 --fault hang@cdn1:0", dir .. "/sim.log")
-    assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05),
-      stack.read_file(dir .. "/sim.log"))
-    local to_url = cjson.decode(stack.read_file(ready)).to_url
-    local cfg = dir .. "/config.lua"
-    local f = assert(io.open(cfg, "w"))
+    local sim = stack.sim_start("--cdns 1 --caches 3 --ds 1 --monitors-per-cdn 2 --fault hang@cdn1:0")
+    local dir = sim.dir
     -- a timeout longer than the polling interval: starting at monitor 0 every
     -- time would skip every other timeslot (the previous poll still running)
-    f:write(([[
-return {
-  traffic_ops = { url = %q, user = "admin", password = "twelve12", timeout = 3 },
-  influxdb = { urls = { "http://127.0.0.1:1" } },
-  polling_interval = 1, publishing_interval = 3600,
-  state_dir = %q,
-  collect = { timeout = 1.5, connect_timeout = 1 },
-  summary = { enabled = false },
-}]]):format(to_url, dir .. "/state"))
-    f:close()
+    local cfg = stack.write_config(dir .. "/config.lua", { to_url = sim.to_url, influx_url = "http://127.0.0.1:1",
+      publishing = 3600, state_dir = dir .. "/state", collect = "timeout = 1.5, connect_timeout = 1" })
     local ts = stack.spawn("exec " .. tstats .. " --config " .. cfg .. " run", dir .. "/tstats.log")
     assert.truthy(stack.wait_until(function()
       local _, n = (stack.read_file(dir .. "/tstats.log") or ""):gsub("Collected %d+ cache stats", "")
@@ -50,28 +34,14 @@ return {
   end)
 
   local function start_sim(args)
-    local dir = stack.tmpdir()
-    local ready = dir .. "/ready.json"
-    local sim = stack.spawn("exec " .. sim_bin .. " --ready-file " .. sq(ready) .. " " .. args, dir .. "/sim.log")
-    assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05))
-    return sim, cjson.decode(stack.read_file(ready)).to_url, dir
+    local sim = stack.sim_start(args)
+    return sim, sim.to_url, sim.dir
   end
 
   local function config(dir, to_url, extra)
-    local path = dir .. "/config-" .. tostring(math.random(1e9)) .. ".lua"
-    local f = assert(io.open(path, "w"))
-    f:write(([[
-return {
-  traffic_ops = { url = %q, user = "admin", password = "twelve12", timeout = 2 },
-  influxdb = { urls = { "http://127.0.0.1:1" } },
-  polling_interval = 1, publishing_interval = 3600,
-  state_dir = %q,
-  collect = { timeout = 0.5, connect_timeout = 0.5 },
-  summary = { enabled = false },
-  %s
-}]]):format(to_url, dir .. "/state", extra or ""))
-    f:close()
-    return path
+    return stack.write_config(dir .. "/config-" .. tostring(math.random(1e9)) .. ".lua", { to_url = to_url, to_timeout = 2,
+      influx_url = "http://127.0.0.1:1", publishing = 3600, state_dir = dir .. "/state",
+      collect = "timeout = 0.5, connect_timeout = 0.5", extra = extra })
   end
 
   it("keeps its Traffic Ops session across SIGHUP (no login per reload)", function()

@@ -8,38 +8,15 @@ local cjson = require "cjson"
 local q = stack.quote
 
 local tstats_bin = stack.bin("tstats")
-local sim_bin = stack.bin("tstats-sim")
 local influxd_sh = stack.root() .. "/scripts/lib/influxd.sh"
 
 local influx, tmp
 
-local function start_sim(args)
-  local dir = stack.tmpdir()
-  local ready = dir .. "/ready.json"
-  local h = stack.spawn("exec " .. sim_bin .. " --ready-file " .. q(ready) .. " " .. (args or ""), dir .. "/sim.log")
-  assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05),
-    "simulator did not start: " .. tostring(stack.read_file(dir .. "/sim.log")))
-  h.info = cjson.decode(stack.read_file(ready))
-  h.to_url = h.info.to_url
-  return h
-end
+local function start_sim(args) return stack.sim_start(args) end
 
 local function write_config(name, to_url, extra, url)
-  local path = tmp .. "/config-" .. name .. ".lua"
-  local f = assert(io.open(path, "w"))
-  f:write(([[
-return {
-  traffic_ops = { url = %q, user = "admin", password = "twelve12", timeout = 3 },
-  influxdb = { urls = { %q }, timeout = 2 },
-  polling_interval = 1, publishing_interval = 1, config_interval = 300,
-  state_dir = %q,
-  collect = { timeout = 2, connect_timeout = 1 },
-  summary = { enabled = false },
-  %s
-}
-]]):format(to_url, url or influx.url, tmp .. "/state-" .. name, extra or ""))
-  f:close()
-  return path
+  return stack.write_config(tmp .. "/config-" .. name .. ".lua", { to_url = to_url, influx_url = url or influx.url,
+    influx_extra = "timeout = 2", config_interval = 300, state_dir = tmp .. "/state-" .. name, extra = extra })
 end
 
 -- Points the daemon accepted: the sum of its "Collected N ... values" lines.

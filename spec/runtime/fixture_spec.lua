@@ -24,16 +24,9 @@ local influx, tmp
 local sq = stack.quote
 
 local function start_sim(cs, ds, extra)
-  local dir = stack.tmpdir()
-  local ready = dir .. "/ready.json"
-  local h = stack.spawn("exec " .. sim_bin .. " --ready-file " .. sq(ready) .. " --fixture-cachestats " .. sq(cs)
-    .. " --fixture-dsstats " .. sq(ds) .. " " .. (extra or ""), dir .. "/sim.log")
-  assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05),
-    "simulator did not start: " .. tostring(stack.read_file(dir .. "/sim.log")))
-  h.info = cjson.decode(stack.read_file(ready))
-  h.to_url = h.info.to_url
+  local h = stack.sim_start("--fixture-cachestats " .. sq(cs) .. " --fixture-dsstats " .. sq(ds) .. " " .. (extra or ""))
   h.delta = math.tointeger(h.info.fixture_time_delta_ms)
-  assert(h.delta, "ready JSON has fixture_time_delta_ms: " .. stack.read_file(ready))
+  assert(h.delta, "ready JSON has fixture_time_delta_ms: " .. stack.read_file(h.ready))
   return h
 end
 
@@ -160,18 +153,9 @@ local function atc_lines(delta)
 end
 
 local function write_config(to_url, name, extra)
-  local path = tmp .. "/config-" .. name .. ".lua"
-  stack.write_file(path, ([[
-return {
-  traffic_ops = { url = %q, user = "admin", password = "twelve12", timeout = 3 },
-  influxdb = { urls = { %q } },
-  polling_interval = 1, publishing_interval = 1, config_interval = 300,
-  state_dir = %q,
-  collect = { timeout = 2, connect_timeout = 1, %s },
-  summary = { enabled = false },
-}
-]]):format(to_url, influx.url, tmp .. "/state-" .. name, extra or ""))
-  return path
+  return stack.write_config(tmp .. "/config-" .. name .. ".lua", { to_url = to_url, influx_url = influx.url,
+    config_interval = 300, state_dir = tmp .. "/state-" .. name,
+    collect = "timeout = 2, connect_timeout = 1, " .. (extra or "") })
 end
 
 -- Everything in the "daily" RP of both databases: {key -> value}, count.

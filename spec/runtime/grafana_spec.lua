@@ -20,12 +20,8 @@ describe("tstats grafana", function()
   setup(function()
     influx = stack.influxd_start_atc()
     tmp = stack.tmpdir()
-    local dir = stack.tmpdir()
-    local ready = dir .. "/ready.json"
-    sim = stack.spawn("exec " .. q(stack.bin("tstats-sim")) .. " --ready-file " .. q(ready)
-      .. " --cdns 2 --caches 6 --ds 3 --cachegroups 3", dir .. "/sim.log")
-    assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05))
-    local info = cjson.decode(stack.read_file(ready))
+    sim = stack.sim_start("--cdns 2 --caches 6 --ds 3 --cachegroups 3")
+    local info = sim.info
     cfg = tmp .. "/config.lua"
     stack.write_file(cfg, ([[
 return {

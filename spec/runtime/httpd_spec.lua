@@ -10,7 +10,6 @@ local cjson = require "cjson"
 
 local q = stack.quote
 local tstats_bin = stack.bin("tstats")
-local sim_bin = stack.bin("tstats-sim")
 
 -- Prometheus text on stdin -> JSON [{name, type, samples: [[name, labels, value]]}];
 -- the parser raises on malformed exposition text (exit 1, message on stderr).
@@ -56,56 +55,28 @@ local function value(fams, fam, name, labels)
   end
 end
 
-local function start_sim(args)
-  local dir = stack.tmpdir()
-  local ready = dir .. "/ready.json"
-  local h = stack.spawn("exec " .. sim_bin .. " --ready-file " .. q(ready) .. " " .. args, dir .. "/sim.log")
-  assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05),
-    "simulator did not start")
-  h.info = cjson.decode(stack.read_file(ready))
-  function h.post(path)
-    local rc, out = stack.run("curl -sS -m 10 -XPOST " .. q(h.info.to_url .. path))
-    assert(rc == 0, out)
-    return out
-  end
-  function h.stats()
-    local rc, out = stack.run("curl -sS -m 10 " .. q(h.info.to_url .. "/sim/stats"))
-    assert(rc == 0)
-    return cjson.decode(out)
-  end
-  function h.monitor(cdn, idx)
-    for _, m in ipairs(h.info.monitors) do if m.cdn == cdn and m.index == idx then return m end end
-  end
-  return h
-end
+local function start_sim(args) return stack.sim_start(args) end
 
 local function config(dir, extra, influx_url)
-  local path = dir .. "/config.lua"
-  stack.write_file(path, ([[
-return {
-  traffic_ops = { url = %q, user = "admin", password = "twelve12", timeout = 3 },
-  influxdb = { urls = { %q } },
-  polling_interval = 1, publishing_interval = 1,
-  state_dir = %q,
-  collect = { timeout = 2, connect_timeout = 1 },
-  summary = { enabled = false },
-  shutdown_timeout = 2,
-  %s
-}
-]]):format(sim.info.to_url, influx_url or influx.url, dir .. "/state", extra or ""))
-  return path
+  extra = extra or ""
+  local summary = nil   -- a test that sets summary itself gets no default one
+  if extra:find("summary =", 1, true) then summary = false end
+  return stack.write_config(dir .. "/config.lua", { to_url = sim.info.to_url, influx_url = influx_url or influx.url,
+    state_dir = dir .. "/state", summary = summary, extra = "shutdown_timeout = 2,\n  " .. extra })
 end
 
 local function start_tstats(extra, opts)
   opts = opts or {}
-  local dir = stack.tmpdir()
+  local dir = opts.dir or stack.tmpdir()   -- opts.dir: the same state dir as an earlier run
   local port = stack.free_port()
   local cfg = config(dir, (extra or ""):gsub("PORT", tostring(port)), opts.influx_url)
-  local h = stack.spawn(tstats_bin .. " --config " .. q(cfg) .. " run", dir .. "/tstats.log", { env = opts.env })
+  -- a log of its own, so that "listening" is this run's
+  local log = dir .. (opts.dir and ("/tstats-" .. port .. ".log") or "/tstats.log")
+  local h = stack.spawn(tstats_bin .. " --config " .. q(cfg) .. " run", log, { env = opts.env })
   h.base = "http://127.0.0.1:" .. port
   h.port = port
   h.dir = dir
-  h.logtext = function() return stack.read_file(dir .. "/tstats.log") or "" end
+  h.logtext = function() return stack.read_file(log) or "" end
   assert(stack.wait_until(function() return h.logtext():find("http: listening on", 1, true) end, 15),
     "listener up: " .. h.logtext())
   return h
@@ -247,6 +218,12 @@ describe("HTTP listener #asan", function()
     assert.are.equal("gauge", fams.tstats_spool_bytes and fams.tstats_spool_bytes.type)
     assert.truthy(value(fams, "tstats_spool_bytes", "tstats_spool_bytes") > 0)
     assert.are.equal(0, value(fams, "tstats_spool_append_failures", "tstats_spool_append_failures_total"))
+    -- per reader of the spool: the writer keeps up, so its oldest unacknowledged record is young
+    assert.are.equal("gauge", fams.tstats_spool_oldest_unacknowledged_age_seconds.type)
+    local age = value(fams, "tstats_spool_oldest_unacknowledged_age_seconds", "tstats_spool_oldest_unacknowledged_age_seconds",
+      { target = "influxdb" })
+    assert.truthy(age and age >= 0 and age < 10, "spool age of a healthy writer: " .. tostring(age))
+    assert.truthy(value(fams, "tstats_spool_target_backlog_bytes", "tstats_spool_target_backlog_bytes", { target = "influxdb" }))
     -- what InfluxDB stored is what the writer says it wrote (nothing else writes this database)
     local r = stack.influx_query(influx.url, 'SELECT count(value) FROM "daily"."bandwidth"', "cache_stats")
     assert.truthy(r.results[1].series, "bandwidth points stored")
@@ -308,8 +285,91 @@ describe("HTTP listener #asan", function()
     assert.truthy(bad, "the writer's trouble is a reason")
     assert.truthy(bad:find("points pending and nothing written", 1, true), bad)
     assert.falsy(bad:find("cdn1 CacheStats", 1, true), "polls are fine: " .. bad)
+    -- per CDN: each one's points are not reaching their databases, and the reason names it
+    local reasons = stack.wait_until(function()
+      local c, b = curl(d.base .. "/health")
+      if c ~= 503 then return nil end
+      local t = table.concat(cjson.decode(b).reasons, "\n")
+      return t:find("cdn1: its points for cache_stats.daily are not being written", 1, true)
+        and t:find("cdn2: its points for deliveryservice_stats.daily are not being written", 1, true) and t
+    end, 20)
+    assert.truthy(reasons, "each CDN named with its destinations: " .. tostring(select(2, curl(d.base .. "/health"))))
+    -- the spool holds what InfluxDB did not take, and says how old its oldest record is
+    local waited = stack.wait_until(function()
+      local f = scrape(d.base)
+      local a = value(f, "tstats_spool_oldest_unacknowledged_age_seconds", "tstats_spool_oldest_unacknowledged_age_seconds",
+        { target = "influxdb" })
+      local bl = value(f, "tstats_spool_target_backlog_bytes", "tstats_spool_target_backlog_bytes", { target = "influxdb" })
+      return a and a >= 3 and bl and bl > 0 and { a, bl }
+    end, 20)
+    assert.truthy(waited, "spool age grows while InfluxDB is down")
     d:kill("TERM")
     assert.are.equal(0, d:wait(30))
+  end)
+
+  it("/health names a CDN whose points stop reaching InfluxDB, and is 200 again when InfluxDB is back", function()
+    sim.post("/sim/fault?kind=none")
+    local port = stack.free_port()
+    local d = start_tstats([[http = { listen = "127.0.0.1:PORT", health_intervals = 2 },]],
+      { influx_url = "http://127.0.0.1:" .. port })
+    -- nothing listens on the InfluxDB port: each CDN is named
+    local bad = stack.wait_until(function()
+      local c, b = curl(d.base .. "/health")
+      local t = c == 503 and table.concat(cjson.decode(b).reasons, "\n") or ""
+      return t:find("cdn1: its points for", 1, true) and t:find("cdn2: its points for", 1, true) and t
+    end, 30)
+    assert.truthy(bad, "both CDNs unhealthy while InfluxDB is down")
+    assert.falsy(bad:find("CacheStats: last successful poll", 1, true), "polling is fine: " .. bad)
+    -- a real influxd comes up on that very port: the spooled points go in, health recovers
+    local late = stack.influxd_start_atc({ port = port })
+    assert.truthy(stack.wait_until(function() return curl(d.base .. "/health") == 200 end, 60),
+      "healthy again: " .. tostring(select(2, curl(d.base .. "/health"))))
+    local fams = scrape(d.base)
+    assert.truthy(value(fams, "tstats_points_written", "tstats_points_written_total", { db = "cache_stats" }) > 0)
+    d:kill("TERM")
+    assert.are.equal(0, d:wait(30))
+    late:stop()
+  end)
+
+  it("exports each CDN's last daily summary, and still knows it after a restart", function()
+    sim.post("/sim/fault?kind=none")
+    -- yesterday's 1-minute CDN bandwidth for both CDNs, where the daily rollup reads it
+    local day = (os.time() - 600) // 86400 * 86400 - 86400
+    local lines = {}
+    for _, cdn in ipairs({ "cdn1", "cdn2" }) do
+      for i = 0, 2 do lines[#lines + 1] = ("bandwidth.cdn.1min,cdn=%s value=%d %d"):format(cdn, 1000 * (i + 1), day + 3600 * i) end
+    end
+    local st, resp = stack.influx_write(influx.url, "cache_stats", table.concat(lines, "\n") .. "\n", "s", "monthly")
+    assert.are.equal(204, st, resp)
+    local t0 = os.time()
+    local summary = [[summary = { enabled = true, sinks = {}, rollups = { "daily" } }, daily_summary_interval = 1,]]
+    local d = start_tstats([[http = { listen = "127.0.0.1:PORT" },]] .. summary)
+    local function last(base)
+      local f = scrape(base)
+      local fam = f.tstats_summary_last_success_timestamp_seconds
+      return fam and fam.type == "gauge" and value(f, "tstats_summary_last_success_timestamp_seconds",
+        "tstats_summary_last_success_timestamp_seconds", { cdn = "cdn1" }), value(f,
+        "tstats_summary_last_success_timestamp_seconds", "tstats_summary_last_success_timestamp_seconds", { cdn = "cdn2" })
+    end
+    local got = stack.wait_until(function()
+      local a, b = last(d.base)
+      return a and b and { a, b }
+    end, 30)
+    assert.truthy(got, "a summary time per CDN: " .. d.logtext():sub(-3000))
+    assert.truthy(got[1] >= t0 - 1 and got[1] <= os.time() + 1, "cdn1's summary time is this run's: " .. got[1])
+    assert.truthy(got[2] >= t0 - 1 and got[2] <= os.time() + 1, "cdn2's: " .. got[2])
+    d:kill("TERM")
+    assert.are.equal(0, d:wait(30))
+    -- the same state dir, summaries off: nothing is computed, the times are read back
+    local d2 = start_tstats([[http = { listen = "127.0.0.1:PORT" }, summary = { enabled = false },]], { dir = d.dir })
+    local again = stack.wait_until(function()
+      local a, b = last(d2.base)
+      return a and b and { a, b }
+    end, 20)
+    assert.truthy(again, "known after the restart")
+    assert.are.same(got, again)
+    d2:kill("TERM")
+    assert.are.equal(0, d2:wait(30))
   end)
 
   it("asks for credentials when configured (basic or bearer, from the environment); a bare port is loopback", function()

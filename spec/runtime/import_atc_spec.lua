@@ -113,12 +113,8 @@ describe("tstats import-atc #asan", function()
     if not has_kafka_options() then pending("no Kafka export in this build"); return end
     local cj = require "cjson"
     local influx = stack.influxd_start_atc()
-    local d = stack.tmpdir()
-    local ready = d .. "/ready.json"
-    local sim = stack.spawn("exec " .. q(stack.bin("tstats-sim")) .. " --ready-file " .. q(ready) .. " --cdns 1 --caches 3 --ds 2",
-      d .. "/sim.log")
-    assert(stack.wait_until(function() local r = stack.read_file(ready); return r and #r > 0 end, 15, 0.05))
-    local to_url = cj.decode(stack.read_file(ready)).to_url
+    local sim = stack.sim_start("--cdns 1 --caches 3 --ds 2")
+    local d, to_url = sim.dir, sim.to_url
     local fifo = d .. "/control"
     assert(os.execute("mkfifo " .. q(fifo)))
     local mock = stack.spawn(q(stack.bin("tstats-kafka-mock")) .. " --control " .. q(fifo) .. " --topic traffic-stats --partitions 2",

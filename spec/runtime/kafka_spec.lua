@@ -7,21 +7,12 @@ local stack = require "spec.runtime.stack"
 local cjson = require "cjson"
 
 local tstats_bin = stack.bin("tstats")
-local sim_bin = stack.bin("tstats-sim")
 local mock_bin = stack.bin("tstats-kafka-mock")
 local sq = stack.quote
 
 local influx, tmp
 
-local function start_sim(args)
-  local dir = stack.tmpdir()
-  local ready = dir .. "/ready.json"
-  local h = stack.spawn("exec " .. sim_bin .. " --ready-file " .. sq(ready) .. " " .. (args or ""), dir .. "/sim.log")
-  assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05),
-    "simulator did not start")
-  h.to_url = cjson.decode(stack.read_file(ready)).to_url
-  return h
-end
+local function start_sim(args) return stack.sim_start(args) end
 
 -- The mock cluster: 3 brokers, topic "tstats" with 4 partitions.
 local function start_kafka()
@@ -55,20 +46,14 @@ local function start_kafka()
 end
 
 local function write_config(name, brokers, extra)
-  local path = tmp.dir .. "/config-" .. name .. ".lua"
-  stack.write_file(path, ([[
-return {
-  traffic_ops = { url = %q, user = "admin", password = "twelve12", timeout = 3 },
-  influxdb = { urls = { %q } },
-  polling_interval = 1, publishing_interval = 1, config_interval = 300,
-  state_dir = %q,
-  collect = { timeout = 2, connect_timeout = 1 },
-  kafka = { enabled = true, brokers = %q, topic = "tstats" },
-  %s
-}
-]]):format(tmp.to_url, tmp.influx_url or influx.url, tmp.dir .. "/state-" .. name, brokers,
-    (extra or "") .. ((extra or ""):find("summary =", 1, true) and "" or "summary = { enabled = false },")))
-  return path
+  extra = extra or ""
+  -- a test that sets summary itself gets no default one
+  local summary = nil
+  if extra:find("summary =", 1, true) then summary = false end
+  return stack.write_config(tmp.dir .. "/config-" .. name .. ".lua", { to_url = tmp.to_url,
+    influx_url = tmp.influx_url or influx.url, config_interval = 300, state_dir = tmp.dir .. "/state-" .. name,
+    summary = summary,
+    extra = ("kafka = { enabled = true, brokers = %q, topic = \"tstats\" },\n  "):format(brokers) .. extra })
 end
 
 -- Days since 1970-01-01 of a civil date (proleptic Gregorian).

@@ -5,7 +5,6 @@ local stack = require "spec.runtime.stack"
 local cjson = require "cjson"
 
 local tstats = stack.bin("tstats")
-local sim_bin = stack.bin("tstats-sim")
 local function sq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
 describe("Lua limits and API hygiene", function()
@@ -50,11 +49,8 @@ return {
   end)
 
   local function start_sim(args)
-    local dir = stack.tmpdir()
-    local ready = dir .. "/ready.json"
-    local sim = stack.spawn("exec " .. sim_bin .. " --ready-file " .. sq(ready) .. " " .. args, dir .. "/sim.log")
-    assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05))
-    return sim, cjson.decode(stack.read_file(ready)).to_url
+    local sim = stack.sim_start(args)
+    return sim, sim.to_url
   end
 
   it("the daemon's mappings run under lua.memory_limit", function()
@@ -119,16 +115,9 @@ return 0
 
   it("a missing database is one line naming tstats setup-influx, not one per chunk", function()
     local sim, to_url = start_sim("--cdns 2 --caches 3 --payload-cache-ms 0")
-    local cfg = write(tmp .. "/nodb.lua", ([[
-return {
-  traffic_ops = { url = %q, user = "admin", password = "twelve12", timeout = 3 },
-  influxdb = { urls = { %q } },
-  databases = { cache = "nodb_cache_%d", ds = "nodb_ds_%d" },
-  polling_interval = 1, publishing_interval = 1,
-  state_dir = %q,
-  collect = { timeout = 2, connect_timeout = 1 },
-  summary = { enabled = false },
-}]]):format(to_url, influx.url, math.random(1e9), math.random(1e9), tmp .. "/state-nodb"))
+    local cfg = stack.write_config(tmp .. "/nodb.lua", { to_url = to_url, influx_url = influx.url,
+      state_dir = tmp .. "/state-nodb",
+      extra = ('databases = { cache = "nodb_cache_%d", ds = "nodb_ds_%d" },'):format(math.random(1e9), math.random(1e9)) })
     local d = stack.tmpdir()
     local ts = stack.spawn("exec " .. tstats .. " --config " .. cfg .. " run", d .. "/tstats.log")
     assert.truthy(stack.wait_until(function()

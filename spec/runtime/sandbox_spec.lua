@@ -5,7 +5,6 @@ local stack = require "spec.runtime.stack"
 local cjson = require "cjson"
 
 local tstats = stack.bin("tstats")
-local sim_bin = stack.bin("tstats-sim")
 local function sq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
 local function write(path, body)
@@ -48,12 +47,8 @@ describe("the mapping sandbox", function()
   teardown(function() stack.cleanup_all() end)
 
   it("refuses every forbidden call with a clear error while the poll goes on", function()
-    local dir = stack.tmpdir()
-    local ready = dir .. "/ready.json"
-    local sim = stack.spawn("exec " .. sim_bin .. " --ready-file " .. sq(ready) .. " --cdns 1 --caches 12 --ds 0",
-      dir .. "/sim.log")
-    assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05))
-    local to_url = cjson.decode(stack.read_file(ready)).to_url
+    local sim = stack.sim_start("--cdns 1 --caches 12 --ds 0")
+    local dir, to_url = sim.dir, sim.to_url
     local sd = stack.tmpdir()
     os.execute("mkdir -p " .. sq(sd .. "/mappings"))
     local mpath = write(sd .. "/mappings/sandboxed.lua", MAPPING)
@@ -105,12 +100,8 @@ return {
   end)
 
   it("bounds a looping mapping's Lua time per endpoint and poll: other endpoints keep every poll, SIGTERM is prompt", function()
-    local dir = stack.tmpdir()
-    local ready = dir .. "/ready.json"
-    local sim = stack.spawn("exec " .. sim_bin .. " --ready-file " .. sq(ready) .. " --cdns 1 --caches 200 --ds 2",
-      dir .. "/sim.log")
-    assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05))
-    local to_url = cjson.decode(stack.read_file(ready)).to_url
+    local sim = stack.sim_start("--cdns 1 --caches 200 --ds 2")
+    local dir, to_url = sim.dir, sim.to_url
     local sd = stack.tmpdir()
     os.execute("mkdir -p " .. sq(sd .. "/mappings"))
     local mpath = write(sd .. "/mappings/looping.lua", [[
@@ -150,12 +141,8 @@ return {
   end)
 
   it("SIGHUP with a broken mapping keeps the running one for that endpoint, naming file:line", function()
-    local dir = stack.tmpdir()
-    local ready = dir .. "/ready.json"
-    local sim = stack.spawn("exec " .. sim_bin .. " --ready-file " .. sq(ready) .. " --cdns 1 --caches 3 --ds 1",
-      dir .. "/sim.log")
-    assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05))
-    local to_url = cjson.decode(stack.read_file(ready)).to_url
+    local sim = stack.sim_start("--cdns 1 --caches 3 --ds 1")
+    local dir, to_url = sim.dir, sim.to_url
     local sd = stack.tmpdir()
     os.execute("mkdir -p " .. sq(sd .. "/mappings"))
     local mpath = write(sd .. "/mappings/custom.lua", "return require 'mappings.cachestats'\n")

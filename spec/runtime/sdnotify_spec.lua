@@ -4,11 +4,9 @@
 -- SIGTERM, WATCHDOG=1 pings when WATCHDOG_USEC is set and none when it is not.
 -- Test side, Lua; the listener is a few lines of /usr/bin/python3.
 local stack = require "spec.runtime.stack"
-local cjson = require "cjson"
 
 local q = stack.quote
 local tstats_bin = stack.bin("tstats")
-local sim_bin = stack.bin("tstats-sim")
 
 -- Binds SOCK_DGRAM at path and appends each datagram, then a line "--", to log.
 local LISTENER = [[
@@ -43,28 +41,12 @@ local function listen(dir)
   return h
 end
 
-local function start_sim(dir)
-  local ready = dir .. "/ready.json"
-  local h = stack.spawn("exec " .. sim_bin .. " --ready-file " .. q(ready) .. " --caches 4 --ds 2", dir .. "/sim.log")
-  assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05),
-    "simulator did not start")
-  h.info = cjson.decode(stack.read_file(ready))
-  return h
-end
+local function start_sim(dir) return stack.sim_start("--caches 4 --ds 2", { dir = dir }) end
 
 local function config(dir, to_url)
-  local path = dir .. "/config.lua"
   -- InfluxDB is a closed port: notifications do not depend on writes.
-  stack.write_file(path, ([[
-return {
-  traffic_ops = { url = %q, user = "admin", password = "twelve12", timeout = 3 },
-  influxdb = { urls = { "http://127.0.0.1:%d" } },
-  polling_interval = 1, publishing_interval = 1,
-  state_dir = %q,
-  summary = { enabled = false },
-}
-]]):format(to_url, stack.free_port(), dir .. "/state"))
-  return path
+  return stack.write_config(dir .. "/config.lua", { to_url = to_url,
+    influx_url = "http://127.0.0.1:" .. stack.free_port(), state_dir = dir .. "/state", collect = false })
 end
 
 describe("sd_notify #asan", function()

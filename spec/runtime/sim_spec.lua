@@ -10,19 +10,8 @@ local SIM = stack.bin("tstats-sim")
 
 -- Starts a sim with extra args; returns the process handle and the decoded ready file.
 local function start_sim(args)
-  local dir = stack.tmpdir()
-  local ready = dir .. "/ready.json"
-  -- "exec" so that the spawned pid is the sim itself and SIGTERM reaches it.
-  local h = stack.spawn("exec " .. q(SIM) .. " --ready-file " .. q(ready) .. " " .. (args or ""), dir .. "/sim.log")
-  local info = stack.wait_until(function()
-    local s = stack.read_file(ready)
-    if not s or s == "" then return nil end
-    local ok, t = pcall(cjson.decode, s)
-    return ok and t or nil
-  end, 20, 0.05)
-  assert(info, "sim did not become ready: " .. (stack.read_file(dir .. "/sim.log") or ""))
-  h.ready = ready
-  return h, info
+  local h = stack.sim_start(args, { timeout = 20 })
+  return h, h.info
 end
 
 -- http(url, opts) -> status, body, headers (lower-cased names), curl exit code, seconds taken.

@@ -380,6 +380,82 @@ function stack.influx_drop_series(url)
   end
 end
 
+-- sim_start(args, opts) -> spawn handle of a running tstats-sim (see docs/SIMULATOR.md), with
+-- .info (its decoded ready file), .to_url, .dir (its tmpdir), .ready (the ready file's path),
+-- .post(path) and .get(path) (curl against Traffic Ops' side, raise on a curl error),
+-- .stats() (GET /sim/stats decoded) and .monitor(cdn, idx) (a monitor's ready-file entry).
+-- opts.dir: the directory for ready.json and sim.log (a fresh tmpdir when absent);
+-- opts.timeout: seconds to wait for the ready file (15).
+function stack.sim_start(args, opts)
+  opts = opts or {}
+  local dir = opts.dir or stack.tmpdir()
+  local ready = dir .. "/ready.json"
+  local log = dir .. "/sim.log"
+  -- "exec" so that the spawned pid is the sim itself and SIGTERM reaches it.
+  local h = stack.spawn("exec " .. q(stack.bin("tstats-sim")) .. " --ready-file " .. q(ready) .. " "
+    .. (args or ""), log)
+  local info = stack.wait_until(function()
+    local s = read_file(ready)
+    if not s or s == "" then return nil end
+    local ok, t = pcall(cjson.decode, s)
+    return ok and t or nil
+  end, opts.timeout or 15, 0.05)
+  assert(info, "simulator did not start: " .. tostring(read_file(log)))
+  h.info, h.to_url, h.dir, h.ready = info, info.to_url, dir, ready
+  function h.get(path)
+    local rc, out, err = stack.run("curl -sS -m 10 " .. q(h.to_url .. path))
+    assert(rc == 0, "GET " .. path .. ": " .. err .. out)
+    return out
+  end
+  function h.post(path)
+    local rc, out, err = stack.run("curl -sS -m 10 -XPOST " .. q(h.to_url .. path))
+    assert(rc == 0, "POST " .. path .. ": " .. err .. out)
+    return out
+  end
+  function h.stats() return cjson.decode(h.get("/sim/stats")) end
+  -- The ready file's entry of CDN cdn's monitor number idx (0-based).
+  function h.monitor(cdn, idx)
+    for _, m in ipairs(info.monitors or {}) do if m.cdn == cdn and m.index == idx then return m end end
+  end
+  return h
+end
+
+-- config(o) -> the text of a tstats config for a daemon under test: Traffic Ops at o.to_url
+-- (user admin, o.to_password or the sim's "twelve12", o.to_timeout or 3, o.to_extra),
+-- InfluxDB at o.influx_url (or the list o.influx_urls; o.influx_extra inside its table),
+-- o.polling / o.publishing intervals (1 s each), o.config_interval when given, o.state_dir,
+-- collect = { o.collect } (default timeout 2, connect_timeout 1; false leaves it out),
+-- summary = o.summary (default disabled; false leaves it out), then o.extra verbatim.
+-- Every string field is Lua source except the URLs, the password and state_dir. The lines
+-- are, in order: traffic_ops, influxdb, the intervals and state_dir, collect, summary, extra
+-- (a spec that checks a file:line of its extra counts on that).
+function stack.config(o)
+  local urls = {}
+  for _, u in ipairs(o.influx_urls or { o.influx_url }) do urls[#urls + 1] = ("%q"):format(u) end
+  local parts = {
+    ("  traffic_ops = { url = %q, user = \"admin\", password = %q, timeout = %s%s },"):format(
+      o.to_url, o.to_password or "twelve12", tostring(o.to_timeout or 3),
+      o.to_extra and (", " .. o.to_extra) or ""),
+    ("  influxdb = { urls = { %s }%s },"):format(table.concat(urls, ", "),
+      o.influx_extra and (", " .. o.influx_extra) or ""),
+    ("  polling_interval = %s, publishing_interval = %s,%s%s"):format(tostring(o.polling or 1),
+      tostring(o.publishing or 1), o.config_interval and (" config_interval = " .. o.config_interval .. ",") or "",
+      o.state_dir and (" state_dir = %q,"):format(o.state_dir) or ""),
+  }
+  if o.collect ~= false then
+    parts[#parts + 1] = "  collect = { " .. (o.collect or "timeout = 2, connect_timeout = 1") .. " },"
+  end
+  if o.summary ~= false then parts[#parts + 1] = "  summary = " .. (o.summary or "{ enabled = false }") .. "," end
+  if o.extra and o.extra ~= "" then parts[#parts + 1] = "  " .. o.extra end
+  return "return {\n" .. table.concat(parts, "\n") .. "\n}\n"
+end
+
+-- write_config(path, o) -> path, with stack.config(o) written there.
+function stack.write_config(path, o)
+  write_file(path, stack.config(o))
+  return path
+end
+
 function stack.cleanup_all()
   for i = #started, 1, -1 do
     local h = started[i]

@@ -35,10 +35,8 @@ describe("daily summary api sink #asan", function()
   setup(function()
     influx = stack.influxd_start_atc()
     dir = stack.tmpdir()
-    local ready = dir .. "/sim.json"
-    sim = stack.spawn(stack.bin("tstats-sim") .. " --cdns 1 --caches 2 --ready-file " .. q(ready), dir .. "/sim.log")
-    assert.truthy(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05))
-    to_url = cjson.decode(stack.read_file(ready)).to_url
+    sim = stack.sim_start("--cdns 1 --caches 2", { dir = dir })
+    to_url = sim.to_url
     cfgfile = dir .. "/config.lua"
     stack.write_file(cfgfile, ([[
 return {

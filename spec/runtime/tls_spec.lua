@@ -60,12 +60,8 @@ describe("TLS to Traffic Ops and InfluxDB #asan", function()
     local dir = tmp .. "/capath"
     sh("mkdir -p " .. q(dir) .. " && cp " .. q(ca) .. " " .. q(dir .. "/ca.pem") .. " && openssl rehash " .. q(dir))
     influx = stack.influxd_start_atc()
-    local d = stack.tmpdir()
-    local ready = d .. "/ready.json"
-    sim = stack.spawn("exec " .. q(stack.bin("tstats-sim")) .. " --ready-file " .. q(ready) .. " --cdns 1 --caches 3 --ds 2",
-      d .. "/sim.log")
-    assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05))
-    sim_info = cjson.decode(stack.read_file(ready))
+    sim = stack.sim_start("--cdns 1 --caches 3 --ds 2")
+    sim_info = sim.info
   end)
   teardown(function()
     if sim then sim:stop() end
