@@ -17,6 +17,7 @@
 #include "ts_collect.h"
 #include "ts_config.h"
 #include "ts_kafka_glue.h"
+#include "ts_kafka_reload.h"
 #include "ts_derive.h"
 #include "ts_httpd.h"
 #include "ts_influx_set.h"
@@ -521,7 +522,14 @@ static void reload(tsd *d) {
     if (ts_derive_load(L, d->config_file, &dv) == 0) { ts_collector_set_derive(d->coll, dv); ts_derive_release(dv); }
     else ts_error("derived metrics: keeping the running definitions");
     writer_setup(d, 1);
-    if (d->kafka) ts_info("kafka: kafka.* changes take effect at the next start");
+    ts_kafka *k = ts_kafka_reload(L, d->loop, d->kafka, d->kafka_feed);
+    if (k != d->kafka) {
+        /* the Kafka target sends through the new producer; the old one retires (kafka_reload.c) */
+        for (int i = 0; i < ts_targets_count(d->targets); i++)
+            if (strcmp(ts_target_kind(ts_targets_at(d->targets, i)), "kafka") == 0)
+                ts_kafka_feed_target_set(ts_targets_at(d->targets, i), k);
+        d->kafka = k;
+    }
     http_setup(d);
     if (lua_daemon_call(d, "start", 0, 0) != 0) ts_error("daemon.start failed after reload");
     d->reload_pending = 1;   /* said once the new plan is installed (refresh_resume) */
@@ -739,8 +747,14 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     d->influx_set = NULL;
     for (int i = 0; i < ts_targets_count(d->targets); i++) {
         ts_target *t = ts_targets_at(d->targets, i);
+        int kafka = strcmp(ts_target_kind(t), "kafka") == 0;
+        if (kafka) {
+            /* producers a kafka.* SIGHUP replaced: what they hold first */
+            ts_kafka_feed_stop(d->kafka_feed);
+            ts_kafka_reload_drain(deadline);
+        }
         size_t n = ts_target_drain(t, deadline);
-        if (strcmp(ts_target_kind(t), "kafka") != 0) lost += n;
+        if (!kafka) lost += n;
     }
     if (lost) ts_error("shutdown: %zu points could not be written before the shutdown timeout", lost);
     report(d);
@@ -749,6 +763,7 @@ out:
     ts_httpd_stop(d->httpd);   /* its thread reads the metrics: stop it first */
     ts_collector_close(d->coll);
     ts_influx_set_free(d->influx_set, ts_mono_ms());
+    ts_kafka_reload_drain(0);      /* producers a SIGHUP replaced, before the feed goes */
     ts_targets_free(d->targets);   /* every target (Kafka: the producer, then its spool position), then the spool */
     ts_spool_close(d->spool);
     ts_loop_free(d->loop);

@@ -105,6 +105,14 @@ ts_kafka_feed *ts_kafka_feed_new(ts_kafka *k, ts_spool *s, ts_loop *loop, size_t
     return f;
 }
 
+void ts_kafka_feed_set_target(ts_kafka_feed *f, ts_kafka *k, size_t high_bytes) {
+    if (!f) return;
+    /* records handed to the previous target stay its own: their done still
+     * acknowledges them here; the next ones go to k */
+    f->k = k;
+    f->high = high_bytes ? high_bytes : (size_t)64 << 20;
+}
+
 void ts_kafka_feed_stop(ts_kafka_feed *f) {
     if (!f) return;
     f->stopped = 1;
@@ -220,3 +228,5 @@ ts_target *ts_kafka_feed_target(ts_kafka *k, ts_kafka_feed *f) {
     t->moved_at = ts_mono_ms();
     return ts_target_new(&kafka_ops, t, "kafka");
 }
+
+void ts_kafka_feed_target_set(ts_target *t, ts_kafka *k) { ((kafka_target *)ts_target_self(t))->k = k; }
