@@ -86,6 +86,7 @@ struct ts_writer {
 
     /* Kept from finished work for the next polls and publishes (see batch.c's pool). */
     ts_batch_pool *pool;
+    int pool_owned;                   /* not when the daemon shares one between its writers */
     ts_buf spare_bodies[8];
     int nspare_bodies;
 
@@ -97,10 +98,6 @@ struct ts_writer {
     int64_t tokens_at;
     int spool_dry;                    /* the last read found nothing new */
     ts_wqueue_chunk *parked;                    /* read, but its destination waits on retries */
-    /* Live records: appended and claimed (ts_spool_claim), sent from memory
-     * before any replay, never read back; bounded by live_cap bytes. */
-    ts_wqueue_chunk *live_head, *live_tail;
-    size_t live_bytes, live_cap;
     int rate_timer, sync_timer;
     ts_buf spool_buf;
 
@@ -113,8 +110,6 @@ struct ts_writer {
     int probe_timer, probe_next;
     int64_t failback_at;
 
-    ts_writer *const *mirrors;        /* mirror mode: copies of what stays in memory */
-    int nmirrors;
 
     /* The pump (writer.c): the rooms below it ask for it through this hook
      * after an answer or a timer, so none of them includes the writer. */

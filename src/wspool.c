@@ -9,6 +9,7 @@
 
 #include "ts_clock.h"
 #include "ts_log.h"
+#include "ts_target.h"
 
 int ts_wspool_evict(void *ud, const ts_dest *d, const char *body, size_t len, size_t lines) {
     ts_writer *w = ud;
@@ -18,82 +19,20 @@ int ts_wspool_evict(void *ud, const ts_dest *d, const char *body, size_t len, si
     return 1;
 }
 
-/* The record just appended stays in memory as a chunk and is sent from
- * there (the spool keeps the durable copy; its position moves when the
- * target answers): no read back at publishing time. Only while the target
- * is healthy and the live chunks fit live_cap: otherwise the record is
- * read from disk later, like any backlog. */
-static int live_keep(ts_writer *w, const ts_dest *d, ts_buf *buf, size_t lines, ts_spool_pos at, ts_spool_pos next) {
-    if (!w->cons || w->host_down || w->retry_head || w->live_bytes + buf->len > w->live_cap) return 0;
-    ts_wqueue_chunk *c = calloc(1, sizeof *c);
-    if (!c) abort();
-    c->d = ts_wqueue_dest_get(w, d);
-    c->seq = ++w->seq;
-    c->body = *buf;   /* the encoded record moves into the chunk */
-    *buf = ts_wqueue_spare_body(w);
-    c->lines = lines;
-    c->spooled = 1;
-    c->pos = at;
-    ts_spool_claim(w->cons, at, next);
-    if (w->live_tail) w->live_tail->next = c;
-    else w->live_head = c;
-    w->live_tail = c;
-    w->live_bytes += c->body.len;
-    return 1;
-}
-
-/* The oldest live chunk, taken off its list (NULL: none, or its
- * destination waits on retries). */
-ts_wqueue_chunk *ts_wspool_live_next(ts_writer *w) {
-    ts_wqueue_chunk *c = w->live_head;
-    if (!c || c->d->nretry > 0) return NULL;
-    w->live_head = c->next;
-    if (!w->live_head) w->live_tail = NULL;
-    c->next = NULL;
-    w->live_bytes -= c->body.len;
-    return c;
-}
-
-/* Live chunks never sent (a stop): they stay in the spool for the next start. */
-void ts_wspool_live_release(ts_writer *w) {
-    while (w->live_head) {
-        ts_wqueue_chunk *c = w->live_head;
-        w->live_head = c->next;
-        w->st.points_left_in_spool += c->lines;
-        ts_wqueue_chunk_free(c);
-    }
-    w->live_tail = NULL;
-    w->live_bytes = 0;
-}
-
 /* A batch into the spool, in records of at most max_publish_size lines.
  * Returns 1 when all of it is there; otherwise what the spool refused is
  * left in b (lines already encoded come back as a text batch in *rest). */
 int ts_wspool_batch(ts_writer *w, ts_batch *b, ts_batch **rest) {
-    const ts_dest *d = ts_batch_dest(b);
-    *rest = NULL;
-    while (ts_batch_points(b) > 0) {
-        ts_buf *buf = &w->spool_buf;
-        ts_buf_reset(buf);
-        size_t taken = 0, invalid = 0;
-        size_t lines = ts_batch_take(b, buf, w->max_publish_size, &taken, &invalid);
-        if (invalid) ts_counter_add(w->c_invalid, (int64_t)invalid);
-        if (lines == 0) continue;
-        ts_spool_pos at, next;
-        if (ts_spool_append_at(w->spool, d->db, d->rp, d->precision, buf->data, buf->len, lines, &at, &next) != 0) {
-            ts_batch *t = ts_batch_new_text(d);
-            ts_buf_add(ts_batch_text_buf(t), buf->data, buf->len);
-            ts_batch_text_commit(t, lines);
-            *rest = t;
-            return 0;
-        }
-        w->st.points_spooled += lines;
-        ts_counter_add(w->c_spooled, (int64_t)lines);
-        if (!live_keep(w, d, buf, lines, at, next)) w->spool_dry = 0;
+    size_t spooled, invalid;
+    int all = ts_target_spool_batch(w->spool, b, w->max_publish_size, &w->spool_buf, rest, &spooled, &invalid);
+    if (invalid) ts_counter_add(w->c_invalid, (int64_t)invalid);
+    if (spooled) {
+        w->st.points_spooled += spooled;
+        ts_counter_add(w->c_spooled, (int64_t)spooled);
+        w->spool_dry = 0;
     }
-    ts_buf_shrink(&w->spool_buf, (size_t)1 << 20);
-    ts_wspool_arm_sync(w);
-    return 1;
+    if (all) ts_wspool_arm_sync(w);
+    return all;
 }
 
 static void on_rate_timer(void *ud) {
