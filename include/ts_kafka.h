@@ -75,6 +75,12 @@ typedef struct ts_kafka_stats {
 } ts_kafka_stats;
 void ts_kafka_get_stats(const ts_kafka *k, ts_kafka_stats *s);
 
+/* No chunk left: everything submitted was acknowledged, refused or dropped. */
+int ts_kafka_idle(const ts_kafka *k);
+/* Adds s's counters (not the pending ones) to k's: a producer that replaces
+ * another (SIGHUP) goes on counting from where that one was. */
+void ts_kafka_add_stats(ts_kafka *k, const ts_kafka_stats *s);
+
 /* Frees the producer without waiting (call ts_kafka_drain first); pending
  * chunks' done is not called. */
 void ts_kafka_free(ts_kafka *k);

@@ -33,4 +33,9 @@ typedef struct ts_kafka_opts {
  * it does not know). Callbacks and the opaque are the caller's to set. */
 rd_kafka_conf_t *ts_kafka_conf_new(const ts_kafka_opts *o, char *err, size_t errlen);
 
+/* Errors that a resend cannot cure (message too large, authorization,
+ * invalid record): the points are counted as failed and their chunk may
+ * complete, so a spool position moves past them. */
+int ts_kafka_conf_permanent(rd_kafka_resp_err_t e);
+
 #endif

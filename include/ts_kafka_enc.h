@@ -30,4 +30,31 @@ size_t ts_kafka_enc_series_key(const char *line, size_t len);
 int ts_kafka_enc_json(ts_buf *out, const char *line, size_t len, const ts_kafka_dest *d, int64_t now_ns,
                       const char **err);
 
+/* Points in a chunk of line protocol: its lines that are not blank. */
+size_t ts_kafka_enc_count_lines(const char *p, size_t n);
+/* Points in a message: one per line (JSON and line protocol escape newlines). */
+size_t ts_kafka_enc_msg_points(const char *p, size_t n);
+
+/* The series cache: the JSON head of a series ({"name":..,"tags":{..},"fields":{)
+ * and its partition, by series key, so that a poll's points, which are the
+ * last poll's series again, skip the scan of their tags. Past max_bytes
+ * (entries, their keys and heads, the table) it is emptied and starts again. */
+typedef struct ts_kafka_enc ts_kafka_enc;
+typedef struct ts_kafka_series ts_kafka_series;
+ts_kafka_enc *ts_kafka_enc_new(int json, size_t max_bytes);   /* json 0: partitions only */
+void ts_kafka_enc_free(ts_kafka_enc *e);
+/* The entry of a series key (made at first sight); NULL for an empty key. */
+ts_kafka_series *ts_kafka_enc_series(ts_kafka_enc *e, const char *key, size_t klen);
+/* The partition noted for nparts partitions, -1 when none is. */
+int32_t ts_kafka_enc_partition(const ts_kafka_series *s, int32_t nparts);
+void ts_kafka_enc_set_partition(ts_kafka_series *s, int32_t nparts, int32_t part);
+/* ts_kafka_enc_json for a line whose series key is se's (se NULL: the full
+ * conversion): the same bytes, the head copied from the cache. */
+int ts_kafka_enc_json_series(ts_kafka_enc *e, const ts_kafka_series *se, ts_buf *out, const char *line, size_t len,
+                             const ts_kafka_dest *d, int64_t now_ns, const char **err);
+typedef struct ts_kafka_enc_stats {
+    uint64_t series, bytes, hits, misses, resets;
+} ts_kafka_enc_stats;
+void ts_kafka_enc_get_stats(const ts_kafka_enc *e, ts_kafka_enc_stats *s);
+
 #endif

@@ -8,6 +8,7 @@
 #include "ts_http.h"
 #include "ts_kafka.h"
 #include "ts_spool.h"
+#include "ts_target.h"
 
 /* Kafka's own position in the on-disk spool: the consumer "kafka" reads the
  * records every target shares and hands them to the target, holding back
@@ -21,6 +22,9 @@ typedef struct ts_kafka_feed ts_kafka_feed;
 ts_kafka_feed *ts_kafka_feed_new(ts_kafka *k, ts_spool *s, ts_loop *loop, size_t high_bytes);
 /* Reads what the spool has for Kafka now (also runs from its own timer). */
 void ts_kafka_feed_pump(ts_kafka_feed *f);
+/* The records read from now on go to k (SIGHUP rebuilt the producer); those
+ * handed to the previous one are acknowledged when it reports them done. */
+void ts_kafka_feed_set_target(ts_kafka_feed *f, ts_kafka *k, size_t high_bytes);
 /* Shutdown: no more reading (what is in flight may still complete); NULL ok. */
 void ts_kafka_feed_stop(ts_kafka_feed *f);
 typedef struct ts_kafka_feed_stats {
@@ -34,5 +38,11 @@ void ts_kafka_feed_get_stats(const ts_kafka_feed *f, ts_kafka_feed_stats *s);
 /* Closes the consumer (position persisted); records not acknowledged stay.
  * Free the target first (after its drain), then the feed, then the spool. */
 void ts_kafka_feed_free(ts_kafka_feed *f);
+/* Kafka as one of the daemon's targets: k fed through f (NULL: from memory).
+ * The target owns both: its close frees k, then f. */
+ts_target *ts_kafka_feed_target(ts_kafka *k, ts_kafka_feed *f);
+/* After a kafka.* reload replaced the producer: the target's is k now (the
+ * old one is retired and freed by the reload, not by the target). */
+void ts_kafka_feed_target_set(ts_target *t, ts_kafka *k);
 
 #endif

@@ -22,8 +22,17 @@ int ts_kafka_cfg_read(lua_State *L, ts_kafka_cfg *c, char *err, size_t errlen);
 void ts_kafka_cfg_free(ts_kafka_cfg *c);
 
 /* The target from the configuration, or NULL (kafka.enabled false, or an
- * error already logged: *failed set). */
+ * error already logged: *failed set). The kafka.* it was made from is kept
+ * as the running configuration. */
 ts_kafka *ts_kafka_from_config(lua_State *L, ts_loop *loop, int *failed);
+/* The running kafka.* (NULL before ts_kafka_from_config); set_running takes
+ * over c (malloc'd, read with ts_kafka_cfg_read) and frees the previous one. */
+const ts_kafka_cfg *ts_kafka_cfg_running(void);
+void ts_kafka_cfg_set_running(ts_kafka_cfg *c);
+/* "kafka: <what> <brokers> (topic, format, ...)" */
+void ts_kafka_describe(const ts_kafka_cfg *c, const char *what);
+/* The feed's mark for c: half of kafka.max_buffer_bytes, at most 64 MiB. */
+size_t ts_kafka_feed_high(const ts_kafka_cfg *c);
 
 /* Kafka's position in the spool for k, holding back above half of
  * kafka.max_buffer_bytes (at most 64 MiB); NULL when the consumer cannot be

@@ -69,6 +69,7 @@ O.list = {
   { "summary.grace", "integer", 600, "seconds after midnight UTC before a day is summarized", min = 0 },
   { "summary.max_catchup_days", "integer", 31, "most days computed after an outage", min = 1 },
   { "postgres.conninfo", "secret", nil, "libpq connection string or URI of the Traffic Ops database" },
+  { "postgres.statement_timeout", "number", 10, "seconds a daily summary's PostgreSQL statement or lock wait may take (the daemon's loop waits on it meanwhile); then it is cancelled and the day retried at the next tick; 0 = no limit", min = 0 },
 
   -- The durable spool (src/spool.c): every polled batch is on disk before it counts as accepted.
   { "spool.enabled", "boolean", true, "keep every accepted point on disk until InfluxDB has it (kill -9, outages)" },
@@ -114,7 +115,7 @@ function checks.string_map(v)
     if type(x) ~= "string" or x == "" then return ("[%q] must be a non-empty string"):format(k) end
   end
 end
--- librdkafka properties a kafka.* option sets (src/kafka.c refuses them too)
+-- librdkafka properties a kafka.* option sets (src/kafka_conf.c refuses them too)
 local owned = {
   ["bootstrap.servers"] = "kafka.brokers", ["metadata.broker.list"] = "kafka.brokers", acks = "kafka.acks",
   ["request.required.acks"] = "kafka.acks", ["enable.idempotence"] = "kafka.idempotence",

@@ -251,6 +251,19 @@ local INSERT_SQL = "INSERT INTO stats_summary (cdn_name, deliveryservice_name, s
 -- key, two interleaved delete+insert transactions would both insert.
 local LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('tstats.stats_summary'))"
 
+-- The summary's libpq calls block the daemon's loop: a lock another session
+-- holds (or a statement PostgreSQL is slow to run) must cost a bounded time,
+-- after which the day fails and the next tick retries it. SET LOCAL lasts
+-- for the transaction only, so a reconnected session needs nothing redone.
+local function pg_bound(c)
+  local s = tonumber(section("postgres").statement_timeout) or 10
+  if s <= 0 then return true end
+  local ms = math.max(1, math.floor(s * 1000 + 0.5))
+  local ok, err = c:exec(("SET LOCAL statement_timeout = %d"):format(ms))
+  if not ok then return nil, err end
+  return c:exec(("SET LOCAL lock_timeout = %d"):format(ms))
+end
+
 -- Delete-then-insert in ONE transaction: idempotent on Traffic Ops' schema,
 -- which has no unique key we could upsert on (ATC.md 4).
 local function pg_write(day, rows)
@@ -263,6 +276,8 @@ local function pg_write(day, rows)
     c:exec("ROLLBACK")
     return nil, e
   end
+  ok, err = pg_bound(c)
+  if not ok then return abort(err) end
   ok, err = c:query(LOCK_SQL)
   if not ok then return abort(err) end
   for _, r in ipairs(rows) do
@@ -282,10 +297,20 @@ local function pg_last(stats)
   if not c then return nil, err end
   local ph = {}
   for i = 1, #stats do ph[i] = "$" .. i end
-  local rows
-  rows, err = c:query("SELECT max(stat_date)::text AS d FROM stats_summary WHERE stat_name IN ("
-    .. table.concat(ph, ", ") .. ")", table.unpack(stats))
-  if not rows then return nil, err end
+  local rows, ok
+  ok, err = c:exec("BEGIN")
+  if not ok then return nil, err end
+  ok, err = pg_bound(c)
+  if ok then
+    rows, err = c:query("SELECT max(stat_date)::text AS d FROM stats_summary WHERE stat_name IN ("
+      .. table.concat(ph, ", ") .. ")", table.unpack(stats))
+  end
+  if not rows then
+    c:exec("ROLLBACK")
+    return nil, err
+  end
+  ok, err = c:exec("COMMIT")
+  if not ok then return nil, err end
   local d = rows[1] and rows[1].d
   if d == nil then return false end
   local s

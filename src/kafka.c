@@ -23,6 +23,8 @@
 #define MAX_GROUPED_PARTITIONS 4096
 #define GROUP_MAX_BYTES (512 * 1024)   /* under the brokers' default message.max.bytes (1 MB) */
 #define POLL_PERIOD_MS 200
+/* JSON heads and partitions of ~84,000 series take ~25 MB */
+#define SERIES_CACHE_BYTES ((size_t)64 << 20)
 
 /* A message to produce again: librdkafka gave up on it (brokers down past
  * message.timeout.ms) or its queue was full when a group was ready. */
@@ -94,6 +96,7 @@ struct ts_kafka {
     int fatal;                /* librdkafka raised a fatal error: rebuild the producer */
     int in_poll, freeing, queue_blocked;
     ts_buf msg;               /* scratch: the JSON of one point */
+    ts_kafka_enc *enc;        /* series cache: JSON heads, partitions */
     kgroup *groups;
     int32_t ngroups;
     ts_kafka_stats st;
@@ -135,38 +138,6 @@ static void log_limited(ts_kafka *k, rlimit *rl, int level, const char *fmt, ...
 static void note_error(ts_kafka *k, rd_kafka_resp_err_t err, const char *text) {
     k->st.last_error_code = err;
     snprintf(k->st.last_error, sizeof k->st.last_error, "%s", text ? text : rd_kafka_err2str(err));
-}
-
-/* Errors that a resend cannot cure: the message is counted as failed and its
- * chunk may complete, so a spool position moves past it. */
-static int permanent_error(rd_kafka_resp_err_t e) {
-    switch (e) {
-    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
-    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
-    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
-    case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
-    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
-    case RD_KAFKA_RESP_ERR_INVALID_MSG:
-    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
-    case RD_KAFKA_RESP_ERR_INVALID_REQUIRED_ACKS:
-    case RD_KAFKA_RESP_ERR__INVALID_ARG:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
-static size_t line_count(const char *p, size_t n) {
-    size_t c = 0;
-    for (size_t i = 0; i < n;) {
-        const char *nl = memchr(p + i, '\n', n - i);
-        size_t e = nl ? (size_t)(nl - p) : n;
-        size_t s = i;
-        while (s < e && (p[s] == ' ' || p[s] == '\t' || p[s] == '\r')) s++;
-        if (s < e) c++;
-        i = e + 1;
-    }
-    return c;
 }
 
 /* ---- producer set-up ---- */
@@ -256,6 +227,7 @@ ts_kafka *ts_kafka_new(ts_loop *loop, const ts_kafka_opts *o, char *err, size_t 
     k->retry_backoff_ms = o->retry_backoff_ms > 0 ? o->retry_backoff_ms : 1000;
     k->log_interval_ms = o->log_interval_ms > 0 ? o->log_interval_ms : 10000;
     ts_buf_init(&k->msg);
+    k->enc = ts_kafka_enc_new(k->format == TS_KAFKA_JSON, SERIES_CACHE_BYTES);
 
     k->conf = c;
     rd_kafka_conf_set_opaque(c, k);
@@ -353,7 +325,7 @@ static void enforce_bound(ts_kafka *k) {
         kchunk *next = c->next;
         size_t lines = 0;
         if (c->body && c->pos < c->len) {
-            lines = line_count(c->body + c->pos, c->len - c->pos);
+            lines = ts_kafka_enc_count_lines(c->body + c->pos, c->len - c->pos);
             chunk_body_done(k, c);
         }
         if (k->bytes_held > k->max_buffer_bytes && c->nretry) {
@@ -392,7 +364,7 @@ static void submit_owned(ts_kafka *k, const ts_kafka_dest *d, char *body, size_t
     c->id = id;
     c->done = done;
     c->ud = ud;
-    size_t lines = body ? line_count(body, len) : 0;
+    size_t lines = body ? ts_kafka_enc_count_lines(body, len) : 0;
     if (c->topic < 0) {
         /* only when kafka.topics names some databases and kafka.topic is unset */
         log_limited(k, &k->rl_perm, TS_LOG_ERROR, "kafka: no topic for database %s (set kafka.topic): %zu points not sent",
@@ -444,19 +416,21 @@ size_t ts_kafka_backlog_bytes(const ts_kafka *k) { return k->bytes_held; }
 
 enum { PROD_OK, PROD_FULL, PROD_FAILED };
 
+/* flags: RD_KAFKA_MSG_F_COPY, or RD_KAFKA_MSG_F_FREE to hand val (malloc'd)
+ * over to librdkafka, which it takes only when PROD_OK is returned */
 static int produce_msg(ts_kafka *k, kchunk *c, const char *key, size_t klen, const char *val, size_t vlen,
-                       size_t lines, int32_t partition) {
+                       size_t lines, int32_t partition, int flags) {
     rd_kafka_topic_t *rkt = k->topics[c->topic].rkt;
     rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
     if (k->format == TS_KAFKA_LP) {
         /* line protocol carries no database or retention policy: headers do */
         const char *prec = ts_precision_name(c->prec);
         e = rd_kafka_producev(k->rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_PARTITION(partition),
-                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, klen),
+                              RD_KAFKA_V_MSGFLAGS(flags), RD_KAFKA_V_KEY(key, klen),
                               RD_KAFKA_V_VALUE((void *)val, vlen), RD_KAFKA_V_HEADER("db", c->db, -1),
                               RD_KAFKA_V_HEADER("rp", c->rp, -1), RD_KAFKA_V_HEADER("precision", prec, -1),
                               RD_KAFKA_V_OPAQUE(c), RD_KAFKA_V_END);
-    } else if (rd_kafka_produce(rkt, partition, RD_KAFKA_MSG_F_COPY, (void *)val, vlen, key, klen, c) != 0) {
+    } else if (rd_kafka_produce(rkt, partition, flags, (void *)val, vlen, key, klen, c) != 0) {
         e = rd_kafka_last_error();
     }
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -476,7 +450,7 @@ static int produce_msg(ts_kafka *k, kchunk *c, const char *key, size_t klen, con
     }
     note_error(k, e, NULL);
     /* anything else that is not permanent: try again on a later poll */
-    return permanent_error(e) ? PROD_FAILED : PROD_FULL;
+    return ts_kafka_conf_permanent(e) ? PROD_FAILED : PROD_FULL;
 }
 
 static void count_failed(ts_kafka *k, kchunk *c, size_t lines, const char *why, size_t vlen) {
@@ -486,19 +460,19 @@ static void count_failed(ts_kafka *k, kchunk *c, size_t lines, const char *why, 
                 lines, c->db, why, vlen);
 }
 
-/* Points in a message: one per line (JSON and line protocol escape newlines). */
-static size_t msg_lines(const char *p, size_t n) {
-    size_t c = 1;
-    for (const char *e = p + n; p < e && (p = memchr(p, '\n', (size_t)(e - p))) != NULL; p++) c++;
-    return c;
-}
-
 /* Sends a group as one message; when librdkafka cannot take it now it is
  * kept as a retry of the chunk (its points were taken from the body). */
 static int flush_group(ts_kafka *k, kchunk *c, kgroup *g, int32_t partition, int64_t now) {
     if (!g->lines) return PROD_OK;
-    int rc = produce_msg(k, c, g->key.data, g->key.len, g->val.data, g->val.len, g->lines, partition);
-    if (rc == PROD_FULL) add_retry(k, c, g->key.data, g->key.len, g->val.data, g->val.len, g->lines, partition, now);
+    /* the group's text itself goes to librdkafka (no copy of a poll's worth of
+     * messages); the next group starts on a buffer of the same size */
+    size_t cap = g->val.cap;
+    int rc = produce_msg(k, c, g->key.data, g->key.len, g->val.data, g->val.len, g->lines, partition,
+                         RD_KAFKA_MSG_F_FREE);
+    if (rc == PROD_OK) {
+        ts_buf_init(&g->val);
+        ts_buf_reserve(&g->val, cap);
+    } else if (rc == PROD_FULL) add_retry(k, c, g->key.data, g->key.len, g->val.data, g->val.len, g->lines, partition, now);
     else if (rc == PROD_FAILED) count_failed(k, c, g->lines, k->st.last_error, g->val.len);
     ts_buf_reset(&g->val);
     ts_buf_reset(&g->key);
@@ -512,7 +486,7 @@ static int pump_chunk(ts_kafka *k, kchunk *c, int64_t now) {
     if (c->topic < 0) return 1;
     while (c->rhead && c->retry_due <= now) {
         kretry *r = c->rhead;
-        int rc = produce_msg(k, c, r->key, r->klen, r->val, r->vlen, r->lines, r->partition);
+        int rc = produce_msg(k, c, r->key, r->klen, r->val, r->vlen, r->lines, r->partition, RD_KAFKA_MSG_F_COPY);
         if (rc == PROD_FULL) return 0;
         if (rc == PROD_FAILED) count_failed(k, c, r->lines, k->st.last_error, r->vlen);
         else k->st.points_retried += r->lines;
@@ -558,14 +532,33 @@ static int pump_chunk(ts_kafka *k, kchunk *c, int64_t now) {
         line += s;
         e -= s;
         size_t klen = ts_kafka_enc_series_key(line, e);
-        const char *val = line;
-        size_t vlen = e;
+        /* the cache serves the JSON head and the group's partition: lp one by one needs neither */
+        ts_kafka_series *se =
+            k->format == TS_KAFKA_JSON || nparts > 0 ? ts_kafka_enc_series(k->enc, line, klen) : NULL;
+        int32_t p = RD_KAFKA_PARTITION_UA;
+        kgroup *g = NULL;
+        if (nparts > 0) {
+            p = ts_kafka_enc_partition(se, nparts);
+            if (p < 0) {
+                p = rd_kafka_msg_partitioner_murmur2(t->rkt, line, klen, nparts, NULL, NULL);
+                ts_kafka_enc_set_partition(se, nparts, p);
+            }
+            g = &k->groups[p];
+            if (g->lines >= k->per_message && flush_group(k, c, g, p, now) == PROD_FULL) full = 1;
+        }
+        /* the message text goes straight where it is sent from: the group, or the scratch */
+        ts_buf *out = g ? &g->val : &k->msg;
+        if (!g) ts_buf_reset(out);
+        size_t mark = out->len;
+        if (g && g->lines) ts_buf_addc(out, '\n');
+        size_t vstart = out->len;
         if (k->format == TS_KAFKA_JSON) {
             const char *why;
             ts_kafka_dest d = {c->db, c->rp, c->prec};
             if (!now_ns) now_ns = ts_now_ns();
-            ts_buf_reset(&k->msg);
-            if (ts_kafka_enc_json(&k->msg, line, e, &d, now_ns, &why) < 0) {
+            if (ts_kafka_enc_json_series(k->enc, se, out, line, e, &d, now_ns, &why) < 0) {
+                out->len = mark;
+                if (out->data) out->data[mark] = '\0';
                 k->st.lines_invalid++;
                 c->failed++;
                 log_limited(k, &k->rl_invalid, TS_LOG_WARN, "kafka: not line protocol (%s) for %s: %.*s", why, c->db,
@@ -574,22 +567,25 @@ static int pump_chunk(ts_kafka *k, kchunk *c, int64_t now) {
                 if (k->lines_waiting) k->lines_waiting--;
                 continue;
             }
-            val = k->msg.data;
-            vlen = k->msg.len;
+        } else {
+            ts_buf_add(out, line, e);
         }
-        if (nparts > 0) {
-            int32_t p = rd_kafka_msg_partitioner_murmur2(t->rkt, line, klen, nparts, NULL, NULL);
-            kgroup *g = &k->groups[p];
-            if (g->lines && (g->lines >= k->per_message || g->val.len + vlen + 1 > GROUP_MAX_BYTES))
+        if (g) {
+            if (g->lines && out->len > GROUP_MAX_BYTES) {
+                /* over the message bound with this point: the group goes without it */
+                ts_buf_reset(&k->msg);
+                ts_buf_add(&k->msg, out->data + vstart, out->len - vstart);
+                out->len = mark;
+                out->data[mark] = '\0';
                 if (flush_group(k, c, g, p, now) == PROD_FULL) full = 1;
-            if (g->lines) ts_buf_addc(&g->val, '\n');
-            else ts_buf_add(&g->key, line, klen);   /* the first point's series key */
-            ts_buf_add(&g->val, val, vlen);
+                ts_buf_add(&g->val, k->msg.data, k->msg.len);
+            }
+            if (!g->lines) ts_buf_add(&g->key, line, klen);   /* the first point's series key */
             g->lines++;
         } else {
-            int rc = produce_msg(k, c, line, klen, val, vlen, 1, RD_KAFKA_PARTITION_UA);
+            int rc = produce_msg(k, c, line, klen, out->data, out->len, 1, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY);
             if (rc == PROD_FULL) return 0;
-            if (rc == PROD_FAILED) count_failed(k, c, 1, k->st.last_error, vlen);
+            if (rc == PROD_FAILED) count_failed(k, c, 1, k->st.last_error, out->len);
         }
         c->pos = next;
         if (k->lines_waiting) k->lines_waiting--;
@@ -667,7 +663,7 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     ts_kafka *k = opaque;
     kchunk *c = m->_private;
     if (k->freeing || !c) return;
-    size_t lines = k->per_message > 1 ? msg_lines(m->payload, m->len) : 1;
+    size_t lines = k->per_message > 1 ? ts_kafka_enc_msg_points(m->payload, m->len) : 1;
     c->outstanding -= lines;
     k->outstanding -= lines;
     if (!m->err) {
@@ -676,7 +672,7 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     } else {
         k->st.delivery_errors++;
         note_error(k, m->err, NULL);
-        if (permanent_error(m->err)) {
+        if (ts_kafka_conf_permanent(m->err)) {
             count_failed(k, c, lines, rd_kafka_err2str(m->err), m->len);
         } else {
             if (rd_kafka_message_status(m) != RD_KAFKA_MSG_STATUS_NOT_PERSISTED) k->st.points_maybe_dup += lines;
@@ -731,6 +727,25 @@ size_t ts_kafka_drain(ts_kafka *k, int64_t deadline) {
     return left;
 }
 
+int ts_kafka_idle(const ts_kafka *k) { return k->head == NULL; }
+
+void ts_kafka_add_stats(ts_kafka *k, const ts_kafka_stats *s) {
+    k->st.messages_produced += s->messages_produced;
+    k->st.points_delivered += s->points_delivered;
+    k->st.points_failed += s->points_failed;
+    k->st.points_retried += s->points_retried;
+    k->st.points_maybe_dup += s->points_maybe_dup;
+    k->st.points_dropped += s->points_dropped;
+    k->st.lines_invalid += s->lines_invalid;
+    k->st.delivery_errors += s->delivery_errors;
+    k->st.client_errors += s->client_errors;
+    k->st.queue_full += s->queue_full;
+    if (s->last_error_code && !k->st.last_error_code) {
+        k->st.last_error_code = s->last_error_code;
+        memcpy(k->st.last_error, s->last_error, sizeof k->st.last_error);
+    }
+}
+
 void ts_kafka_get_stats(const ts_kafka *k, ts_kafka_stats *s) {
     *s = k->st;
     s->points_pending = unacked(k);
@@ -763,5 +778,6 @@ void ts_kafka_free(ts_kafka *k) {
     if (k->pipefd[0] >= 0) close(k->pipefd[0]);
     if (k->pipefd[1] >= 0) close(k->pipefd[1]);
     ts_buf_free(&k->msg);
+    ts_kafka_enc_free(k->enc);
     free(k);
 }

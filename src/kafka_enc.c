@@ -210,25 +210,24 @@ size_t ts_kafka_enc_series_key(const char *line, size_t len) {
     }
 }
 
-int ts_kafka_enc_json(ts_buf *out, const char *s, size_t n, const ts_kafka_dest *d, int64_t now_ns,
-                        const char **err) {
-    init_classes();
-    size_t start = out->len;
-    while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ')) n--;
-    size_t i = 0;
-#define FAIL(msg)                \
-    do {                         \
-        *err = msg;              \
-        out->len = start;        \
+#define FAIL(msg)                               \
+    do {                                        \
+        *err = msg;                             \
+        out->len = start;                       \
         if (out->data) out->data[start] = '\0'; \
-        return -1;               \
+        return -1;                              \
     } while (0)
+
+/* {"name":..,"tags":{.. of the series key at s (n bytes at most): returns
+ * where the tags end (a space or n), or -1 with *err and out unchanged. */
+static long enc_series(ts_buf *out, const char *s, size_t n, const char **err) {
+    size_t start = out->len;
     size_t me = scan_token(s, 0, n, C_COMMA | C_SPACE);
     if (me == 0) FAIL("empty measurement");
     ts_buf_adds(out, "{\"name\":");
     json_string(out, s, me, C_COMMA | C_SPACE);
     ts_buf_adds(out, ",\"tags\":{");
-    i = me;
+    size_t i = me;
     int first = 1;
     while (i < n && s[i] == ',') {
         i++;
@@ -243,13 +242,70 @@ int ts_kafka_enc_json(ts_buf *out, const char *s, size_t n, const ts_kafka_dest 
         json_string(out, s + ke + 1, ve - ke - 1, C_COMMA | C_EQ | C_SPACE);
         i = ve;
     }
-    if (i >= n || s[i] != ' ') FAIL("no fields");
+    return (long)i;
+}
+
+/* What follows the series' `"fields":{`: the fields, the time, db and rp of
+ * the line s[0..n) from i, the space after the series key. `start` is where
+ * the point's JSON began in out (reset to it on failure). */
+/* ,"db":..,"rp":..} of a destination */
+static void enc_suffix(ts_buf *out, const ts_kafka_dest *d) {
+    ts_buf_adds(out, ",\"db\":");
+    json_string(out, d->db, strlen(d->db), 0);
+    ts_buf_adds(out, ",\"rp\":");
+    json_string(out, d->rp ? d->rp : "", d->rp ? strlen(d->rp) : 0, 0);
+    ts_buf_addc(out, '}');
+}
+
+/* The last plain field key ("value=" nearly always) and its JSON ("value":). */
+typedef struct fmemo {
+    char lp[32], js[40];
+    size_t lplen, jslen;
+} fmemo;
+
+/* sfx: enc_suffix(d) made already, or NULL; fm: the field key memo, or NULL */
+static int enc_rest(ts_buf *out, size_t start, const char *s, size_t n, size_t i, const ts_kafka_dest *d,
+                    const ts_buf *sfx, fmemo *fm, int64_t now_ns, const char **err) {
     while (i < n && s[i] == ' ') i++;
-    ts_buf_adds(out, "},\"fields\":{");
-    first = 1;
+    int first = 1;
     for (;;) {
+        if (fm && fm->lplen && n - i > fm->lplen && memcmp(s + i, fm->lp, fm->lplen) == 0) {
+            /* a key without escapes or stop characters ends at its '=' as the scan would */
+            if (!first) ts_buf_addc(out, ',');
+            first = 0;
+            ts_buf_add(out, fm->js, fm->jslen);
+            size_t vs = i + fm->lplen, ve;
+            if (s[vs] == '"') {
+                ve = vs + 1;
+                while (ve < n && s[ve] != '"') ve += (s[ve] == '\\' && ve + 1 < n) ? 2 : 1;
+                if (ve >= n) FAIL("unterminated string field");
+                ve++;
+            } else {
+                ve = scan_token(s, vs, n, C_COMMA | C_SPACE);
+            }
+            if (field_value(out, s + vs, ve - vs) < 0) FAIL("bad field value");
+            i = ve;
+            if (i < n && s[i] == ',') {
+                i++;
+                continue;
+            }
+            break;
+        }
         size_t ke = scan_token(s, i, n, C_EQ | C_COMMA | C_SPACE);
         if (ke == i || ke >= n || s[ke] != '=') FAIL("bad field");
+        if (fm && ke - i < sizeof fm->lp - 1) {
+            int plain = 1;
+            for (size_t j = i; j < ke && plain; j++)
+                if (g_cls[(unsigned char)s[j]] & (C_JSON | C_SPACE | C_COMMA | C_EQ)) plain = 0;
+            if (plain) {
+                memcpy(fm->lp, s + i, ke - i + 1);   /* with its '=' */
+                fm->lplen = ke - i + 1;
+                fm->js[0] = '"';
+                memcpy(fm->js + 1, s + i, ke - i);
+                memcpy(fm->js + 1 + (ke - i), "\":", 2);
+                fm->jslen = ke - i + 3;
+            }
+        }
         size_t vs = ke + 1, ve;
         if (vs < n && s[vs] == '"') {
             ve = vs + 1;
@@ -289,11 +345,263 @@ int ts_kafka_enc_json(ts_buf *out, const char *s, size_t n, const ts_kafka_dest 
         ns = neg ? -(int64_t)(t * m) : (int64_t)(t * m);
     }
     rfc3339(out, ns);
-    ts_buf_adds(out, ",\"db\":");
-    json_string(out, d->db, strlen(d->db), 0);
-    ts_buf_adds(out, ",\"rp\":");
-    json_string(out, d->rp ? d->rp : "", d->rp ? strlen(d->rp) : 0, 0);
-    ts_buf_addc(out, '}');
-#undef FAIL
+    if (sfx) ts_buf_add(out, sfx->data, sfx->len);
+    else enc_suffix(out, d);
     return 0;
+}
+
+static size_t trim_end(const char *s, size_t n) {
+    while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ')) n--;
+    return n;
+}
+
+int ts_kafka_enc_json(ts_buf *out, const char *s, size_t n, const ts_kafka_dest *d, int64_t now_ns,
+                      const char **err) {
+    init_classes();
+    size_t start = out->len;
+    n = trim_end(s, n);
+    long i = enc_series(out, s, n, err);
+    if (i < 0) return -1;
+    if ((size_t)i >= n || s[i] != ' ') FAIL("no fields");
+    ts_buf_adds(out, "},\"fields\":{");
+    return enc_rest(out, start, s, n, (size_t)i, d, NULL, NULL, now_ns, err);
+}
+#undef FAIL
+
+size_t ts_kafka_enc_count_lines(const char *p, size_t n) {
+    size_t c = 0;
+    for (size_t i = 0; i < n;) {
+        const char *nl = memchr(p + i, '\n', n - i);
+        size_t e = nl ? (size_t)(nl - p) : n;
+        size_t s = i;
+        while (s < e && (p[s] == ' ' || p[s] == '\t' || p[s] == '\r')) s++;
+        if (s < e) c++;
+        i = e + 1;
+    }
+    return c;
+}
+
+size_t ts_kafka_enc_msg_points(const char *p, size_t n) {
+    size_t c = 1;
+    for (const char *e = p + n; p < e && (p = memchr(p, '\n', (size_t)(e - p))) != NULL; p++) c++;
+    return c;
+}
+
+/* ---- the series cache ----
+ * A poll brings the same series as the last one: their JSON head (name and
+ * tags, unescaped and escaped again) and their partition are kept by series
+ * key, so a point costs a hash, a compare and a copy instead of a scan of
+ * its tags. Entries live in an arena; past max_bytes it is emptied whole. */
+
+struct ts_kafka_series {
+    struct ts_kafka_series *next;   /* the series that came after this one last time */
+    uint64_t hash;
+    uint32_t klen, plen;      /* plen: length of the JSON head, 0 when not made (not JSON, or refused) */
+    int32_t part, nparts;     /* partition for nparts partitions; nparts 0: not known */
+    char data[];              /* the key, then the JSON head */
+};
+
+typedef struct arena_blk {
+    struct arena_blk *next;
+    size_t used, cap;
+    char data[];
+} arena_blk;
+
+struct ts_kafka_enc {
+    int json;
+    size_t max_bytes, bytes;
+    ts_kafka_series **slots;
+    size_t nslots, used;      /* nslots: a power of two */
+    arena_blk *blk;
+    ts_kafka_series *last;    /* the entry returned last */
+    ts_buf tmp;
+    ts_buf sfx;               /* enc_suffix of the destination below */
+    char sfx_db[256], sfx_rp[256];
+    fmemo fm;
+    uint64_t hits, misses, resets;
+};
+
+#define ARENA_BLK (1u << 20)
+
+/* 8 bytes a step, then murmur3's finaliser: series keys differ in a few
+ * bytes anywhere, and the table indexes by the low bits. */
+static uint64_t hash_bytes(const char *p, size_t n) {
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ (uint64_t)n;
+    while (n >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        h = (h ^ v) * 0xff51afd7ed558ccdull;
+        h = (h << 31) | (h >> 33);
+        p += 8;
+        n -= 8;
+    }
+    uint64_t v = 0;
+    memcpy(&v, p, n);
+    h ^= v;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    return h ^ (h >> 33);
+}
+
+ts_kafka_enc *ts_kafka_enc_new(int json, size_t max_bytes) {
+    ts_kafka_enc *e = calloc(1, sizeof *e);
+    if (!e) abort();
+    e->json = json;
+    e->max_bytes = max_bytes;
+    ts_buf_init(&e->tmp);
+    ts_buf_init(&e->sfx);
+    init_classes();
+    return e;
+}
+
+static void enc_clear(ts_kafka_enc *e) {
+    for (arena_blk *b = e->blk, *n; b; b = n) {
+        n = b->next;
+        free(b);
+    }
+    e->blk = NULL;
+    free(e->slots);
+    e->slots = NULL;
+    e->nslots = e->used = 0;
+    e->bytes = 0;
+    e->last = NULL;
+}
+
+void ts_kafka_enc_free(ts_kafka_enc *e) {
+    if (!e) return;
+    enc_clear(e);
+    ts_buf_free(&e->tmp);
+    ts_buf_free(&e->sfx);
+    free(e);
+}
+
+static void *arena_alloc(ts_kafka_enc *e, size_t n) {
+    n = (n + 7) & ~(size_t)7;
+    if (!e->blk || e->blk->cap - e->blk->used < n) {
+        size_t cap = n > ARENA_BLK ? n : ARENA_BLK;
+        arena_blk *b = malloc(sizeof *b + cap);
+        if (!b) abort();
+        b->next = e->blk;
+        b->used = 0;
+        b->cap = cap;
+        e->blk = b;
+        e->bytes += sizeof *b + cap;
+    }
+    void *p = e->blk->data + e->blk->used;
+    e->blk->used += n;
+    return p;
+}
+
+static void grow(ts_kafka_enc *e) {
+    size_t n = e->nslots ? e->nslots * 2 : 4096;
+    ts_kafka_series **s = calloc(n, sizeof *s);
+    if (!s) abort();
+    for (size_t i = 0; i < e->nslots; i++) {
+        ts_kafka_series *x = e->slots[i];
+        if (!x) continue;
+        size_t j = x->hash & (n - 1);
+        while (s[j]) j = (j + 1) & (n - 1);
+        s[j] = x;
+    }
+    e->bytes += (n - e->nslots) * sizeof *s;
+    free(e->slots);
+    e->slots = s;
+    e->nslots = n;
+}
+
+ts_kafka_series *ts_kafka_enc_series(ts_kafka_enc *e, const char *key, size_t klen) {
+    if (klen == 0 || klen > 65535) return NULL;
+    /* A poll's points come in the order of the last poll's: the series that
+     * followed the last one then is tried first, with no hash and no random
+     * access into the table (entries sit in the arena in that order). */
+    ts_kafka_series *pred = e->last ? e->last->next : NULL;
+    if (pred && pred->klen == klen && memcmp(pred->data, key, klen) == 0) {
+        e->hits++;
+        return e->last = pred;
+    }
+    uint64_t h = hash_bytes(key, klen);
+    if (e->nslots) {
+        for (size_t j = h & (e->nslots - 1);; j = (j + 1) & (e->nslots - 1)) {
+            ts_kafka_series *x = e->slots[j];
+            if (!x) break;
+            if (x->hash == h && x->klen == klen && memcmp(x->data, key, klen) == 0) {
+                e->hits++;
+                if (e->last) e->last->next = x;
+                return e->last = x;
+            }
+        }
+    }
+    e->misses++;
+    if (e->bytes > e->max_bytes) {
+        /* a churn of series (or a bound too small): start again rather than grow */
+        enc_clear(e);
+        e->resets++;
+    }
+    if ((e->used + 1) * 4 > e->nslots * 3) grow(e);
+    uint32_t plen = 0;
+    if (e->json) {
+        const char *why;
+        ts_buf_reset(&e->tmp);
+        long i = enc_series(&e->tmp, key, klen, &why);
+        if (i == (long)klen) {
+            ts_buf_adds(&e->tmp, "},\"fields\":{");
+            plen = (uint32_t)e->tmp.len;
+        }
+    }
+    ts_kafka_series *x = arena_alloc(e, sizeof *x + klen + plen);
+    x->next = NULL;
+    x->hash = h;
+    x->klen = (uint32_t)klen;
+    x->plen = plen;
+    x->part = -1;
+    x->nparts = 0;
+    memcpy(x->data, key, klen);
+    if (plen) memcpy(x->data + klen, e->tmp.data, plen);
+    size_t j = h & (e->nslots - 1);
+    while (e->slots[j]) j = (j + 1) & (e->nslots - 1);
+    e->slots[j] = x;
+    e->used++;
+    if (e->last) e->last->next = x;
+    return e->last = x;
+}
+
+int32_t ts_kafka_enc_partition(const ts_kafka_series *s, int32_t nparts) {
+    return s && s->nparts == nparts ? s->part : -1;
+}
+
+void ts_kafka_enc_set_partition(ts_kafka_series *s, int32_t nparts, int32_t part) {
+    if (!s) return;
+    s->nparts = nparts;
+    s->part = part;
+}
+
+int ts_kafka_enc_json_series(ts_kafka_enc *e, const ts_kafka_series *se, ts_buf *out, const char *line, size_t len,
+                             const ts_kafka_dest *d, int64_t now_ns, const char **err) {
+    size_t n = trim_end(line, len);
+    /* the head is the series' whatever line it came from; a line without
+     * fields after it (or a head refused) gets the full conversion's verdict */
+    if (!se || !se->plen || se->klen >= n || line[se->klen] != ' ')
+        return ts_kafka_enc_json(out, line, len, d, now_ns, err);
+    size_t start = out->len;
+    ts_buf_add(out, se->data + se->klen, se->plen);
+    const char *rp = d->rp ? d->rp : "";
+    if (!e->sfx.len || strcmp(e->sfx_db, d->db) || strcmp(e->sfx_rp, rp)) {
+        ts_buf_reset(&e->sfx);
+        enc_suffix(&e->sfx, d);
+        snprintf(e->sfx_db, sizeof e->sfx_db, "%s", d->db);
+        snprintf(e->sfx_rp, sizeof e->sfx_rp, "%s", rp);
+        /* names too long to keep for the comparison: made each time */
+        if (strlen(d->db) >= sizeof e->sfx_db || strlen(rp) >= sizeof e->sfx_rp) e->sfx.len = 0;
+    }
+    return enc_rest(out, start, line, n, se->klen, d, e->sfx.len ? &e->sfx : NULL, &e->fm, now_ns, err);
+}
+
+void ts_kafka_enc_get_stats(const ts_kafka_enc *e, ts_kafka_enc_stats *s) {
+    s->series = e->used;
+    s->bytes = e->bytes;
+    s->hits = e->hits;
+    s->misses = e->misses;
+    s->resets = e->resets;
 }

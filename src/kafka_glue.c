@@ -179,30 +179,46 @@ void ts_kafka_cfg_free(ts_kafka_cfg *c) {
     c->nstrs = 0;
 }
 
+/* kafka.* as the running producer was made from it (SIGHUP compares with it) */
+static ts_kafka_cfg *g_running;
+
+const ts_kafka_cfg *ts_kafka_cfg_running(void) { return g_running; }
+
+void ts_kafka_cfg_set_running(ts_kafka_cfg *c) {
+    if (g_running) {
+        ts_kafka_cfg_free(g_running);
+        free(g_running);
+    }
+    g_running = c;
+}
+
+void ts_kafka_describe(const ts_kafka_cfg *c, const char *what) {
+    ts_info("kafka: %s %s (topic %s%s, format %s, %zu point(s) per message, acks %s%s)", what, c->o.brokers,
+            c->o.topic ? c->o.topic : "-", c->db_topics[0] ? " and kafka.topics" : "",
+            c->o.format == TS_KAFKA_LP ? "lp" : "json", c->o.points_per_message ? c->o.points_per_message : 1,
+            c->o.acks ? c->o.acks : "all", c->o.idempotence ? ", idempotent" : "");
+}
+
 ts_kafka *ts_kafka_from_config(lua_State *L, ts_loop *loop, int *failed) {
-    ts_kafka_cfg c;
+    ts_kafka_cfg *c = malloc(sizeof *c);   /* o points into it: it never moves */
+    if (!c) abort();
     char err[512] = "";
     *failed = 0;
-    if (ts_kafka_cfg_read(L, &c, err, sizeof err) != 0) {
+    if (ts_kafka_cfg_read(L, c, err, sizeof err) != 0) {
         ts_error("configuration error: %s", err);
-        ts_kafka_cfg_free(&c);
         *failed = 1;
-        return NULL;
     }
     ts_kafka *k = NULL;
-    if (c.enabled) {
-        k = ts_kafka_new(loop, &c.o, err, sizeof err);
+    if (!*failed && c->enabled) {
+        k = ts_kafka_new(loop, &c->o, err, sizeof err);
         if (!k) {
             ts_error("configuration error: %s", err);
             *failed = 1;
         } else {
-            ts_info("kafka: exporting to %s (topic %s%s, format %s, %zu point(s) per message, acks %s%s)", c.o.brokers,
-                    c.o.topic ? c.o.topic : "-", c.db_topics[0] ? " and kafka.topics" : "",
-                    c.o.format == TS_KAFKA_LP ? "lp" : "json", c.o.points_per_message ? c.o.points_per_message : 1,
-                    c.o.acks ? c.o.acks : "all", c.o.idempotence ? ", idempotent" : "");
+            ts_kafka_describe(c, "exporting to");
         }
     }
-    ts_kafka_cfg_free(&c);
+    ts_kafka_cfg_set_running(c);
     return k;
 }
 
@@ -219,10 +235,14 @@ void ts_kafka_submit_batch(ts_kafka *k, const ts_batch *b) {
     ts_kafka_submit_buf(k, &kd, &body, 0, NULL, NULL);
 }
 
+size_t ts_kafka_feed_high(const ts_kafka_cfg *c) {
+    size_t high = c->o.max_buffer_bytes / 2;
+    return high > (size_t)64 << 20 ? (size_t)64 << 20 : high;
+}
+
 ts_kafka_feed *ts_kafka_feed_from_config(lua_State *L, ts_kafka *k, ts_spool *s, ts_loop *loop) {
-    size_t high = (size_t)cfg_num(L, "kafka.max_buffer_bytes") / 2;
-    if (high > (size_t)64 << 20) high = (size_t)64 << 20;
-    return ts_kafka_feed_new(k, s, loop, high);
+    (void)L;
+    return ts_kafka_feed_new(k, s, loop, g_running ? ts_kafka_feed_high(g_running) : 0);
 }
 
 void ts_kafka_submit_through(ts_kafka *k, ts_kafka_feed *feed, ts_spool *spool, ts_batch *b,

@@ -32,7 +32,27 @@ static const char *to_json(const char *line, const char *db, const char *rp, ts_
     const char *err = NULL;
     ts_buf_reset(&b);
     ts_kafka_dest d = {db, rp, p};
-    if (ts_kafka_enc_json(&b, line, strlen(line), &d, now_ns, &err) < 0) return err;
+    int rc = ts_kafka_enc_json(&b, line, strlen(line), &d, now_ns, &err);
+    /* the series cache gives the same bytes (or the same refusal), first
+     * seen and seen again, after another series and right after itself */
+    static ts_kafka_enc *enc;
+    if (!enc) enc = ts_kafka_enc_new(1, (size_t)1 << 20);
+    static ts_buf c;
+    const char *other = "other,x=y v=1 1";
+    for (int pass = 0; pass < 3; pass++) {
+        const char *cerr = NULL;
+        ts_buf_reset(&c);
+        if (pass == 1) {
+            ts_kafka_series *o = ts_kafka_enc_series(enc, other, ts_kafka_enc_series_key(other, strlen(other)));
+            CHECK(o != NULL, "no entry for a plain series");
+        }
+        ts_kafka_series *se = ts_kafka_enc_series(enc, line, ts_kafka_enc_series_key(line, strlen(line)));
+        int crc = ts_kafka_enc_json_series(enc, se, &c, line, strlen(line), &d, now_ns, &cerr);
+        CHECK(crc == rc, "cached conversion of %s: rc %d, uncached %d", line, crc, rc);
+        if (rc == 0 && crc == 0) CHECK_STR(c.data, b.data);
+        if (rc < 0 && crc < 0) CHECK_STR(cerr, err);
+    }
+    if (rc < 0) return err;
     return b.data ? b.data : "";
 }
 

@@ -138,4 +138,64 @@ return {
     assert.truthy(tonumber(err_metric or "0") >= 1, "summary_errors counted: " .. metrics)
     sim:stop()
   end)
+
+  it("9b. a lock held for good costs each tick postgres.statement_timeout, not the daemon; the day is done once it goes", function()
+    local influx = stack.influxd_start_atc()
+    local pg = stack.pg_start()
+    local tmp = stack.tmpdir()
+    local D = (os.time() - 600) // DAY * DAY - DAY
+    local Ddate = os.date("!%Y-%m-%d", D)
+    local Dpat = Ddate:gsub("%-", "%%-")
+    local st, body = stack.influx_write(influx.url, "cache_stats",
+      ("bandwidth.cdn.1min,cdn=cdn-a value=4000000 %d\n"):format(D + 3600), "s", "monthly")
+    assert.are.equal(204, st, body)
+    local lock_sql = "SELECT pg_advisory_lock(hashtext('tstats.stats_summary')); SELECT pg_sleep(600)"
+    local locker = stack.spawn(q(pg_sh) .. " psql " .. q(pg.dir) .. " " .. q(lock_sql), tmp .. "/locker.log")
+    assert(stack.wait_until(function()
+      return pg:psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"):match("^%s*1")
+    end, 20, 0.2))
+    local ready = tmp .. "/ready.json"
+    local sim = stack.spawn("exec " .. sim_bin .. " --ready-file " .. q(ready) .. " --cdns 1 --caches 2 --ds 1",
+      tmp .. "/sim.log")
+    assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05))
+    local cfg = tmp .. "/config.lua"
+    stack.write_file(cfg, ([[
+return {
+  traffic_ops = { url = %q, user = "admin", password = "twelve12", timeout = 3 },
+  influxdb = { urls = { %q }, timeout = 5 },
+  polling_interval = 1, publishing_interval = 1, daily_summary_interval = 3,
+  state_dir = %q,
+  collect = { timeout = 0.5, connect_timeout = 0.5 },
+  summary = { sinks = { "pg" }, rollups = { "daily" }, grace = 600 },
+  postgres = { conninfo = %q, statement_timeout = 1 },
+}]]):format(cjson.decode(stack.read_file(ready)).to_url, influx.url, tmp .. "/state", pg.conninfo))
+    local log = tmp .. "/tstats.log"
+    local function text() return stack.read_file(log) or "" end
+    local d = stack.spawn(tstats_bin .. " --config " .. q(cfg) .. " run", log)
+    finally(function() if d:alive() then d:kill("KILL"); d:wait(10) end end)
+    assert(stack.wait_until(function() return text():find("canceling statement due to", 1, true) end, 30, 0.2), text())
+    local function collected() return select(2, text():gsub("Collected %d+ cache stats values", "")) end
+    local c0, t0 = collected(), stack.now()
+    stack.sleep(6)
+    local polls, secs = collected() - c0, stack.now() - t0
+    local timeouts = select(2, text():gsub("canceling statement due to [%a ]-timeout", ""))
+    -- the holder's backend goes (a client killed in pg_sleep would leave it holding the lock)
+    pg:psql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+    locker:stop()
+    assert(stack.wait_until(function() return text():find("daily summary for " .. Ddate .. " done", 1, true) end, 30, 0.2),
+      text())
+    stack.sleep(4)
+    assert.are.equal(0, d:stop(), "SIGTERM: exit 0")
+    local total = tonumber((pg:psql("SELECT count(*) FROM stats_summary"):match("%d+")))
+    local done = select(2, text():gsub("daily summary for " .. Dpat .. " done", ""))
+    local first = text():match("[^\n]*canceling statement due to[^\n]*") or ""
+    print(("fault 9b: advisory lock held by another session, postgres.statement_timeout 1 s, ticks every 3 s: %d "
+      .. "cancelled waits logged (%s); %d cache polls in %.1f s while the lock stayed; after it went the day was done "
+      .. "%d time(s), stats_summary %d rows"):format(timeouts, first:sub(1, 260), polls, secs, done, total))
+    assert.truthy(timeouts >= 1)
+    assert.truthy(polls >= 3, "polls went on between the bounded waits: " .. polls)
+    assert.are.equal(1, done)
+    assert.are.equal(2, total)
+    sim:stop()
+  end)
 end)

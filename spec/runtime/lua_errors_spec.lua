@@ -8,7 +8,7 @@ local tstats = stack.bin("tstats")
 local sim_bin = stack.bin("tstats-sim")
 local q = stack.quote
 
-describe("Lua budget and memory errors name the module and file:line", function()
+describe("Lua budget and memory errors name the module and file:line #asan", function()
   local tmp, sim, to_url
   setup(function()
     tmp = stack.tmpdir()
