@@ -19,6 +19,9 @@ typedef struct ts_api_ctx {
      * it (the Kafka target when no spool feeds it); may be NULL. */
     void (*on_queue)(void *ud, const ts_batch *b);
     void *on_queue_ud;
+    /* Where tstats.influx.write's batches go (the daemon's targets); NULL: the writer. */
+    void (*submit)(void *ud, ts_batch *b);
+    void *submit_ud;
 } ts_api_ctx;
 
 void ts_api_open(lua_State *L);            /* sets global `tstats` and package.loaded.tstats */

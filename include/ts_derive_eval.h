@@ -20,6 +20,6 @@ void ts_derive_sample(ts_derive_ep *e, const ts_cpoint *p);
 void ts_derive_abort(ts_derive_ep *e);
 
 /* internal: a series' window mean joins its group's window (closing windows) */
-void ts_dv_window_fold(ddefst *ds, dcell *c);
+void ts_dv_window_fold(ddefst *ds, dcell_win *c);
 
 #endif

@@ -35,6 +35,9 @@ void ts_derive_retain(ts_derive *d);
 void ts_derive_release(ts_derive *d);
 int ts_derive_count(const ts_derive *d);
 void ts_derive_get_stats(const ts_derive *d, ts_derive_stats *s);
+/* Bytes of heap the engine's state holds (every block as malloc sized it,
+ * with its header; the compiled definitions' strings left out). */
+size_t ts_derive_mem(const ts_derive *d);
 
 /* The state of an endpoint, kept across Traffic Ops refreshes (same cdn and
  * name, same state: rates go on). NULL when no definition applies to it.
@@ -51,6 +54,14 @@ typedef struct dtab { dslot *s; size_t cap, n; } dtab;
 void *ts_dtab_get(const dtab *t, const char *k, size_t n, int *found);
 void ts_dtab_put(dtab *t, const char *k, size_t n, void *v);
 void ts_dtab_free(dtab *t, void (*fv)(void *));
+/* An index of ids by a key their owner stores (open addressing, 4 bytes a
+ * slot: id + 1, 0 = empty); key(ud, id) gives an id's key back. For the
+ * big ones (entities, groups): a dtab would hold a second copy of every key
+ * and 32 bytes a slot. */
+typedef const char *(*dix_key_fn)(const void *ud, uint32_t id, size_t *len);
+typedef struct dix { uint32_t *s; uint32_t cap, n; } dix;
+uint32_t ts_dix_find(const dix *x, const char *k, size_t n, dix_key_fn key, const void *ud);   /* id + 1, or 0 */
+void ts_dix_add(dix *x, uint32_t id, const char *k, size_t n, dix_key_fn key, const void *ud);
 void *ts_dv_realloc(void *p, size_t n);      /* abort on failure, as malloc's callers here */
 char *ts_dv_strndup(const char *s, size_t n);
 
@@ -85,16 +96,23 @@ struct ts_derive {
 
 void ts_dv_def_free(ddef *f);
 
-/* per-endpoint state */
+/* per-endpoint state. Sizes matter: the state of every series is read once
+ * a poll, after the scan of a payload of megabytes has pushed it out of the
+ * processor's caches, so each byte here costs both memory and time. */
+
+/* A group's value over a poll or a window: x is the sum (sum, mean, rate, the
+ * ratio's numerator), the min, the max or the last value as the definition's
+ * aggregation says; y the ratio's denominator. The last value is the one of
+ * the newest time stamp, which is tmax. */
 typedef struct dacc {
-    double sum, sum2, min, max, last;
-    int64_t last_t, tmax;
+    double x, y;
+    int64_t tmax;
     uint64_t n;
 } dacc;
 
 typedef struct dgroup {
     char *kvs;           /* ",k=v,k2=v2" in key order (escaped) */
-    size_t kvs_len;
+    uint32_t kvs_len;
     uint32_t stamp;      /* poll whose values acc holds (per-poll definitions) */
     dacc acc;
 } dgroup;
@@ -105,28 +123,38 @@ typedef struct dbucket {
     uint32_t naccs;
 } dbucket;
 
-/* A series' cached verdict and values, indexed by entity id in its cell set. */
+/* A series' cached verdict, indexed by entity id in its cell set: all that
+ * a per-poll sum, min, max, mean, count or last needs. Rates, ratios and
+ * windows extend it with their values (a cell set holds cells of one kind). */
 typedef struct dcell {
     uint32_t ver;        /* entity version the verdict is for; 0 = never worked out */
     int32_t group;       /* -1: filtered out */
-    uint32_t stamp[2];   /* poll of v[0] / v[1] */
-    double v[2];         /* this poll's value (ratio: numerator, denominator) */
-    int64_t t;           /* this poll's newest sample time */
-    double pv;           /* rate: committed previous value; window: sum of the window */
-    int64_t pt;          /* rate: its time; window: time of the last sample taken */
-    int64_t wb;          /* window index of the sum */
-    uint32_t wn;         /* window: samples in the sum */
-    uint8_t has_prev;
+    uint32_t stamp;      /* poll of the last value taken (ratio: of the numerator) */
+    uint32_t x;          /* ratio: poll of the denominator; rate, window: 1 once a sample was taken */
 } dcell;
+
+/* Rate: v, t are the value staged by poll h.stamp, committed as the base
+ * (pv, pt) by the series' next sample when that poll finished; an aborted
+ * poll's staged values are dropped (h.stamp = 0), so finishing a poll has
+ * no series to visit. */
+typedef struct dcell_rate { dcell h; double v, pv; int64_t t, pt; } dcell_rate;
+typedef struct dcell_ratio { dcell h; double v[2]; int64_t t; } dcell_ratio;   /* this poll's pair, newest time */
+typedef struct dcell_win { dcell h; double sum; int64_t pt, wb; uint32_t wn; } dcell_win;   /* sum of wn samples of window wb; pt the last */
+enum { CK_PLAIN, CK_RATE, CK_RATIO, CK_WIN };
 
 struct ddefst;
 typedef struct dcellset {
     struct ddefst *ds;
+    int kind;            /* CK_*: which cells */
+    int agg;             /* the definition's */
+    uint32_t csize;      /* bytes of a cell */
     ts_etag *tags;       /* a copy of the stat's tags (stable across plans) */
     uint32_t ntags;
-    dcell *cells;
+    char *cells;         /* ncells cells of csize bytes */
     uint32_t ncells;
 } dcellset;
+
+static inline dcell *cell_at(const dcellset *cs, uint32_t id) { return (dcell *)(cs->cells + (size_t)id * cs->csize); }
 
 typedef struct kvblock { struct kvblock *next; size_t used; char data[16384]; } kvblock;
 char *ts_dv_kv_copy(kvblock **head, const char *s, size_t n);
@@ -137,7 +165,7 @@ typedef struct ddefst {
     ts_dest dest;
     dgroup *groups;
     uint32_t ngroups, capgroups;
-    dtab group_ix;
+    dix group_ix;        /* groups by kvs */
     uint32_t *touched;   /* groups fed this poll (per-poll definitions) */
     uint32_t ntouched, captouched;
     dbucket *buckets;    /* window: open windows */
@@ -148,6 +176,7 @@ typedef struct ddefst {
     dcellset **sets;
     int nsets;
     struct kvblock *kv;  /* the groups' tag strings, side by side (read in order at the end of a poll) */
+    uint32_t ratio_first, ratio_paired;   /* ratio: series whose first / second value of the pair came this poll */
 } ddefst;
 
 typedef struct dbind { dcellset *set; uint32_t op; } dbind;
@@ -156,21 +185,20 @@ struct ts_derive_slots {
     dbind b[];
 };
 
-typedef struct dtouch { dcellset *set; uint32_t id; } dtouch;
-
 struct ts_derive_ep {
     ts_derive *d;
     ts_dest dest;
     ddefst *defs;
-    dtab ents;           /* name -> id (as a pointer-sized integer) */
+    dix ents;            /* entity ids by name */
     uint32_t nents;
-    uint32_t *ent_ver;   /* by id */
+    uint32_t *ent_ver;   /* by id (read by every sample; the names apart) */
+    char **ent_name;     /* by id, in ent_kv */
+    uint32_t *ent_len;   /* by id: the names' lengths (a name may hold a NUL) */
+    struct kvblock *ent_kv;
     dtab stats;          /* stat content -> slots (NULL = none) */
     dtab sets;           /* def index + stat tags -> cell set */
     uint32_t stamp;
     const void *owner;   /* the fetch whose poll is open, or NULL */
-    dtouch *touch;
-    size_t ntouch, captouch;
     size_t last_bytes[TS_DERIVE_MAX_DESTS];   /* text of the last poll, per destination in order */
     char label[200];
 };
@@ -184,16 +212,29 @@ void ts_dv_counters_init(void);
 /* accumulators, shared by the per-sample path and the end of a poll */
 static inline void acc_reset(dacc *a) { memset(a, 0, sizeof *a); }
 
-static inline void acc_add(dacc *a, double v, int64_t t) {
-    if (a->n == 0) { a->min = a->max = v; a->last = v; a->last_t = t; a->tmax = t; }
-    else {
-        if (v < a->min) a->min = v;
-        if (v > a->max) a->max = v;
-        if (t >= a->last_t) { a->last = v; a->last_t = t; }
+static inline void acc_add(dacc *a, int agg, double v, int64_t t) {
+    if (a->n == 0) {
+        a->x = agg == AGG_MIN || agg == AGG_MAX || agg == AGG_LAST ? v : 0.0 + v;   /* a sum starts at +0 */
+        a->tmax = t;
+    } else {
+        switch (agg) {
+        case AGG_MIN: if (v < a->x) a->x = v; break;
+        case AGG_MAX: if (v > a->x) a->x = v; break;
+        case AGG_LAST: if (t >= a->tmax) a->x = v; break;
+        case AGG_COUNT: break;
+        default: a->x += v; break;
+        }
         if (t > a->tmax) a->tmax = t;
     }
-    a->sum += v;
     a->n++;
+}
+
+static inline double acc_value(int agg, const dacc *a) {
+    switch (agg) {
+    case AGG_MEAN: return a->x / (double)a->n;
+    case AGG_COUNT: return (double)a->n;
+    default: return a->x;   /* min, max, last; sum; rate: the sum of the series' rates */
+    }
 }
 
 /* The poll's accumulator of group g (per-poll definitions). */

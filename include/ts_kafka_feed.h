@@ -8,6 +8,7 @@
 #include "ts_http.h"
 #include "ts_kafka.h"
 #include "ts_spool.h"
+#include "ts_target.h"
 
 /* Kafka's own position in the on-disk spool: the consumer "kafka" reads the
  * records every target shares and hands them to the target, holding back
@@ -37,5 +38,11 @@ void ts_kafka_feed_get_stats(const ts_kafka_feed *f, ts_kafka_feed_stats *s);
 /* Closes the consumer (position persisted); records not acknowledged stay.
  * Free the target first (after its drain), then the feed, then the spool. */
 void ts_kafka_feed_free(ts_kafka_feed *f);
+/* Kafka as one of the daemon's targets: k fed through f (NULL: from memory).
+ * The target owns both: its close frees k, then f. */
+ts_target *ts_kafka_feed_target(ts_kafka *k, ts_kafka_feed *f);
+/* After a kafka.* reload replaced the producer: the target's is k now (the
+ * old one is retired and freed by the reload, not by the target). */
+void ts_kafka_feed_target_set(ts_target *t, ts_kafka *k);
 
 #endif

@@ -43,6 +43,14 @@ typedef struct ts_metrics_dest {
     uint64_t written, rejected, dropped, pending;
 } ts_metrics_dest;
 
+/* One of the daemon's targets (ts_target.h), as the metrics show it. */
+#define TS_METRICS_MAX_OUTPUTS 24
+typedef struct ts_metrics_output {
+    char name[300], kind[16];
+    uint64_t written, rejected, dropped, pending, spool_backlog_bytes;
+    int healthy;
+} ts_metrics_output;
+
 /* One reader of the spool (an InfluxDB writer, the Kafka feed): what it has not acknowledged. */
 typedef struct ts_metrics_target {
     char name[256];
@@ -65,6 +73,8 @@ typedef struct ts_metrics_inputs {
     uint64_t spool_bytes;                  /* on disk */
     uint64_t spool_backlog_bytes;          /* not yet acknowledged by InfluxDB */
     uint64_t spool_append_failures, spool_lines_dropped;
+    ts_metrics_output outputs[TS_METRICS_MAX_OUTPUTS];   /* every target of the run */
+    int noutputs;
     const ts_metrics_target *targets;      /* per spool reader */
     int ntargets;
 } ts_metrics_inputs;

@@ -63,6 +63,7 @@
 #include <stdint.h>
 #include "ts_buf.h"
 #include "ts_lp.h"
+#include "ts_spool_fmt.h"
 
 typedef struct ts_spool ts_spool;
 typedef struct ts_spool_consumer ts_spool_consumer;
@@ -87,12 +88,8 @@ typedef struct ts_spool_opts {
 #define TS_SPOOL_MAX_RECORD (256u << 20)
 #define TS_SPOOL_MAX_NAME 200
 
-/* A place in the spool: segment id and byte offset of a record in it. */
-typedef struct ts_spool_pos {
-    uint64_t seg;
-    uint64_t off;
-} ts_spool_pos;
-int ts_spool_pos_cmp(ts_spool_pos a, ts_spool_pos b);
+/* ts_spool_pos (segment id, byte offset of a record) and ts_spool_pos_cmp
+ * are in ts_spool_fmt.h. */
 
 typedef struct ts_spool_rec {
     const char *db, *rp;         /* NUL-terminated; rp "" = the database's default */
@@ -117,6 +114,9 @@ void ts_spool_close(ts_spool *s);
  * a failure): the caller still owns the data. */
 int ts_spool_append(ts_spool *s, const char *db, const char *rp, ts_precision prec, const char *body, size_t len,
                     size_t lines);
+/* The same, with the place of the new record and just after it (for ts_spool_claim). */
+int ts_spool_append_at(ts_spool *s, const char *db, const char *rp, ts_precision prec, const char *body, size_t len,
+                       size_t lines, ts_spool_pos *at, ts_spool_pos *next);
 /* Periodic work, from the loop at least every fsync_interval_ms: the interval
  * fsync and persisting the positions that moved. */
 void ts_spool_tick(ts_spool *s);
@@ -154,6 +154,13 @@ void ts_spool_ack(ts_spool_consumer *c, ts_spool_pos upto);
 /* The record that starts at `pos` (one this consumer read) is done; the
  * position advances over every done record in reading order. */
 void ts_spool_ack_one(ts_spool_consumer *c, ts_spool_pos pos);
+/* The record appended at `at` (ts_spool_append_at's at and next) is sent
+ * by this consumer from memory: reads pass over it, ts_spool_ack_one(c, at) acknowledges it (in
+ * any order), and the position moves over it once everything before it is
+ * done. With nothing to replay before it, it counts as read at once; with a
+ * backlog, the replay reads up to it and goes on after it. Claims are made
+ * in append order; a record not claimed is read back from disk. */
+void ts_spool_claim(ts_spool_consumer *c, ts_spool_pos at, ts_spool_pos next);
 /* Read cursor back to the acknowledged position (records read and not
  * acknowledged are read again). */
 void ts_spool_rewind(ts_spool_consumer *c);

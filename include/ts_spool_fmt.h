@@ -15,6 +15,17 @@
 #define TS_SPOOL_REC_MAGIC2 0x32525354u  /* "TSR2": CRC32C (Castagnoli) */
 extern const char ts_spool_seg_magic[8];
 
+/* A place in the spool: segment id and byte offset of a record in it. */
+typedef struct ts_spool_pos {
+    uint64_t seg;
+    uint64_t off;
+} ts_spool_pos;
+static inline int ts_spool_pos_cmp(ts_spool_pos a, ts_spool_pos b) {
+    if (a.seg != b.seg) return a.seg < b.seg ? -1 : 1;
+    if (a.off != b.off) return a.off < b.off ? -1 : 1;
+    return 0;
+}
+
 /* the files must not depend on the host's byte order */
 static inline void ts_put32(unsigned char *p, uint32_t v) {
     for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));

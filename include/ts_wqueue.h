@@ -86,6 +86,7 @@ struct ts_writer {
 
     /* Kept from finished work for the next polls and publishes (see batch.c's pool). */
     ts_batch_pool *pool;
+    int pool_owned;                   /* not when the daemon shares one between its writers */
     ts_buf spare_bodies[8];
     int nspare_bodies;
 
@@ -109,8 +110,6 @@ struct ts_writer {
     int probe_timer, probe_next;
     int64_t failback_at;
 
-    ts_writer *const *mirrors;        /* mirror mode: copies of what stays in memory */
-    int nmirrors;
 
     /* The pump (writer.c): the rooms below it ask for it through this hook
      * after an answer or a timer, so none of them includes the writer. */

@@ -17,6 +17,7 @@
 #include "ts_http.h"
 #include "ts_influx.h"
 #include "ts_spool.h"
+#include "ts_target.h"
 
 typedef struct ts_writer ts_writer;
 
@@ -49,6 +50,10 @@ typedef struct ts_writer_opts {
      * ts_writer_new only; reconfigure keeps it. */
     ts_spool *spool;
     const char *spool_consumer;
+    int spool_start_end;      /* a consumer seen for the first time starts at the end, not the oldest record */
+    /* Where consumed compact batches go back, shared and not owned (the
+     * owner calls ts_batch_pool_interval); NULL: the writer's own. */
+    ts_batch_pool *pool;
     double replay_rate;       /* lines per second read from the spool; default 500000 */
 } ts_writer_opts;
 
@@ -62,10 +67,15 @@ void ts_writer_submit(ts_writer *w, ts_batch *b);
 ts_influx *ts_writer_influx(ts_writer *w);
 /* Where the collector takes its compact batches: spares of sent ones. */
 ts_batch_pool *ts_writer_pool(ts_writer *w);
-/* Mirror mode: the writers of the other servers. What w keeps in memory
- * (no spool, or the spool refused it) is copied to each of them at submit;
- * what w spools they read through their own consumers. Not owned. */
-void ts_writer_set_mirrors(ts_writer *w, ts_writer *const *mirrors, int n);
+/* Keeps b in memory only (takes it): the caller did the spool step (a
+ * target list sharing one spool between its targets, ts_target.h). */
+void ts_writer_submit_memory(ts_writer *w, ts_batch *b);
+/* 1 when it reads the spool through its consumer (0: memory only). */
+int ts_writer_reads_spool(const ts_writer *w);
+/* 1 while the writer has servers and not every one of them failed. */
+int ts_writer_healthy(const ts_writer *w);
+/* w as a target of the InfluxDB kind (the target owns w: close frees it). */
+ts_target *ts_writer_target(ts_writer *w, const char *name);
 /* Publish tick: encode pending batches into chunks and start sending them. */
 void ts_writer_flush(ts_writer *w);
 /* Shutdown: flush everything and run the loop until all is written or

@@ -563,7 +563,11 @@ static int l_influx_post(lua_State *L) {
 static int l_queue_points(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     ts_api_ctx *ctx = ts_api_get_ctx(L);
-    if (!ctx || !ctx->writer) { lua_pushnil(L); lua_pushliteral(L, "no writer in this mode: use sync=true"); return 2; }
+    if (!ctx || (!ctx->writer && !ctx->submit)) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "no writer in this mode: use sync=true");
+        return 2;
+    }
     ts_dest d;
     memset(&d, 0, sizeof d);
     snprintf(d.db, sizeof d.db, "%s", luaL_checkstring(L, 2));
@@ -575,7 +579,8 @@ static int l_queue_points(lua_State *L) {
     size_t n = ts_api_encode_points(L, 1, d.precision, ts_batch_text_buf(b), errt);
     ts_batch_text_commit(b, n);
     if (ctx->on_queue) ctx->on_queue(ctx->on_queue_ud, b);
-    ts_writer_submit(ctx->writer, b);
+    if (ctx->submit) ctx->submit(ctx->submit_ud, b);
+    else ts_writer_submit(ctx->writer, b);
     lua_pushinteger(L, (lua_Integer)n);
     lua_pushvalue(L, errt);
     return 2;

@@ -194,7 +194,7 @@ static int run_lua_command(const cli_plan *p, int argc, char **argv) {
         if (s->influxdb.nurls > 0) w = ts_writer_new(loop, &o);
     }
     add_cli_api(L, p->config);
-    ts_api_ctx ctx = {loop, w, w ? ts_writer_influx(w) : NULL, NULL, NULL, NULL};   /* commands block on their requests */
+    ts_api_ctx ctx = {loop, w, w ? ts_writer_influx(w) : NULL, NULL, NULL, NULL, NULL, NULL};   /* commands block on their requests */
     ts_api_set_ctx(L, &ctx);
     if (ts_lua_require(L, "commands") == 0) {
         lua_getfield(L, -1, "run");

@@ -20,10 +20,12 @@
 #include "ts_kafka_reload.h"
 #include "ts_derive.h"
 #include "ts_httpd.h"
+#include "ts_influx_set.h"
 #include "ts_log.h"
 #include "ts_lua.h"
 #include "ts_metrics.h"
 #include "ts_sdnotify.h"
+#include "ts_target.h"
 #include "ts_version.h"
 #include "ts_writer.h"
 
@@ -32,13 +34,12 @@ typedef struct tsd {
     ts_mode mode;
     lua_State *L;
     ts_loop *loop;
-    ts_writer *writer;
     ts_spool *spool;         /* NULL: spool.enabled = false, or not the daemon's run mode */
-    /* influxdb.mode = "mirror": d->writer writes to the first URL, these to the others */
-    ts_writer *mirrors[16];
-    char *mirror_urls[18];   /* the URLs the writers were made for (all of them) */
-    int nmirrors, mirror_mode;
-    ts_kafka *kafka;          /* the Kafka target, NULL unless kafka.enabled */
+    ts_targets *targets;     /* every output: the InfluxDB ones (ts_influx_set.h), then Kafka */
+    ts_influx_set *influx_set;
+    ts_writer *writer;       /* the first InfluxDB target's: the Lua API's servers, the main stats line */
+    ts_batch_pool *pool;     /* spares of compact batches, shared by the collector and the writers */
+    ts_kafka *kafka;          /* the Kafka target's producer, NULL unless kafka.enabled (the list owns it) */
     ts_kafka_feed *kafka_feed;   /* Kafka's position in the spool; NULL: fed from memory */
     int kafka_failed;         /* kafka.* refused: the daemon does not start */
     ts_collector *coll;
@@ -178,65 +179,22 @@ static void spool_setup(tsd *d) {
                 ts_spool_fsync_name(so.fsync));
 }
 
-/* Every writer of the run: the first, then the mirrors. */
-#define FOR_WRITERS(d, w) \
-    for (int wi_ = 0; wi_ <= (d)->nmirrors; wi_++) \
-        for (ts_writer *w = wi_ == 0 ? (d)->writer : (d)->mirrors[wi_ - 1]; w; w = NULL)
-
-static int mirror_list_changed(const tsd *d, const ts_settings *s) {
-    int mirror = s->influxdb.mode && strcmp(s->influxdb.mode, "mirror") == 0;
-    if (mirror != d->mirror_mode) return 1;
-    if (!mirror) return 0;
-    for (int i = 0; i <= d->nmirrors || s->influxdb.urls[i]; i++)
-        if (!s->influxdb.urls[i] || !d->mirror_urls[i] || strcmp(s->influxdb.urls[i], d->mirror_urls[i]) != 0) return 1;
-    return 0;
-}
-
+/* The InfluxDB targets from influxdb.* (made, or changed on SIGHUP: see
+ * ts_influx_set.h); the first one's servers are the Lua API's. */
 static void writer_setup(tsd *d, int reconfigure) {
     const ts_settings *s = ts_config_settings(d->L);
-    ts_writer_opts o;
-    ts_config_writer_opts(s, &o);
-    o.spool = d->spool;
-    o.replay_rate = (double)s->spool.replay_rate;
     if (s->influxdb.nurls == 0) ts_warn("no influxdb.urls: nothing can be written");
-    if (o.insecure) ts_warn("influxdb.insecure = true: TLS certificates of InfluxDB are NOT verified");
-    if (reconfigure && mirror_list_changed(d, s)) {
-        /* each mirror has its own queue and spool position: they are made once */
-        ts_warn("influxdb.mode or the URL list of mirror mode changed: that applies at the next start; the running "
-                "targets keep their servers (credentials and limits are reloaded)");
+    if (s->influxdb.insecure) ts_warn("influxdb.insecure = true: TLS certificates of InfluxDB are NOT verified");
+    if (!d->targets) {
+        d->pool = ts_batch_pool_new();
+        d->targets = ts_targets_new(d->loop, d->spool, (size_t)s->influxdb.max_publish_size, d->pool);
+        d->influx_set = ts_influx_set_new(d->loop, d->targets, d->spool, d->pool);
     }
-    if (!reconfigure) d->mirror_mode = s->influxdb.mode && strcmp(s->influxdb.mode, "mirror") == 0;
-    if (!d->mirror_mode) {
-        if (reconfigure) ts_writer_reconfigure(d->writer, &o);
-        else d->writer = ts_writer_new(d->loop, &o);
-        return;
-    }
-    /* mirror: one writer per URL, each named after its server in the spool */
-    int n = reconfigure ? d->nmirrors + 1 : s->influxdb.nurls;
-    if (n > 17) {
-        ts_warn("influxdb.mode = \"mirror\": at most 17 servers; the URLs after the 17th are not written to");
-        n = 17;
-    }
-    for (int i = 0; i < n; i++) {
-        if (!reconfigure) {
-            d->mirror_urls[i] = strdup(s->influxdb.urls[i]);
-            if (!d->mirror_urls[i]) abort();
-        }
-        const char *one[2] = {d->mirror_urls[i], NULL};
-        char name[300], safe[256];
-        ts_influx_safe_url(safe, sizeof safe, d->mirror_urls[i]);
-        snprintf(name, sizeof name, "influx:%s", safe);
-        o.urls = one;
-        o.spool_consumer = name;
-        ts_writer **slot = i == 0 ? &d->writer : &d->mirrors[i - 1];
-        if (reconfigure) ts_writer_reconfigure(*slot, &o);
-        else *slot = ts_writer_new(d->loop, &o);
-    }
-    if (!reconfigure) {
-        d->nmirrors = n - 1;
-        ts_writer_set_mirrors(d->writer, d->mirrors, d->nmirrors);
-        ts_info("influxdb.mode = mirror: every point goes to %d servers, each with its own queue and spool position", n);
-    }
+    ts_targets_set_record_lines(d->targets, (size_t)s->influxdb.max_publish_size);
+    ts_influx_set_apply(d->influx_set, s, reconfigure);
+    d->writer = ts_influx_set_first(d->influx_set);
+    d->api.writer = d->writer;
+    d->api.influx = d->writer ? ts_writer_influx(d->writer) : NULL;
 }
 
 /* What every load of the configuration applies to the process: logging, the
@@ -253,23 +211,12 @@ static void apply_settings(lua_State *L) {
     ts_lua_set_memory_limit(L, (size_t)s->lua.memory_limit);
 }
 
-/* ---- emit: a finished poll's batch goes to the writer (or stdout) -------- */
-/* Points Lua queues with tstats.influx.write go to Kafka as the polls' do:
- * through Kafka's spool position, or from memory when there is none or the
- * spool refuses appends now (this hook runs before the writer appends). */
-static void queue_to_kafka(void *ud, const ts_batch *b) {
+/* ---- emit: a finished poll's batch goes to the targets (or stdout) ----- */
+/* Polls' batches and those Lua queues with tstats.influx.write alike: once
+ * to the spool, from memory to whoever does not read it (ts_target.h). */
+static void submit_to_targets(void *ud, ts_batch *b) {
     tsd *d = ud;
-    if (d->kafka && (!d->kafka_feed || !ts_spool_writable(d->spool))) ts_kafka_submit_batch(d->kafka, b);
-}
-
-static void submit_to_writer(void *ud, ts_batch *b) {
-    tsd *d = ud;
-    ts_writer_submit(d->writer, b);
-}
-
-static void emit_to_writer(void *ud, ts_batch *b) {
-    tsd *d = ud;
-    ts_kafka_submit_through(d->kafka, d->kafka_feed, d->spool, b, submit_to_writer, d);
+    ts_targets_submit(d->targets, b);
 }
 
 static void emit_to_stdout(void *ud, ts_batch *b) {
@@ -519,6 +466,17 @@ static void publish_metrics(tsd *d) {
     }
     in.dests = md;
     in.ndests = nd;
+    for (int i = 0; i < ts_targets_count(d->targets) && in.noutputs < TS_METRICS_MAX_OUTPUTS; i++) {
+        const ts_target *t = ts_targets_at(d->targets, i);
+        ts_target_stats ts;
+        ts_target_stats_get(t, &ts);
+        ts_metrics_output *mt = &in.outputs[in.noutputs++];
+        *mt = (ts_metrics_output){.written = ts.written, .rejected = ts.rejected, .dropped = ts.dropped,
+                                 .pending = ts.pending, .spool_backlog_bytes = ts.spool_backlog_bytes,
+                                 .healthy = ts_target_healthy(t)};
+        snprintf(mt->name, sizeof mt->name, "%s", ts_target_name(t));
+        snprintf(mt->kind, sizeof mt->kind, "%s", ts_target_kind(t));
+    }
     in.lua_heap_bytes = ts_lua_mem_used(d->L);
     if (d->spool) {
         ts_spool_stats ss;
@@ -529,32 +487,20 @@ static void publish_metrics(tsd *d) {
         in.spool_append_failures = ss.append_failures;
         in.spool_lines_dropped = ss.lines_dropped;
     }
-    ts_metrics_target tg[19];
+    ts_metrics_target tg[TS_METRICS_MAX_OUTPUTS];
     int nt = 0;
-    if (d->spool) {
-        /* each reader of the spool: the InfluxDB writer(s), then Kafka */
-        FOR_WRITERS(d, w) {
-            ts_writer_stats st;
-            ts_writer_get_stats(w, &st);
-            if (d->mirror_mode) {
-                char url[200];
-                ts_writer_current_url_text(w, url, sizeof url);
-                snprintf(tg[nt].name, sizeof tg[nt].name, "influxdb:%s", url);
-            } else {
-                snprintf(tg[nt].name, sizeof tg[nt].name, "influxdb");
-            }
-            tg[nt].backlog_bytes = st.spool_backlog_bytes;
-            tg[nt].oldest_age_ms = st.spool_oldest_age_ms;
-            nt++;
-        }
-        if (d->kafka_feed) {
-            ts_kafka_feed_stats ks;
-            ts_kafka_feed_get_stats(d->kafka_feed, &ks);
-            snprintf(tg[nt].name, sizeof tg[nt].name, "kafka");
-            tg[nt].backlog_bytes = ks.backlog_bytes;
-            tg[nt].oldest_age_ms = ks.oldest_age_ms;
-            nt++;
-        }
+    for (int i = 0; d->spool && i < ts_targets_count(d->targets) && nt < TS_METRICS_MAX_OUTPUTS; i++) {
+        /* each reader of the spool, labelled by its kind and what follows the ':' of its name
+         * ("influxdb", "influxdb:<server>" in mirror mode, "kafka") */
+        const ts_target *t = ts_targets_at(d->targets, i);
+        if (!ts_target_reads_spool(t)) continue;
+        ts_target_stats st;
+        ts_target_stats_get(t, &st);
+        const char *colon = strchr(ts_target_name(t), ':');
+        snprintf(tg[nt].name, sizeof tg[nt].name, "%s%s", ts_target_kind(t), colon ? colon : "");
+        tg[nt].backlog_bytes = st.spool_backlog_bytes;
+        tg[nt].oldest_age_ms = st.spool_oldest_age_ms;
+        nt++;
     }
     in.targets = tg;
     in.ntargets = nt;
@@ -576,7 +522,14 @@ static void reload(tsd *d) {
     if (ts_derive_load(L, d->config_file, &dv) == 0) { ts_collector_set_derive(d->coll, dv); ts_derive_release(dv); }
     else ts_error("derived metrics: keeping the running definitions");
     writer_setup(d, 1);
-    d->kafka = ts_kafka_reload(L, d->loop, d->kafka, d->kafka_feed);
+    ts_kafka *k = ts_kafka_reload(L, d->loop, d->kafka, d->kafka_feed);
+    if (k != d->kafka) {
+        /* the Kafka target sends through the new producer; the old one retires (kafka_reload.c) */
+        for (int i = 0; i < ts_targets_count(d->targets); i++)
+            if (strcmp(ts_target_kind(ts_targets_at(d->targets, i)), "kafka") == 0)
+                ts_kafka_feed_target_set(ts_targets_at(d->targets, i), k);
+        d->kafka = k;
+    }
     http_setup(d);
     if (lua_daemon_call(d, "start", 0, 0) != 0) ts_error("daemon.start failed after reload");
     d->reload_pending = 1;   /* said once the new plan is installed (refresh_resume) */
@@ -620,14 +573,6 @@ static void collect_mapping_garbage(tsd *d) {
 static void report(tsd *d) {
     ts_writer_stats ws;
     ts_writer_get_stats(d->writer, &ws);
-    for (int i = 0; i < d->nmirrors; i++) {
-        ts_writer_stats m;
-        ts_writer_get_stats(d->mirrors[i], &m);
-        ts_info("stats: mirror %d (%s): written=%llu rejected=%llu dropped=%llu pending=%llu spool_backlog_bytes=%llu",
-                i + 2, d->mirror_urls[i + 1], (unsigned long long)m.points_written,
-                (unsigned long long)m.points_rejected, (unsigned long long)m.points_dropped,
-                (unsigned long long)m.points_pending, (unsigned long long)m.spool_backlog_bytes);
-    }
     ts_collect_stats cs;
     ts_collector_get_stats(d->coll, &cs);
     ts_info("stats: polls=%llu points=%llu written=%llu rejected=%llu dropped=%llu pending=%llu "
@@ -640,8 +585,20 @@ static void report(tsd *d) {
             (unsigned long long)ws.requests_failed, (unsigned long long)ws.retries,
             (unsigned long long)cs.skipped_non_numeric, (unsigned long long)cs.skipped_old,
             (unsigned long long)cs.lua_calls, ts_lua_mem_used(d->L),
-            (unsigned long long)ws.points_spooled, (unsigned long long)ws.spool_backlog_bytes,
+            (unsigned long long)(ws.points_spooled + ts_targets_spooled(d->targets)),
+            (unsigned long long)ws.spool_backlog_bytes,
             (unsigned long long)ws.split_413);
+    /* after the line above: readers take the first "stats:" line for the totals */
+    for (int i = 0; i < ts_targets_count(d->targets); i++) {
+        const ts_target *t = ts_targets_at(d->targets, i);
+        ts_target_stats m;
+        ts_target_stats_get(t, &m);
+        /* keys of their own: a reader taking the last "written=" of a log gets the totals' */
+        ts_info("stats: target %s (%s): acked=%llu refused=%llu lost=%llu held=%llu unacked_spool_bytes=%llu up=%d",
+                ts_target_name(t), ts_target_kind(t), (unsigned long long)m.written, (unsigned long long)m.rejected,
+                (unsigned long long)m.dropped, (unsigned long long)m.pending,
+                (unsigned long long)m.spool_backlog_bytes, ts_target_healthy(t));
+    }
     ts_kafka_report(d->kafka, d->kafka_feed);
 }
 
@@ -687,24 +644,19 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     if (mode != TS_MODE_DRYRUN) {
         d->kafka = ts_kafka_from_config(d->L, d->loop, &d->kafka_failed);
         if (d->kafka && d->spool) d->kafka_feed = ts_kafka_feed_from_config(d->L, d->kafka, d->spool, d->loop);
+        if (d->kafka) ts_targets_add(d->targets, ts_kafka_feed_target(d->kafka, d->kafka_feed));
     }
     /* every target of the run has its spool consumer now */
     if (d->spool) ts_spool_consumers_done(d->spool);
     d->api.loop = d->loop;
-    d->api.writer = d->writer;
-    d->api.influx = ts_writer_influx(d->writer);
+    d->api.submit = submit_to_targets;
+    d->api.submit_ud = d;
     d->api.async_wake = &d->async_wake;
     ts_api_set_ctx(d->L, &d->api);
-    d->coll = ts_collector_new(d->L, d->loop, mode == TS_MODE_DRYRUN ? emit_to_stdout : emit_to_writer, d);
-    if (mode != TS_MODE_DRYRUN) ts_collector_set_batch_pool(d->coll, ts_writer_pool(d->writer));
+    d->coll = ts_collector_new(d->L, d->loop, mode == TS_MODE_DRYRUN ? emit_to_stdout : submit_to_targets, d);
+    if (mode != TS_MODE_DRYRUN) ts_collector_set_batch_pool(d->coll, d->pool);
     if (d->kafka_failed) { rc = 2; goto out; }
-    if (mode != TS_MODE_DRYRUN) {
-        ts_kafka_lua_open(d->L, d->kafka);
-        if (d->kafka) {
-            d->api.on_queue = queue_to_kafka;
-            d->api.on_queue_ud = d;
-        }
-    }
+    if (mode != TS_MODE_DRYRUN) ts_kafka_lua_open(d->L, d->kafka);
     ts_derive *dv;
     if (ts_derive_load(d->L, config_file, &dv) != 0) { rc = 2; goto out; }
     ts_collector_set_derive(d->coll, dv);
@@ -750,11 +702,9 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         ts_collector_poll(d->coll);
         wait_collector(d, ts_mono_ms() + (int64_t)(ts_config_settings(d->L)->collect.timeout * 1000) * 4 + 5000);
         if (mode == TS_MODE_DRYRUN) { rc = d->batches_printed > 0 ? 0 : 1; goto out; }
-        FOR_WRITERS(d, w) ts_writer_flush(w);
-        size_t lost = 0;
+        ts_targets_tick(d->targets);
         int64_t until = ts_mono_ms() + (int64_t)(ts_config_settings(d->L)->shutdown_timeout * 1000);
-        FOR_WRITERS(d, w) lost += ts_writer_drain(w, until);
-        if (d->kafka) lost += ts_kafka_drain(d->kafka, until);
+        size_t lost = ts_targets_drain(d->targets, until);
         ts_writer_stats ws;
         ts_writer_get_stats(d->writer, &ws);
         report(d);
@@ -775,11 +725,12 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         if (d->want_poll) { d->want_poll = 0; ts_collector_poll(d->coll); }
         if (d->want_publish) {
             d->want_publish = 0;
-            FOR_WRITERS(d, w) ts_writer_flush(w);
+            ts_targets_tick(d->targets);
         }
         if (d->want_refresh) { d->want_refresh = 0; refresh_start(d, 0); }
         if (d->async_wake && d->refresh_co) refresh_resume(d);
         if (d->want_summary) { d->want_summary = 0; run_summary(d); }
+        ts_influx_set_step(d->influx_set);
         collect_mapping_garbage(d);
         publish_metrics(d);
         if (ts_mono_ms() - last_report > 60000) { report(d); last_report = ts_mono_ms(); }
@@ -789,30 +740,35 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
     cancel_timers(d);
     int64_t deadline = ts_mono_ms() + (int64_t)(ts_config_settings(d->L)->shutdown_timeout * 1000);
     wait_collector(d, deadline);
-    FOR_WRITERS(d, w) ts_writer_flush(w);
-    size_t lost = 0;
-    FOR_WRITERS(d, w) lost += ts_writer_drain(w, deadline);
-    if (lost) ts_error("shutdown: %zu points could not be written before the shutdown timeout", lost);
-    if (d->kafka) {
-        /* what is in flight gets the rest of the timeout; the spool keeps the rest */
-        ts_kafka_feed_stop(d->kafka_feed);
-        ts_kafka_reload_drain(deadline);   /* producers a SIGHUP replaced: what they hold first */
-        ts_kafka_drain(d->kafka, deadline);
+    ts_targets_tick(d->targets);
+    /* InfluxDB's first, then Kafka's in flight gets the rest of the timeout (the spool keeps what it
+     * did not read, so Kafka's are not counted here) */
+    size_t lost = ts_influx_set_free(d->influx_set, deadline);
+    d->influx_set = NULL;
+    for (int i = 0; i < ts_targets_count(d->targets); i++) {
+        ts_target *t = ts_targets_at(d->targets, i);
+        int kafka = strcmp(ts_target_kind(t), "kafka") == 0;
+        if (kafka) {
+            /* producers a kafka.* SIGHUP replaced: what they hold first */
+            ts_kafka_feed_stop(d->kafka_feed);
+            ts_kafka_reload_drain(deadline);
+        }
+        size_t n = ts_target_drain(t, deadline);
+        if (!kafka) lost += n;
     }
+    if (lost) ts_error("shutdown: %zu points could not be written before the shutdown timeout", lost);
     report(d);
     rc = 0;
 out:
     ts_httpd_stop(d->httpd);   /* its thread reads the metrics: stop it first */
     ts_collector_close(d->coll);
-    for (int i = 0; i < d->nmirrors; i++) ts_writer_free(d->mirrors[i]);
-    for (int i = 0; i <= d->nmirrors; i++) free(d->mirror_urls[i]);
-    ts_writer_free(d->writer);
-    ts_kafka_reload_drain(0);      /* the targets (replaced ones too), then their spool position, then the spool */
-    ts_kafka_free(d->kafka);
-    ts_kafka_feed_free(d->kafka_feed);
+    ts_influx_set_free(d->influx_set, ts_mono_ms());
+    ts_kafka_reload_drain(0);      /* producers a SIGHUP replaced, before the feed goes */
+    ts_targets_free(d->targets);   /* every target (Kafka: the producer, then its spool position), then the spool */
     ts_spool_close(d->spool);
     ts_loop_free(d->loop);
     ts_collector_free(d->coll);
+    ts_batch_pool_free(d->pool);
     if (d->sigfd >= 0) close(d->sigfd);
     ts_lua_close(d->L);
     ts_metrics_free(d->metrics);

@@ -34,39 +34,54 @@ static const char DIG2[201] =
     "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
     "8081828384858687888990919293949596979899";
 
-/* Digits of q, least significant first, into dig; returns their count. */
-static size_t rev_digits(char *dig, uint64_t q) {
-    size_t nd = 0;
+/* The digits of q, written backwards so they end at end; returns where they start. */
+static char *digits_r(char *end, uint64_t q) {
+    char *p = end;
     while (q >= 100) {
         unsigned r = (unsigned)(q % 100);
         q /= 100;
-        dig[nd++] = DIG2[2 * r + 1];
-        dig[nd++] = DIG2[2 * r];
+        p -= 2;
+        memcpy(p, DIG2 + 2 * r, 2);
     }
-    if (q >= 10) { dig[nd++] = DIG2[2 * q + 1]; dig[nd++] = DIG2[2 * q]; }
-    else dig[nd++] = (char)('0' + q);
-    return nd;
+    if (q >= 10) { p -= 2; memcpy(p, DIG2 + 2 * q, 2); }
+    else *--p = (char)('0' + q);
+    return p;
 }
 
+/* q / 10^frac as a decimal, trailing zeros of the fraction dropped. */
 static size_t put_decimal(char *out, uint64_t q, int frac, int neg) {
     while (frac > 0 && q % 10 == 0) { q /= 10; frac--; }
     char dig[24];
-    size_t nd = rev_digits(dig, q);
-    size_t n = 0;
-    if (neg) out[n++] = '-';
-    if ((int)nd <= frac) {
-        out[n++] = '0';
-        out[n++] = '.';
-        for (int z = (int)nd; z < frac; z++) out[n++] = '0';
-        while (nd) out[n++] = dig[--nd];
+    char *d = digits_r(dig + sizeof dig, q), *o = out;
+    int nd = (int)(dig + sizeof dig - d);
+    if (neg) *o++ = '-';
+    if (nd <= frac) {
+        *o++ = '0';
+        *o++ = '.';
+        memset(o, '0', (size_t)(frac - nd));
+        o += frac - nd;
+        memcpy(o, d, (size_t)nd);
+        o += nd;
     } else {
-        int ip = (int)nd - frac;
-        for (int i = 0; i < ip; i++) out[n++] = dig[--nd];
-        if (frac) out[n++] = '.';
-        while (nd) out[n++] = dig[--nd];
+        int ip = nd - frac;
+        memcpy(o, d, (size_t)ip);
+        o += ip;
+        if (frac) {
+            *o++ = '.';
+            memcpy(o, d + ip, (size_t)frac);
+            o += frac;
+        }
     }
-    out[n] = 0;
-    return n;
+    *o = 0;
+    return (size_t)(o - out);
+}
+
+/* x rounded to an integer, ties to even (as nearbyint in the default
+ * rounding mode) for 0 <= x < 2^52, without a call into libm. */
+static inline double round_small(double x) {
+    volatile double big = 4503599627370496.0;   /* volatile: the compiler must not fold (x + 2^52) - 2^52 */
+    double b = big;
+    return (x + b) - b;
 }
 
 /* 10^-8 .. 10^16, for the decimal exponent of a value in range */
@@ -75,9 +90,11 @@ static const double P10N[25] = {1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 
 
 size_t ts_derive_fmt_double(char out[40], double v) {
     double a = fabs(v);
-    if (!(a >= 1e-6 && a < 9e15) || v == nearbyint(v)) return ts_fmt_double(out, v);
-    int ex;
-    double fr = frexp(a, &ex);     /* a = fr * 2^ex, fr in [0.5, 1) */
+    if (!(a >= 1e-6 && a < 9e15) || a >= 4503599627370496.0 || round_small(a) == a) return ts_fmt_double(out, v);
+    uint64_t bits;
+    memcpy(&bits, &a, sizeof bits);
+    int ex = (int)((bits >> 52) & 0x7ff) - 1022;                    /* a = fr * 2^ex, fr in [0.5, 1) (a is normal here) */
+    uint64_t f = (bits & 0xFFFFFFFFFFFFFULL) | (1ULL << 52);        /* fr * 2^53 */
     /* floor(log10(a)) from the binary exponent (78913 / 2^18 ~ log10(2)), then one step of correction */
     int e10 = ((ex - 1) * 78913) >> 18;
     if (e10 < -8) e10 = -8;
@@ -85,12 +102,12 @@ size_t ts_derive_fmt_double(char out[40], double v) {
     while (e10 > -8 && a < P10N[e10 + 8]) e10--;
     int k = 14 - e10;
     if (k >= 0 && k <= 22) {
-        double m = nearbyint(a * P10D[k]);
-        if (m >= 1e15 && k > 0) { k--; m = nearbyint(a * P10D[k]); }
-        else if (m < 1e14 && k < 22) { k++; m = nearbyint(a * P10D[k]); }
+        /* a * 10^k is below 10^16 (< 2^52 after the correction of e10 above) */
+        double m = round_small(a * P10D[k]);
+        if (m >= 1e15 && k > 0) { k--; m = round_small(a * P10D[k]); }
+        else if (m < 1e14 && k < 22) { k++; m = round_small(a * P10D[k]); }
         if (m < 9007199254740992.0 && m / P10D[k] == a) return put_decimal(out, (uint64_t)m, k, v < 0);
     }
-    uint64_t f = (uint64_t)(fr * 9007199254740992.0);
     int sh = 53 - ex;   /* a = f / 2^sh */
     int n = 16 - e10;   /* q = a * 10^n has 17 digits */
     for (int tries = 0; tries < 3 && sh > 0 && sh < 127; tries++) {
@@ -107,7 +124,15 @@ size_t ts_derive_fmt_double(char out[40], double v) {
 }
 
 typedef struct outb { const ts_dest *dest; ts_batch *b; ts_buf *text; size_t lines; } outb;
-typedef struct emitter { ts_derive_ep *e; outb v[TS_DERIVE_MAX_DESTS]; int n; size_t points; } emitter;
+typedef struct emitter {
+    ts_derive_ep *e;
+    outb v[TS_DERIVE_MAX_DESTS];
+    int n;
+    size_t points;
+    int64_t t;           /* the time stamp whose text ts holds (the groups of a poll mostly share one) */
+    size_t tslen;        /* 0: none yet */
+    char ts[24];
+} emitter;
 
 /* The text batch of a destination; sized like the last poll's, so a poll
  * like the last one writes its lines without regrowing (fresh pages cost a
@@ -131,42 +156,39 @@ static outb *out_batch(emitter *em, const ts_dest *d) {
 static size_t fmt_time(char out[24], int64_t t) {
     if (t < 0) return ts_fmt_int64(out, t);
     char d[24];
-    size_t n = rev_digits(d, (uint64_t)t), k = 0;
-    while (n) out[k++] = d[--n];
-    out[k] = 0;
-    return k;
+    char *p = digits_r(d + sizeof d, (uint64_t)t);
+    size_t n = (size_t)(d + sizeof d - p);
+    memcpy(out, p, n);
+    out[n] = 0;
+    return n;
 }
 
-static void emit_point(ts_derive_ep *e, emitter *em, ddefst *ds, const dgroup *g, double v, int64_t t_ms) {
+/* One line: measurement, the group's tags, field, value, time. *op is the
+ * definition's batch, looked up at its first point. */
+static void emit_point(ts_derive_ep *e, emitter *em, ddefst *ds, outb **op, const dgroup *g, double v, int64_t t_ms) {
     const ddef *f = ds->def;
     v *= f->scale;
     if (!isfinite(v)) { e->d->st.undefined++; ts_counter_add(ts_dv_ctr.undef, 1); return; }
-    outb *o = out_batch(em, &ds->dest);
-    if (!o) return;
-    char num[40], ts[24];
+    if (!*op && !(*op = out_batch(em, &ds->dest))) return;
+    outb *o = *op;
+    int64_t tp = to_prec(t_ms, ds->dest.precision);
+    if (!em->tslen || tp != em->t) { em->t = tp; em->tslen = fmt_time(em->ts, tp); }
     ts_buf *t = o->text;
-    ts_buf_add(t, f->meas_esc, f->meas_len);
-    ts_buf_add(t, g->kvs, g->kvs_len);
-    ts_buf_addc(t, ' ');
-    ts_buf_add(t, f->field_esc, f->field_len);
-    ts_buf_addc(t, '=');
-    ts_buf_add(t, num, ts_derive_fmt_double(num, v));
-    ts_buf_addc(t, ' ');
-    ts_buf_add(t, ts, fmt_time(ts, to_prec(t_ms, ds->dest.precision)));
-    ts_buf_addc(t, '\n');
+    ts_buf_reserve(t, f->meas_len + g->kvs_len + f->field_len + 40 + em->tslen + 4);
+    char *w = t->data + t->len;
+    memcpy(w, f->meas_esc, f->meas_len); w += f->meas_len;
+    memcpy(w, g->kvs, g->kvs_len); w += g->kvs_len;
+    *w++ = ' ';
+    memcpy(w, f->field_esc, f->field_len); w += f->field_len;
+    *w++ = '=';
+    w += ts_derive_fmt_double(w, v);
+    *w++ = ' ';
+    memcpy(w, em->ts, em->tslen); w += em->tslen;
+    *w++ = '\n';
+    *w = 0;
+    t->len = (size_t)(w - t->data);
     o->lines++;
     em->points++;
-}
-
-static double acc_value(int agg, const dacc *a) {
-    switch (agg) {
-    case AGG_MIN: return a->min;
-    case AGG_MAX: return a->max;
-    case AGG_MEAN: return a->sum / (double)a->n;
-    case AGG_COUNT: return (double)a->n;
-    case AGG_LAST: return a->last;
-    default: return a->sum;   /* sum; rate: the sum of the series' rates */
-    }
 }
 
 /* Windows every series of the poll has moved past are written (a series
@@ -182,15 +204,16 @@ static void close_windows(ts_derive_ep *e, emitter *em, ddefst *ds) {
     for (int s = 0; s < ds->nsets; s++) {
         dcellset *cs = ds->sets[s];
         for (uint32_t i = 0; i < cs->ncells; i++) {
-            dcell *c = &cs->cells[i];
+            dcell_win *c = (dcell_win *)cell_at(cs, i);
             if (c->wn && c->wb <= through) ts_dv_window_fold(ds, c);
         }
     }
+    outb *o = NULL;
     for (int i = 0; i < ds->nbuckets;) {
         dbucket *bk = &ds->buckets[i];
         if (bk->b > through) { i++; continue; }
         for (uint32_t g = 0; g < bk->naccs; g++)
-            if (bk->accs[g].n) emit_point(e, em, ds, &ds->groups[g], acc_value(f->agg, &bk->accs[g]), bk->b * f->window_ms);
+            if (bk->accs[g].n) emit_point(e, em, ds, &o, &ds->groups[g], acc_value(f->agg, &bk->accs[g]), bk->b * f->window_ms);
         free(bk->accs);
         ds->buckets[i] = ds->buckets[--ds->nbuckets];
     }
@@ -200,41 +223,37 @@ static void close_windows(ts_derive_ep *e, emitter *em, ddefst *ds) {
 size_t ts_derive_finish(ts_derive_ep *e, ts_derive_emit_fn emit, void *ud) {
     if (!e->owner) return 0;
     ts_derive *d = e->d;
-    /* staged series: rates commit their new base, ratios join their groups */
-    for (size_t i = 0; i < e->ntouch; i++) {
-        dcellset *cs = e->touch[i].set;
-        dcell *c = &cs->cells[e->touch[i].id];
-        ddefst *ds = cs->ds;
-        if (ds->def->agg == AGG_RATE) {
-            c->pv = c->v[0];
-            c->pt = c->t;
-            c->has_prev = 1;
-        } else if (c->stamp[0] == e->stamp && c->stamp[1] == e->stamp) {
-            dacc *a = poll_acc(e, ds, c->group);
-            acc_add(a, c->v[0], c->t);
-            a->sum2 += c->v[1];
-        } else {
-            d->st.ratio_unpaired++;
-            ts_counter_add(ts_dv_ctr.unpaired, 1);
-        }
-    }
-    e->ntouch = 0;
+    /* rates took their values as they came (each commits at its next sample);
+     * ratios joined their groups when the second value of a pair came */
     emitter em;
-    memset(&em, 0, sizeof em);
     em.e = e;
+    em.n = 0;
+    em.points = 0;
+    em.tslen = 0;
     for (int i = 0; i < d->ndefs; i++) {
         ddefst *ds = &e->defs[i];
         if (!ds->active) continue;
+        if (ds->ratio_first > ds->ratio_paired) {
+            uint32_t u = ds->ratio_first - ds->ratio_paired;
+            d->st.ratio_unpaired += u;
+            ts_counter_add(ts_dv_ctr.unpaired, u);
+        }
         if (ds->def->window_ms > 0) { close_windows(e, &em, ds); continue; }
+        int agg = ds->def->agg;
+        outb *o = NULL;
         for (uint32_t k = 0; k < ds->ntouched; k++) {
+            /* the scan pushed the groups out of the caches: fetch ahead (a
+             * group 8 on, the tag text of one 4 on, whose group came by now) */
+            if (k + 8 < ds->ntouched) __builtin_prefetch(&ds->groups[ds->touched[k + 8]]);
+            if (k + 4 < ds->ntouched) __builtin_prefetch(ds->groups[ds->touched[k + 4]].kvs);
             const dgroup *g = &ds->groups[ds->touched[k]];
             const dacc *a = &g->acc;
             if (!a->n) continue;
-            if (ds->def->agg == AGG_RATIO) {
-                if (a->sum2 == 0) { d->st.undefined++; ts_counter_add(ts_dv_ctr.undef, 1); continue; }
-                emit_point(e, &em, ds, g, a->sum / a->sum2, a->tmax);
+            if (agg == AGG_RATIO) {
+                if (a->y == 0) { d->st.undefined++; ts_counter_add(ts_dv_ctr.undef, 1); continue; }
+                emit_point(e, &em, ds, &o, g, a->x / a->y, a->tmax);
             } else {
-                emit_point(e, &em, ds, g, acc_value(ds->def->agg, a), a->tmax);
+                emit_point(e, &em, ds, &o, g, acc_value(agg, a), a->tmax);
             }
         }
         ds->ntouched = 0;

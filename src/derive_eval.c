@@ -19,6 +19,10 @@ static dcellset *cellset_get(ts_derive_ep *e, int di, const ts_tagset *tags) {
         if (!cs) abort();
         ddefst *ds = &e->defs[di];
         cs->ds = ds;
+        cs->agg = ds->def->agg;
+        cs->kind = cs->agg == AGG_RATE ? CK_RATE : cs->agg == AGG_RATIO ? CK_RATIO : ds->def->window_ms > 0 ? CK_WIN : CK_PLAIN;
+        cs->csize = cs->kind == CK_RATE ? sizeof(dcell_rate) : cs->kind == CK_RATIO ? sizeof(dcell_ratio)
+                  : cs->kind == CK_WIN ? sizeof(dcell_win) : sizeof(dcell);
         cs->ntags = tags->n;
         cs->tags = calloc(tags->n ? tags->n : 1, sizeof(ts_etag));
         for (uint32_t i = 0; i < tags->n; i++) {
@@ -66,14 +70,25 @@ const ts_derive_slots *ts_derive_bind_stat(ts_derive_ep *e, const char *meas, si
     return sl;
 }
 
+static const char *ent_key(const void *ud, uint32_t id, size_t *len) {
+    const ts_derive_ep *e = ud;
+    *len = e->ent_len[id];
+    return e->ent_name[id];
+}
+
 uint32_t ts_derive_bind_entity(ts_derive_ep *e, const char *name, size_t len) {
     if (!e) return 0;
-    uintptr_t id = (uintptr_t)ts_dtab_get(&e->ents, name, len, NULL);
-    if (!id) {
+    uint32_t id = ts_dix_find(&e->ents, name, len, ent_key, e);
+    if (id) id--;
+    else {
         id = ++e->nents;
         e->ent_ver = ts_dv_realloc(e->ent_ver, sizeof(uint32_t) * (id + 1));
         e->ent_ver[id] = 0;
-        ts_dtab_put(&e->ents, name, len, (void *)id);
+        e->ent_name = ts_dv_realloc(e->ent_name, sizeof(char *) * (id + 1));
+        e->ent_name[id] = ts_dv_kv_copy(&e->ent_kv, name, len);
+        e->ent_len = ts_dv_realloc(e->ent_len, sizeof(uint32_t) * (id + 1));
+        e->ent_len[id] = (uint32_t)len;
+        ts_dix_add(&e->ents, id, name, len, ent_key, e);
     }
     /* a new plan's answer may carry other tags: cells work their verdict out again */
     if (++e->ent_ver[id] == 0) e->ent_ver[id] = 1;
@@ -89,8 +104,15 @@ static const char *find_kv(const dcellset *cs, const ts_entity_map *ent, const c
     return NULL;
 }
 
-/* Filter verdict and group of one series, once per (cell set, entity version). */
-static void classify(ts_derive_ep *e, dcellset *cs, dcell *c, const ts_entity_map *ent, uint32_t id) {
+static const char *group_key(const void *ud, uint32_t id, size_t *len) {
+    const ddefst *ds = ud;
+    *len = ds->groups[id].kvs_len;
+    return ds->groups[id].kvs;
+}
+
+/* Filter verdict and group of one series, once per (cell set, entity version);
+ * out of line, so the per-sample loop keeps its registers. */
+__attribute__((noinline, cold)) static void classify(ts_derive_ep *e, dcellset *cs, dcell *c, const ts_entity_map *ent, uint32_t id) {
     ddefst *ds = cs->ds;
     const ddef *f = ds->def;
     c->ver = e->ent_ver[id];
@@ -111,9 +133,9 @@ static void classify(ts_derive_ep *e, dcellset *cs, dcell *c, const ts_entity_ma
         const char *kv = find_kv(cs, ent, f->group_by[i], &kl);
         if (kv) { ts_buf_addc(&g, ','); ts_buf_add(&g, kv, kl); }
     }
-    int found;
-    uintptr_t gi = (uintptr_t)ts_dtab_get(&ds->group_ix, g.data ? g.data : "", g.len, &found);
-    if (!found) {
+    uint32_t gi = ts_dix_find(&ds->group_ix, g.data ? g.data : "", g.len, group_key, ds);
+    if (gi) gi--;
+    else {
         if (ds->ngroups == ds->capgroups) {
             ds->capgroups = ds->capgroups ? ds->capgroups * 2 : 16;
             ds->groups = ts_dv_realloc(ds->groups, sizeof(dgroup) * ds->capgroups);
@@ -122,21 +144,13 @@ static void classify(ts_derive_ep *e, dcellset *cs, dcell *c, const ts_entity_ma
         dgroup *gr = &ds->groups[gi];
         memset(gr, 0, sizeof *gr);
         gr->kvs = ts_dv_kv_copy(&ds->kv, g.data ? g.data : "", g.len);
-        gr->kvs_len = g.len;
-        ts_dtab_put(&ds->group_ix, g.data ? g.data : "", g.len, (void *)gi);
+        gr->kvs_len = (uint32_t)g.len;
+        ts_dix_add(&ds->group_ix, gi, gr->kvs, g.len, group_key, ds);
     }
     c->group = (int32_t)gi;
     ts_buf_free(&g);
 }
 
-
-static void touch(ts_derive_ep *e, dcellset *cs, uint32_t id) {
-    if (e->ntouch == e->captouch) {
-        e->captouch = e->captouch ? e->captouch * 2 : 256;
-        e->touch = ts_dv_realloc(e->touch, sizeof(dtouch) * e->captouch);
-    }
-    e->touch[e->ntouch++] = (dtouch){cs, id};
-}
 
 static dbucket *bucket_get(ddefst *ds, int64_t b) {
     for (int i = 0; i < ds->nbuckets; i++) if (ds->buckets[i].b == b) return &ds->buckets[i];
@@ -148,51 +162,70 @@ static dbucket *bucket_get(ddefst *ds, int64_t b) {
 }
 
 /* A series' window mean joins its group's window. */
-void ts_dv_window_fold(ddefst *ds, dcell *c) {
-    if (c->wn == 0 || c->group < 0) { c->wn = 0; return; }
+void ts_dv_window_fold(ddefst *ds, dcell_win *c) {
+    if (c->wn == 0 || c->h.group < 0) { c->wn = 0; return; }
     dbucket *bk = bucket_get(ds, c->wb);
-    if ((uint32_t)c->group >= bk->naccs) {
-        uint32_t n = ds->ngroups > (uint32_t)c->group ? ds->ngroups : (uint32_t)c->group + 1;
+    if ((uint32_t)c->h.group >= bk->naccs) {
+        uint32_t n = ds->ngroups > (uint32_t)c->h.group ? ds->ngroups : (uint32_t)c->h.group + 1;
         bk->accs = ts_dv_realloc(bk->accs, sizeof(dacc) * n);
         memset(bk->accs + bk->naccs, 0, sizeof(dacc) * (n - bk->naccs));
         bk->naccs = n;
     }
-    acc_add(&bk->accs[c->group], c->pv / c->wn, c->pt);
+    acc_add(&bk->accs[c->h.group], ds->def->agg, c->sum / c->wn, c->pt);
     c->wn = 0;
-    c->pv = 0;
+    c->sum = 0;
 }
 
-
-static void sample_window(ts_derive_ep *e, ddefst *ds, dcell *c, double v, int64_t t) {
+__attribute__((noinline)) static void sample_window(ts_derive_ep *e, ddefst *ds, dcell_win *c, double v, int64_t t) {
     ts_derive *d = e->d;
-    if (c->has_prev && t == c->pt) { d->st.window_dups++; ts_counter_add(ts_dv_ctr.dups, 1); return; }
+    if (c->h.x && t == c->pt) { d->st.window_dups++; ts_counter_add(ts_dv_ctr.dups, 1); return; }
     int64_t b = floor_div(t, ds->def->window_ms);
     if (b <= ds->closed_through) { d->st.window_late++; ts_counter_add(ts_dv_ctr.late, 1); return; }
     if (c->wn && c->wb != b) ts_dv_window_fold(ds, c);
     c->wb = b;
-    c->pv += v;
+    c->sum += v;
     c->wn++;
     c->pt = t;
-    c->has_prev = 1;
+    c->h.x = 1;
     if (!ds->has_t || t < ds->poll_tmin) ds->poll_tmin = t;
     if (!ds->has_t || t > ds->poll_tmax) ds->poll_tmax = t;
     ds->has_t = 1;
 }
 
-static void sample_rate(ts_derive_ep *e, ddefst *ds, dcellset *cs, dcell *c, uint32_t id, double v, int64_t t) {
+static void sample_rate(ts_derive_ep *e, ddefst *ds, dcell_rate *c, double v, int64_t t) {
     ts_derive *d = e->d;
-    if (!c->has_prev) {
+    if (c->h.stamp) {   /* the value staged by a poll that finished: the base now */
+        c->pv = c->v;
+        c->pt = c->t;
+        c->h.x = 1;
+    }
+    c->h.stamp = e->stamp;
+    if (!c->h.x) {
         d->st.rate_first++;
     } else {
         int64_t dt = t - c->pt;
         if (dt <= 0) { d->st.rate_repeats++; ts_counter_add(ts_dv_ctr.repeats, 1); return; }
         if (dt > ds->def->max_gap_ms) { d->st.rate_gaps++; ts_counter_add(ts_dv_ctr.gaps, 1); }
         else if (v < c->pv) { d->st.rate_resets++; ts_counter_add(ts_dv_ctr.resets, 1); }
-        else acc_add(poll_acc(e, ds, c->group), (v - c->pv) * 1000.0 / (double)dt, t);
+        else acc_add(poll_acc(e, ds, c->h.group), AGG_RATE, (v - c->pv) * 1000.0 / (double)dt, t);
     }
-    c->v[0] = v;
+    c->v = v;
     c->t = t;
-    touch(e, cs, id);
+}
+
+/* A ratio's pair joins its group when its second value comes. */
+static void sample_ratio(ts_derive_ep *e, ddefst *ds, dcell_ratio *c, uint32_t op, double v, int64_t t) {
+    c->v[op] = v;
+    if ((op ? c->h.stamp : c->h.x) != e->stamp) {
+        c->t = t;
+        ds->ratio_first++;
+        return;
+    }
+    if (t > c->t) c->t = t;
+    dacc *a = poll_acc(e, ds, c->h.group);
+    acc_add(a, AGG_RATIO, c->v[0], c->t);
+    a->y += c->v[1];
+    ds->ratio_paired++;
 }
 
 void ts_derive_sample(ts_derive_ep *e, const ts_cpoint *p) {
@@ -201,35 +234,53 @@ void ts_derive_sample(ts_derive_ep *e, const ts_cpoint *p) {
     if (!e->owner || !id) return;
     double v = p->value * p->stat->scale;
     int64_t t = p->time_ms;
+    uint32_t stamp = e->stamp, ver = e->ent_ver[id];
+    if (id + 16 <= e->nents) __builtin_prefetch(&e->ent_ver[id + 16]);
     for (uint32_t i = 0; i < sl->n; i++) {
         dcellset *cs = sl->b[i].set;
         uint32_t op = sl->b[i].op;
         if (id >= cs->ncells) {
             uint32_t n = cs->ncells ? cs->ncells : 64;
             while (n <= id) n *= 2;
-            cs->cells = ts_dv_realloc(cs->cells, sizeof(dcell) * n);
-            memset(cs->cells + cs->ncells, 0, sizeof(dcell) * (n - cs->ncells));
+            cs->cells = ts_dv_realloc(cs->cells, (size_t)cs->csize * n);
+            memset(cs->cells + (size_t)cs->csize * cs->ncells, 0, (size_t)cs->csize * (n - cs->ncells));
             cs->ncells = n;
         }
-        dcell *c = &cs->cells[id];
-        if (c->ver != e->ent_ver[id]) classify(e, cs, c, p->ent, id);
+        dcell *c = cell_at(cs, id);
+        /* Entities come in the same order every poll (ids are given in the
+         * order of the first one), a few KB of payload apart, and the scan of
+         * those pushes this state out of the caches: fetch the cell of the
+         * entity after next, and the group of the next one (its cell came
+         * with the last sample's fetch), so they are there when asked for. */
+        if (id + 2 < cs->ncells) {
+            const char *nc = (const char *)cell_at(cs, id + 2);
+            __builtin_prefetch(nc, 1);
+            __builtin_prefetch(nc + cs->csize - 1, 1);
+            int32_t ng = cell_at(cs, id + 1)->group;
+            if (ng >= 0 && (uint32_t)ng < cs->ds->ngroups) __builtin_prefetch(&cs->ds->groups[ng], 1);
+        }
+        if (c->ver != ver) classify(e, cs, c, p->ent, id);
         /* one value per series per poll: history entries after the newest are older */
-        if (c->group < 0 || c->stamp[op] == e->stamp) continue;
-        c->stamp[op] = e->stamp;
+        if (c->group < 0) continue;
+        uint32_t *seen = op ? &c->x : &c->stamp;
+        if (*seen == stamp) continue;
         e->d->st.samples++;
         ddefst *ds = cs->ds;
-        switch (ds->def->agg) {
-        case AGG_RATE:
-            sample_rate(e, ds, cs, c, id, v, t);
+        switch (cs->kind) {
+        case CK_PLAIN:
+            c->stamp = stamp;
+            acc_add(poll_acc(e, ds, c->group), cs->agg, v, t);
             break;
-        case AGG_RATIO:
-            c->v[op] = v;
-            if (c->stamp[op ^ 1] != e->stamp) { c->t = t; touch(e, cs, id); }
-            else if (t > c->t) c->t = t;
+        case CK_RATE:
+            sample_rate(e, ds, (dcell_rate *)c, v, t);   /* sets the stamp once the staged value is taken */
+            break;
+        case CK_RATIO:
+            *seen = stamp;
+            sample_ratio(e, ds, (dcell_ratio *)c, op, v, t);
             break;
         default:
-            if (ds->def->window_ms > 0) sample_window(e, ds, c, v, t);
-            else acc_add(poll_acc(e, ds, c->group), v, t);
+            c->stamp = stamp;
+            sample_window(e, ds, (dcell_win *)c, v, t);
             break;
         }
     }
@@ -237,24 +288,40 @@ void ts_derive_sample(ts_derive_ep *e, const ts_cpoint *p) {
 }
 
 /* ---- poll boundaries ------------------------------------------------------- */
+/* What the open poll staged is dropped: rates keep their base (aborts are
+ * rare, so this walks the cells rather than keeping a list per poll). */
+static void drop_staged(ts_derive_ep *e) {
+    for (int i = 0; i < e->d->ndefs; i++) {
+        ddefst *ds = &e->defs[i];
+        for (int s = 0; s < ds->nsets; s++) {
+            dcellset *cs = ds->sets[s];
+            if (cs->kind != CK_RATE) continue;
+            for (uint32_t k = 0; k < cs->ncells; k++) {
+                dcell *c = cell_at(cs, k);
+                if (c->stamp == e->stamp) c->stamp = 0;
+            }
+        }
+    }
+}
+
 int ts_derive_begin(ts_derive_ep *e, const void *owner) {
     if (e->owner && e->owner != owner) {
         e->d->st.busy_skips++;
         ts_counter_add(ts_dv_ctr.busy, 1);
         return -1;
     }
+    if (e->owner) drop_staged(e);   /* the same fetch again: its unfinished attempt */
     e->owner = owner;
     if (++e->stamp == 0) e->stamp = 1;   /* 0 marks "never" in cells and groups */
-    e->ntouch = 0;
     for (int i = 0; i < e->d->ndefs; i++) {
         e->defs[i].ntouched = 0;
         e->defs[i].has_t = 0;
+        e->defs[i].ratio_first = e->defs[i].ratio_paired = 0;
     }
     return 0;
 }
 
 void ts_derive_abort(ts_derive_ep *e) {
+    if (e->owner) drop_staged(e);
     e->owner = NULL;
-    e->ntouch = 0;
 }
-

@@ -2,6 +2,7 @@
  * the lifetime of an engine and its endpoints (made on the first poll of an
  * endpoint, kept across Traffic Ops refreshes, freed with the engine). */
 #include "ts_derive_state.h"
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
@@ -60,6 +61,42 @@ void ts_dtab_free(dtab *t, void (*fv)(void *)) {
         if (t->s[i].key) { if (fv && t->s[i].val) fv(t->s[i].val); free(t->s[i].key); }
     free(t->s);
     memset(t, 0, sizeof *t);
+}
+
+uint32_t ts_dix_find(const dix *x, const char *k, size_t n, dix_key_fn key, const void *ud) {
+    if (!x->cap) return 0;
+    for (uint32_t i = (uint32_t)dhash(k, n) & (x->cap - 1);; i = (i + 1) & (x->cap - 1)) {
+        uint32_t v = x->s[i];
+        if (!v) return 0;
+        size_t kl;
+        const char *kk = key(ud, v - 1, &kl);
+        if (kl == n && memcmp(kk, k, n) == 0) return v;
+    }
+}
+
+static void dix_place(uint32_t *s, uint32_t cap, uint64_t h, uint32_t v) {
+    uint32_t i = (uint32_t)h & (cap - 1);
+    while (s[i]) i = (i + 1) & (cap - 1);
+    s[i] = v;
+}
+
+void ts_dix_add(dix *x, uint32_t id, const char *k, size_t n, dix_key_fn key, const void *ud) {
+    if ((x->n + 1) * 4 >= x->cap * 3) {
+        uint32_t nc = x->cap ? x->cap * 2 : 32;
+        uint32_t *ns = calloc(nc, sizeof *ns);
+        if (!ns) abort();
+        for (uint32_t i = 0; i < x->cap; i++) {
+            if (!x->s[i]) continue;
+            size_t kl;
+            const char *kk = key(ud, x->s[i] - 1, &kl);
+            dix_place(ns, nc, dhash(kk, kl), x->s[i]);
+        }
+        free(x->s);
+        x->s = ns;
+        x->cap = nc;
+    }
+    dix_place(x->s, x->cap, dhash(k, n), id + 1);
+    x->n++;
 }
 
 void *ts_dv_realloc(void *p, size_t n) {
@@ -135,7 +172,7 @@ static void ep_free(void *p) {
             if (ds->groups[g].kvs_len + 1 > sizeof(ds->kv->data)) free(ds->groups[g].kvs);
         while (ds->kv) { kvblock *n = ds->kv->next; free(ds->kv); ds->kv = n; }
         free(ds->groups);
-        ts_dtab_free(&ds->group_ix, NULL);
+        free(ds->group_ix.s);
         free(ds->touched);
         for (int b = 0; b < ds->nbuckets; b++) free(ds->buckets[b].accs);
         free(ds->buckets);
@@ -149,11 +186,13 @@ static void ep_free(void *p) {
         free(ds->sets);
     }
     free(e->defs);
-    ts_dtab_free(&e->ents, NULL);
+    free(e->ents.s);
     free(e->ent_ver);
+    free(e->ent_name);
+    free(e->ent_len);
+    while (e->ent_kv) { kvblock *n = e->ent_kv->next; free(e->ent_kv); e->ent_kv = n; }
     ts_dtab_free(&e->stats, slots_free);
     ts_dtab_free(&e->sets, NULL);
-    free(e->touch);
     free(e);
 }
 
@@ -198,7 +237,48 @@ ts_derive_ep *ts_derive_endpoint(ts_derive *d, const char *cdn, const char *endp
         ds->closed_through = INT64_MIN;
     }
     e->ent_ver = calloc(1, sizeof(uint32_t));
+    e->ent_name = calloc(1, sizeof(char *));
+    e->ent_len = calloc(1, sizeof(uint32_t));
     ts_dtab_put(&d->eps, key, (size_t)kl, e);
     return e;
 }
 
+
+/* ---- memory held ------------------------------------------------------------ */
+static size_t blk(const void *p) { return p ? malloc_usable_size((void *)p) + sizeof(size_t) : 0; }
+
+static size_t tab_mem(const dtab *t, size_t (*val)(const void *)) {
+    size_t n = blk(t->s);
+    for (size_t i = 0; i < t->cap; i++) {
+        if (!t->s[i].key) continue;
+        n += blk(t->s[i].key);
+        if (val) n += val(t->s[i].val);
+    }
+    return n;
+}
+
+static size_t ep_mem(const ts_derive_ep *e) {
+    size_t n = blk(e) + blk(e->defs) + blk(e->ent_ver) + blk(e->ent_name) + blk(e->ent_len) + blk(e->ents.s) + tab_mem(&e->stats, blk) +
+               tab_mem(&e->sets, NULL);
+    for (const kvblock *k = e->ent_kv; k; k = k->next) n += blk(k);
+    for (int i = 0; i < e->d->ndefs; i++) {
+        const ddefst *ds = &e->defs[i];
+        n += blk(ds->groups) + blk(ds->touched) + blk(ds->buckets) + blk(ds->sets) + blk(ds->group_ix.s);
+        for (const kvblock *k = ds->kv; k; k = k->next) n += blk(k);
+        for (int b = 0; b < ds->nbuckets; b++) n += blk(ds->buckets[b].accs);
+        for (int s = 0; s < ds->nsets; s++) {
+            const dcellset *cs = ds->sets[s];
+            n += blk(cs) + blk(cs->tags) + blk(cs->cells);
+            for (uint32_t k = 0; k < cs->ntags; k++) n += blk(cs->tags[k].key) + blk(cs->tags[k].kv);
+        }
+    }
+    return n;
+}
+
+size_t ts_derive_mem(const ts_derive *d) {
+    if (!d) return 0;
+    size_t n = blk(d) + blk(d->eps.s) + blk(d->defs);
+    for (size_t i = 0; i < d->eps.cap; i++)
+        if (d->eps.s[i].key) n += blk(d->eps.s[i].key) + ep_mem(d->eps.s[i].val);
+    return n;
+}

@@ -141,3 +141,92 @@ void ts_kafka_feed_free(ts_kafka_feed *f) {
     free(f);
 }
 
+
+/* ---- Kafka as one of the daemon's targets (ts_target.h) ---- */
+
+typedef struct kafka_target {
+    ts_kafka *k;
+    ts_kafka_feed *f;            /* NULL: fed from memory */
+    uint64_t delivered;          /* at the last tick, and when that number last moved */
+    int64_t moved_at;
+} kafka_target;
+
+static void kt_submit(void *self, ts_batch *b) {
+    kafka_target *t = self;
+    if (ts_batch_points(b) > 0) {
+        const ts_dest *d = ts_batch_dest(b);
+        ts_buf body;
+        ts_buf_init(&body);
+        ts_batch_encode(b, &body);
+        ts_kafka_dest kd = {d->db, d->rp, d->precision};
+        ts_kafka_submit_buf(t->k, &kd, &body, 0, NULL, NULL);
+    }
+    ts_batch_free(b);
+}
+
+static int kt_reads_spool(void *self) { return ((kafka_target *)self)->f != NULL; }
+
+static void kt_tick(void *self) {
+    kafka_target *t = self;
+    ts_kafka_stats s;
+    ts_kafka_get_stats(t->k, &s);
+    if (s.points_delivered != t->delivered) {
+        t->delivered = s.points_delivered;
+        t->moved_at = ts_mono_ms();
+    }
+    ts_kafka_feed_pump(t->f);
+}
+
+/* Healthy while nothing waits, or the brokers acknowledged something within a minute. */
+static int kt_healthy(void *self) {
+    kafka_target *t = self;
+    ts_kafka_stats s;
+    ts_kafka_get_stats(t->k, &s);
+    return s.points_pending == 0 || s.points_delivered != t->delivered || ts_mono_ms() - t->moved_at < 60000;
+}
+
+static void kt_stats(void *self, ts_target_stats *o) {
+    kafka_target *t = self;
+    ts_kafka_stats s;
+    ts_kafka_get_stats(t->k, &s);
+    o->written = s.points_delivered;
+    o->rejected = s.points_failed;
+    o->dropped = s.points_dropped;
+    o->pending = s.points_pending;
+    o->pending_bytes = s.bytes_pending;
+    o->retries = s.points_retried;
+    if (t->f) {
+        ts_kafka_feed_stats fs;
+        ts_kafka_feed_get_stats(t->f, &fs);
+        o->spool_backlog_bytes = fs.backlog_bytes;
+        o->spool_oldest_age_ms = fs.oldest_age_ms;
+    }
+}
+
+/* What is in flight gets the rest of the time; the spool keeps what was not read. */
+static size_t kt_drain(void *self, int64_t deadline) {
+    kafka_target *t = self;
+    ts_kafka_feed_stop(t->f);
+    return ts_kafka_drain(t->k, deadline);
+}
+
+static void kt_close(void *self) {
+    kafka_target *t = self;
+    ts_kafka_free(t->k);   /* the target, then its spool position */
+    ts_kafka_feed_free(t->f);
+    free(t);
+}
+
+static const ts_target_ops kafka_ops = {"kafka", kt_submit, kt_reads_spool, kt_tick, kt_healthy, kt_stats, kt_drain,
+                                        kt_close};
+
+ts_target *ts_kafka_feed_target(ts_kafka *k, ts_kafka_feed *f) {
+    kafka_target *t = calloc(1, sizeof *t);
+    if (!t) abort();
+    t->k = k;
+    t->f = f;
+    t->moved_at = ts_mono_ms();
+    return ts_target_new(&kafka_ops, t, "kafka");
+}
+
+void ts_kafka_feed_target_set(ts_target *t, ts_kafka *k) { ((kafka_target *)ts_target_self(t))->k = k; }

@@ -399,6 +399,15 @@ static void sample_ep(ts_buf *b, const char *name, const rec *r, double v) {
     ts_buf_addc(b, '\n');
 }
 
+/* name{target="...",kind="..." (the caller closes the braces) */
+static void target_labels(ts_buf *b, const char *name, const ts_metrics_output *t) {
+    ts_buf_printf(b, "%s{target=\"", name);
+    label_value(b, t->name);
+    ts_buf_adds(b, "\",kind=\"");
+    label_value(b, t->kind);
+    ts_buf_adds(b, "\"");
+}
+
 static void sample_dest(ts_buf *b, const char *name, const char *db, const char *rp, double v) {
     ts_buf_printf(b, "%s{db=\"", name);
     label_value(b, db);
@@ -548,6 +557,29 @@ void ts_metrics_render_prometheus(ts_metrics *m, ts_buf *b) {
         ts_buf_adds(b, "tstats_writer_url_in_use{url=\"");
         label_value(b, s.in.writer_url);
         ts_buf_adds(b, "\"} 1\n");
+    }
+    if (s.in.noutputs > 0) {
+        family(b, "tstats_target_points_total", "counter",
+               "Points per target (InfluxDB server or list, Kafka) by outcome: acknowledged, refused, dropped.");
+        for (int i = 0; i < 3 * s.in.noutputs; i++) {
+            const ts_metrics_output *t = &s.in.outputs[i / 3];
+            uint64_t v[3] = {t->written, t->rejected, t->dropped};
+            target_labels(b, "tstats_target_points_total", t);
+            ts_buf_printf(b, ",outcome=\"%s\"} %llu\n", i % 3 == 0 ? "written" : i % 3 == 1 ? "rejected" : "dropped",
+                          (unsigned long long)v[i % 3]);
+        }
+        static const char *const fam[3][2] = {
+            {"tstats_target_pending_points", "Points a target holds now (queued, retrying, in flight)."},
+            {"tstats_target_spool_backlog_bytes", "Spool bytes a target has not acknowledged."},
+            {"tstats_target_up", "1 while a target's destination takes data."}};
+        for (int f = 0; f < 3; f++) {
+            family(b, fam[f][0], "gauge", fam[f][1]);
+            for (const ts_metrics_output *t = s.in.outputs; t < s.in.outputs + s.in.noutputs; t++) {
+                target_labels(b, fam[f][0], t);
+                uint64_t v = f == 0 ? t->pending : f == 1 ? t->spool_backlog_bytes : (uint64_t)(t->healthy != 0);
+                ts_buf_printf(b, "} %llu\n", (unsigned long long)v);
+            }
+        }
     }
     if (s.in.spool_enabled) {
         family(b, "tstats_spool_bytes", "gauge", "Bytes of the on-disk spool's segments.");

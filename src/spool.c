@@ -18,6 +18,7 @@
 
 #include "ts_buf.h"
 #include "ts_log.h"
+#include "ts_spool_acks.h"
 #include "ts_spool_fmt.h"
 #include "ts_spool_read.h"
 #include "ts_spool_seg.h"
@@ -26,12 +27,6 @@
 #define SEG_HDR TS_SPOOL_SEG_HDR
 #define REC_HDR TS_SPOOL_REC_HDR
 #define PAY_HDR TS_SPOOL_PAY_HDR
-
-int ts_spool_pos_cmp(ts_spool_pos a, ts_spool_pos b) {
-    if (a.seg != b.seg) return a.seg < b.seg ? -1 : 1;
-    if (a.off != b.off) return a.off < b.off ? -1 : 1;
-    return 0;
-}
 
 int ts_spool_fsync_parse(const char *s, ts_spool_fsync *out) {
     static const char *names[] = {"interval", "always", "never"};
@@ -51,11 +46,6 @@ const char *ts_spool_fsync_name(ts_spool_fsync f) {
 
 typedef ts_spool_seg seg;
 
-typedef struct outrec {
-    ts_spool_pos pos, next;
-    int done;
-} outrec;
-
 struct ts_spool_consumer {
     ts_spool *s;
     char *name;
@@ -64,8 +54,7 @@ struct ts_spool_consumer {
     ts_spool_pos acked;   /* persisted (eventually) */
     ts_spool_pos cur;     /* read cursor, >= acked */
     int dirty;            /* acked moved since it was persisted */
-    outrec *out;          /* read, not yet acknowledged, in reading order */
-    size_t out_head, out_n, out_cap;
+    ts_spool_fifo out;    /* read, not yet acknowledged, in reading order */
     int rfd;              /* read fd of segment rfd_seg, -1 none */
     uint64_t rfd_seg;
     ts_buf buf;           /* the last record's body */
@@ -74,6 +63,7 @@ struct ts_spool_consumer {
     int64_t age_time_ms;  /* and that record's append time, 0 none */
     char db[128], rp[128];
     uint64_t lines_lost, lines_read, records_read;
+    ts_spool_fifo claims; /* appended records sent from memory, ahead of cur (ts_spool_claim) */
 };
 
 enum { LOGK_WRITE, LOGK_POS, LOGK_READ, LOGK_CORRUPT, LOGK_TORN, LOGK_FULL, LOGK_N };
@@ -164,7 +154,8 @@ static ts_spool_consumer *cons_new(ts_spool *s, const char *name, ts_spool_pos a
 static void cons_free(ts_spool_consumer *c) {
     if (c->rfd >= 0) close(c->rfd);
     ts_buf_free(&c->buf);
-    free(c->out);
+    ts_spool_fifo_free(&c->out);
+    ts_spool_fifo_free(&c->claims);
     free(c->name);
     free(c->file);
     free(c);
@@ -426,6 +417,11 @@ static int refuse(ts_spool *s) {
 
 int ts_spool_append(ts_spool *s, const char *db, const char *rp, ts_precision prec, const char *body, size_t len,
                     size_t lines) {
+    return ts_spool_append_at(s, db, rp, prec, body, len, lines, NULL, NULL);
+}
+
+int ts_spool_append_at(ts_spool *s, const char *db, const char *rp, ts_precision prec, const char *body, size_t len,
+                       size_t lines, ts_spool_pos *at, ts_spool_pos *next) {
     if (!rp) rp = "";
     size_t dbl = strlen(db), rpl = strlen(rp);
     uint64_t sup;
@@ -465,10 +461,13 @@ int ts_spool_append(ts_spool *s, const char *db, const char *rp, ts_precision pr
     pc = ts_spool_sum(ver, pc, body, len);
     ts_spool_hdr_make(rh, ver, (uint32_t)(need - REC_HDR), pc);
     struct iovec iov[5] = {{rh, REC_HDR}, {ph, PAY_HDR}, {(void *)db, dbl}, {(void *)rp, rpl}, {(void *)body, len}};
+    ts_spool_pos here = {s->sg.v[s->sg.n - 1].id, s->sg.v[s->sg.n - 1].size};
     if (ts_spool_segs_append(&s->sg, iov, 5, need) != 0) {
         write_failed(s, errno, "append to the spool");
         return refuse(s);
     }
+    if (at) *at = here;
+    if (next) *next = (ts_spool_pos){here.seg, here.off + need};
     s->unsynced = 1;
     s->seq++;
     s->st.records_appended++;
@@ -631,17 +630,34 @@ static int read_error(ts_spool_consumer *c, const char *what, int err) {
     return -1;
 }
 
-static void out_push(ts_spool_consumer *c, ts_spool_pos pos, ts_spool_pos next) {
-    if (c->out_head > 0 && c->out_head + c->out_n == c->out_cap) {
-        memmove(c->out, c->out + c->out_head, c->out_n * sizeof *c->out);
-        c->out_head = 0;
-    }
-    if (c->out_head + c->out_n == c->out_cap) {
-        c->out_cap = c->out_cap ? c->out_cap * 2 : 16;
-        c->out = realloc(c->out, c->out_cap * sizeof *c->out);
-        if (!c->out) abort();
-    }
-    c->out[c->out_head + c->out_n++] = (outrec){pos, next, 0};
+/* Records sent from memory are not read again: the cursor passes over a
+ * claimed record, which joins the read ones in reading order. */
+static void advance_done(ts_spool_consumer *c);
+static int claim_skip(ts_spool_consumer *c) {
+    ts_spool_oref *o;
+    while ((o = ts_spool_fifo_first(&c->claims)) && ts_spool_pos_cmp(o->pos, c->cur) < 0)
+        ts_spool_fifo_pop(&c->claims);   /* in a segment removed for max_bytes: lost with it */
+    if (!o || ts_spool_pos_cmp(o->pos, c->cur) != 0) return 0;
+    ts_spool_oref k = *o;
+    ts_spool_fifo_pop(&c->claims);
+    ts_spool_fifo_push(&c->out, k.pos, k.next, k.done);
+    c->cur = k.next;
+    if (k.done) advance_done(c);   /* answered before the replay reached it */
+    return 1;
+}
+
+void ts_spool_claim(ts_spool_consumer *c, ts_spool_pos pos, ts_spool_pos next) {
+    ts_spool *s = c->s;
+    /* the cursor at the end of a sealed segment is at the next one's start */
+    size_t idx;
+    ts_spool_seg *g = ts_spool_segs_find(&s->sg, c->cur.seg, &idx);
+    if (g && g->id == c->cur.seg && c->cur.off >= g->size && idx + 1 < s->sg.n)
+        c->cur = (ts_spool_pos){s->sg.v[idx + 1].id, SEG_HDR};
+    if (c->claims.n == 0 && ts_spool_pos_cmp(pos, c->cur) == 0) {
+        ts_spool_fifo_push(&c->out, pos, next, 0);   /* nothing to replay before it: as if read */
+        c->cur = next;
+    } else
+        ts_spool_fifo_push(&c->claims, pos, next, 0);
 }
 
 int ts_spool_read(ts_spool_consumer *c, ts_spool_rec *r) {
@@ -659,6 +675,7 @@ int ts_spool_read(ts_spool_consumer *c, ts_spool_rec *r) {
             c->cur = (ts_spool_pos){s->sg.v[idx + 1].id, SEG_HDR};
             continue;
         }
+        if (claim_skip(c)) continue;
         ts_spool_rd rd;
         rd.is_open = ts_spool_segs_is_open(&s->sg, g);
         rd.size = g->size;
@@ -713,7 +730,7 @@ int ts_spool_read(ts_spool_consumer *c, ts_spool_rec *r) {
         r->next = c->cur;
         c->lines_read += rd.lines;
         c->records_read++;
-        out_push(c, here, c->cur);
+        ts_spool_fifo_push(&c->out, here, c->cur, 0);
         return 1;
     }
 }
@@ -739,34 +756,23 @@ static void set_acked(ts_spool_consumer *c, ts_spool_pos p) {
 }
 
 void ts_spool_ack(ts_spool_consumer *c, ts_spool_pos upto) {
-    while (c->out_n > 0 && ts_spool_pos_cmp(c->out[c->out_head].next, upto) <= 0) {
-        c->out_head++;
-        c->out_n--;
-    }
-    if (c->out_n == 0) c->out_head = 0;
+    ts_spool_fifo_pop_upto(&c->out, upto);
     set_acked(c, upto);
 }
 
 void ts_spool_ack_one(ts_spool_consumer *c, ts_spool_pos pos) {
-    for (size_t i = 0; i < c->out_n; i++) {
-        outrec *o = &c->out[c->out_head + i];
-        if (ts_spool_pos_cmp(o->pos, pos) == 0) {
-            o->done = 1;
-            break;
-        }
-    }
-    ts_spool_pos upto = c->acked;
-    while (c->out_n > 0 && c->out[c->out_head].done) {
-        upto = c->out[c->out_head].next;
-        c->out_head++;
-        c->out_n--;
-    }
-    if (c->out_n == 0) c->out_head = 0;
-    set_acked(c, upto);
+    /* a claimed record the cursor has not passed is counted when it does */
+    if (!ts_spool_fifo_mark(&c->out, pos)) ts_spool_fifo_mark(&c->claims, pos);
+    advance_done(c);
+}
+
+static void advance_done(ts_spool_consumer *c) {
+    ts_spool_pos upto;
+    if (ts_spool_fifo_pop_done(&c->out, &upto)) set_acked(c, upto);
 }
 
 void ts_spool_rewind(ts_spool_consumer *c) {
-    c->out_head = c->out_n = 0;
+    ts_spool_fifo_clear(&c->out);
     c->cur = c->acked;
 }
 

@@ -52,12 +52,13 @@ ts_writer *ts_writer_new(ts_loop *loop, const ts_writer_opts *o) {
     w->pump = pump;
     ts_influx_opts io = influx_opts(o);
     w->influx = ts_influx_new(&io);
-    w->pool = ts_batch_pool_new();
+    w->pool_owned = !o->pool;
+    w->pool = o->pool ? o->pool : ts_batch_pool_new();
     w->spool = o->spool;
     ts_buf_init(&w->spool_buf);
     if (w->spool) {
         const char *name = o->spool_consumer && *o->spool_consumer ? o->spool_consumer : "influx";
-        w->cons = ts_spool_consumer_open(w->spool, name, TS_SPOOL_START_OLDEST);
+        w->cons = ts_spool_consumer_open(w->spool, name, o->spool_start_end ? TS_SPOOL_START_END : TS_SPOOL_START_OLDEST);
         if (!w->cons) {
             ts_error("writer: spool consumer '%s' cannot be opened (already open?): writing from memory only", name);
             w->spool = NULL;
@@ -102,30 +103,6 @@ int ts_writer_reconfigure(ts_writer *w, const ts_writer_opts *o) {
 ts_influx *ts_writer_influx(ts_writer *w) { return w->influx; }
 ts_batch_pool *ts_writer_pool(ts_writer *w) { return w->pool; }
 
-static void submit_memory(ts_writer *w, ts_batch *b);
-
-void ts_writer_set_mirrors(ts_writer *w, ts_writer *const *mirrors, int n) {
-    w->mirrors = mirrors;
-    w->nmirrors = n;
-}
-
-/* Mirror mode without the spool's help: every other server gets its own
- * copy (as line protocol: compact batches cannot be shared). */
-static void copy_to_mirrors(ts_writer *w, const ts_batch *b) {
-    if (w->nmirrors == 0 || ts_batch_points(b) == 0) return;
-    ts_buf *buf = &w->spool_buf;
-    ts_buf_reset(buf);
-    size_t lines = ts_batch_encode(b, buf);
-    if (lines == 0) return;
-    for (int i = 0; i < w->nmirrors; i++) {
-        ts_batch *t = ts_batch_new_text(ts_batch_dest(b));
-        ts_buf_add(ts_batch_text_buf(t), buf->data, buf->len);
-        ts_batch_text_commit(t, lines);
-        submit_memory(w->mirrors[i], t);
-    }
-    ts_buf_shrink(buf, (size_t)1 << 20);
-}
-
 void ts_writer_submit(ts_writer *w, ts_batch *b) {
     if (!b) return;
     if (ts_batch_points(b) == 0) { ts_batch_pool_put(w->pool, b); return; }
@@ -133,15 +110,15 @@ void ts_writer_submit(ts_writer *w, ts_batch *b) {
         ts_batch *rest;
         if (ts_wspool_batch(w, b, &rest)) { ts_batch_pool_put(w->pool, b); return; }
         /* the spool refused (disk full, unwritable: logged there): memory keeps it */
-        copy_to_mirrors(w, rest);
-        submit_memory(w, rest);
+        ts_writer_submit_memory(w, rest);
         if (ts_batch_points(b) == 0) { ts_batch_pool_put(w->pool, b); return; }
     }
-    copy_to_mirrors(w, b);
-    submit_memory(w, b);
+    ts_writer_submit_memory(w, b);
 }
 
-static void submit_memory(ts_writer *w, ts_batch *b) {
+void ts_writer_submit_memory(ts_writer *w, ts_batch *b) {
+    if (!b) return;
+    if (ts_batch_points(b) == 0) { ts_batch_pool_put(w->pool, b); return; }
     ts_wqueue_dest *d = ts_wqueue_dest_get(w, ts_batch_dest(b));
     ts_wqueue_pend *n = malloc(sizeof *n);
     if (!n) abort();
@@ -261,7 +238,7 @@ static void pump(ts_writer *w) {
 }
 
 void ts_writer_flush(ts_writer *w) {
-    ts_batch_pool_interval(w->pool);
+    if (w->pool_owned) ts_batch_pool_interval(w->pool);   /* a shared pool: its owner says when */
     w->flushing = 1;
     w->spool_dry = 0;
     if (w->spool) ts_spool_tick(w->spool);
@@ -419,9 +396,43 @@ void ts_writer_free(ts_writer *w) {
         free(d->path);
         free(d);
     }
-    ts_batch_pool_free(w->pool);
+    if (w->pool_owned) ts_batch_pool_free(w->pool);
     for (int i = 0; i < w->nspare_bodies; i++) ts_buf_free(&w->spare_bodies[i]);
     ts_influx_free(w->influx);
     free(w);
 }
 
+
+int ts_writer_reads_spool(const ts_writer *w) { return w->cons != NULL; }
+
+int ts_writer_healthy(const ts_writer *w) { return ts_influx_nurls(w->influx) > 0 && !w->host_down; }
+
+/* ---- the InfluxDB kind of target (ts_target.h) ---- */
+
+static void t_submit(void *self, ts_batch *b) { ts_writer_submit_memory(self, b); }
+static int t_reads_spool(void *self) { return ts_writer_reads_spool(self); }
+static void t_tick(void *self) { ts_writer_flush(self); }
+static int t_healthy(void *self) { return ts_writer_healthy(self); }
+static size_t t_drain(void *self, int64_t deadline) { return ts_writer_drain(self, deadline); }
+static void t_close(void *self) { ts_writer_free(self); }
+
+static void t_stats(void *self, ts_target_stats *s) {
+    ts_writer_stats ws;
+    ts_writer_get_stats(self, &ws);
+    *s = (ts_target_stats){.written = ws.points_written,
+                           .rejected = ws.points_rejected,
+                           .dropped = ws.points_dropped,
+                           .pending = ws.points_pending,
+                           .pending_bytes = ws.bytes_pending,
+                           .spool_backlog_bytes = ws.spool_backlog_bytes,
+                           .spool_oldest_age_ms = ws.spool_oldest_age_ms,
+                           .requests_ok = ws.requests_ok,
+                           .requests_failed = ws.requests_failed,
+                           .retries = ws.retries,
+                           .bytes_sent = ws.bytes_sent};
+}
+
+static const ts_target_ops influx_ops = {"influxdb", t_submit, t_reads_spool, t_tick, t_healthy, t_stats, t_drain,
+                                         t_close};
+
+ts_target *ts_writer_target(ts_writer *w, const char *name) { return ts_target_new(&influx_ops, w, name); }

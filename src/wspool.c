@@ -9,6 +9,7 @@
 
 #include "ts_clock.h"
 #include "ts_log.h"
+#include "ts_target.h"
 
 int ts_wspool_evict(void *ud, const ts_dest *d, const char *body, size_t len, size_t lines) {
     ts_writer *w = ud;
@@ -22,29 +23,16 @@ int ts_wspool_evict(void *ud, const ts_dest *d, const char *body, size_t len, si
  * Returns 1 when all of it is there; otherwise what the spool refused is
  * left in b (lines already encoded come back as a text batch in *rest). */
 int ts_wspool_batch(ts_writer *w, ts_batch *b, ts_batch **rest) {
-    const ts_dest *d = ts_batch_dest(b);
-    *rest = NULL;
-    while (ts_batch_points(b) > 0) {
-        ts_buf *buf = &w->spool_buf;
-        ts_buf_reset(buf);
-        size_t taken = 0, invalid = 0;
-        size_t lines = ts_batch_take(b, buf, w->max_publish_size, &taken, &invalid);
-        if (invalid) ts_counter_add(w->c_invalid, (int64_t)invalid);
-        if (lines == 0) continue;
-        if (ts_spool_append(w->spool, d->db, d->rp, d->precision, buf->data, buf->len, lines) != 0) {
-            ts_batch *t = ts_batch_new_text(d);
-            ts_buf_add(ts_batch_text_buf(t), buf->data, buf->len);
-            ts_batch_text_commit(t, lines);
-            *rest = t;
-            return 0;
-        }
-        w->st.points_spooled += lines;
-        ts_counter_add(w->c_spooled, (int64_t)lines);
+    size_t spooled, invalid;
+    int all = ts_target_spool_batch(w->spool, b, w->max_publish_size, &w->spool_buf, rest, &spooled, &invalid);
+    if (invalid) ts_counter_add(w->c_invalid, (int64_t)invalid);
+    if (spooled) {
+        w->st.points_spooled += spooled;
+        ts_counter_add(w->c_spooled, (int64_t)spooled);
         w->spool_dry = 0;
     }
-    ts_buf_shrink(&w->spool_buf, (size_t)1 << 20);
-    ts_wspool_arm_sync(w);
-    return 1;
+    if (all) ts_wspool_arm_sync(w);
+    return all;
 }
 
 static void on_rate_timer(void *ud) {

@@ -649,10 +649,18 @@ static int run_derive(lua_State *L, const opts *o, int ctx_ref, const ts_buf *ds
     printf("derive: added cost %.2f ns per input sample (median difference / samples; best-vs-best %.2f), "
            "%+.1f %% CPU per poll (median difference / median poll)\n",
            dmed * 1e9 / (double)points, (db - bb) * 1e9 / (double)points, 100 * dmed / bmed);
+    /* distribution-free 95 % interval of the median: the order statistics n/2 -+ 0.98 sqrt(n) of the sorted differences */
+    int m = n - 1, lo = (int)floor(m / 2.0 - 0.98 * sqrt((double)m)), hi = (int)ceil(m / 2.0 + 0.98 * sqrt((double)m));
+    if (lo < 0) lo = 0;
+    if (hi > m - 1) hi = m - 1;
+    printf("derive: 95 %% interval of the median difference: %.2f .. %.2f ns per input sample (%.3f .. %.3f ms per poll; %d polls)\n",
+           df[1 + lo] * 1e9 / (double)points, df[1 + hi] * 1e9 / (double)points, df[1 + lo] * 1e3, df[1 + hi] * 1e3, m);
     printf("derive: of which the end of the poll (groups -> points -> text batch): median %.3f ms\n", median(cf + 1, n - 1) * 1e3);
     printf("derive: rate first %llu, resets %llu, gaps %llu, repeats %llu; ratio unpaired %llu, undefined %llu\n",
            (unsigned long long)ds.rate_first, (unsigned long long)ds.rate_resets, (unsigned long long)ds.rate_gaps,
            (unsigned long long)ds.rate_repeats, (unsigned long long)ds.ratio_unpaired, (unsigned long long)ds.undefined);
+    printf("derive: state held after the polls: %.0f KB (ts_derive_mem: every block of the engine's state as malloc sized it)\n",
+           (double)ts_derive_mem(d) / 1024);
     ts_buf_free(&cs);
     free(cb); free(cd); free(df); free(cf);
     ts_mapper_release(bc); ts_mapper_release(bd); ts_mapper_release(dc); ts_mapper_release(dd);

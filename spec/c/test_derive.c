@@ -315,6 +315,20 @@ static void test_rate(lua_State *L) {
     poll(&r, json);
     CHECK(NEAR(value_of(r.out.data, "requests.rate,cdn=cdn1,hostname=e1", NULL), 10), "after an aborted fetch: (2300-2100)/20 s:\n%s", r.out.data);
     free(json);
+    /* the same fetch begun again before it finished (no abort between): the unfinished attempt commits nothing either */
+    hs bad2[] = {{"e1", base + 440000, {{"ats.proxy.process.http.completed_requests", "999999"}}}};
+    json = cachestats(bad2, 1);
+    CHECK(ts_derive_begin(r.ep, &r) == 0, "begin");
+    sc = ts_scan_new(TS_SCAN_CACHESTATS, &sink);
+    ts_scan_feed(sc, json, strlen(json));
+    ts_scan_finish(sc);
+    ts_scan_free(sc);
+    free(json);
+    hs good2[] = {{"e1", base + 450000, {{"ats.proxy.process.http.completed_requests", "2400"}}}};
+    json = cachestats(good2, 1);
+    poll(&r, json);
+    CHECK(NEAR(value_of(r.out.data, "requests.rate,cdn=cdn1,hostname=e1", NULL), 5), "after a restarted fetch: (2400-2300)/20 s:\n%s", r.out.data);
+    free(json);
     /* another owner's poll open (a retired endpoint still fetching): begin refuses, nothing mixes */
     CHECK(ts_derive_begin(r.ep, &r) == 0, "begin A");
     CHECK(ts_derive_begin(r.ep, &s) == -1, "begin B while A is open");

@@ -16,6 +16,7 @@
 #include "../../src/spool_seg.c"
 #include "../../src/spool_read.c"
 #include "../../src/spool_sync.c"
+#include "../../src/spool_acks.c"
 #include "../../src/spool.c"
 
 #include <stdint.h>
