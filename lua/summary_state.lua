@@ -50,6 +50,9 @@ end
 function M.record(cdns, now_s)
   local t = M.load()
   local any = false
+  -- Whole milliseconds: cjson writes 14 significant digits, so a finer time would come
+  -- back from the file as another number than the one this process exports.
+  now_s = math.floor(now_s * 1000 + 0.5) / 1000
   for cdn in pairs(cdns) do t[cdn] = now_s; any = true end
   if not any then return true end
   local p = path()
