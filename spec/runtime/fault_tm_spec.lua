@@ -66,6 +66,9 @@ return {
   state_dir = %q,
   collect = { timeout = 0.45, connect_timeout = 0.3, max_payload_bytes = %d },
   summary = { enabled = false },
+  -- InfluxDB is dead on purpose: SIGTERM's drain retries it until this bound, which
+  -- must stay well inside the 10 s that stack's stop() waits (the default is 10 s too)
+  shutdown_timeout = 3,
 }]]):format(to_url, tmp .. "/state", MAX_PAYLOAD))
     local log = tmp .. "/tstats.log"
     local function text() return stack.read_file(log) or "" end
