@@ -83,9 +83,79 @@ void ts_metrics_publish(ts_metrics *m, const ts_metrics_inputs *in);
 
 /* ---- any thread ---- */
 void ts_metrics_render_prometheus(ts_metrics *m, ts_buf *out);
-/* JSON bodies; the return value is the HTTP status (200 or 503). */
-int ts_metrics_render_health(ts_metrics *m, ts_buf *out);
-int ts_metrics_render_ready(ts_metrics *m, ts_buf *out);
-void ts_metrics_render_status(ts_metrics *m, ts_buf *out);
+
+/* ---- the snapshot renderers read (metrics.c takes it under the lock; the Prometheus
+ * text and metrics_json.c format from it outside the lock) ---- */
+#define TS_METRICS_NBUCKETS 10          /* poll duration histogram bounds */
+#define TS_METRICS_HIST_CAP 3600        /* one entry per poll; at 1 s polls, an hour */
+#define TS_METRICS_MAX_COUNTERS 128
+#define TS_METRICS_MAX_SUMMARIES 64
+
+typedef struct ts_metrics_hpoint {
+    int64_t t_ms;
+    uint32_t points, dur_ms;
+    int ok;
+} ts_metrics_hpoint;
+
+typedef struct ts_metrics_rec {
+    char cdn[64], ep[64], monitor[256], error[200];
+    char db[128], rp[128];   /* where its last successful fetch's points went */
+    int active;
+    uint64_t polls, failures, failovers, bytes;
+    uint64_t bucket[TS_METRICS_NBUCKETS], hcount;
+    double hsum;
+    int64_t last_poll_ms, last_ok_ms, last_dur_ms;
+    int last_ok;
+    uint64_t last_points;
+    ts_metrics_hpoint *hist;            /* ring of HIST_CAP */
+    int hhead, hlen;
+} ts_metrics_rec;
+
+/* A destination: what was collected for it, and whether the writer keeps up with it.
+ * unwritten_since_ms: the first collection that no acknowledged write has followed yet
+ * (0: none waiting), the base of the per-CDN "written within N intervals" verdict. */
+typedef struct ts_metrics_drec {
+    char db[128], rp[128];
+    uint64_t collected;
+    int known;                    /* the writer reports this destination */
+    uint64_t written_seen, pending;
+    int64_t unwritten_since_ms, last_write_ms;
+} ts_metrics_drec;
+
+typedef struct ts_metrics_crec {
+    const char *name;
+    int64_t value;
+} ts_metrics_crec;
+
+typedef struct ts_metrics_srec {
+    char cdn[64];
+    int64_t t_ms;
+} ts_metrics_srec;
+
+typedef struct ts_metrics_snap {
+    ts_metrics_inputs in;
+    char version[64];
+    int64_t start_ms, now_ms, plan_ms, last_write_ms, pending_since_ms;
+    ts_metrics_rec *recs;
+    int nrecs;
+    ts_metrics_drec *drecs;
+    int ndrecs;
+    ts_metrics_dest *wdests;
+    int nwdests;
+    ts_metrics_target *targets;
+    int ntargets;
+    ts_metrics_crec counters[TS_METRICS_MAX_COUNTERS];
+    int ncounters;
+    ts_metrics_srec summaries[TS_METRICS_MAX_SUMMARIES];
+    int nsummaries;
+    int have_plan, polled_since_plan, plan_endpoints;
+    uint64_t refresh_ok, refresh_failed;
+} ts_metrics_snap;
+
+void ts_metrics_snap_take(ts_metrics *m, ts_metrics_snap *s, int with_hist);
+void ts_metrics_snap_free(ts_metrics_snap *s);
+const ts_metrics_drec *ts_metrics_snap_drec(const ts_metrics_snap *s, const char *db, const char *rp);
+/* A number as Prometheus text and JSON both read it back (NaN as "NaN"). */
+void ts_metrics_num(ts_buf *b, double v);
 
 #endif

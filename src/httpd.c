@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include "ts_httpd.h"
 #include "ts_log.h"
+#include "ts_metrics_json.h"
 
 /* The status page (an embedded asset); "null" after the marker is replaced by the
  * status JSON so the page renders without a round trip, then it refreshes by itself. */

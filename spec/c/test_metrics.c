@@ -12,6 +12,7 @@
 #include "check.h"
 #include "ts_httpd.h"
 #include "ts_metrics.h"
+#include "ts_metrics_json.h"
 
 static void test_listen(void) {
     char host[256], err[256];
