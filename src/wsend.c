@@ -14,19 +14,25 @@
 
 static void chunk_done(void *ud, ts_http_result *r);
 
+/* A chunk that could not be sent now waits out a backoff in the retry queue,
+ * counted in the memory bound like any held body. Returns -1 for the caller. */
+static int retry_later(ts_writer *w, ts_wqueue_chunk *c) {
+    if (!c->is_retry) { c->is_retry = 1; c->d->nretry++; }
+    c->attempts++;
+    c->next_at = ts_mono_ms() + ts_wqueue_backoff_ms(w, c->attempts);
+    ts_buf_shrink(&c->body, c->body.len + 1);
+    w->bytes_held += c->body.len;
+    ts_wqueue_retry_insert(w, c);
+    ts_wqueue_enforce_bound(w);
+    return -1;
+}
+
 /* Returns 0, or -1 if the request could not be started (c went to retry). */
 int ts_wsend_chunk(ts_writer *w, ts_wqueue_chunk *c) {
     int nurls = ts_influx_nurls(w->influx);
     if (nurls == 0) {
         /* nowhere to send: keep it as a failed chunk with backoff */
-        if (!c->is_retry) { c->is_retry = 1; c->d->nretry++; }
-        c->attempts++;
-        c->next_at = ts_mono_ms() + ts_wqueue_backoff_ms(w, c->attempts);
-        ts_buf_shrink(&c->body, c->body.len + 1);
-        w->bytes_held += c->body.len;
-        ts_wqueue_retry_insert(w, c);
-        ts_wqueue_enforce_bound(w);
-        return -1;
+        return retry_later(w, c);
     }
     int idx = ts_influx_current(w->influx);
     const char *base = ts_influx_url(w->influx, idx);
@@ -57,14 +63,7 @@ int ts_wsend_chunk(ts_writer *w, ts_wqueue_chunk *c) {
     if (ts_http_start(w->loop, &rq) != 0) {
         ts_wqueue_inflight_unlink(w, c);
         ts_warn("writer: could not start a request for %s/%s; will retry", c->d->d.db, ts_wqueue_rp(&c->d->d));
-        if (!c->is_retry) { c->is_retry = 1; c->d->nretry++; }
-        c->attempts++;
-        c->next_at = ts_mono_ms() + ts_wqueue_backoff_ms(w, c->attempts);
-        ts_buf_shrink(&c->body, c->body.len + 1);
-        w->bytes_held += c->body.len;
-        ts_wqueue_retry_insert(w, c);
-        ts_wqueue_enforce_bound(w);
-        return -1;
+        return retry_later(w, c);
     }
     return 0;
 }
