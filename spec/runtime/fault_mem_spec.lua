@@ -24,21 +24,7 @@ local function kb(pid, key)
   return tonumber(s:match(key .. ":%s*(%d+)")) or 0
 end
 
-local function polled(log)
-  local n = 0
-  for k in (stack.read_file(log) or ""):gmatch("Collected (%d+) [%w ]- values for") do n = n + tonumber(k) end
-  return n
-end
-
-local function stored(url)
-  local total = 0
-  for _, db in ipairs({ "cache_stats", "deliveryservice_stats" }) do
-    local d = stack.influx_query(url, 'SELECT count(value) FROM "daily"./.*/', db)
-    local r = d and d.results and d.results[1]
-    for _, s in ipairs(r and r.series or {}) do total = total + (s.values[1][2] or 0) end
-  end
-  return math.tointeger(total) or total
-end
+local polled, stored = stack.polled, stack.stored
 
 local function spool_bytes(dir)
   local _, out = stack.run("du -sb " .. q(dir) .. " 2>/dev/null | cut -f1")

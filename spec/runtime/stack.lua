@@ -323,6 +323,46 @@ function stack.influx_query(url, query, db, opts)
   return decoded, status, body
 end
 
+-- Points a daemon accepted: the sum of its log's "Collected N ... values" lines.
+function stack.polled(log)
+  local n = 0
+  for k in (stack.read_file(log) or ""):gmatch("Collected (%d+) [%w ]- values for") do n = n + tonumber(k) end
+  return n
+end
+
+-- Points stored in the raw RPs of both stats databases (every measurement) of url.
+function stack.stored(url)
+  local total = 0
+  for _, db in ipairs({ "cache_stats", "deliveryservice_stats" }) do
+    local d = stack.influx_query(url, 'SELECT count(value) FROM "daily"./.*/', db)
+    local r = d and d.results and d.results[1]
+    for _, s in ipairs(r and r.series or {}) do total = total + (s.values[1][2] or 0) end
+  end
+  return math.tointeger(total) or total
+end
+
+-- Every stored point of url's raw RPs as a "db measurement tags time" key, added to set.
+function stack.point_keys(url, set)
+  for _, db in ipairs({ "cache_stats", "deliveryservice_stats" }) do
+    local d = stack.influx_query(url, 'SELECT value FROM "daily"./.*/ GROUP BY *', db, { epoch = "ms" })
+    local r = d and d.results and d.results[1]
+    for _, sr in ipairs(r and r.series or {}) do
+      local tags = {}
+      for k, v in pairs(sr.tags or {}) do tags[#tags + 1] = k .. "=" .. tostring(v) end
+      table.sort(tags)
+      local prefix = db .. " " .. sr.name .. " " .. table.concat(tags, ",") .. " "
+      for _, v in ipairs(sr.values) do set[prefix .. tostring(math.tointeger(v[1]) or v[1])] = true end
+    end
+  end
+  return set
+end
+
+function stack.set_size(set)
+  local n = 0
+  for _ in pairs(set) do n = n + 1 end
+  return n
+end
+
 -- influx_write(url, db, body, precision, rp, opts) -> http_status, response_body
 -- opts.gzip = true sends the body gzip-compressed.
 function stack.influx_write(url, db, body, precision, rp, opts)

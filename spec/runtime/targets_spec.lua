@@ -39,34 +39,7 @@ return {
 ]]):format(sim.info.to_url, table.concat(list, ", "), mode, tmp .. "/state", port))
 end
 
--- Points the daemon accepted: the sum of its "Collected N ... values" lines.
-local function polled(log)
-  local n = 0
-  for k in (stack.read_file(log) or ""):gmatch("Collected (%d+) [%w ]- values for") do n = n + tonumber(k) end
-  return n
-end
-
--- Every stored point of the raw RPs as "db measurement tags time" keys, added to set.
-local function point_keys(url, set)
-  for _, db in ipairs({ "cache_stats", "deliveryservice_stats" }) do
-    local d = stack.influx_query(url, 'SELECT value FROM "daily"./.*/ GROUP BY *', db, { epoch = "ms" })
-    local r = d and d.results and d.results[1]
-    for _, sr in ipairs(r and r.series or {}) do
-      local tags = {}
-      for k, v in pairs(sr.tags or {}) do tags[#tags + 1] = k .. "=" .. tostring(v) end
-      table.sort(tags)
-      local prefix = db .. " " .. sr.name .. " " .. table.concat(tags, ",") .. " "
-      for _, v in ipairs(sr.values) do set[prefix .. tostring(math.tointeger(v[1]) or v[1])] = true end
-    end
-  end
-  return set
-end
-
-local function size(set)
-  local n = 0
-  for _ in pairs(set) do n = n + 1 end
-  return n
-end
+local polled, point_keys, size = stack.polled, stack.point_keys, stack.set_size
 
 local function metrics(port)
   local rc, out = stack.run("curl -sS -m 10 http://127.0.0.1:" .. port .. "/metrics")
