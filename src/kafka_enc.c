@@ -269,44 +269,36 @@ static int enc_rest(ts_buf *out, size_t start, const char *s, size_t n, size_t i
     while (i < n && s[i] == ' ') i++;
     int first = 1;
     for (;;) {
+        size_t vs;
         if (fm && fm->lplen && n - i > fm->lplen && memcmp(s + i, fm->lp, fm->lplen) == 0) {
             /* a key without escapes or stop characters ends at its '=' as the scan would */
             if (!first) ts_buf_addc(out, ',');
-            first = 0;
             ts_buf_add(out, fm->js, fm->jslen);
-            size_t vs = i + fm->lplen, ve;
-            if (s[vs] == '"') {
-                ve = vs + 1;
-                while (ve < n && s[ve] != '"') ve += (s[ve] == '\\' && ve + 1 < n) ? 2 : 1;
-                if (ve >= n) FAIL("unterminated string field");
-                ve++;
-            } else {
-                ve = scan_token(s, vs, n, C_COMMA | C_SPACE);
+            vs = i + fm->lplen;
+        } else {
+            size_t ke = scan_token(s, i, n, C_EQ | C_COMMA | C_SPACE);
+            if (ke == i || ke >= n || s[ke] != '=') FAIL("bad field");
+            if (fm && ke - i < sizeof fm->lp - 1) {
+                int plain = 1;
+                for (size_t j = i; j < ke && plain; j++)
+                    if (g_cls[(unsigned char)s[j]] & (C_JSON | C_SPACE | C_COMMA | C_EQ)) plain = 0;
+                if (plain) {
+                    memcpy(fm->lp, s + i, ke - i + 1);   /* with its '=' */
+                    fm->lplen = ke - i + 1;
+                    fm->js[0] = '"';
+                    memcpy(fm->js + 1, s + i, ke - i);
+                    memcpy(fm->js + 1 + (ke - i), "\":", 2);
+                    fm->jslen = ke - i + 3;
+                }
             }
-            if (field_value(out, s + vs, ve - vs) < 0) FAIL("bad field value");
-            i = ve;
-            if (i < n && s[i] == ',') {
-                i++;
-                continue;
-            }
-            break;
+            if (!first) ts_buf_addc(out, ',');
+            json_string(out, s + i, ke - i, C_COMMA | C_EQ | C_SPACE);
+            ts_buf_addc(out, ':');
+            vs = ke + 1;
         }
-        size_t ke = scan_token(s, i, n, C_EQ | C_COMMA | C_SPACE);
-        if (ke == i || ke >= n || s[ke] != '=') FAIL("bad field");
-        if (fm && ke - i < sizeof fm->lp - 1) {
-            int plain = 1;
-            for (size_t j = i; j < ke && plain; j++)
-                if (g_cls[(unsigned char)s[j]] & (C_JSON | C_SPACE | C_COMMA | C_EQ)) plain = 0;
-            if (plain) {
-                memcpy(fm->lp, s + i, ke - i + 1);   /* with its '=' */
-                fm->lplen = ke - i + 1;
-                fm->js[0] = '"';
-                memcpy(fm->js + 1, s + i, ke - i);
-                memcpy(fm->js + 1 + (ke - i), "\":", 2);
-                fm->jslen = ke - i + 3;
-            }
-        }
-        size_t vs = ke + 1, ve;
+        first = 0;
+        /* the value: a quoted string to its closing quote, else a token */
+        size_t ve;
         if (vs < n && s[vs] == '"') {
             ve = vs + 1;
             while (ve < n && s[ve] != '"') ve += (s[ve] == '\\' && ve + 1 < n) ? 2 : 1;
@@ -315,10 +307,6 @@ static int enc_rest(ts_buf *out, size_t start, const char *s, size_t n, size_t i
         } else {
             ve = scan_token(s, vs, n, C_COMMA | C_SPACE);
         }
-        if (!first) ts_buf_addc(out, ',');
-        first = 0;
-        json_string(out, s + i, ke - i, C_COMMA | C_EQ | C_SPACE);
-        ts_buf_addc(out, ':');
         if (field_value(out, s + vs, ve - vs) < 0) FAIL("bad field value");
         i = ve;
         if (i < n && s[i] == ',') {
