@@ -29,6 +29,7 @@ void ts_kafka_feed_set_target(ts_kafka_feed *f, ts_kafka *k, size_t high_bytes);
 void ts_kafka_feed_stop(ts_kafka_feed *f);
 typedef struct ts_kafka_feed_stats {
     uint64_t records_read, records_acked, points_read;
+    uint64_t records_claimed;    /* sent from memory as they were appended (not read back) */
     uint64_t records_open;       /* handed to the target, not acknowledged yet */
     uint64_t backlog_bytes;      /* spool bytes Kafka has not acknowledged */
     uint64_t lines_lost;         /* removed from the spool for max_bytes before Kafka read them */

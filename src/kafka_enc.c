@@ -369,12 +369,6 @@ size_t ts_kafka_enc_count_lines(const char *p, size_t n) {
     return c;
 }
 
-size_t ts_kafka_enc_msg_points(const char *p, size_t n) {
-    size_t c = 1;
-    for (const char *e = p + n; p < e && (p = memchr(p, '\n', (size_t)(e - p))) != NULL; p++) c++;
-    return c;
-}
-
 /* ---- the series cache ----
  * A poll brings the same series as the last one: their JSON head (name and
  * tags, unescaped and escaped again) and their partition are kept by series

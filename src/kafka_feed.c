@@ -1,6 +1,7 @@
 /* Kafka's position in the on-disk spool (C core, no Lua): reads the spool
  * through the consumer "kafka", hands each record to the Kafka target and
- * acknowledges it in the spool when the target reports it done; holds back
+ * acknowledges it in the spool when the target reports it done (a record
+ * appended while the target has room goes from memory: no read back); holds back
  * while the target has more than its mark waiting, so that Kafka being down
  * leaves the backlog on disk, not in memory. */
 #include "ts_kafka_feed.h"
@@ -75,6 +76,31 @@ void ts_kafka_feed_pump(ts_kafka_feed *f) {
     f->in_pump = 0;
 }
 
+/* A record just appended goes to the target from memory while the target has
+ * room (the same mark as reading): the spool counts it as read by this
+ * consumer and it is acknowledged as one read back would be. Past the mark it
+ * stays on disk and is read back when there is room. */
+static void feed_appended(void *ud, const ts_spool_rec *r) {
+    ts_kafka_feed *f = ud;
+    if (f->stopped || f->in_pump || ts_kafka_backlog_bytes(f->k) >= f->high) return;
+    ts_spool_claim(f->cons, r->pos, r->next);
+    feed_rec *fr = malloc(sizeof *fr);
+    if (!fr) abort();
+    fr->f = f;
+    fr->pos = r->pos;
+    fr->prev = NULL;
+    fr->next = f->open;
+    if (f->open) f->open->prev = fr;
+    f->open = fr;
+    f->st.records_claimed++;
+    f->st.records_open++;
+    f->st.points_read += r->lines;
+    ts_kafka_dest d = {r->db, r->rp, r->precision};
+    f->in_pump = 1;   /* a done inside the submit reads on only after this one is in */
+    ts_kafka_submit(f->k, &d, r->body, r->len, 0, feed_done, fr);
+    f->in_pump = 0;
+}
+
 static void feed_timer(void *ud) {
     ts_kafka_feed *f = ud;
     f->timer = 0;
@@ -102,6 +128,7 @@ ts_kafka_feed *ts_kafka_feed_new(ts_kafka *k, ts_spool *s, ts_loop *loop, size_t
         ts_info("kafka: %llu bytes in the spool not yet acknowledged by Kafka: sending them first",
                 (unsigned long long)cs.backlog_bytes);
     f->timer = ts_loop_timer(loop, ts_mono_ms() + FEED_PERIOD_MS, feed_timer, f);
+    ts_spool_on_append(s, feed_appended, f);
     return f;
 }
 
@@ -116,6 +143,7 @@ void ts_kafka_feed_set_target(ts_kafka_feed *f, ts_kafka *k, size_t high_bytes) 
 void ts_kafka_feed_stop(ts_kafka_feed *f) {
     if (!f) return;
     f->stopped = 1;
+    ts_spool_on_append(f->spool, NULL, NULL);
     if (f->timer) ts_loop_timer_cancel(f->loop, f->timer);
     f->timer = 0;
 }
@@ -132,6 +160,7 @@ void ts_kafka_feed_get_stats(const ts_kafka_feed *f, ts_kafka_feed_stats *s) {
 void ts_kafka_feed_free(ts_kafka_feed *f) {
     if (!f) return;
     if (f->timer) ts_loop_timer_cancel(f->loop, f->timer);
+    ts_spool_on_append(f->spool, NULL, NULL);
     /* the target is freed first (ts_kafka_free calls no done): these stay in the spool */
     for (feed_rec *r = f->open, *n; r; r = n) {
         n = r->next;
