@@ -786,10 +786,12 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         if (ts_mono_ms() - last_report > 60000) { report(d); last_report = ts_mono_ms(); }
     }
     ts_info("Shutdown Request Received - Sending stored metrics then quitting");
-    if (d->summary_co)
+    if (d->summary_co) {
         ts_warn("shutdown: the daily summary in progress (for %.1f s) is abandoned; PostgreSQL rolls back its "
                 "transaction and the next start computes the day again",
                 (double)(ts_mono_ms() - d->summary_started) / 1000.0);
+        ts_pg_wait_detach_all();   /* never resumed again: its socket must not wake the loop meanwhile */
+    }
     ts_sd_stopping();
     cancel_timers(d);
     int64_t deadline = ts_mono_ms() + (int64_t)(ts_config_settings(d->L)->shutdown_timeout * 1000);
