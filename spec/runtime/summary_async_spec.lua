@@ -3,8 +3,9 @@
 -- held inside its stats_summary transaction (an advisory lock another session owns), then every
 -- PostgreSQL process is stopped with SIGSTOP (a hung server: no error, no statement_timeout)
 -- and later continued. Meanwhile every CDN is polled every second and every polled point is
--- stored; afterwards the day is done once. And a SIGTERM while the summary waits abandons it
--- at once; the next start does the day, once.
+-- stored; afterwards the day is done once. The same with influxd SIGSTOPped while the summary
+-- queries it. And a SIGTERM while the summary waits abandons it at once; the next start does
+-- the day, once.
 local stack = require "spec.runtime.stack"
 local q = stack.quote
 
@@ -22,16 +23,18 @@ local function poll_times(text)
   return by
 end
 
--- polls of times within [a, b] and the longest gap between consecutive ones there
+-- polls of times within [a, b] and the longest gap between consecutive ones there, the
+-- window's edges counting as polls just outside it (a - 1, b + 1)
 local function window(times, a, b)
-  local n, gap, prev = 0, 0, nil
+  local n, gap, prev = 0, 0, a - 1
   for _, t in ipairs(times or {}) do
     if t >= a and t <= b then
       n = n + 1
-      if prev and t - prev > gap then gap = t - prev end
+      if t - prev > gap then gap = t - prev end
       prev = t
     end
   end
+  if b + 1 - prev > gap then gap = b + 1 - prev end
   return n, gap
 end
 
@@ -166,6 +169,75 @@ describe("the daily summary on the loop", function()
     assert.truthy(polled > 0)
     assert.are.equal(polled, stored)
     assert.truthy(dropped >= 1, "the hung statement was given up:\n" .. hung_text)
+    assert.are.equal(1, done)
+    assert.are.equal(4, day)
+    assert.are.equal(4, total)
+    assert.are.equal(0, dups)
+  end)
+
+  it("influxd hung (SIGSTOP) while the summary queries it: every CDN polled each second, the day done once after",
+    function()
+    local influx = stack.influxd_start_atc()
+    local pg = stack.pg_start()
+    local tmp = stack.tmpdir()
+    local D = (os.time() - 600) // DAY * DAY - DAY
+    local Ddate = os.date("!%Y-%m-%d", D)
+    local Dpat = Ddate:gsub("%-", "%%-")
+    seed(influx, D)
+    local sim = stack.sim_start("--cdns 2 --caches 3 --ds 1 --payload-cache-ms 0 --poll-ms 250")
+    -- influxdb.timeout 4 s: what each of the summary's queries (and each write) waits for a hung server
+    local cfg = stack.write_config(tmp .. "/config.lua", {
+      to_url = sim.to_url, influx_url = influx.url, influx_extra = "timeout = 4", state_dir = tmp .. "/state",
+      collect = "timeout = 0.5, connect_timeout = 0.5",
+      summary = '{ sinks = { "pg" }, rollups = { "daily" }, grace = 600 }',
+      extra = ("daily_summary_interval = 1, postgres = { conninfo = %q },"):format(pg.conninfo),
+    })
+    signal_all({ tostring(influx.pid) }, "STOP")
+    local stopped = true
+    finally(function() if stopped then signal_all({ tostring(influx.pid) }, "CONT") end end)
+    local log = tmp .. "/tstats.log"
+    local function text() return stack.read_file(log) or "" end
+    local d = stack.spawn(tstats_bin .. " --config " .. q(cfg) .. " run", log)
+    finally(function() if d:alive() then d:kill("KILL"); d:wait(10) end end)
+    assert(stack.wait_until(function() return text():find("Collected %d+ cache stats values") end, 30, 0.2), text())
+    local t0 = os.time()
+    stack.sleep(10)
+    local t1 = os.time()
+    signal_all({ tostring(influx.pid) }, "CONT")
+    stopped = false
+    local hung_text = text()
+    assert(stack.wait_until(function() return text():find("daily summary for " .. Ddate .. " done", 1, true) end, 40, 0.2),
+      text())
+    stack.wait_until(function() return stack.stored(influx.url) >= stack.polled(log) end, 60, 0.5)   -- asserted below
+    stack.sleep(2)
+    assert.are.equal(0, d:stop(), "SIGTERM: exit 0")
+    sim:stop()
+    local polled, stored = stack.polled(log), stack.stored(influx.url)
+    local total, day, dups = summary_rows(pg, Ddate)
+    local done = select(2, text():gsub("daily summary for " .. Dpat .. " done", ""))
+    local failed = select(2, hung_text:gsub("daily summary for " .. Dpat .. " failed", ""))
+    local first_fail = hung_text:match("[^\n]*daily summary for " .. Dpat .. " failed[^\n]*") or "none"
+    local by = poll_times(text())
+    local a, b = t0 + 1, t1 - 1
+    local report, cdns = {}, {}
+    for cdn in pairs(by) do cdns[#cdns + 1] = cdn end
+    table.sort(cdns)
+    for _, cdn in ipairs(cdns) do
+      local n, gap = window(by[cdn], a, b)
+      report[#report + 1] = ("%s %d polls in %d s (longest gap %d s)"):format(cdn, n, b - a + 1, gap)
+    end
+    print(("summary influxd hung: influxd stopped for %d s from before the start: %s; the summary failed %d time(s) "
+      .. "meanwhile (first: %s); polled %d points, stored %d after SIGCONT; the day was done %d time(s), "
+      .. "stats_summary %d rows (%d for the day), %d duplicated keys"):format(t1 - t0, table.concat(report, "; "),
+      failed, first_fail:sub(1, 220), polled, stored, done, total, day, dups))
+    assert.are.equal(2, #cdns)
+    for _, cdn in ipairs(cdns) do
+      local n, gap = window(by[cdn], a, b)
+      assert.truthy(n >= (b - a + 1) - 1, cdn .. ": " .. n .. " polls in " .. (b - a + 1) .. " s")
+      assert.truthy(gap <= 2, cdn .. ": a gap of " .. gap .. " s between polls")
+    end
+    assert.truthy(failed >= 1, "the summary's query waited on the hung influxd:\n" .. hung_text)
+    assert.are.equal(polled, stored)
     assert.are.equal(1, done)
     assert.are.equal(4, day)
     assert.are.equal(4, total)
