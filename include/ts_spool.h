@@ -117,12 +117,6 @@ int ts_spool_append(ts_spool *s, const char *db, const char *rp, ts_precision pr
 /* The same, with the place of the new record and just after it (for ts_spool_claim). */
 int ts_spool_append_at(ts_spool *s, const char *db, const char *rp, ts_precision prec, const char *body, size_t len,
                        size_t lines, ts_spool_pos *at, ts_spool_pos *next);
-/* One function told of every record appended, after the append (its body is
- * the caller's, valid only during the call): a consumer that sends it from
- * memory claims it there (ts_spool_claim) instead of reading it back. NULL
- * removes it. The Kafka feed uses it. */
-typedef void (*ts_spool_append_fn)(void *ud, const ts_spool_rec *r);
-void ts_spool_on_append(ts_spool *s, ts_spool_append_fn fn, void *ud);
 /* Periodic work, from the loop at least every fsync_interval_ms: the interval
  * fsync and persisting the positions that moved. */
 void ts_spool_tick(ts_spool *s);

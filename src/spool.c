@@ -91,8 +91,6 @@ struct ts_spool {
     uint64_t log_skipped[LOGK_N];
     ts_spool_stats st;
     ts_counter *c_lines, *c_fail, *c_dropped, *c_corrupt, *c_torn;
-    ts_spool_append_fn on_append;   /* ts_spool_on_append */
-    void *on_append_ud;
 };
 
 /* At most one line per kind and log_interval_ms; the number of suppressed
@@ -455,8 +453,7 @@ int ts_spool_append_at(ts_spool *s, const char *db, const char *rp, ts_precision
     ph[5] = (unsigned char)dbl;
     ph[6] = (unsigned char)rpl;
     ph[7] = 0; /* kind: line protocol */
-    int64_t appended_ms = ts_now_ms();
-    ts_put64(ph + 8, (uint64_t)appended_ms);
+    ts_put64(ph + 8, (uint64_t)ts_now_ms());
     int ver = ts_spool_rec_version();
     uint32_t pc = ts_spool_sum(ver, 0, ph, PAY_HDR);
     pc = ts_spool_sum(ver, pc, db, dbl);
@@ -486,17 +483,7 @@ int ts_spool_append_at(ts_spool *s, const char *db, const char *rp, ts_precision
     if (s->o.fsync == TS_SPOOL_FSYNC_ALWAYS ||
         (s->o.fsync == TS_SPOOL_FSYNC_INTERVAL && ts_mono_ms() - s->last_sync >= s->o.fsync_interval_ms))
         sync_request(s);
-    if (s->on_append) {
-        /* last: the hook may read, claim and acknowledge on this spool */
-        ts_spool_rec r = {db, rp, prec, body, len, lines, appended_ms, here, {here.seg, here.off + need}};
-        s->on_append(s->on_append_ud, &r);
-    }
     return 0;
-}
-
-void ts_spool_on_append(ts_spool *s, ts_spool_append_fn fn, void *ud) {
-    s->on_append = fn;
-    s->on_append_ud = ud;
 }
 
 void ts_spool_tick(ts_spool *s) {
