@@ -1,5 +1,6 @@
 /* The `tstats` Lua API, C half (C side of the C/Lua line): logging, clocks,
- * blocking HTTP, the line-protocol encoder, raw InfluxDB transport with
+ * HTTP (on the daemon's loop in its async coroutines, else blocking), the
+ * line-protocol encoder, raw InfluxDB transport (the same two ways) with
  * failover, the writer queue, counters and the PostgreSQL binding. The Lua
  * half (lua/tstats/api.lua) shapes results on top of these primitives.
  * Every l_* function is listed in one luaL_Reg table below. */
@@ -514,7 +515,7 @@ typedef struct async_influx {
     ts_http_result res;
     int done, *wake;
     int k, start;             /* tries made; the preferred server when it began */
-    ts_buf url;               /* the request's (curl copies it; kept for symmetry of lifetime) */
+    ts_buf url;               /* the current try's URL text, reused by the next try */
     size_t used;
     char err[1024];
 } async_influx;
