@@ -98,6 +98,10 @@ struct ts_writer {
     int64_t tokens_at;
     int spool_dry;                    /* the last read found nothing new */
     ts_wqueue_chunk *parked;                    /* read, but its destination waits on retries */
+    /* Live records: appended and claimed (ts_spool_claim), sent from memory
+     * before any replay, never read back; at most live_cap bytes. */
+    ts_wqueue_chunk *live_head, *live_tail;
+    size_t live_bytes, live_cap;
     int rate_timer, sync_timer;
     ts_buf spool_buf;
 

@@ -12,6 +12,17 @@ int ts_wspool_evict(void *ud, const ts_dest *d, const char *body, size_t len, si
  * Returns 1 when all of it is there; otherwise what the spool refused is
  * left in b (lines already encoded come back as a text batch in *rest). */
 int ts_wspool_batch(ts_writer *w, ts_batch *b, ts_batch **rest);
+/* A record the spool just took at `at` (see ts_target_ops.live): kept in
+ * memory as a live chunk and claimed in the consumer while the target is
+ * healthy and the live chunks fit live_cap; 1 if kept. With take, *body
+ * moves into the chunk and a spare body is left in its place. */
+int ts_wspool_live(ts_writer *w, const ts_dest *d, ts_buf *body, int take, size_t lines, ts_spool_pos at,
+                   ts_spool_pos next);
+/* The oldest live chunk, off its list; NULL when none or its destination
+ * waits on retries. */
+ts_wqueue_chunk *ts_wspool_live_next(ts_writer *w);
+/* Live chunks never sent (a stop) are freed: they stay in the spool. */
+void ts_wspool_live_release(ts_writer *w);
 /* The spool's interval fsync and position saving within a second of an append. */
 void ts_wspool_arm_sync(ts_writer *w);
 /* The next record of the consumer as a chunk, within replay_rate; NULL when

@@ -218,7 +218,7 @@ static void kt_close(void *self) {
 }
 
 static const ts_target_ops kafka_ops = {"kafka", kt_submit, kt_reads_spool, kt_tick, kt_healthy, kt_stats, kt_drain,
-                                        kt_close};
+                                        kt_close, NULL};   /* live: reads every record back */
 
 ts_target *ts_kafka_feed_target(ts_kafka *k, ts_kafka_feed *f) {
     kafka_target *t = calloc(1, sizeof *t);

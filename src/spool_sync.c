@@ -104,6 +104,7 @@ ts_spool_syncer *ts_spool_syncer_new(const char *dir, ts_spool_sync_hook hook, v
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     if (pthread_create(&y->th, NULL, thread_main, y) != 0) abort();
+    pthread_setname_np(y->th, "tstats-sync");   /* its CPU apart in top and perf (comm) */
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return y;
 }

@@ -48,7 +48,7 @@ void ts_target_close(ts_target *t) {
 }
 
 int ts_target_spool_batch(ts_spool *s, ts_batch *b, size_t max_lines, ts_buf *buf, ts_batch **rest,
-                          size_t *spooled, size_t *invalid) {
+                          size_t *spooled, size_t *invalid, ts_target_appended_fn appended, void *ud) {
     const ts_dest *d = ts_batch_dest(b);
     *rest = NULL;
     *spooled = *invalid = 0;
@@ -58,7 +58,8 @@ int ts_target_spool_batch(ts_spool *s, ts_batch *b, size_t max_lines, ts_buf *bu
         size_t lines = ts_batch_take(b, buf, max_lines, &taken, &inv);
         *invalid += inv;
         if (lines == 0) continue;
-        if (ts_spool_append(s, d->db, d->rp, d->precision, buf->data, buf->len, lines) != 0) {
+        ts_spool_pos at, next;
+        if (ts_spool_append_at(s, d->db, d->rp, d->precision, buf->data, buf->len, lines, &at, &next) != 0) {
             ts_batch *t = ts_batch_new_text(d);
             ts_buf_add(ts_batch_text_buf(t), buf->data, buf->len);
             ts_batch_text_commit(t, lines);
@@ -66,6 +67,7 @@ int ts_target_spool_batch(ts_spool *s, ts_batch *b, size_t max_lines, ts_buf *bu
             return 0;
         }
         *spooled += lines;
+        if (appended) appended(ud, d, buf, lines, at, next);
     }
     ts_buf_shrink(buf, (size_t)1 << 20);
     return 1;
@@ -159,6 +161,22 @@ static void hand(ts_targets *l, ts_batch *b, int readers) {
     if (count > 1) ts_buf_shrink(&l->buf, (size_t)1 << 20);
 }
 
+/* A record the spool took, offered to every healthy target that reads the
+ * spool and can send from memory: a copy each, the buffer itself to the last
+ * (it leaves a spare of its own in the list's buffer). The others read it
+ * back from disk when their turn comes. */
+static void offer_live(void *ud, const ts_dest *d, ts_buf *buf, size_t lines, ts_spool_pos at, ts_spool_pos next) {
+    ts_targets *l = ud;
+    int last = -1;
+    for (int i = 0; i < l->n; i++)
+        if (l->t[i]->ops->live && reads(l, l->t[i]) && l->t[i]->ops->healthy(l->t[i]->self)) last = i;
+    for (int i = 0; i <= last; i++) {
+        ts_target *t = l->t[i];
+        if (!t->ops->live || !reads(l, t) || !t->ops->healthy(t->self)) continue;
+        t->ops->live(t->self, d, buf, i == last, lines, at, next);
+    }
+}
+
 static void on_sync(void *ud) {
     ts_targets *l = ud;
     l->sync_timer = 0;
@@ -180,7 +198,7 @@ void ts_targets_submit(ts_targets *l, ts_batch *b) {
     }
     ts_batch *rest;
     size_t spooled, invalid;
-    int all = ts_target_spool_batch(l->spool, b, l->record_lines, &l->buf, &rest, &spooled, &invalid);
+    int all = ts_target_spool_batch(l->spool, b, l->record_lines, &l->buf, &rest, &spooled, &invalid, offer_live, l);
     l->spooled += spooled;
     ts_counter_add(l->c_spooled, (int64_t)spooled);
     if (invalid) ts_counter_add(l->c_invalid, (int64_t)invalid);

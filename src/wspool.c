@@ -1,7 +1,9 @@
 /* The writer's spool side (C core, no Lua): every submitted batch appended
- * to the on-disk spool in records of at most max_publish_size lines, read
- * back through the target's consumer at most replay_rate lines a second, and
- * each record acknowledged once its target answered it for good. */
+ * to the on-disk spool in records of at most max_publish_size lines; records
+ * appended while the target is healthy kept in memory and sent from there
+ * (live, never behind a backlog), the rest read back through the target's
+ * consumer at most replay_rate lines a second; each record acknowledged once
+ * its target answered it for good. */
 #include "ts_wspool.h"
 
 #include <stdlib.h>
@@ -19,17 +21,76 @@ int ts_wspool_evict(void *ud, const ts_dest *d, const char *body, size_t len, si
     return 1;
 }
 
+/* The record just appended stays in memory as a chunk and is sent from
+ * there (the spool keeps the durable copy; the position moves when the
+ * target answers): no read back at publishing time, and never behind a
+ * replayed backlog. Only while the target is healthy and the live chunks
+ * fit live_cap: otherwise the record is read from disk later, like any
+ * backlog. */
+int ts_wspool_live(ts_writer *w, const ts_dest *d, ts_buf *body, int take, size_t lines, ts_spool_pos at,
+                   ts_spool_pos next) {
+    if (!w->cons || w->host_down || w->retry_head || ts_influx_nurls(w->influx) == 0 ||
+        w->live_bytes + body->len > w->live_cap)
+        return 0;
+    ts_wqueue_chunk *c = calloc(1, sizeof *c);
+    if (!c) abort();
+    c->d = ts_wqueue_dest_get(w, d);
+    c->seq = ++w->seq;
+    if (take) {
+        c->body = *body;   /* the encoded record itself: no copy */
+        *body = ts_wqueue_spare_body(w);
+    } else {
+        c->body = ts_wqueue_spare_body(w);
+        ts_buf_add(&c->body, body->data, body->len);
+    }
+    c->lines = lines;
+    c->spooled = 1;
+    c->pos = at;
+    ts_spool_claim(w->cons, at, next);
+    if (w->live_tail) w->live_tail->next = c;
+    else w->live_head = c;
+    w->live_tail = c;
+    w->live_bytes += c->body.len;
+    return 1;
+}
+
+ts_wqueue_chunk *ts_wspool_live_next(ts_writer *w) {
+    ts_wqueue_chunk *c = w->live_head;
+    if (!c || c->d->nretry > 0) return NULL;
+    w->live_head = c->next;
+    if (!w->live_head) w->live_tail = NULL;
+    c->next = NULL;
+    w->live_bytes -= c->body.len;
+    return c;
+}
+
+void ts_wspool_live_release(ts_writer *w) {
+    while (w->live_head) {
+        ts_wqueue_chunk *c = w->live_head;
+        w->live_head = c->next;
+        w->st.points_left_in_spool += c->lines;   /* unacknowledged: read again at the next start */
+        ts_wqueue_chunk_free(c);
+    }
+    w->live_tail = NULL;
+    w->live_bytes = 0;
+}
+
+static void appended(void *ud, const ts_dest *d, ts_buf *buf, size_t lines, ts_spool_pos at, ts_spool_pos next) {
+    ts_writer *w = ud;
+    if (!ts_wspool_live(w, d, buf, 1, lines, at, next)) w->spool_dry = 0;
+}
+
 /* A batch into the spool, in records of at most max_publish_size lines.
  * Returns 1 when all of it is there; otherwise what the spool refused is
  * left in b (lines already encoded come back as a text batch in *rest). */
 int ts_wspool_batch(ts_writer *w, ts_batch *b, ts_batch **rest) {
     size_t spooled, invalid;
-    int all = ts_target_spool_batch(w->spool, b, w->max_publish_size, &w->spool_buf, rest, &spooled, &invalid);
+    int all = ts_target_spool_batch(w->spool, b, w->max_publish_size, &w->spool_buf, rest, &spooled, &invalid,
+                                    appended, w);
     if (invalid) ts_counter_add(w->c_invalid, (int64_t)invalid);
     if (spooled) {
         w->st.points_spooled += spooled;
         ts_counter_add(w->c_spooled, (int64_t)spooled);
-        w->spool_dry = 0;
     }
     if (all) ts_wspool_arm_sync(w);
     return all;

@@ -2,7 +2,8 @@
  * targets driven through ts_target.h (the InfluxDB writer and a recording
  * kind): a batch handed over once, the spool appended once for the targets
  * that read it, copies from memory for the others and for everyone when the
- * spool refuses, ticks, stats, health, drain, removal and close; the
+ * spool refuses, live records sent from memory (claimed, never read back),
+ * ticks, stats, health, drain, removal and close; the
  * InfluxDB set made from the settings, changed on reload as one transaction. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,7 +48,7 @@ static void r_close(void *self) {
     ts_buf_free(&r->got);
     free(r);
 }
-static const ts_target_ops rec_ops = {"recorder", r_submit, r_reads, r_tick, r_healthy, r_stats, r_drain, r_close};
+static const ts_target_ops rec_ops = {"recorder", r_submit, r_reads, r_tick, r_healthy, r_stats, r_drain, r_close, NULL};
 
 static rec *rec_new(int reads_spool, int *closed_flag) {
     rec *r = calloc(1, sizeof *r);
@@ -138,6 +139,98 @@ static void test_spool_once(const char *dir) {
     int recs = count_records(s, "check", &lines);
     CHECK(recs == 2 && lines == 3, "3 lines in records of at most 2: %d records, %zu lines", recs, lines);
     ts_targets_free(l);
+    ts_spool_close(s);
+    ts_loop_free(loop);
+}
+
+/* A recorder that sends from memory (ts_target_ops.live): it claims what
+ * it keeps in its own consumer and records the bodies and the take flags. */
+typedef struct lrec {
+    rec r;
+    ts_spool_consumer *c;
+    int takes, copies, records;
+    ts_spool_pos at[8];
+} lrec;
+static int l_live(void *self, const ts_dest *d, ts_buf *body, int take, size_t lines, ts_spool_pos at,
+                  ts_spool_pos next) {
+    lrec *x = self;
+    (void)d;
+    if (!x->r.healthy) return 0;
+    ts_buf_add(&x->r.got, body->data, body->len);
+    x->r.lines += lines;
+    if (take) {
+        x->takes++;
+        ts_buf_free(body);   /* the buffer is ours now; the list gets an empty one */
+        ts_buf_init(body);
+    } else
+        x->copies++;
+    if (x->records < 8) x->at[x->records] = at;
+    x->records++;
+    ts_spool_claim(x->c, at, next);
+    return 1;
+}
+static void l_close(void *self) {
+    lrec *x = self;
+    ts_spool_consumer_close(x->c);
+    *x->r.closed_flag = 1;
+    ts_buf_free(&x->r.got);
+    free(x);
+}
+static const ts_target_ops lrec_ops = {"live", r_submit, r_reads, r_tick, r_healthy, r_stats, r_drain, l_close, l_live};
+
+static lrec *lrec_new(ts_spool *s, const char *name, int *closed_flag) {
+    lrec *x = calloc(1, sizeof *x);
+    x->r.reads_spool = 1;
+    x->r.healthy = 1;
+    x->r.closed_flag = closed_flag;
+    ts_buf_init(&x->r.got);
+    x->c = ts_spool_consumer_open(s, name, TS_SPOOL_START_OLDEST);
+    return x;
+}
+
+/* Live records: every healthy reader with a live op gets each record the
+ * spool took (a copy each, the buffer itself to the last one), claims it
+ * and never reads it back; an unhealthy one and a reader without the op
+ * read every record back; an acknowledged claim moves the position. */
+static void test_live(const char *dir) {
+    ts_loop *loop = ts_loop_new();
+    ts_spool_opts so;
+    memset(&so, 0, sizeof so);
+    so.dir = dir;
+    char err[256];
+    ts_spool *s = ts_spool_open(&so, err, sizeof err);
+    CHECK(s != NULL, "%s", err);
+    if (!s) return;
+    ts_targets *l = ts_targets_new(loop, s, 2, NULL);
+    int c[4] = {0};
+    lrec *a = lrec_new(s, "a", &c[0]), *sick = lrec_new(s, "sick", &c[1]), *z = lrec_new(s, "z", &c[3]);
+    sick->r.healthy = 0;
+    rec *plain = rec_new(1, &c[2]);
+    ts_targets_add(l, ts_target_new(&lrec_ops, a, "a"));
+    ts_targets_add(l, ts_target_new(&lrec_ops, sick, "sick"));
+    ts_targets_add(l, ts_target_new(&rec_ops, plain, "plain"));
+    ts_targets_add(l, ts_target_new(&lrec_ops, z, "z"));
+    ts_targets_submit(l, text_batch("db1", LINES, 3));
+    ts_targets_submit(l, text_batch("db1", LINES, 3));
+    CHECK(a->records == 4 && z->records == 4, "4 records of at most 2 lines live: a %d z %d", a->records, z->records);
+    CHECK(a->copies == 4 && a->takes == 0, "a copy to the first: %d copies %d takes", a->copies, a->takes);
+    CHECK(z->takes == 4 && z->copies == 0, "the buffer to the last: %d takes %d copies", z->takes, z->copies);
+    CHECK(a->r.lines == 6 && z->r.lines == 6 && sick->records == 0 && plain->lines == 0);
+    CHECK(a->r.got.len == 2 * strlen(LINES) && memcmp(a->r.got.data, LINES, strlen(LINES)) == 0);
+    CHECK(z->r.got.len == a->r.got.len && memcmp(z->r.got.data, a->r.got.data, a->r.got.len) == 0);
+    ts_spool_rec r;
+    CHECK(ts_spool_read(a->c, &r) == 0, "a claimed record is never read back");
+    int n = 0;
+    while (ts_spool_read(sick->c, &r) == 1) n++;
+    CHECK(n == 4, "the unhealthy reader reads every record back: %d", n);
+    ts_spool_pos before = ts_spool_acked(a->c);
+    ts_spool_ack_one(a->c, a->at[1]);
+    CHECK(ts_spool_pos_cmp(ts_spool_acked(a->c), before) == 0, "out of order: the position waits for the first");
+    ts_spool_ack_one(a->c, a->at[0]);
+    CHECK(ts_spool_pos_cmp(ts_spool_acked(a->c), before) > 0, "both done: the position moves");
+    CHECK(ts_targets_spooled(l) == 6);
+    ts_targets_free(l);
+    CHECK(c[0] && c[1] && c[2] && c[3]);
     ts_spool_close(s);
     ts_loop_free(loop);
 }
@@ -293,6 +386,9 @@ int main(void) {
     test_memory_fanout();
     test_spool_once(dir);
     test_spool_refuses(base);
+    char dir3[600];
+    snprintf(dir3, sizeof dir3, "%s/spool3", base);
+    test_live(dir3);
     test_influx_kind();
     char dir2[600];
     snprintf(dir2, sizeof dir2, "%s/spool2", base);

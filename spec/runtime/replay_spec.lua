@@ -1,0 +1,128 @@
+-- replay_spec.lua: live points never wait behind a replayed backlog (test side). The real
+-- tstats daemon against the simulator and a real influxd 1.6.7: influxd is stopped long
+-- enough for a backlog that takes many seconds to replay at a low spool.replay_rate, then
+-- restarted; a point polled after the restart must be in InfluxDB while the backlog is
+-- still being replayed (order and presence, no speed); then kill -9 mid-replay and a restart:
+-- in the end every polled point is stored, once.
+local stack = require "spec.runtime.stack"
+local cjson = require "cjson"
+local q = stack.quote
+
+local tstats_bin = stack.bin("tstats")
+local sim_bin = stack.bin("tstats-sim")
+local influxd_sh = stack.root() .. "/scripts/lib/influxd.sh"
+
+local influx, tmp
+
+local function start_sim(args)
+  local dir = stack.tmpdir()
+  local ready = dir .. "/ready.json"
+  local h = stack.spawn("exec " .. sim_bin .. " --ready-file " .. q(ready) .. " " .. (args or ""), dir .. "/sim.log")
+  assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05),
+    "simulator did not start: " .. tostring(stack.read_file(dir .. "/sim.log")))
+  h.info = cjson.decode(stack.read_file(ready))
+  return h
+end
+
+local function polled(log)
+  local n = 0
+  for k in (stack.read_file(log) or ""):gmatch("Collected (%d+) [%w ]- values for") do n = n + tonumber(k) end
+  return n
+end
+
+-- count of stored points, and the newest point time (epoch ms) over the raw RPs of both databases
+local function stored()
+  local total, newest = 0, 0
+  for _, db in ipairs({ "cache_stats", "deliveryservice_stats" }) do
+    local d = stack.influx_query(influx.url, 'SELECT count(value) FROM "daily"./.*/', db)
+    local r = d and d.results and d.results[1]
+    for _, s in ipairs(r and r.series or {}) do total = total + (s.values[1][2] or 0) end
+    d = stack.influx_query(influx.url, 'SELECT last(value) FROM "daily"./.*/', db, { epoch = "ms" })
+    r = d and d.results and d.results[1]
+    for _, s in ipairs(r and r.series or {}) do
+      local t = tonumber(s.values[1][1]) or 0
+      if t > newest then newest = t end
+    end
+  end
+  return math.tointeger(total) or total, newest
+end
+
+describe("replay of the spool beside live points", function()
+  local sim
+  setup(function()
+    influx = stack.influxd_start_atc()
+    tmp = stack.tmpdir()
+    -- 200 caches x 40 stats: ~8,000 points a poll; --poll-ms 250: no sample time repeats
+    sim = start_sim("--cdns 1 --caches 200 --ds 3 --cachegroups 2 --payload-cache-ms 0 --poll-ms 250")
+  end)
+  teardown(function() stack.cleanup_all() end)
+
+  it("sends a live point of a poll after the outage while the backlog is still replayed", function()
+    local cfg = tmp .. "/config.lua"
+    local f = assert(io.open(cfg, "w"))
+    f:write(([[
+return {
+  traffic_ops = { url = %q, user = "admin", password = "twelve12", timeout = 3 },
+  influxdb = { urls = { %q }, timeout = 2 },
+  polling_interval = 1, publishing_interval = 1, config_interval = 300,
+  state_dir = %q,
+  collect = { timeout = 2, connect_timeout = 1 },
+  summary = { enabled = false },
+  spool = { replay_rate = 1000 },
+  shutdown_timeout = 3,   -- what is left stays in the spool
+}
+]]):format(sim.info.to_url, influx.url, tmp .. "/state"))
+    f:close()
+    local d = stack.spawn(tstats_bin .. " --config " .. q(cfg) .. " run", tmp .. "/tstats.log")
+    finally(function() if d:alive() then d:kill("KILL"); d:wait(10) end end)
+    assert(stack.wait_until(function() return (stack.read_file(d.log) or ""):find("Sent %d+ stats") end, 30, 0.1),
+      stack.read_file(d.log))
+    -- everything of the first polls is stored before the outage starts
+    local p0 = polled(d.log)
+    assert(stack.wait_until(function() return stored() >= p0 end, 30, 0.2), "first polls not stored")
+    os.execute(q(influxd_sh) .. " stop " .. q(influx.dir) .. " >/dev/null 2>&1")
+    stack.sleep(5)
+    local rc, _, err = stack.run(q(influxd_sh) .. " start " .. q(influx.dir),
+      { env = { TS_INFLUX_PORT = tostring(influx.port) }, timeout = 90 })
+    assert(rc == 0, "influxd restart failed: " .. err)
+    local t_up = stack.now()
+    local backlog = polled(d.log)   -- polled by the restart: stored before, or in the backlog
+    -- a point sampled after the restart reaches InfluxDB while the backlog is not all there
+    local live_at, n_then
+    stack.wait_until(function()
+      local n, newest = stored()
+      if newest > t_up * 1000 then live_at, n_then = stack.now() - t_up, n; return true end
+    end, 20, 0.2)
+    -- kill -9 in the middle of the replay: claimed live records and the backlog not yet
+    -- acknowledged are read again by the next start, which replays at the default rate
+    assert.truthy(live_at, "no point sampled after the restart was stored within 20 s")
+    local n_kill = stack.stored(influx.url)
+    local t_kill = stack.now() - t_up
+    d:kill("KILL")
+    d:wait(10)
+    local p1 = polled(d.log)
+    local cfg2 = tmp .. "/config2.lua"
+    local src = stack.read_file(cfg):gsub("spool = { replay_rate = 1000 }", "spool = {}")
+    f = assert(io.open(cfg2, "w"))
+    f:write(src)
+    f:close()
+    local d2 = stack.spawn(tstats_bin .. " --config " .. q(cfg2) .. " run", tmp .. "/tstats2.log")
+    finally(function() if d2:alive() then d2:kill("KILL"); d2:wait(10) end end)
+    assert(stack.wait_until(function() return polled(d2.log) > 0 end, 30, 0.1), stack.read_file(d2.log))
+    -- everything the killed run polled and what the second one polls by the check
+    local ok = stack.wait_until(function() return stack.stored(influx.url) >= p1 + polled(d2.log) end, 60, 0.5)
+    local done_s = stack.now() - t_up
+    local rc_stop = d2:stop()
+    if rc_stop ~= 0 then print(((stack.read_file(d2.log) or ""):gsub("[^\n]*Collected[^\n]*\n", ""):sub(-3000))) end
+    assert.are.equal(0, rc_stop, "SIGTERM: exit 0")
+    local s, p2 = stack.stored(influx.url), polled(d2.log)
+    print(("replay: %d points polled by influxd's restart; a point sampled after it stored %.1f s later, when %s "
+      .. "points were stored; kill -9 %.1f s after the restart with %d of %d polled stored; restart: all stored "
+      .. "%.1f s after influxd's restart; at the end %d stored of %d polled (%d + %d)")
+      :format(backlog, live_at or -1, tostring(n_then), t_kill, n_kill, p1, done_s, s, p1 + p2, p1, p2))
+    assert.truthy(n_then < backlog, "the backlog was already replayed: the test shows nothing (" .. n_then .. ")")
+    assert.truthy(n_kill < p1, "everything was stored before the kill: the restart shows nothing")
+    assert.truthy(ok, "not everything arrived after the restart")
+    assert.are.equal(p1 + p2, s, "every polled point stored once")
+  end)
+end)
