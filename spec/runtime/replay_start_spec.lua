@@ -21,7 +21,8 @@ describe("a spool backlog at start", function()
   setup(function()
     influx = stack.influxd_start_atc()
     tmp = stack.tmpdir()
-    sim = stack.sim_start("--cdns 1 --caches 50 --ds 2 --cachegroups 2")
+    -- --payload-cache-ms 0 --poll-ms 250: no sample time repeats between polls a second apart
+    sim = stack.sim_start("--cdns 1 --caches 50 --ds 2 --cachegroups 2 --payload-cache-ms 0 --poll-ms 250")
   end)
   teardown(function() stack.cleanup_all() end)
 
@@ -60,6 +61,10 @@ return {
     d2:wait(10)
     print(("replay at start: %d points polled by run 1 (InfluxDB unreachable); run 2 (publishing_interval 3600) "
       .. "stored %d of them %.1f s after its start"):format(p1, s, took))
+    if not ok then
+      print(((stack.read_file(d1.log) or ""):gsub("[^\n]*Collected[^\n]*\n", ""):sub(-2500)))
+      print(((stack.read_file(d2.log) or ""):gsub("[^\n]*Collected[^\n]*\n", ""):sub(-2500)))
+    end
     assert.truthy(ok, "the backlog was not replayed within 20 s of the start: " .. s .. " of " .. p1 .. " stored")
     assert.are.equal(p1, s, "the backlog stored once")
   end)
