@@ -20,6 +20,9 @@ void ts_loop_timer_cancel(ts_loop *l, int id);
 /* Call fn when fd is readable (e.g. a signalfd). fn NULL stops watching fd.
  * At most 16 fds are polled. */
 void ts_loop_watch_fd(ts_loop *l, int fd, ts_loop_fn fn, void *ud);
+/* The same, for writability when writable is 1 (a socket still connecting or
+ * with unsent output, as libpq's non-blocking calls ask for). */
+void ts_loop_watch_fd_for(ts_loop *l, int fd, int writable, ts_loop_fn fn, void *ud);
 /* Wait up to max_wait_ms for I/O / timers and dispatch them. Returns the number of requests still running. */
 int ts_loop_run_once(ts_loop *l, int max_wait_ms);
 int ts_loop_running(const ts_loop *l);  /* requests in flight */

@@ -32,8 +32,6 @@ int ts_kafka_enc_json(ts_buf *out, const char *line, size_t len, const ts_kafka_
 
 /* Points in a chunk of line protocol: its lines that are not blank. */
 size_t ts_kafka_enc_count_lines(const char *p, size_t n);
-/* Points in a message: one per line (JSON and line protocol escape newlines). */
-size_t ts_kafka_enc_msg_points(const char *p, size_t n);
 
 /* The series cache: the JSON head of a series ({"name":..,"tags":{..},"fields":{)
  * and its partition, by series key, so that a poll's points, which are the

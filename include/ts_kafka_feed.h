@@ -20,6 +20,11 @@
  * end (enabling Kafka does not export the spool's history). */
 typedef struct ts_kafka_feed ts_kafka_feed;
 ts_kafka_feed *ts_kafka_feed_new(ts_kafka *k, ts_spool *s, ts_loop *loop, size_t high_bytes);
+/* A record the spool just took (ts_target_ops.live): sent from memory and
+ * claimed in the consumer while the target has room (1), else 0 (read back
+ * later). With take, body's buffer is taken and body left empty. */
+int ts_kafka_feed_live(ts_kafka_feed *f, const ts_dest *d, ts_buf *body, int take, size_t lines, ts_spool_pos at,
+                       ts_spool_pos next);
 /* Reads what the spool has for Kafka now (also runs from its own timer). */
 void ts_kafka_feed_pump(ts_kafka_feed *f);
 /* The records read from now on go to k (SIGHUP rebuilt the producer); those
@@ -29,6 +34,7 @@ void ts_kafka_feed_set_target(ts_kafka_feed *f, ts_kafka *k, size_t high_bytes);
 void ts_kafka_feed_stop(ts_kafka_feed *f);
 typedef struct ts_kafka_feed_stats {
     uint64_t records_read, records_acked, points_read;
+    uint64_t records_claimed;    /* sent from memory as they were appended (not read back) */
     uint64_t records_open;       /* handed to the target, not acknowledged yet */
     uint64_t backlog_bytes;      /* spool bytes Kafka has not acknowledged */
     uint64_t lines_lost;         /* removed from the spool for max_bytes before Kafka read them */

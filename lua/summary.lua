@@ -237,7 +237,11 @@ local function pg_conn()
   end
   local pg = T().pg
   if type(pg) ~= "table" then return nil, "this tstats has no PostgreSQL support" end
-  local c, err = pg.connect(conninfo)
+  -- In the daemon each call runs on the loop and yields; the per-call bound
+  -- outlasts the server's own statement_timeout (which gives the clearer
+  -- error), and catches a server that is hung and would never say it.
+  local st = tonumber(section("postgres").statement_timeout) or 10
+  local c, err = pg.connect(conninfo, { timeout = st > 0 and st + 2 or 0 })
   if not c then return nil, err end
   state.pg = c
   return c
@@ -251,10 +255,11 @@ local INSERT_SQL = "INSERT INTO stats_summary (cdn_name, deliveryservice_name, s
 -- key, two interleaved delete+insert transactions would both insert.
 local LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('tstats.stats_summary'))"
 
--- The summary's libpq calls block the daemon's loop: a lock another session
--- holds (or a statement PostgreSQL is slow to run) must cost a bounded time,
--- after which the day fails and the next tick retries it. SET LOCAL lasts
--- for the transaction only, so a reconnected session needs nothing redone.
+-- A lock another session holds (or a statement PostgreSQL is slow to run)
+-- must cost the summary a bounded time, after which the day fails and the next
+-- tick retries it (in the daemon the wait yields: polls go on meanwhile; in
+-- `tstats rollup` it blocks). SET LOCAL lasts for the transaction only, so a
+-- reconnected session needs nothing redone.
 local function pg_bound(c)
   local s = tonumber(section("postgres").statement_timeout) or 10
   if s <= 0 then return true end

@@ -1,5 +1,6 @@
 /* The `tstats` Lua API, C half (C side of the C/Lua line): logging, clocks,
- * blocking HTTP, the line-protocol encoder, raw InfluxDB transport with
+ * HTTP (on the daemon's loop in its async coroutines, else blocking), the
+ * line-protocol encoder, raw InfluxDB transport (the same two ways) with
  * failover, the writer queue, counters and the PostgreSQL binding. The Lua
  * half (lua/tstats/api.lua) shapes results on top of these primitives.
  * Every l_* function is listed in one luaL_Reg table below. */
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 #include "ts_api.h"
+#include "ts_async.h"
 #include "ts_batch.h"
 #include "ts_json_exact.h"
 #include "ts_log.h"
@@ -28,6 +30,7 @@ static const char CTX_KEY = 'c';
 void ts_api_set_ctx(lua_State *L, ts_api_ctx *ctx) {
     lua_pushlightuserdata(L, ctx);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &CTX_KEY);
+    ts_async_set_loop(L, ctx ? ctx->loop : NULL, ctx ? ctx->async_wake : NULL);
 }
 
 ts_api_ctx *ts_api_get_ctx(lua_State *L) {
@@ -177,8 +180,6 @@ static int http_result(lua_State *L, const char *url, int rc, ts_http_result *r,
  * In a coroutine the daemon marked with ts_api_mark_async, a request runs on
  * the daemon's loop and the coroutine yields until it is over, so a slow or
  * unreachable Traffic Ops never holds up a poll. Elsewhere requests block. */
-static char ASYNC_KEY;
-
 typedef struct async_http {
     records_sink rs;          /* first: on_data and on_done share the ud */
     ts_http_result res;
@@ -202,37 +203,9 @@ static void async_http_done(void *ud, ts_http_result *r) {
     if (a->wake) *a->wake = 1;
 }
 
-void ts_api_mark_async(lua_State *L, lua_State *co) {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &ASYNC_KEY);
-    if (!lua_istable(L, -1)) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_createtable(L, 0, 1);
-        lua_pushliteral(L, "k");
-        lua_setfield(L, -2, "__mode");
-        lua_setmetatable(L, -2);
-        lua_pushvalue(L, -1);
-        lua_rawsetp(L, LUA_REGISTRYINDEX, &ASYNC_KEY);
-    }
-    lua_pushthread(co);
-    lua_xmove(co, L, 1);
-    lua_pushboolean(L, 1);
-    lua_rawset(L, -3);
-    lua_pop(L, 1);
-}
+void ts_api_mark_async(lua_State *L, lua_State *co) { ts_async_mark(L, co); }
 
-static int async_ok(lua_State *L, ts_api_ctx *ctx) {
-    if (!ctx || !ctx->loop || !ctx->async_wake || !lua_isyieldable(L)) return 0;
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &ASYNC_KEY);
-    int ok = 0;
-    if (lua_istable(L, -1)) {
-        lua_pushthread(L);
-        ok = lua_rawget(L, -2) == LUA_TBOOLEAN;
-        lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-    return ok;
-}
+static int async_ok(lua_State *L, ts_api_ctx *ctx) { return ctx && ctx->loop && ts_async_get(L, NULL, NULL); }
 
 static int http_continue(lua_State *L, int status, lua_KContext k) {
     (void)status;
@@ -535,6 +508,96 @@ static int l_encode_points(lua_State *L) {
 /* tstats._influx_post(path_and_query, body, content_type) -> status, body | nil, err
  * The servers are the writer's (the context's), so a failover here and one
  * of the writer's agree on which server answers. */
+/* In an async coroutine: the same failover as ts_influx_post, one request at
+ * a time on the loop. The servers are looked up again at each step: a SIGHUP
+ * may have replaced them while a request was out. */
+typedef struct async_influx {
+    ts_http_result res;
+    int done, *wake;
+    int k, start;             /* tries made; the preferred server when it began */
+    ts_buf url;               /* the current try's URL text, reused by the next try */
+    size_t used;
+    char err[1024];
+} async_influx;
+
+static int async_influx_gc(lua_State *L) {
+    async_influx *a = lua_touserdata(L, 1);
+    ts_buf_free(&a->url);
+    ts_buf_free(&a->res.body);
+    return 0;
+}
+
+static void async_influx_done(void *ud, ts_http_result *r) {
+    async_influx *a = ud;
+    a->res = *r;
+    ts_buf_init(&r->body);
+    a->done = 1;
+    if (a->wake) *a->wake = 1;
+}
+
+/* Starts the next server's request; 0 when one is out. */
+static int influx_try(lua_State *L, async_influx *a, ts_api_ctx *ctx) {
+    ts_influx *x = ctx->influx;
+    int n = x ? ts_influx_nurls(x) : 0;
+    while (a->k < n) {
+        int idx = (a->start + a->k) % n;
+        ts_buf_reset(&a->url);
+        ts_buf_printf(&a->url, "%s%s", ts_influx_url(x, idx), lua_tostring(L, 1));
+        size_t blen;
+        const char *body = lua_tolstring(L, 2, &blen);
+        ts_http_req rq;
+        ts_influx_req(x, &rq, a->url.data, body, blen, lua_tostring(L, 3));
+        rq.max_body = (size_t)512 << 20;
+        rq.on_done = async_influx_done;
+        rq.ud = a;
+        a->done = 0;
+        ts_http_result_init(&a->res);
+        if (ts_http_start(ctx->loop, &rq) == 0) return 0;
+        char host[256];
+        ts_influx_safe_url(host, sizeof host, ts_influx_url(x, idx));
+        if (a->used < sizeof a->err) {
+            int m = snprintf(a->err + a->used, sizeof a->err - a->used, "%s%s: request could not be started",
+                             a->used ? "; " : "", host);
+            if (m > 0) a->used += (size_t)m;
+        }
+        a->k++;
+    }
+    return -1;
+}
+
+static int influx_continue(lua_State *L, int status, lua_KContext k) {
+    (void)status;
+    async_influx *a = lua_touserdata(L, (int)k);
+    if (!a->done) return lua_yieldk(L, 0, k, influx_continue);
+    ts_api_ctx *ctx = ts_api_get_ctx(L);
+    ts_influx *x = ctx ? ctx->influx : NULL;
+    int n = x ? ts_influx_nurls(x) : 0;
+    int idx = n ? (a->start + a->k) % n : 0;
+    ts_http_result *r = &a->res;
+    int answered = r->curl_code == 0 && (r->status < 500 || (r->body.len && r->body.data[0] == '{'));
+    if (answered) {
+        if (n) ts_influx_set_current(x, idx);
+        lua_pushinteger(L, r->status);
+        lua_pushlstring(L, r->body.data ? r->body.data : "", r->body.len);
+        ts_buf_free(&r->body);
+        return 2;
+    }
+    char host[256];
+    ts_influx_safe_url(host, sizeof host, n ? ts_influx_url(x, idx) : "");
+    if (a->used < sizeof a->err) {
+        int m = r->curl_code == 0
+                    ? snprintf(a->err + a->used, sizeof a->err - a->used, "%s%s: HTTP %ld", a->used ? "; " : "", host, r->status)
+                    : snprintf(a->err + a->used, sizeof a->err - a->used, "%s%s: %s", a->used ? "; " : "", host, r->errmsg);
+        if (m > 0) a->used += (size_t)m;
+    }
+    ts_buf_free(&r->body);
+    a->k++;
+    if (ctx && influx_try(L, a, ctx) == 0) return lua_yieldk(L, 0, k, influx_continue);
+    lua_pushnil(L);
+    lua_pushstring(L, a->used ? a->err : "no InfluxDB URLs configured");
+    return 2;
+}
+
 static int l_influx_post(lua_State *L) {
     const char *pq = luaL_checkstring(L, 1);
     size_t blen;
@@ -542,6 +605,28 @@ static int l_influx_post(lua_State *L) {
     const char *ctype = luaL_optstring(L, 3, "text/plain; charset=utf-8");
     ts_api_ctx *ctx = ts_api_get_ctx(L);
     if (!ctx || !ctx->influx) { lua_pushnil(L); lua_pushliteral(L, "no InfluxDB URLs configured"); return 2; }
+    if (async_ok(L, ctx)) {
+        lua_settop(L, 2);
+        lua_pushstring(L, ctype);   /* 1 path, 2 body, 3 type: anchored while the coroutine waits */
+        async_influx *a = lua_newuserdatauv(L, sizeof *a, 0);
+        memset(a, 0, sizeof *a);
+        ts_buf_init(&a->url);
+        ts_http_result_init(&a->res);
+        if (luaL_newmetatable(L, "tstats.async_influx")) {
+            lua_pushcfunction(L, async_influx_gc);
+            lua_setfield(L, -2, "__gc");
+        }
+        lua_setmetatable(L, -2);
+        a->wake = ctx->async_wake;
+        int cur = ts_influx_current(ctx->influx);
+        a->start = cur > 0 ? cur : 0;
+        if (influx_try(L, a, ctx) != 0) {
+            lua_pushnil(L);
+            lua_pushstring(L, a->used ? a->err : "no InfluxDB URLs configured");
+            return 2;
+        }
+        return lua_yieldk(L, 0, (lua_KContext)lua_gettop(L), influx_continue);
+    }
     ts_http_result r;
     ts_http_result_init(&r);
     char err[1024];

@@ -323,6 +323,7 @@ typedef struct timer {
 
 typedef struct watch {
     int fd;
+    int out;                     /* 1: wait until writable, 0: readable */
     ts_loop_fn fn;
     void *ud;
 } watch;
@@ -401,10 +402,12 @@ void ts_loop_timer_cancel(ts_loop *l, int id) {
     }
 }
 
-void ts_loop_watch_fd(ts_loop *l, int fd, ts_loop_fn fn, void *ud) {
+void ts_loop_watch_fd(ts_loop *l, int fd, ts_loop_fn fn, void *ud) { ts_loop_watch_fd_for(l, fd, 0, fn, ud); }
+
+void ts_loop_watch_fd_for(ts_loop *l, int fd, int writable, ts_loop_fn fn, void *ud) {
     for (int i = 0; i < l->nwatches; i++) {
         if (l->watches[i].fd == fd) {
-            if (fn) { l->watches[i].fn = fn; l->watches[i].ud = ud; }
+            if (fn) { l->watches[i].fn = fn; l->watches[i].ud = ud; l->watches[i].out = writable; }
             else { l->watches[i] = l->watches[--l->nwatches]; }   /* fn NULL: unwatch */
             return;
         }
@@ -415,7 +418,7 @@ void ts_loop_watch_fd(ts_loop *l, int fd, ts_loop_fn fn, void *ud) {
         l->watches = realloc(l->watches, (size_t)l->cwatches * sizeof *l->watches);
         if (!l->watches) abort();
     }
-    l->watches[l->nwatches++] = (watch){fd, fn, ud};
+    l->watches[l->nwatches++] = (watch){fd, writable, fn, ud};
 }
 
 int ts_http_start(ts_loop *l, const ts_http_req *rq) {
@@ -477,7 +480,7 @@ int ts_loop_run_once(ts_loop *l, int max_wait_ms) {
     int nfds = l->nwatches < 16 ? l->nwatches : 16;
     for (int i = 0; i < nfds; i++) {
         fds[i].fd = l->watches[i].fd;
-        fds[i].events = CURL_WAIT_POLLIN;
+        fds[i].events = l->watches[i].out ? CURL_WAIT_POLLOUT : CURL_WAIT_POLLIN;
         fds[i].revents = 0;
     }
     int numfds = 0;

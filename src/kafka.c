@@ -67,6 +67,15 @@ typedef struct ktopic {
     _Atomic int32_t partitions;
 } ktopic;
 
+/* What a message carries, as its opaque when points are grouped (the
+ * delivery report then needs no scan of the text for its point count);
+ * listed so that those librdkafka never reports are freed with the target. */
+typedef struct kmsg {
+    struct kmsg *prev, *next;
+    kchunk *c;
+    size_t lines;
+} kmsg;
+
 /* Points waiting to be sent together: one per partition. */
 typedef struct kgroup {
     ts_buf val, key;
@@ -99,6 +108,7 @@ struct ts_kafka {
     ts_kafka_enc *enc;        /* series cache: JSON heads, partitions */
     kgroup *groups;
     int32_t ngroups;
+    kmsg *msgs;               /* grouped messages in librdkafka */
     ts_kafka_stats st;
     rlimit rl_perm, rl_retry, rl_client, rl_drop, rl_invalid;
 };
@@ -422,6 +432,14 @@ static int produce_msg(ts_kafka *k, kchunk *c, const char *key, size_t klen, con
                        size_t lines, int32_t partition, int flags) {
     rd_kafka_topic_t *rkt = k->topics[c->topic].rkt;
     rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+    void *opaque = c;
+    kmsg *km = NULL;
+    if (k->per_message > 1) {
+        km = malloc(sizeof *km);
+        if (!km) abort();
+        *km = (kmsg){NULL, k->msgs, c, lines};
+        opaque = km;
+    }
     if (k->format == TS_KAFKA_LP) {
         /* line protocol carries no database or retention policy: headers do */
         const char *prec = ts_precision_name(c->prec);
@@ -429,9 +447,15 @@ static int produce_msg(ts_kafka *k, kchunk *c, const char *key, size_t klen, con
                               RD_KAFKA_V_MSGFLAGS(flags), RD_KAFKA_V_KEY(key, klen),
                               RD_KAFKA_V_VALUE((void *)val, vlen), RD_KAFKA_V_HEADER("db", c->db, -1),
                               RD_KAFKA_V_HEADER("rp", c->rp, -1), RD_KAFKA_V_HEADER("precision", prec, -1),
-                              RD_KAFKA_V_OPAQUE(c), RD_KAFKA_V_END);
-    } else if (rd_kafka_produce(rkt, partition, flags, (void *)val, vlen, key, klen, c) != 0) {
+                              RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+    } else if (rd_kafka_produce(rkt, partition, flags, (void *)val, vlen, key, klen, opaque) != 0) {
         e = rd_kafka_last_error();
+    }
+    if (km && e == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (k->msgs) k->msgs->prev = km;
+        k->msgs = km;
+    } else {
+        free(km);
     }
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
         c->outstanding += lines;
@@ -662,8 +686,19 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     (void)rk;
     ts_kafka *k = opaque;
     kchunk *c = m->_private;
+    size_t lines = 1;
+    if (k->per_message > 1) {
+        kmsg *km = m->_private;
+        c = km ? km->c : NULL;
+        lines = km ? km->lines : 0;
+        if (km) {
+            if (km->prev) km->prev->next = km->next;
+            else k->msgs = km->next;
+            if (km->next) km->next->prev = km->prev;
+            free(km);
+        }
+    }
     if (k->freeing || !c) return;
-    size_t lines = k->per_message > 1 ? ts_kafka_enc_msg_points(m->payload, m->len) : 1;
     c->outstanding -= lines;
     k->outstanding -= lines;
     if (!m->err) {
@@ -762,6 +797,10 @@ void ts_kafka_free(ts_kafka *k) {
         rd_kafka_poll(k->rk, 0);
     }
     close_producer(k);
+    for (kmsg *m = k->msgs, *n; m; m = n) {
+        n = m->next;
+        free(m);
+    }
     if (k->conf) rd_kafka_conf_destroy(k->conf);
     for (kchunk *c = k->head, *n; c; c = n) {
         n = c->next;

@@ -164,37 +164,46 @@ static const int64_t prec_ns[] = {
 /* RFC 3339 in UTC with the fraction trimmed of trailing zeros, as Go's
  * time.RFC3339Nano prints it (Traffic Stats' JSON). */
 static void rfc3339(ts_buf *out, int64_t ns) {
-    /* a poll's points share a handful of seconds: the date part is cached */
-    static int64_t last_sec = INT64_MIN;
-    static char date[40];
-    static int date_len;
-    int64_t sec = ns / 1000000000, frac = ns % 1000000000;
-    if (frac < 0) {
-        frac += 1000000000;
-        sec--;
-    }
-    if (sec != last_sec) {
-        time_t t = (time_t)sec;
-        struct tm tm;
-        gmtime_r(&t, &tm);
-        date_len = snprintf(date, sizeof date, "\"%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900, tm.tm_mon + 1,
-                            tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
-        last_sec = sec;
-    }
-    char b[16];
-    int n = 0;
-    if (frac) {
-        b[n++] = '.';
-        for (int64_t div = 100000000; div > 0 && frac; div /= 10) {
-            b[n++] = (char)('0' + frac / div);
-            frac %= div;
+    /* a poll's points share a handful of time stamps: the last one's text is
+     * kept whole, and the date part of the last second */
+    static int64_t last_ns = INT64_MIN, last_sec = INT64_MIN;
+    static char text[64], date[40];
+    static size_t text_len, date_len;
+    if (ns != last_ns) {
+        int64_t sec = ns / 1000000000, frac = ns % 1000000000;
+        if (frac < 0) {
+            frac += 1000000000;
+            sec--;
         }
+        if (sec != last_sec) {
+            time_t t = (time_t)sec;
+            struct tm tm;
+            gmtime_r(&t, &tm);
+            date_len = (size_t)snprintf(date, sizeof date, "\"%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+                                        tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+            last_sec = sec;
+        }
+        memcpy(text, date, date_len);
+        size_t n = date_len;
+        if (frac) {
+            /* nine digits (constant divisors: no division instruction), trailing zeros trimmed */
+            char d9[9];
+            for (int i = 8; i >= 0; i--) {
+                d9[i] = (char)('0' + frac % 10);
+                frac /= 10;
+            }
+            size_t nd = 9;
+            while (d9[nd - 1] == '0') nd--;
+            text[n++] = '.';
+            memcpy(text + n, d9, nd);
+            n += nd;
+        }
+        text[n++] = 'Z';
+        text[n++] = '"';
+        text_len = n;
+        last_ns = ns;
     }
-    b[n++] = 'Z';
-    b[n++] = '"';
-    ts_buf_reserve(out, (size_t)date_len + (size_t)n);
-    ts_buf_add(out, date, (size_t)date_len);
-    ts_buf_add(out, b, (size_t)n);
+    ts_buf_add(out, text, text_len);
 }
 
 size_t ts_kafka_enc_series_key(const char *line, size_t len) {
@@ -366,12 +375,6 @@ size_t ts_kafka_enc_count_lines(const char *p, size_t n) {
         if (s < e) c++;
         i = e + 1;
     }
-    return c;
-}
-
-size_t ts_kafka_enc_msg_points(const char *p, size_t n) {
-    size_t c = 1;
-    for (const char *e = p + n; p < e && (p = memchr(p, '\n', (size_t)(e - p))) != NULL; p++) c++;
     return c;
 }
 

@@ -1,6 +1,8 @@
 /* Kafka's position in the on-disk spool (C core, no Lua): reads the spool
  * through the consumer "kafka", hands each record to the Kafka target and
- * acknowledges it in the spool when the target reports it done; holds back
+ * acknowledges it in the spool when the target reports it done (a record
+ * the target list hands over as it is appended goes from memory: no read
+ * back); holds back
  * while the target has more than its mark waiting, so that Kafka being down
  * leaves the backlog on disk, not in memory. */
 #include "ts_kafka_feed.h"
@@ -73,6 +75,33 @@ void ts_kafka_feed_pump(ts_kafka_feed *f) {
         ts_kafka_submit(f->k, &d, r.body, r.len, 0, feed_done, fr);
     }
     f->in_pump = 0;
+}
+
+/* A record the spool just took goes to the target from memory while the
+ * target has room (the same mark as reading): claimed in the consumer, it is
+ * never read back and is acknowledged as one read back would be. Past the
+ * mark it stays on disk and is read when there is room. */
+int ts_kafka_feed_live(ts_kafka_feed *f, const ts_dest *d, ts_buf *body, int take, size_t lines, ts_spool_pos at,
+                       ts_spool_pos next) {
+    if (!f || f->stopped || f->in_pump || ts_kafka_backlog_bytes(f->k) >= f->high) return 0;
+    ts_spool_claim(f->cons, at, next);
+    feed_rec *fr = malloc(sizeof *fr);
+    if (!fr) abort();
+    fr->f = f;
+    fr->pos = at;
+    fr->prev = NULL;
+    fr->next = f->open;
+    if (f->open) f->open->prev = fr;
+    f->open = fr;
+    f->st.records_claimed++;
+    f->st.records_open++;
+    f->st.points_read += lines;
+    ts_kafka_dest kd = {d->db, d->rp, d->precision};
+    f->in_pump = 1;   /* a done inside the submit reads on only after this one is in */
+    if (take) ts_kafka_submit_buf(f->k, &kd, body, 0, feed_done, fr);   /* leaves body empty */
+    else ts_kafka_submit(f->k, &kd, body->data, body->len, 0, feed_done, fr);
+    f->in_pump = 0;
+    return 1;
 }
 
 static void feed_timer(void *ud) {
@@ -166,6 +195,11 @@ static void kt_submit(void *self, ts_batch *b) {
 
 static int kt_reads_spool(void *self) { return ((kafka_target *)self)->f != NULL; }
 
+static int kt_live(void *self, const ts_dest *d, ts_buf *body, int take, size_t lines, ts_spool_pos at,
+                   ts_spool_pos next) {
+    return ts_kafka_feed_live(((kafka_target *)self)->f, d, body, take, lines, at, next);
+}
+
 static void kt_tick(void *self) {
     kafka_target *t = self;
     ts_kafka_stats s;
@@ -218,7 +252,7 @@ static void kt_close(void *self) {
 }
 
 static const ts_target_ops kafka_ops = {"kafka", kt_submit, kt_reads_spool, kt_tick, kt_healthy, kt_stats, kt_drain,
-                                        kt_close, NULL};   /* live: reads every record back */
+                                        kt_close, kt_live};
 
 ts_target *ts_kafka_feed_target(ts_kafka *k, ts_kafka_feed *f) {
     kafka_target *t = calloc(1, sizeof *t);

@@ -358,12 +358,14 @@ void ts_kafka_report(const ts_kafka *k, const ts_kafka_feed *feed) {
     if (!k) return;
     ts_kafka_stats s;
     ts_kafka_get_stats(k, &s);
-    char sp[200] = "";
+    char sp[260] = "";
     if (feed) {
         ts_kafka_feed_stats fs;
         ts_kafka_feed_get_stats(feed, &fs);
-        snprintf(sp, sizeof sp, " spool_records_read=%llu spool_backlog_bytes=%llu spool_lines_lost=%llu missed=%lld",
-                 (unsigned long long)fs.records_read, (unsigned long long)fs.backlog_bytes,
+        snprintf(sp, sizeof sp,
+                 " spool_records_read=%llu spool_records_claimed=%llu spool_backlog_bytes=%llu spool_lines_lost=%llu missed=%lld",
+                 (unsigned long long)fs.records_read, (unsigned long long)fs.records_claimed,
+                 (unsigned long long)fs.backlog_bytes,
                  (unsigned long long)fs.lines_lost, (long long)ts_counter_get("kafka_points_missed")->value);
     }
     ts_info("kafka: messages=%llu delivered=%llu failed=%llu retried=%llu maybe_dup=%llu dropped=%llu invalid=%llu "

@@ -1,9 +1,13 @@
 /* pg.c: tstats.pg, the PostgreSQL binding for Lua (C core side, libpq).
  * Policy (which SQL, when, transactions) lives in Lua (lua/summary.lua); this file
  * only turns libpq into `connect`, `query`, `exec` with text parameters and typed
- * rows, reconnects a lost connection once, and keeps passwords out of messages. */
+ * rows, reconnects a lost connection once, and keeps passwords out of messages.
+ * In a coroutine the daemon marked async the calls run on its loop and yield
+ * (src/pg_async.c drives libpq); elsewhere they block. */
 #include "ts_pg.h"
+#include "ts_async.h"
 #include "ts_log.h"
+#include "ts_pg_async.h"
 
 #include <lauxlib.h>
 #include <libpq-fe.h>
@@ -32,6 +36,10 @@ typedef struct pgconn {
      * after a lost connection the server rolled it back, so a later statement
      * of that transaction must fail instead of running in autocommit. */
     int in_tx;
+    /* A call on the loop gave up waiting (timeout_ms): the connection's state
+     * is unknown, so the next call starts with a reset. */
+    int stale;
+    int64_t timeout_ms;       /* per call on the loop (connect: the conninfo's connect_timeout); 0 = none */
     char *secret[MAX_SECRETS];
 } pgconn;
 
@@ -120,6 +128,7 @@ static void conn_finish(pgconn *p) {
     if (p->c) PQfinish(p->c);
     p->c = NULL;
     p->in_tx = 0;
+    p->stale = 0;
     free_secrets(p);
 }
 
@@ -130,6 +139,7 @@ static int do_reset(pgconn *p) {
     ts_counter_add(c_resets, 1);
     PQreset(p->c);
     p->in_tx = 0;
+    p->stale = 0;
     if (PQstatus(p->c) == CONNECTION_OK) {
         ts_info("pg: reconnected to %s:%s", PQhost(p->c) ? PQhost(p->c) : "?", PQport(p->c) ? PQport(p->c) : "?");
         return 0;
@@ -137,11 +147,48 @@ static int do_reset(pgconn *p) {
     return -1;
 }
 
+static int pg_k(lua_State *L, int status, lua_KContext k);
+enum { ST_CONNECT, ST_RESET_FIRST, ST_QUERY, ST_RESET_RETRY };
+enum { OP_QUERY, OP_EXEC };
+
+/* The conninfo's connect_timeout (libpq applies it only to blocking connects). */
+static int64_t connect_timeout_ms(PGconn *c) {
+    int64_t ms = 0;
+    PQconninfoOption *o = PQconninfo(c);
+    for (PQconninfoOption *i = o; i && i->keyword; i++)
+        if (strcmp(i->keyword, "connect_timeout") == 0 && i->val) ms = (int64_t)atoi(i->val) * 1000;
+    PQconninfoFree(o);
+    return ms > 0 ? ms : 0;
+}
+
+/* The end of a connect: the connection at idx, or nil, err. */
+static int connected(lua_State *L, pgconn *p, int idx) {
+    add_secret(p, PQpass(p->c)); /* may come from PGPASSWORD or .pgpass */
+    if (PQstatus(p->c) != CONNECTION_OK) {
+        int r = fail(L, p, "pg: connect: ", PQerrorMessage(p->c));
+        conn_finish(p);
+        return r;
+    }
+    PQsetNoticeProcessor(p->c, notice_to_log, NULL);
+    lua_pushvalue(L, idx);
+    return 1;
+}
+
 static int l_connect(lua_State *L) {
     const char *conninfo = luaL_checkstring(L, 1);
-    pgconn *p = lua_newuserdatauv(L, sizeof *p, 0);
+    double timeout = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        lua_getfield(L, 2, "timeout");
+        timeout = luaL_optnumber(L, -1, 0);
+        lua_pop(L, 1);
+        luaL_argcheck(L, timeout >= 0, 2, "timeout must be >= 0 seconds");
+    }
+    lua_settop(L, 2);
+    pgconn *p = lua_newuserdatauv(L, sizeof *p, 0);   /* index 3 */
     memset(p, 0, sizeof *p);
     luaL_setmetatable(L, TS_PG_CONN_MT);
+    p->timeout_ms = (int64_t)(timeout * 1000.0 + 0.5);
 
     /* Learn the password first so it can be scrubbed even from a parse error. */
     char *perr = NULL;
@@ -171,19 +218,26 @@ static int l_connect(lua_State *L) {
      * host must not block the daemon forever, and the server should see who we are. */
     const char *const kw[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
     const char *const val[] = {"10", "tstats", conninfo, NULL};
+    ts_loop *loop;
+    int *wake;
+    if (ts_async_get(L, &loop, &wake)) {
+        p->c = PQconnectStartParams(kw, val, 1);
+        if (!p->c) {
+            free_secrets(p);
+            return fail(L, NULL, "pg: connect: ", "out of memory");
+        }
+        ts_pg_wait *w = ts_pg_wait_push(L, loop, wake);
+        w->stage = ST_CONNECT;
+        w->conn_idx = 3;
+        if (ts_pg_wait_connect(w, p->c, 0, connect_timeout_ms(p->c)) != 0) return connected(L, p, 3);
+        return pg_k(L, LUA_OK, (lua_KContext)lua_gettop(L));
+    }
     p->c = PQconnectdbParams(kw, val, 1);
     if (!p->c) {
         free_secrets(p);
         return fail(L, NULL, "pg: connect: ", "out of memory");
     }
-    add_secret(p, PQpass(p->c)); /* may come from PGPASSWORD or .pgpass */
-    if (PQstatus(p->c) != CONNECTION_OK) {
-        int r = fail(L, p, "pg: connect: ", PQerrorMessage(p->c));
-        conn_finish(p);
-        return r;
-    }
-    PQsetNoticeProcessor(p->c, notice_to_log, NULL);
-    return 1;
+    return connected(L, p, 3);
 }
 
 /* Shortest text that reads back as the same double (STYLE: numbers exact). */
@@ -278,7 +332,7 @@ static PGresult *run(lua_State *L, pgconn *p, const char *sql, const params *pp)
         return NULL;
     }
     int retried = 0;
-    if (PQstatus(p->c) != CONNECTION_OK) {
+    if (PQstatus(p->c) != CONNECTION_OK || p->stale) {
         int was_tx = p->in_tx;
         if (do_reset(p) != 0) {
             fail(L, p, "pg: connection lost, reconnect failed: ", PQerrorMessage(p->c));
@@ -350,14 +404,7 @@ static void push_value(lua_State *L, PGresult *r, int row, int col) {
     }
 }
 
-static int l_query(lua_State *L) {
-    pgconn *p = check_conn(L);
-    const char *sql = luaL_checkstring(L, 2);
-    params pp;
-    const char *perr = collect_params(L, 3, &pp);
-    if (perr) return fail(L, p, "pg: ", perr);
-    PGresult *r = run(L, p, sql, &pp);
-    if (!r) return 2;
+static int push_rows(lua_State *L, PGresult *r) {
     int nrows = PQntuples(r), nf = PQnfields(r);
     lua_createtable(L, nrows, 0);
     for (int i = 0; i < nrows; i++) {
@@ -369,23 +416,152 @@ static int l_query(lua_State *L) {
         }
         lua_rawseti(L, -2, i + 1);
     }
-    PQclear(r);
     return 1;
 }
 
-static int l_exec(lua_State *L) {
+static int push_count(lua_State *L, PGresult *r) {
+    const char *n = PQcmdTuples(r); /* "" for statements without a count (BEGIN) */
+    lua_pushinteger(L, *n ? (lua_Integer)strtoll(n, NULL, 10) : 0);
+    return 1;
+}
+
+static void note_tx(pgconn *p) {
+    PGTransactionStatusType ts = PQtransactionStatus(p->c);
+    p->in_tx = ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR;
+}
+
+static int start_query(lua_State *L, pgconn *p, ts_pg_wait *w) {
+    PGTransactionStatusType ts = PQtransactionStatus(p->c);
+    w->tx_before = ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR;
+    w->stage = ST_QUERY;
+    if (ts_pg_wait_query(w, p->c, w->sql, w->nparams, w->vals, p->timeout_ms) == 0) return 0;
+    if (PQstatus(p->c) == CONNECTION_BAD) return 1;   /* handled as a lost connection */
+    fail(L, p, "pg: ", PQerrorMessage(p->c));
+    return -1;
+}
+
+static int start_reset(lua_State *L, pgconn *p, ts_pg_wait *w, int stage) {
+    counters_init();
+    ts_counter_add(c_resets, 1);
+    p->in_tx = 0;
+    p->stale = 0;
+    w->stage = stage;
+    if (ts_pg_wait_connect(w, p->c, 1, connect_timeout_ms(p->c)) == 0) return 0;
+    fail(L, p, "pg: connection lost, reconnect failed: ", PQerrorMessage(p->c));
+    return -1;
+}
+
+/* The reconnect policy of run() on the loop, one stage per outcome of the
+ * wait at stack index k; each call either yields again or returns the answer. */
+static int pg_k(lua_State *L, int status, lua_KContext k) {
+    (void)status;
+    ts_pg_wait *w = lua_touserdata(L, (int)k);
+    pgconn *p = lua_touserdata(L, w->conn_idx);
+    for (;;) {
+        int rc = ts_pg_wait_step(w);
+        if (rc == TS_PGW_AGAIN) return lua_yieldk(L, 0, k, pg_k);
+        if (w->stage == ST_CONNECT) {
+            if (rc == TS_PGW_TIMEOUT) {
+                int r = fail(L, p, "pg: connect: ", "no answer within connect_timeout");
+                conn_finish(p);
+                return r;
+            }
+            return connected(L, p, w->conn_idx);
+        }
+        if (w->stage == ST_RESET_FIRST || w->stage == ST_RESET_RETRY) {
+            if (rc != TS_PGW_DONE) {
+                p->stale = 1;   /* try again from scratch next time */
+                return fail(L, p, w->stage == ST_RESET_FIRST ? "pg: connection lost, reconnect failed: " : "pg: connection lost: ",
+                            rc == TS_PGW_TIMEOUT ? "no answer within connect_timeout" : PQerrorMessage(p->c));
+            }
+            ts_info("pg: reconnected to %s:%s", PQhost(p->c) ? PQhost(p->c) : "?", PQport(p->c) ? PQport(p->c) : "?");
+            if (w->stage == ST_RESET_FIRST && w->was_tx)
+                return fail(L, p, "pg: ", "connection was lost inside a transaction (rolled back); reconnected, "
+                                          "restart the transaction");
+            w->retried = 1;
+            int s = start_query(L, p, w);
+            if (s < 0) return 2;
+            if (s > 0) rc = TS_PGW_FAILED;
+            else continue;
+        }
+        /* ST_QUERY */
+        PGresult *r = ts_pg_wait_take(w);
+        if (rc == TS_PGW_TIMEOUT) {
+            PQclear(r);
+            /* the server may be hung: drop the connection at the next call (a
+             * transaction of it is rolled back by the server, as on a lost one) */
+            p->stale = 1;
+            p->in_tx = w->tx_before;
+            lua_pushnil(L);
+            lua_pushfstring(L, "pg: no answer within %d ms; the connection is dropped", (int)p->timeout_ms);
+            counters_init();
+            ts_counter_add(c_errors, 1);
+            return 2;
+        }
+        if (rc == TS_PGW_DONE && r && result_ok(r)) {
+            note_tx(p);
+            int n = w->op == OP_QUERY ? push_rows(L, r) : push_count(L, r);
+            PQclear(r);
+            return n;
+        }
+        if (PQstatus(p->c) != CONNECTION_BAD) {
+            note_tx(p);
+            fail_result(L, p, r);
+            PQclear(r);
+            return 2;
+        }
+        PQclear(r);
+        if (w->tx_before) {
+            /* outcome unknown, as in run(); the next call reconnects first */
+            p->in_tx = 0;
+            return fail(L, p, "pg: connection lost inside a transaction (not retried): ", PQerrorMessage(p->c));
+        }
+        if (w->retried) return fail(L, p, "pg: connection lost: ", PQerrorMessage(p->c));
+        if (start_reset(L, p, w, ST_RESET_RETRY) != 0) return 2;
+    }
+}
+
+/* query / exec: on the loop in an async coroutine, else run() blocking. */
+static int call(lua_State *L, int op) {
     pgconn *p = check_conn(L);
     const char *sql = luaL_checkstring(L, 2);
     params pp;
-    const char *perr = collect_params(L, 3, &pp);
+    const char *perr = collect_params(L, 3, &pp);   /* its userdata stays on the stack: vals live */
     if (perr) return fail(L, p, "pg: ", perr);
-    PGresult *r = run(L, p, sql, &pp);
-    if (!r) return 2;
-    const char *n = PQcmdTuples(r); /* "" for statements without a count (BEGIN) */
-    lua_pushinteger(L, *n ? (lua_Integer)strtoll(n, NULL, 10) : 0);
-    PQclear(r);
-    return 1;
+    ts_loop *loop;
+    int *wake;
+    if (!ts_async_get(L, &loop, &wake)) {
+        PGresult *r = run(L, p, sql, &pp);
+        if (!r) return 2;
+        int n = op == OP_QUERY ? push_rows(L, r) : push_count(L, r);
+        PQclear(r);
+        return n;
+    }
+    if (!p->c) return fail(L, p, "pg: ", "connection is closed");
+    ts_pg_wait *w = ts_pg_wait_push(L, loop, wake);
+    w->conn_idx = 1;
+    w->op = op;
+    w->sql = sql;
+    w->nparams = pp.n;
+    w->vals = pp.vals;
+    lua_KContext k = (lua_KContext)lua_gettop(L);
+    if (PQstatus(p->c) != CONNECTION_OK || p->stale) {
+        w->was_tx = p->in_tx;
+        if (start_reset(L, p, w, ST_RESET_FIRST) != 0) return 2;
+    } else {
+        int s = start_query(L, p, w);
+        if (s < 0) return 2;
+        if (s > 0 && w->tx_before) {
+            p->in_tx = 0;
+            return fail(L, p, "pg: connection lost inside a transaction (not retried): ", PQerrorMessage(p->c));
+        }
+        if (s > 0 && start_reset(L, p, w, ST_RESET_RETRY) != 0) return 2;
+    }
+    return pg_k(L, LUA_OK, k);
 }
+
+static int l_query(lua_State *L) { return call(L, OP_QUERY); }
+static int l_exec(lua_State *L) { return call(L, OP_EXEC); }
 
 static int l_close(lua_State *L) {
     conn_finish(check_conn(L));
