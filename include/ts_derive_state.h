@@ -179,7 +179,11 @@ typedef struct ddefst {
     uint32_t ratio_first, ratio_paired;   /* ratio: series whose first / second value of the pair came this poll */
 } ddefst;
 
-typedef struct dbind { dcellset *set; uint32_t op; } dbind;
+/* What a sample does to one cell set, worked out when the stat is bound:
+ * the per-sample path switches once on it, and each case adds with its
+ * aggregation known (no second dispatch on the definition's agg). */
+enum { DB_SUM, DB_MIN, DB_MAX, DB_PLAIN, DB_RATE, DB_RATIO, DB_WIN };
+typedef struct dbind { dcellset *set; uint32_t op, code; } dbind;
 struct ts_derive_slots {
     uint32_t n;
     dbind b[];

@@ -34,17 +34,29 @@ static const char DIG2[201] =
     "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
     "8081828384858687888990919293949596979899";
 
-/* The digits of q, written backwards so they end at end; returns where they start. */
+/* The digits of q, written backwards so they end at end; returns where they
+ * start. Eight digits at a time come off in 64 bits, the pairs of each in 32
+ * (a 17-digit value is two 64-bit divisions and 32-bit steps, not eight
+ * 64-bit ones: the end of a poll writes one per derived point). */
 static char *digits_r(char *end, uint64_t q) {
     char *p = end;
-    while (q >= 100) {
-        unsigned r = (unsigned)(q % 100);
-        q /= 100;
-        p -= 2;
-        memcpy(p, DIG2 + 2 * r, 2);
+    while (q >= 100000000) {
+        uint32_t r = (uint32_t)(q % 100000000);
+        q /= 100000000;
+        for (int i = 0; i < 4; i++) {
+            p -= 2;
+            memcpy(p, DIG2 + 2 * (r % 100), 2);
+            r /= 100;
+        }
     }
-    if (q >= 10) { p -= 2; memcpy(p, DIG2 + 2 * q, 2); }
-    else *--p = (char)('0' + q);
+    uint32_t s = (uint32_t)q;
+    while (s >= 100) {
+        p -= 2;
+        memcpy(p, DIG2 + 2 * (s % 100), 2);
+        s /= 100;
+    }
+    if (s >= 10) { p -= 2; memcpy(p, DIG2 + 2 * s, 2); }
+    else *--p = (char)('0' + s);
     return p;
 }
 
@@ -129,7 +141,7 @@ typedef struct emitter {
     outb v[TS_DERIVE_MAX_DESTS];
     int n;
     size_t points;
-    int64_t t;           /* the time stamp whose text ts holds (the groups of a poll mostly share one) */
+    int64_t t;           /* the time stamp whose text ts holds (a poll's groups: the same or a few ms apart) */
     size_t tslen;        /* 0: none yet */
     char ts[24];
 } emitter;
@@ -163,6 +175,25 @@ static size_t fmt_time(char out[24], int64_t t) {
     return n;
 }
 
+/* em->ts becomes the text of tp. The groups of a poll mostly carry time
+ * stamps that differ in their last digits (per-cache groups: each cache's
+ * own sample time): when only the last five can differ, those are
+ * rewritten in place. */
+static void put_time(emitter *em, int64_t tp) {
+    if (em->tslen && tp == em->t) return;
+    if (em->tslen && tp >= 100000 && em->t >= 100000 && tp / 100000 == em->t / 100000) {
+        uint32_t lo = (uint32_t)(tp % 100000);
+        char *w = em->ts + em->tslen;
+        w[-1] = (char)('0' + lo % 10);
+        lo /= 10;
+        memcpy(w - 3, DIG2 + 2 * (lo % 100), 2);
+        memcpy(w - 5, DIG2 + 2 * (lo / 100), 2);
+    } else {
+        em->tslen = fmt_time(em->ts, tp);
+    }
+    em->t = tp;
+}
+
 /* One line: measurement, the group's tags, field, value, time. *op is the
  * definition's batch, looked up at its first point. */
 static void emit_point(ts_derive_ep *e, emitter *em, ddefst *ds, outb **op, const dgroup *g, double v, int64_t t_ms) {
@@ -172,9 +203,10 @@ static void emit_point(ts_derive_ep *e, emitter *em, ddefst *ds, outb **op, cons
     if (!*op && !(*op = out_batch(em, &ds->dest))) return;
     outb *o = *op;
     int64_t tp = to_prec(t_ms, ds->dest.precision);
-    if (!em->tslen || tp != em->t) { em->t = tp; em->tslen = fmt_time(em->ts, tp); }
+    put_time(em, tp);
     ts_buf *t = o->text;
-    ts_buf_reserve(t, f->meas_len + g->kvs_len + f->field_len + 40 + em->tslen + 4);
+    size_t need = f->meas_len + g->kvs_len + f->field_len + 40 + em->tslen + 4;
+    if (t->cap - t->len < need) ts_buf_reserve(t, need);
     char *w = t->data + t->len;
     memcpy(w, f->meas_esc, f->meas_len); w += f->meas_len;
     memcpy(w, g->kvs, g->kvs_len); w += g->kvs_len;

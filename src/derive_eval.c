@@ -54,8 +54,12 @@ const ts_derive_slots *ts_derive_bind_stat(ts_derive_ep *e, const char *meas, si
             if (!e->defs[i].active) continue;
             for (uint32_t op = 0; op < 2; op++) {
                 const char *want = op == 0 ? f->from : f->over;
-                if (want && strlen(want) == len && memcmp(want, meas, len) == 0 && n < 64)
-                    tmp[n++] = (dbind){cellset_get(e, i, tags), op};
+                if (want && strlen(want) == len && memcmp(want, meas, len) == 0 && n < 64) {
+                    dcellset *cs = cellset_get(e, i, tags);
+                    uint32_t code = cs->kind == CK_RATE ? DB_RATE : cs->kind == CK_RATIO ? DB_RATIO : cs->kind == CK_WIN ? DB_WIN
+                                  : cs->agg == AGG_SUM ? DB_SUM : cs->agg == AGG_MIN ? DB_MIN : cs->agg == AGG_MAX ? DB_MAX : DB_PLAIN;
+                    tmp[n++] = (dbind){cs, op, code};
+                }
             }
         }
         if (n) {
@@ -266,15 +270,27 @@ void ts_derive_sample(ts_derive_ep *e, const ts_cpoint *p) {
         if (*seen == stamp) continue;
         e->d->st.samples++;
         ddefst *ds = cs->ds;
-        switch (cs->kind) {
-        case CK_PLAIN:
+        switch (sl->b[i].code) {
+        case DB_SUM:
+            c->stamp = stamp;
+            acc_add(poll_acc(e, ds, c->group), AGG_SUM, v, t);
+            break;
+        case DB_MIN:
+            c->stamp = stamp;
+            acc_add(poll_acc(e, ds, c->group), AGG_MIN, v, t);
+            break;
+        case DB_MAX:
+            c->stamp = stamp;
+            acc_add(poll_acc(e, ds, c->group), AGG_MAX, v, t);
+            break;
+        case DB_PLAIN:
             c->stamp = stamp;
             acc_add(poll_acc(e, ds, c->group), cs->agg, v, t);
             break;
-        case CK_RATE:
+        case DB_RATE:
             sample_rate(e, ds, (dcell_rate *)c, v, t);   /* sets the stamp once the staged value is taken */
             break;
-        case CK_RATIO:
+        case DB_RATIO:
             *seen = stamp;
             sample_ratio(e, ds, (dcell_ratio *)c, op, v, t);
             break;

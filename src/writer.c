@@ -50,6 +50,8 @@ static void set_opts(ts_writer *w, const ts_writer_opts *o) {
     w->live_cap = w->max_buffer_bytes / 4 < ((size_t)12 << 20) ? w->max_buffer_bytes / 4 : (size_t)12 << 20;
 }
 
+static void on_timer(void *ud);
+
 ts_writer *ts_writer_new(ts_loop *loop, const ts_writer_opts *o) {
     ts_writer *w = calloc(1, sizeof *w);
     if (!w) abort();
@@ -75,6 +77,9 @@ ts_writer *ts_writer_new(ts_loop *loop, const ts_writer_opts *o) {
                         "points/s)",
                         (unsigned long long)cs.backlog_bytes, o->replay_rate > 0 ? o->replay_rate : 500000.0);
             w->flushing = cs.backlog_bytes > 0;   /* replay now, not at the first publish */
+            /* and something must pump: nothing else does before the first publish tick (up to
+             * publishing_interval after the start) */
+            if (w->flushing) w->timer_id = ts_loop_timer(loop, w->timer_due = ts_mono_ms(), on_timer, w);
         }
         w->tokens_at = ts_mono_ms();
     }

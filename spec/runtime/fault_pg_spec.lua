@@ -4,12 +4,10 @@
 -- summary is retried at the next tick, counted and logged, and stats_summary and daily_stats
 -- hold each row exactly once.
 local stack = require "spec.runtime.stack"
-local cjson = require "cjson"
 local q = stack.quote
 
 local DAY = 86400
 local tstats_bin = stack.bin("tstats")
-local sim_bin = stack.bin("tstats-sim")
 local pg_sh = stack.root() .. "/scripts/lib/pg.sh"
 
 describe("fault suite: PostgreSQL stopped during a daily summary", function()
@@ -44,11 +42,8 @@ describe("fault suite: PostgreSQL stopped during a daily summary", function()
       return pg:psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"):match("^%s*1")
     end, 20, 0.2), "the lock was not taken: " .. tostring(stack.read_file(tmp .. "/locker.log")))
 
-    local ready = tmp .. "/ready.json"
-    local sim = stack.spawn("exec " .. sim_bin .. " --ready-file " .. q(ready) .. " --cdns 1 --caches 2 --ds 1",
-      tmp .. "/sim.log")
-    assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05))
-    local to_url = cjson.decode(stack.read_file(ready)).to_url
+    local sim = stack.sim_start("--cdns 1 --caches 2 --ds 1", { dir = tmp })
+    local to_url = sim.to_url
     local port = stack.free_port()
     local cfg = tmp .. "/config.lua"
     stack.write_file(cfg, ([[
@@ -154,10 +149,7 @@ return {
     assert(stack.wait_until(function()
       return pg:psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"):match("^%s*1")
     end, 20, 0.2))
-    local ready = tmp .. "/ready.json"
-    local sim = stack.spawn("exec " .. sim_bin .. " --ready-file " .. q(ready) .. " --cdns 1 --caches 2 --ds 1",
-      tmp .. "/sim.log")
-    assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05))
+    local sim = stack.sim_start("--cdns 1 --caches 2 --ds 1", { dir = tmp })
     local cfg = tmp .. "/config.lua"
     stack.write_file(cfg, ([[
 return {
@@ -168,7 +160,7 @@ return {
   collect = { timeout = 0.5, connect_timeout = 0.5 },
   summary = { sinks = { "pg" }, rollups = { "daily" }, grace = 600 },
   postgres = { conninfo = %q, statement_timeout = 1 },
-}]]):format(cjson.decode(stack.read_file(ready)).to_url, influx.url, tmp .. "/state", pg.conninfo))
+}]]):format(sim.to_url, influx.url, tmp .. "/state", pg.conninfo))
     local log = tmp .. "/tstats.log"
     local function text() return stack.read_file(log) or "" end
     local d = stack.spawn(tstats_bin .. " --config " .. q(cfg) .. " run", log)

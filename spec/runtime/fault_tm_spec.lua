@@ -5,11 +5,9 @@
 -- slot of that CDN skipped and said), counts the log lines, and checks the other CDN kept
 -- every timeslot, the daemon's RSS stayed bounded and it exited 0 at the end.
 local stack = require "spec.runtime.stack"
-local cjson = require "cjson"
 local q = stack.quote
 
 local tstats_bin = stack.bin("tstats")
-local sim_bin = stack.bin("tstats-sim")
 
 local FAULT_S = 4          -- each fault is on this long
 local MAX_PAYLOAD = 2 * 1024 * 1024
@@ -51,11 +49,9 @@ describe("fault suite: Traffic Monitor and Traffic Ops faults", function()
 
   it("7. every simulator fault on one monitor and on all of a CDN's, and Traffic Ops faults", function()
     local tmp = stack.tmpdir()
-    local ready = tmp .. "/ready.json"
-    local sim = stack.spawn("exec " .. sim_bin .. " --ready-file " .. q(ready)
-      .. " --cdns 2 --monitors-per-cdn 2 --caches 10 --ds 2 --payload-cache-ms 0 --poll-ms 250", tmp .. "/sim.log")
-    assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05))
-    local to_url = cjson.decode(stack.read_file(ready)).to_url
+    local sim = stack.sim_start("--cdns 2 --monitors-per-cdn 2 --caches 10 --ds 2 --payload-cache-ms 0 --poll-ms 250",
+      { dir = tmp })
+    local to_url = sim.to_url
     local cfg = tmp .. "/config.lua"
     -- collect.timeout below half the interval: a failed monitor leaves time for the second
     stack.write_file(cfg, ([[

@@ -3,7 +3,6 @@
 -- no error and no definitely lost block (--error-exitcode makes either fail the exit code), the
 -- daemon exits 0 and the polled points are stored. No suppression file: none was needed.
 local stack = require "spec.runtime.stack"
-local cjson = require "cjson"
 local q = stack.quote
 
 local function have_valgrind() return os.execute("command -v valgrind >/dev/null 2>&1") == true end
@@ -15,11 +14,8 @@ describe("runtime smoke under valgrind memcheck", function()
     assert.truthy(have_valgrind(), "valgrind is not installed (scripts/deps installs it)")
     local influx = stack.influxd_start_atc()
     local tmp = stack.tmpdir()
-    local ready = tmp .. "/ready.json"
-    local sim = stack.spawn("exec " .. stack.bin("tstats-sim") .. " --ready-file " .. q(ready)
-      .. " --cdns 1 --caches 5 --ds 2 --payload-cache-ms 0 --poll-ms 250", tmp .. "/sim.log")
-    assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05))
-    local to_url = cjson.decode(stack.read_file(ready)).to_url
+    local sim = stack.sim_start("--cdns 1 --caches 5 --ds 2 --payload-cache-ms 0 --poll-ms 250", { dir = tmp })
+    local to_url = sim.to_url
     local cfg = tmp .. "/config.lua"
     stack.write_file(cfg, ([[
 return {
