@@ -87,7 +87,7 @@ struct ts_writer {
     /* Kept from finished work for the next polls and publishes (see batch.c's pool). */
     ts_batch_pool *pool;
     int pool_owned;                   /* not when the daemon shares one between its writers */
-    ts_buf spare_bodies[8];
+    ts_buf spare_bodies[16];          /* with live records: about live_cap of them (wqueue.c) */
     int nspare_bodies;
 
     /* The spool (see ts_writer.h): records read back through one consumer,

@@ -54,6 +54,10 @@ int ts_target_spool_batch(ts_spool *s, ts_batch *b, size_t max_lines, ts_buf *bu
     *spooled = *invalid = 0;
     while (ts_batch_points(b) > 0) {
         ts_buf_reset(buf);
+        /* one allocation at about the record's size, not a dozen doubling
+         * copies (CacheStats lines are ~90-130 bytes; see encode_chunk) */
+        size_t pts = ts_batch_points(b);
+        ts_buf_reserve(buf, (pts < max_lines ? pts : max_lines) * 128 + 256);
         size_t taken = 0, inv = 0;
         size_t lines = ts_batch_take(b, buf, max_lines, &taken, &inv);
         *invalid += inv;
@@ -69,7 +73,7 @@ int ts_target_spool_batch(ts_spool *s, ts_batch *b, size_t max_lines, ts_buf *bu
         *spooled += lines;
         if (appended) appended(ud, d, buf, lines, at, next);
     }
-    ts_buf_shrink(buf, (size_t)1 << 20);
+    ts_buf_shrink(buf, max_lines * 128 + 256 > ((size_t)1 << 20) ? max_lines * 128 + 256 : (size_t)1 << 20);
     return 1;
 }
 
@@ -177,6 +181,16 @@ static void offer_live(void *ud, const ts_dest *d, ts_buf *buf, size_t lines, ts
     }
 }
 
+/* A compact batch the spool consumed at once goes back to the pool counted
+ * as held for this interval, so the pool keeps a spare of its size for the
+ * next poll (it sizes its spares by what was held: without this, every poll
+ * with the spool on allocated its batch arrays afresh). */
+static void pool_put_consumed(ts_batch_pool *p, ts_batch *b) {
+    ts_batch_pool_hold(p, b);
+    ts_batch_pool_unhold(p, b);
+    ts_batch_pool_put(p, b);
+}
+
 static void on_sync(void *ud) {
     ts_targets *l = ud;
     l->sync_timer = 0;
@@ -204,7 +218,7 @@ void ts_targets_submit(ts_targets *l, ts_batch *b) {
     if (invalid) ts_counter_add(l->c_invalid, (int64_t)invalid);
     /* the interval fsync and the positions within a second of an append */
     if (spooled && !l->sync_timer) l->sync_timer = ts_loop_timer(l->loop, ts_mono_ms() + 1000, on_sync, l);
-    if (all) { ts_batch_pool_put(l->pool, b); return; }
+    if (all) { pool_put_consumed(l->pool, b); return; }
     /* the spool refused (disk full, unwritable: logged there): memory keeps it for every reader */
     if (rest) hand(l, rest, 1);
     if (ts_batch_points(b) > 0) hand(l, b, 1);

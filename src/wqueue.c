@@ -42,7 +42,12 @@ ts_buf ts_wqueue_spare_body(ts_writer *w) {
 /* A sent chunk's body goes back for the next encode_chunk. */
 void ts_wqueue_recycle_body(ts_writer *w, ts_wqueue_chunk *c) {
     size_t limit = w->max_publish_size * 512 + 4096;   /* not a freak-sized one */
-    int keep = w->max_inflight + 1 < 8 ? w->max_inflight + 1 : 8;
+    /* With live records, bodies for about live_cap of them are kept too: each
+     * poll's records then reuse pages instead of faulting in fresh ones (the
+     * peak is the same: at the publish that many are held anyway). */
+    int keep = w->max_inflight + 1;
+    if (w->cons) keep += (int)(w->live_cap / (w->max_publish_size * 128 + 256));
+    if (keep > 16) keep = 16;
     if (c->body.data && c->body.cap <= limit && w->nspare_bodies < keep) {
         w->spare_bodies[w->nspare_bodies++] = c->body;
         ts_buf_init(&c->body);

@@ -137,7 +137,7 @@ ts_wqueue_chunk *ts_wspool_next(ts_writer *w) {
     int rc = ts_spool_read_into(w->cons, &r, &body);
     if (rc != 1) {
         w->spool_dry = rc == 0;
-        if (body.data && w->nspare_bodies < 8) w->spare_bodies[w->nspare_bodies++] = body;
+        if (body.data && w->nspare_bodies < 16) w->spare_bodies[w->nspare_bodies++] = body;
         else ts_buf_free(&body);
         return NULL;
     }
