@@ -226,8 +226,10 @@ ts_httpd *ts_httpd_start(const ts_httpd_opts *o, ts_metrics *m, int *failed) {
         snprintf(h->bearer, n, "Bearer %s", o->token);
     }
     /* One polling thread: answers are small and rendered from a copy; 16 connections and
-     * a 10 s idle timeout keep a misbehaving client from holding resources. */
-    h->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+     * a 10 s idle timeout keep a misbehaving client from holding resources. The thread
+     * needs an inter-thread channel (ITC) for MHD_quiesce_daemon at stop: without it MHD
+     * logs a warning at every shutdown and the quiesce does nothing. */
+    h->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL, NULL,
                             handler, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)16, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
                             MHD_OPTION_END);

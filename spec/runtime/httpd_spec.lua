@@ -230,6 +230,8 @@ describe("HTTP listener #asan", function()
     sim.post("/sim/fault?kind=none")
     d:kill("TERM")
     assert.are.equal(0, d:wait(30))
+    -- the listener stops without libmicrohttpd complaining (quiesce needs its inter-thread channel)
+    assert.falsy(d.logtext():find("MHD_quiesce_daemon", 1, true), "shutdown log: " .. d.logtext():sub(-600))
   end)
 
   it("/health turns 503 with reasons when a CDN's monitors all fail, and 200 again when they recover", function()
