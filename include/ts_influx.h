@@ -58,6 +58,14 @@ void ts_influx_safe_url(char *out, size_t n, const char *url);
  * the whole chunk when the text has neither. */
 size_t ts_influx_rejected_count(const char *msg, size_t lines);
 
+/* The failover rule of a POST to one server: 1 when it answered (the
+ * failover ends there, any status), 0 when the next URL is tried. */
+int ts_influx_answered(int transport_ok, const ts_http_result *r);
+/* Appends one server's failure to err ("; "-separated, *used bytes so far,
+ * no credentials): its HTTP status, its transport error, or, r NULL, a
+ * request that could not be started. */
+void ts_influx_note_failure(char *err, size_t errlen, size_t *used, const char *server_url, int transport_ok,
+                            const ts_http_result *r);
 /* One blocking POST of body to <url><path_query>, from the preferred server
  * on: transport errors and 5xx answers that are not InfluxDB's own JSON
  * errors move on to the next URL. Returns 0 with the answer in out (any

@@ -553,13 +553,7 @@ static int influx_try(lua_State *L, async_influx *a, ts_api_ctx *ctx) {
         a->done = 0;
         ts_http_result_init(&a->res);
         if (ts_http_start(ctx->loop, &rq) == 0) return 0;
-        char host[256];
-        ts_influx_safe_url(host, sizeof host, ts_influx_url(x, idx));
-        if (a->used < sizeof a->err) {
-            int m = snprintf(a->err + a->used, sizeof a->err - a->used, "%s%s: request could not be started",
-                             a->used ? "; " : "", host);
-            if (m > 0) a->used += (size_t)m;
-        }
+        ts_influx_note_failure(a->err, sizeof a->err, &a->used, ts_influx_url(x, idx), 0, NULL);
         a->k++;
     }
     return -1;
@@ -574,22 +568,14 @@ static int influx_continue(lua_State *L, int status, lua_KContext k) {
     int n = x ? ts_influx_nurls(x) : 0;
     int idx = n ? (a->start + a->k) % n : 0;
     ts_http_result *r = &a->res;
-    int answered = r->curl_code == 0 && (r->status < 500 || (r->body.len && r->body.data[0] == '{'));
-    if (answered) {
+    if (ts_influx_answered(r->curl_code == 0, r)) {
         if (n) ts_influx_set_current(x, idx);
         lua_pushinteger(L, r->status);
         lua_pushlstring(L, r->body.data ? r->body.data : "", r->body.len);
         ts_buf_free(&r->body);
         return 2;
     }
-    char host[256];
-    ts_influx_safe_url(host, sizeof host, n ? ts_influx_url(x, idx) : "");
-    if (a->used < sizeof a->err) {
-        int m = r->curl_code == 0
-                    ? snprintf(a->err + a->used, sizeof a->err - a->used, "%s%s: HTTP %ld", a->used ? "; " : "", host, r->status)
-                    : snprintf(a->err + a->used, sizeof a->err - a->used, "%s%s: %s", a->used ? "; " : "", host, r->errmsg);
-        if (m > 0) a->used += (size_t)m;
-    }
+    ts_influx_note_failure(a->err, sizeof a->err, &a->used, n ? ts_influx_url(x, idx) : "", r->curl_code == 0, r);
     ts_buf_free(&r->body);
     a->k++;
     if (ctx && influx_try(L, a, ctx) == 0) return lua_yieldk(L, 0, k, influx_continue);

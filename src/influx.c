@@ -205,6 +205,24 @@ int ts_influx_classify(const ts_http_result *r, const char *msg) {
     return TS_INFLUX_HOST;                /* 1xx/3xx: not an InfluxDB answer */
 }
 
+int ts_influx_answered(int transport_ok, const ts_http_result *r) {
+    /* a 5xx carrying InfluxDB's own JSON error (500 retention policy not
+     * found) is an answer; other 5xx and transport errors mean "next URL" */
+    return transport_ok && (r->status < 500 || (r->body.len && r->body.data[0] == '{'));
+}
+
+void ts_influx_note_failure(char *err, size_t errlen, size_t *used, const char *server_url, int transport_ok,
+                            const ts_http_result *r) {
+    if (*used >= errlen) return;
+    char host[256];
+    ts_influx_safe_url(host, sizeof host, server_url);
+    const char *sep = *used ? "; " : "";
+    int m = !r             ? snprintf(err + *used, errlen - *used, "%s%s: request could not be started", sep, host)
+            : transport_ok ? snprintf(err + *used, errlen - *used, "%s%s: HTTP %ld", sep, host, r->status)
+                           : snprintf(err + *used, errlen - *used, "%s%s: %s", sep, host, r->errmsg);
+    if (m > 0) *used += (size_t)m;
+}
+
 int ts_influx_post(ts_influx *x, const char *path_query, const char *body, size_t len, const char *ctype,
                    size_t max_body, ts_http_result *out, char *err, size_t errlen) {
     if (errlen) err[0] = '\0';
@@ -213,8 +231,6 @@ int ts_influx_post(ts_influx *x, const char *path_query, const char *body, size_
     int start = x->cur;
     for (int k = 0; k < x->nurls; k++) {
         int idx = (start + k) % x->nurls;
-        char host[256];
-        ts_influx_safe_url(host, sizeof host, x->urls[idx]);
         ts_buf url;
         ts_buf_init(&url);
         ts_buf_printf(&url, "%s%s", x->urls[idx], path_query);
@@ -225,19 +241,13 @@ int ts_influx_post(ts_influx *x, const char *path_query, const char *body, size_
         ts_http_result_init(&r);
         int prc = ts_http_perform(&rq, &r);
         ts_buf_free(&url);
-        /* a 5xx carrying InfluxDB's own JSON error (500 retention policy not
-         * found) is an answer; other 5xx and transport errors mean "next URL" */
-        if (prc == 0 && (r.status < 500 || (r.body.len && r.body.data[0] == '{'))) {
+        if (ts_influx_answered(prc == 0, &r)) {
             x->cur = idx;
             ts_http_result_free(out);
             *out = r;
             return 0;
         }
-        if (used < errlen) {
-            int m = prc == 0 ? snprintf(err + used, errlen - used, "%s%s: HTTP %ld", used ? "; " : "", host, r.status)
-                             : snprintf(err + used, errlen - used, "%s%s: %s", used ? "; " : "", host, r.errmsg);
-            if (m > 0) used += (size_t)m;
-        }
+        ts_influx_note_failure(err, errlen, &used, x->urls[idx], prc == 0, &r);
         ts_http_result_free(&r);
     }
     return -1;
