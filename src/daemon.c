@@ -62,7 +62,7 @@ typedef struct tsd {
     lua_State *refresh_co;    /* the Traffic Ops refresh in progress (a coroutine), or NULL */
     int refresh_ref;          /* its registry anchor */
     int refresh_again;        /* asked for while one was in progress (SIGHUP) */
-    int async_wake;           /* a request of the refresh is over: resume it */
+    int async_wake;           /* a request of the refresh or the summary is over: resume them (whoever reads it clears it) */
     int plan_fresh;           /* the last refresh installed a new plan */
     int reload_pending;       /* a SIGHUP's refresh is not over yet: "reloaded" waits for its plan */
     lua_State *summary_co;    /* the daily summary in progress (a coroutine, like the refresh), or NULL */
@@ -289,7 +289,6 @@ static void publish_metrics(tsd *d);
  * ends (returns install_plan's answer, or -1 on a Lua error). */
 static int refresh_resume(tsd *d) {
     lua_State *L = d->L, *co = d->refresh_co;
-    d->async_wake = 0;
     int nres = 0;
     int st = lua_resume(co, L, 0, &nres);
     if (st == LUA_YIELD) {
@@ -357,7 +356,10 @@ static int refresh_plan(tsd *d) {
     while (rc == 1 && !d->want_stop) {
         ts_loop_run_once(d->loop, 250);
         publish_metrics(d);
-        if (d->async_wake && d->refresh_co) rc = refresh_resume(d);
+        if (d->async_wake && d->refresh_co) {
+            d->async_wake = 0;
+            rc = refresh_resume(d);
+        }
     }
     return rc == 1 ? -1 : rc;
 }
