@@ -6,7 +6,9 @@
 #   influxd.sh stop DIR
 # Env: TS_INFLUX_PORT / TS_INFLUX_RPC_PORT force ports (refused if taken);
 #      TS_INFLUX_WAIT seconds to wait for /ping (default 30);
-#      TS_INFLUX_MAX_BODY write body limit in bytes (default 25000000, influxd's; larger -> HTTP 413).
+#      TS_INFLUX_MAX_BODY write body limit in bytes (default 25000000, influxd's; larger -> HTTP 413);
+#      TS_INFLUX_DATA_CONF more [data] lines, ';'-separated (e.g. 'wal-fsync-delay = "100ms"'): the
+#      benchmark's influxd only (scripts/bench --influx-load-runs); unset, the config is the tests'.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/ports.sh"
@@ -24,6 +26,7 @@ bind-address = "127.0.0.1:$3"
   wal-dir = "$1/wal"
   query-log-enabled = false
   max-series-per-database = ${TS_INFLUX_MAX_SERIES:-1000000}
+$(tr ';' '\n' <<<"${TS_INFLUX_DATA_CONF:-}" | sed 's/^ */  /')
 [monitor]
   store-enabled = false
 [continuous_queries]
