@@ -792,6 +792,7 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         ts_warn("shutdown: the daily summary in progress (for %.1f s) is abandoned; PostgreSQL rolls back its "
                 "transaction and the next start computes the day again",
                 (double)(ts_mono_ms() - d->summary_started) / 1000.0);
+        ts_pg_wait_cancel_all("shutdown");   /* else the server keeps its transaction (and a lock wait) */
         ts_pg_wait_detach_all();   /* never resumed again: its socket must not wake the loop meanwhile */
     }
     ts_sd_stopping();
@@ -815,6 +816,7 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         if (!kafka) lost += n;
     }
     if (lost) ts_error("shutdown: %zu points could not be written before the shutdown timeout", lost);
+    if (ts_pg_cancel_finish(deadline) > 0) ts_warn("shutdown: a PostgreSQL cancel request was not sent in time");
     report(d);
     rc = 0;
 out:
@@ -824,6 +826,7 @@ out:
     ts_kafka_reload_drain(0);      /* producers a SIGHUP replaced, before the feed goes */
     ts_targets_free(d->targets);   /* every target (Kafka: the producer, then its spool position), then the spool */
     ts_spool_close(d->spool);
+    ts_pg_cancel_finish(0);    /* the loop stops watching for their outcomes */
     ts_pg_wait_detach_all();   /* an abandoned summary's wait is collected after the loop */
     ts_loop_free(d->loop);
     ts_collector_free(d->coll);
