@@ -3,7 +3,8 @@
 -- enough for a backlog that takes many seconds to replay at a low spool.replay_rate, then
 -- restarted; a point polled after the restart must be in InfluxDB while the backlog is
 -- still being replayed (order and presence, no speed); then kill -9 mid-replay and a restart:
--- in the end every polled point is stored, once.
+-- in the end every polled point is stored, once. /metrics during the replay: live records
+-- answered ahead of the backlog leave tstats_spool_backlog_bytes below tstats_spool_replay_bytes.
 local stack = require "spec.runtime.stack"
 local q = stack.quote
 
@@ -16,6 +17,17 @@ local influx, tmp
 -- count of stored points, and the newest point time (epoch ms) over the raw RPs of both databases
 local function stored() return stack.stored(influx.url), stack.newest_ms(influx.url) end
 
+-- the two spool gauges of /metrics (bytes not acknowledged; from the durable position on)
+local function spool_gauges(base)
+  local rc, out = stack.run("curl -sS -m 5 " .. q(base .. "/metrics"))
+  if rc ~= 0 then return nil end
+  local b = tonumber(out:match("\ntstats_spool_backlog_bytes (%S+)"))
+  local r = tonumber(out:match("\ntstats_spool_replay_bytes (%S+)"))
+  local tb = tonumber(out:match('\ntstats_spool_target_backlog_bytes{target="influxdb"} (%S+)'))
+  local tr = tonumber(out:match('\ntstats_spool_target_replay_bytes{target="influxdb"} (%S+)'))
+  return b and r and tb and tr and { backlog = b, replay = r, tbacklog = tb, treplay = tr }
+end
+
 describe("replay of the spool beside live points", function()
   local sim
   setup(function()
@@ -27,10 +39,11 @@ describe("replay of the spool beside live points", function()
   teardown(function() stack.cleanup_all() end)
 
   it("sends a live point of a poll after the outage while the backlog is still replayed", function()
+    local port = stack.free_port()
     local cfg = stack.write_config(tmp .. "/config.lua", {
       to_url = sim.to_url, influx_url = influx.url, influx_extra = "timeout = 2", config_interval = 300,
       state_dir = tmp .. "/state",
-      extra = "spool = { replay_rate = 1000 }, shutdown_timeout = 3,   -- what is left stays in the spool",
+      extra = ("http = { listen = \"127.0.0.1:%d\" }, "):format(port) .. "spool = { replay_rate = 1000 }, shutdown_timeout = 3,   -- what is left stays in the spool",
     })
     local d = stack.spawn(tstats_bin .. " --config " .. q(cfg) .. " run", tmp .. "/tstats.log")
     finally(function() if d:alive() then d:kill("KILL"); d:wait(10) end end)
@@ -47,14 +60,25 @@ describe("replay of the spool beside live points", function()
     local t_up = stack.now()
     local backlog = polled(d.log)   -- polled by the restart: stored before, or in the backlog
     -- a point sampled after the restart reaches InfluxDB while the backlog is not all there
-    local live_at, n_then
+    local live_at, n_then, gauges
+    local base = "http://127.0.0.1:" .. port
     stack.wait_until(function()
       local n, newest = stored()
-      if newest > t_up * 1000 then live_at, n_then = stack.now() - t_up, n; return true end
+      if newest > t_up * 1000 and not live_at then live_at, n_then = stack.now() - t_up, n end
+      -- live records answered while older backlog records wait: counted out of the backlog only
+      local g = live_at and spool_gauges(base)
+      if g and g.backlog > 0 and g.backlog < g.replay then gauges = g end
+      return live_at and (gauges or stack.now() - t_up > 20)
     end, 20, 0.2)
     -- kill -9 in the middle of the replay: claimed live records and the backlog not yet
     -- acknowledged are read again by the next start, which replays at the default rate
     assert.truthy(live_at, "no point sampled after the restart was stored within 20 s")
+    assert.truthy(gauges, "no scrape during the replay showed 0 < backlog_bytes < replay_bytes: "
+      .. tostring(select(2, stack.run("curl -sS -m 5 " .. q(base .. "/metrics") .. " | grep spool_"))))
+    assert.are.equal(gauges.backlog, gauges.tbacklog, "one InfluxDB target: the global gauge is its own")
+    assert.are.equal(gauges.replay, gauges.treplay)
+    print(("replay: /metrics during the replay: tstats_spool_backlog_bytes %d, tstats_spool_replay_bytes %d")
+      :format(gauges.backlog, gauges.replay))
     local n_kill = stack.stored(influx.url)
     local t_kill = stack.now() - t_up
     d:kill("KILL")
