@@ -55,6 +55,20 @@ void ts_batch_free(ts_batch *b);
  * returns the lines appended. *taken gets the points consumed, *invalid those
  * consumed but not writable (NaN/Inf values). */
 size_t ts_batch_take(ts_batch *b, ts_buf *out, size_t max_lines, size_t *taken, size_t *invalid);
+/* Where the next take starts (compact: a point index; text: a byte offset):
+ * the bounds of what one take consumed, for ts_batch_encode_range. */
+size_t ts_batch_cursor(const ts_batch *b);
+/* Encode what lies between two cursors of b into out (b is left as it was),
+ * exactly as ts_batch_take did or would; returns the lines appended, *invalid
+ * gets the NaN/Inf points skipped. */
+size_t ts_batch_encode_range(const ts_batch *b, size_t from, size_t to, ts_buf *out, size_t *invalid);
+/* Memory that range stands for (what a holder of it accounts). */
+size_t ts_batch_range_bytes(const ts_batch *b, size_t from, size_t to);
+/* One more holder: a batch shared by several (live records of targets) is
+ * released by each with ts_batch_free or ts_batch_pool_put, and only the
+ * last of those frees it or keeps it as a spare. Its points are never
+ * changed while it is shared (takes move the cursor only). */
+void ts_batch_retain(ts_batch *b);
 /* Append every line of b to out (b is left as it was); returns the line count. */
 size_t ts_batch_encode(const ts_batch *b, ts_buf *out);
 
