@@ -255,6 +255,39 @@ size_t ts_batch_take(ts_batch *b, ts_buf *out, size_t max_lines, size_t *taken, 
 
 size_t ts_batch_cursor(const ts_batch *b) { return b->pos; }
 
+size_t ts_batch_run_of(const ts_batch *b, size_t i) {
+    /* the last run starting at or before i */
+    size_t lo = 0, hi = b->nruns;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (b->runs[mid].start <= i) lo = mid;
+        else hi = mid;
+    }
+    return lo;
+}
+
+void ts_batch_run_get(const ts_batch *b, size_t run, const ts_entity_map **ent, int64_t *time_ms, size_t *end) {
+    need_kind(b, 1, "ts_batch_run_get");
+    *ent = b->runs[run].ent;
+    *time_ms = b->runs[run].time_ms;
+    *end = run + 1 < b->nruns ? b->runs[run + 1].start : b->n;
+}
+
+uint32_t ts_batch_point_get(const ts_batch *b, size_t i, double *value) {
+    memcpy(value, b->pts[i].value, sizeof *value);
+    return b->pts[i].stat;
+}
+
+uint32_t ts_batch_nstats(const ts_batch *b) { return b->compact ? b->nstats : 0; }
+const ts_stat_map *ts_batch_stat(const ts_batch *b, uint32_t k) { return b->stats[k]; }
+
+void ts_batch_skip(ts_batch *b, size_t to) {
+    need_kind(b, 1, "ts_batch_skip");
+    if (to > b->n) to = b->n;
+    if (to > b->pos) b->pos = to;
+    while (b->run_pos + 1 < b->nruns && b->runs[b->run_pos + 1].start <= b->pos) b->run_pos++;
+}
+
 size_t ts_batch_range_bytes(const ts_batch *b, size_t from, size_t to) {
     if (to <= from) return 0;
     return b->compact ? (to - from) * (sizeof(cpt) + sizeof(crun) / 8) : to - from;
@@ -272,14 +305,7 @@ size_t ts_batch_encode_range(const ts_batch *b, size_t from, size_t to, ts_buf *
     }
     if (to > b->n) to = b->n;
     if (from >= to) return 0;
-    /* the run holding `from`: the last one starting at or before it */
-    size_t lo = 0, hi = b->nruns;
-    while (hi - lo > 1) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (b->runs[mid].start <= from) lo = mid;
-        else hi = mid;
-    }
-    size_t run = lo;
+    size_t run = ts_batch_run_of(b, from);
     for (size_t i = from; i < to; i++) {
         while (run + 1 < b->nruns && b->runs[run + 1].start <= i) run++;
         const crun *r = &b->runs[run];

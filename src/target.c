@@ -9,6 +9,7 @@
 
 #include "ts_clock.h"
 #include "ts_counter.h"
+#include "ts_spool_rec.h"
 
 struct ts_target {
     const ts_target_ops *ops;
@@ -52,20 +53,33 @@ int ts_target_spool_batch(ts_spool *s, ts_batch *b, size_t max_lines, ts_buf *bu
     const ts_dest *d = ts_batch_dest(b);
     *rest = NULL;
     *spooled = *invalid = 0;
+    int compact = ts_batch_is_compact(b);
     while (ts_batch_points(b) > 0) {
         ts_buf_reset(buf);
-        /* one allocation at about the record's size, not a dozen doubling
-         * copies (CacheStats lines are ~90-130 bytes; see encode_chunk) */
-        size_t pts = ts_batch_points(b);
-        ts_buf_reserve(buf, (pts < max_lines ? pts : max_lines) * 128 + 256);
-        size_t taken = 0, inv = 0, from = ts_batch_cursor(b);
-        size_t lines = ts_batch_take(b, buf, max_lines, &taken, &inv);
+        size_t pts = ts_batch_points(b), want = pts < max_lines ? pts : max_lines;
+        size_t taken = 0, inv = 0, from = ts_batch_cursor(b), lines;
+        if (compact) {
+            /* the points in their own shape (~1/6 of their line protocol);
+             * read back, they are encoded as the spool-off writer does */
+            ts_buf_reserve(buf, want * 10 + 4096);
+            lines = ts_spool_rec_compact(buf, b, max_lines, &taken, &inv);
+        } else {
+            /* one allocation at about the record's size, not a dozen doubling
+             * copies (lines are ~90-130 bytes; see encode_chunk) */
+            ts_buf_reserve(buf, want * 128 + 256);
+            lines = ts_batch_take(b, buf, max_lines, &taken, &inv);
+        }
         *invalid += inv;
         if (lines == 0) continue;
         ts_spool_pos at, next;
-        if (ts_spool_append_at(s, d->db, d->rp, d->precision, buf->data, buf->len, lines, &at, &next) != 0) {
+        if (ts_spool_append_kind(s, d->db, d->rp, d->precision, compact ? TS_SPOOL_KIND_COMPACT : TS_SPOOL_KIND_LP,
+                                 buf->data, buf->len, lines, &at, &next) != 0) {
             ts_batch *t = ts_batch_new_text(d);
-            ts_buf_add(ts_batch_text_buf(t), buf->data, buf->len);
+            if (compact) {
+                size_t skipped = 0;
+                ts_batch_encode_range(b, from, ts_batch_cursor(b), ts_batch_text_buf(t), &skipped);
+            } else
+                ts_buf_add(ts_batch_text_buf(t), buf->data, buf->len);
             ts_batch_text_commit(t, lines);
             *rest = t;
             return 0;
