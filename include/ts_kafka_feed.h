@@ -37,6 +37,7 @@ typedef struct ts_kafka_feed_stats {
     uint64_t records_claimed;    /* sent from memory as they were appended (not read back) */
     uint64_t records_open;       /* handed to the target, not acknowledged yet */
     uint64_t backlog_bytes;      /* spool bytes Kafka has not acknowledged */
+    uint64_t replay_bytes;       /* from its durable spool position to the end */
     uint64_t lines_lost;         /* removed from the spool for max_bytes before Kafka read them */
     int64_t oldest_age_ms;       /* age of the oldest record Kafka has not acknowledged; -1 none */
 } ts_kafka_feed_stats;

@@ -54,7 +54,8 @@ typedef struct ts_metrics_output {
 /* One reader of the spool (an InfluxDB writer, the Kafka feed): what it has not acknowledged. */
 typedef struct ts_metrics_target {
     char name[256];
-    uint64_t backlog_bytes;
+    uint64_t backlog_bytes;                /* records not acknowledged (sum) */
+    uint64_t replay_bytes;                 /* from its durable position to the end */
     int64_t oldest_age_ms;                 /* -1: nothing unacknowledged */
 } ts_metrics_target;
 
@@ -72,6 +73,7 @@ typedef struct ts_metrics_inputs {
     int spool_enabled;
     uint64_t spool_bytes;                  /* on disk */
     uint64_t spool_backlog_bytes;          /* not yet acknowledged by InfluxDB */
+    uint64_t spool_replay_bytes;           /* from InfluxDB's durable position to the end */
     uint64_t spool_append_failures, spool_lines_dropped;
     ts_metrics_output outputs[TS_METRICS_MAX_OUTPUTS];   /* every target of the run */
     int noutputs;

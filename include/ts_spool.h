@@ -185,7 +185,10 @@ ts_spool_pos ts_spool_acked(const ts_spool_consumer *c);
 const char *ts_spool_consumer_name(const ts_spool_consumer *c);
 
 typedef struct ts_spool_cstats {
-    uint64_t backlog_bytes;      /* segment bytes from the acknowledged position to the end */
+    uint64_t backlog_bytes;      /* bytes of the records not acknowledged yet (those acknowledged
+                                  * out of order, past an older one still pending, are not counted) */
+    uint64_t replay_bytes;       /* segment bytes from the acknowledged position to the end: what a
+                                  * restart would read again (the durable position) */
     uint64_t unread_bytes;       /* from the read cursor to the end */
     uint64_t lines_lost;         /* unread lines removed for max_bytes */
     uint64_t lines_read, records_read;

@@ -27,6 +27,8 @@ int ts_spool_fifo_mark(ts_spool_fifo *f, ts_spool_pos pos);
 int ts_spool_fifo_pop_done(ts_spool_fifo *f, ts_spool_pos *upto);
 /* Removes every entry whose next is <= upto. */
 void ts_spool_fifo_pop_upto(ts_spool_fifo *f, ts_spool_pos upto);
+/* Bytes of the done entries at or after `from` (a record lies in one segment). */
+uint64_t ts_spool_fifo_done_bytes(const ts_spool_fifo *f, ts_spool_pos from);
 void ts_spool_fifo_clear(ts_spool_fifo *f);
 void ts_spool_fifo_free(ts_spool_fifo *f);
 

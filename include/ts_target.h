@@ -21,6 +21,7 @@ typedef struct ts_target_stats {
     uint64_t pending;          /* held now: queued, retrying, in flight */
     uint64_t pending_bytes;
     uint64_t spool_backlog_bytes;   /* spool bytes this target has not acknowledged */
+    uint64_t spool_replay_bytes;    /* from its durable spool position to the end (ts_spool_cstats) */
     int64_t spool_oldest_age_ms;    /* age of the oldest spool record it has not acknowledged; -1 none */
     uint64_t requests_ok, requests_failed, retries, bytes_sent;   /* 0 where a kind has no such thing */
 } ts_target_stats;

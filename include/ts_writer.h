@@ -96,6 +96,7 @@ typedef struct ts_writer_stats {
     uint64_t split_413;        /* chunks resent as two halves after HTTP 413 */
     uint64_t points_left_in_spool;  /* read from the spool, unanswered at shutdown: sent again at the next start */
     uint64_t spool_backlog_bytes;   /* spool bytes not acknowledged by this writer's target */
+    uint64_t spool_replay_bytes;    /* from its durable spool position to the end (ts_spool_cstats) */
     int64_t spool_oldest_age_ms;    /* age of the oldest spool record it has not acknowledged; -1 none */
 } ts_writer_stats;
 void ts_writer_get_stats(const ts_writer *w, ts_writer_stats *s);

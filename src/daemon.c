@@ -531,6 +531,7 @@ static void publish_metrics(tsd *d) {
         in.spool_enabled = 1;
         in.spool_bytes = ss.bytes;
         in.spool_backlog_bytes = ws.spool_backlog_bytes;
+        in.spool_replay_bytes = ws.spool_replay_bytes;
         in.spool_append_failures = ss.append_failures;
         in.spool_lines_dropped = ss.lines_dropped;
     }
@@ -546,6 +547,7 @@ static void publish_metrics(tsd *d) {
         const char *colon = strchr(ts_target_name(t), ':');
         snprintf(tg[nt].name, sizeof tg[nt].name, "%s%s", ts_target_kind(t), colon ? colon : "");
         tg[nt].backlog_bytes = st.spool_backlog_bytes;
+        tg[nt].replay_bytes = st.spool_replay_bytes;
         tg[nt].oldest_age_ms = st.spool_oldest_age_ms;
         nt++;
     }

@@ -154,6 +154,7 @@ void ts_kafka_feed_get_stats(const ts_kafka_feed *f, ts_kafka_feed_stats *s) {
     ts_spool_cstats cs;
     ts_spool_consumer_stats(f->cons, &cs);
     s->backlog_bytes = cs.backlog_bytes;
+    s->replay_bytes = cs.replay_bytes;
     s->lines_lost = cs.lines_lost;
     s->oldest_age_ms = ts_spool_oldest_age_ms(f->cons);
 }
@@ -240,6 +241,7 @@ static void kt_stats(void *self, ts_target_stats *o) {
         ts_kafka_feed_stats fs;
         ts_kafka_feed_get_stats(t->f, &fs);
         o->spool_backlog_bytes = fs.backlog_bytes;
+        o->spool_replay_bytes = fs.replay_bytes;
         o->spool_oldest_age_ms = fs.oldest_age_ms;
     }
 }

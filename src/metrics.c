@@ -530,15 +530,25 @@ void ts_metrics_render_prometheus(ts_metrics *m, ts_buf *b) {
     if (s.in.spool_enabled) {
         family(b, "tstats_spool_bytes", "gauge", "Bytes of the on-disk spool's segments.");
         sample(b, "tstats_spool_bytes", (double)s.in.spool_bytes);
-        family(b, "tstats_spool_backlog_bytes", "gauge", "Spool bytes InfluxDB has not acknowledged yet.");
+        /* backlog: what is left to send (records acknowledged out of order are not counted);
+         * replay: from the durable position on, what a restart would read again */
+        family(b, "tstats_spool_backlog_bytes", "gauge", "Bytes of spool records InfluxDB has not acknowledged yet.");
         sample(b, "tstats_spool_backlog_bytes", (double)s.in.spool_backlog_bytes);
-        family(b, "tstats_spool_target_backlog_bytes", "gauge", "Spool bytes this target (a reader of the spool) has not acknowledged.");
-        for (int i = 0; i < s.ntargets; i++) {
-            ts_buf_adds(b, "tstats_spool_target_backlog_bytes{target=\"");
-            label_value(b, s.targets[i].name);
-            ts_buf_adds(b, "\"} ");
-            ts_metrics_num(b, (double)s.targets[i].backlog_bytes);
-            ts_buf_addc(b, '\n');
+        family(b, "tstats_spool_replay_bytes", "gauge",
+               "Spool bytes from InfluxDB's durable position to the end: what a restart would read again.");
+        sample(b, "tstats_spool_replay_bytes", (double)s.in.spool_replay_bytes);
+        for (int f = 0; f < 2; f++) {
+            const char *name = f == 0 ? "tstats_spool_target_backlog_bytes" : "tstats_spool_target_replay_bytes";
+            family(b, name, "gauge",
+                   f == 0 ? "Bytes of spool records this target (a reader of the spool) has not acknowledged."
+                          : "Spool bytes from this target's durable position to the end: what a restart would read again.");
+            for (int i = 0; i < s.ntargets; i++) {
+                ts_buf_printf(b, "%s{target=\"", name);
+                label_value(b, s.targets[i].name);
+                ts_buf_adds(b, "\"} ");
+                ts_metrics_num(b, (double)(f == 0 ? s.targets[i].backlog_bytes : s.targets[i].replay_bytes));
+                ts_buf_addc(b, '\n');
+            }
         }
         family(b, "tstats_spool_oldest_unacknowledged_age_seconds", "gauge",
                "Age of the oldest spool record this target has not acknowledged (0: none waiting).");

@@ -788,7 +788,10 @@ void ts_spool_rewind(ts_spool_consumer *c) {
 }
 
 void ts_spool_consumer_stats(const ts_spool_consumer *c, ts_spool_cstats *st) {
-    st->backlog_bytes = ts_spool_segs_bytes_from(&c->s->sg, c->acked.seg, c->acked.off);
+    st->replay_bytes = ts_spool_segs_bytes_from(&c->s->sg, c->acked.seg, c->acked.off);
+    /* one older record not answered holds the position; those answered after it are not backlog */
+    uint64_t done = ts_spool_fifo_done_bytes(&c->out, c->acked) + ts_spool_fifo_done_bytes(&c->claims, c->acked);
+    st->backlog_bytes = st->replay_bytes > done ? st->replay_bytes - done : 0;
     st->unread_bytes = ts_spool_segs_bytes_from(&c->s->sg, c->cur.seg, c->cur.off);
     st->lines_lost = c->lines_lost;
     st->lines_read = c->lines_read;

@@ -52,6 +52,16 @@ void ts_spool_fifo_pop_upto(ts_spool_fifo *f, ts_spool_pos upto) {
     while (f->n > 0 && ts_spool_pos_cmp(f->v[f->head].next, upto) <= 0) ts_spool_fifo_pop(f);
 }
 
+uint64_t ts_spool_fifo_done_bytes(const ts_spool_fifo *f, ts_spool_pos from) {
+    uint64_t b = 0;
+    for (size_t i = 0; i < f->n; i++) {
+        const ts_spool_oref *o = &f->v[f->head + i];
+        if (o->done && ts_spool_pos_cmp(o->pos, from) >= 0 && o->next.seg == o->pos.seg && o->next.off > o->pos.off)
+            b += o->next.off - o->pos.off;
+    }
+    return b;
+}
+
 void ts_spool_fifo_clear(ts_spool_fifo *f) { f->head = f->n = 0; }
 
 void ts_spool_fifo_free(ts_spool_fifo *f) {

@@ -346,6 +346,7 @@ void ts_writer_get_stats(const ts_writer *w, ts_writer_stats *s) {
         ts_spool_cstats cs;
         ts_spool_consumer_stats(w->cons, &cs);
         s->spool_backlog_bytes = cs.backlog_bytes;
+        s->spool_replay_bytes = cs.replay_bytes;
     }
 }
 
@@ -446,6 +447,7 @@ static void t_stats(void *self, ts_target_stats *s) {
                            .pending = ws.points_pending,
                            .pending_bytes = ws.bytes_pending,
                            .spool_backlog_bytes = ws.spool_backlog_bytes,
+                           .spool_replay_bytes = ws.spool_replay_bytes,
                            .spool_oldest_age_ms = ws.spool_oldest_age_ms,
                            .requests_ok = ws.requests_ok,
                            .requests_failed = ws.requests_failed,

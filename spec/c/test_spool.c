@@ -408,6 +408,21 @@ static void test_read_into(void) {
     ts_spool_close(s);
 }
 
+/* A record's bytes on disk (a record lies in one segment). */
+static uint64_t rec_bytes(ts_spool_pos pos, ts_spool_pos next) {
+    CHECK_EQ(next.seg, pos.seg);
+    return next.off - pos.off;
+}
+
+/* backlog_bytes counts the records not acknowledged; replay_bytes runs from
+ * the durable position (the oldest one not acknowledged) to the end. */
+static void check_backlog(ts_spool_consumer *c, uint64_t backlog, uint64_t replay) {
+    ts_spool_cstats cs;
+    ts_spool_consumer_stats(c, &cs);
+    CHECK_EQ(cs.backlog_bytes, backlog);
+    CHECK_EQ(cs.replay_bytes, replay);
+}
+
 static void test_ack_one(void) {
     ts_spool_opts o = opts(newdir());
     o.segment_bytes = 2048;
@@ -420,16 +435,26 @@ static void test_ack_one(void) {
         CHECK_EQ(ts_spool_read(c, &r[i]), 1);
         CHECK_EQ(which(&r[i]), i);
     }
+    uint64_t sz[10], all = 0;
+    for (int i = 0; i < 10; i++) all += sz[i] = rec_bytes(r[i].pos, r[i].next);
+    CHECK(r[9].pos.seg > r[0].pos.seg);   /* across segments */
+    check_backlog(c, all, all);
     /* delivery reports out of order: the position only moves over a done prefix */
     ts_spool_ack_one(c, r[2].pos);
     ts_spool_ack_one(c, r[1].pos);
     CHECK_EQ(ts_spool_pos_cmp(ts_spool_acked(c), r[0].pos), 0);
+    check_backlog(c, all - sz[1] - sz[2], all);
     ts_spool_ack_one(c, r[0].pos);
     CHECK_EQ(ts_spool_pos_cmp(ts_spool_acked(c), r[2].next), 0);
+    uint64_t rest = all - sz[0] - sz[1] - sz[2];
+    check_backlog(c, rest, rest);
     for (int i = 9; i >= 4; i--) ts_spool_ack_one(c, r[i].pos);
     CHECK_EQ(ts_spool_pos_cmp(ts_spool_acked(c), r[2].next), 0);
+    /* one old record holds the position: the backlog is that record alone */
+    check_backlog(c, sz[3], rest);
     ts_spool_ack_one(c, r[3].pos);
     CHECK_EQ(ts_spool_pos_cmp(ts_spool_acked(c), r[9].next), 0);
+    check_backlog(c, 0, 0);
     ts_spool_close(s);
 }
 
@@ -686,6 +711,10 @@ static void test_claim(void) {
     /* the live ones are answered first: the position waits for the backlog */
     for (int i = 10; i < 14; i++) ts_spool_ack_one(c, at[i]);
     CHECK_EQ(ts_spool_pos_cmp(ts_spool_acked(c), nx[3]), 0);
+    uint64_t back = 0, live = 0;
+    for (int i = 4; i < 10; i++) back += rec_bytes(at[i], nx[i]);
+    for (int i = 10; i < 14; i++) live += rec_bytes(at[i], nx[i]);
+    check_backlog(c, back, back + live);   /* the answered live records are not backlog */
     /* one more live record, not answered yet */
     CHECK_EQ(append_at(s, 14, 5, &at[14], &nx[14]), 0);
     ts_spool_claim(c, at[14], nx[14]);

@@ -224,6 +224,10 @@ describe("HTTP listener #asan", function()
       { target = "influxdb" })
     assert.truthy(age and age >= 0 and age < 10, "spool age of a healthy writer: " .. tostring(age))
     assert.truthy(value(fams, "tstats_spool_target_backlog_bytes", "tstats_spool_target_backlog_bytes", { target = "influxdb" }))
+    -- what a restart would read again: never less than what is not acknowledged
+    assert.are.equal("gauge", fams.tstats_spool_replay_bytes and fams.tstats_spool_replay_bytes.type)
+    local rb = value(fams, "tstats_spool_target_replay_bytes", "tstats_spool_target_replay_bytes", { target = "influxdb" })
+    assert.truthy(rb and rb >= value(fams, "tstats_spool_backlog_bytes", "tstats_spool_backlog_bytes"))
     -- what InfluxDB stored is what the writer says it wrote (nothing else writes this database)
     local r = stack.influx_query(influx.url, 'SELECT count(value) FROM "daily"."bandwidth"', "cache_stats")
     assert.truthy(r.results[1].series, "bandwidth points stored")
@@ -302,7 +306,8 @@ describe("HTTP listener #asan", function()
       local a = value(f, "tstats_spool_oldest_unacknowledged_age_seconds", "tstats_spool_oldest_unacknowledged_age_seconds",
         { target = "influxdb" })
       local bl = value(f, "tstats_spool_target_backlog_bytes", "tstats_spool_target_backlog_bytes", { target = "influxdb" })
-      return a and a >= 3 and bl and bl > 0 and { a, bl }
+      local rb = value(f, "tstats_spool_target_replay_bytes", "tstats_spool_target_replay_bytes", { target = "influxdb" })
+      return a and a >= 3 and bl and bl > 0 and rb and rb >= bl and { a, bl }
     end, 20)
     assert.truthy(waited, "spool age grows while InfluxDB is down")
     d:kill("TERM")

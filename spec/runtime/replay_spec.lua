@@ -3,48 +3,29 @@
 -- enough for a backlog that takes many seconds to replay at a low spool.replay_rate, then
 -- restarted; a point polled after the restart must be in InfluxDB while the backlog is
 -- still being replayed (order and presence, no speed); then kill -9 mid-replay and a restart:
--- in the end every polled point is stored, once.
+-- in the end every polled point is stored, once. /metrics during the replay: live records
+-- answered ahead of the backlog leave tstats_spool_backlog_bytes below tstats_spool_replay_bytes.
 local stack = require "spec.runtime.stack"
-local cjson = require "cjson"
 local q = stack.quote
 
 local tstats_bin = stack.bin("tstats")
-local sim_bin = stack.bin("tstats-sim")
 local influxd_sh = stack.root() .. "/scripts/lib/influxd.sh"
+local polled = stack.polled
 
 local influx, tmp
 
-local function start_sim(args)
-  local dir = stack.tmpdir()
-  local ready = dir .. "/ready.json"
-  local h = stack.spawn("exec " .. sim_bin .. " --ready-file " .. q(ready) .. " " .. (args or ""), dir .. "/sim.log")
-  assert(stack.wait_until(function() local s = stack.read_file(ready); return s and #s > 0 end, 15, 0.05),
-    "simulator did not start: " .. tostring(stack.read_file(dir .. "/sim.log")))
-  h.info = cjson.decode(stack.read_file(ready))
-  return h
-end
-
-local function polled(log)
-  local n = 0
-  for k in (stack.read_file(log) or ""):gmatch("Collected (%d+) [%w ]- values for") do n = n + tonumber(k) end
-  return n
-end
-
 -- count of stored points, and the newest point time (epoch ms) over the raw RPs of both databases
-local function stored()
-  local total, newest = 0, 0
-  for _, db in ipairs({ "cache_stats", "deliveryservice_stats" }) do
-    local d = stack.influx_query(influx.url, 'SELECT count(value) FROM "daily"./.*/', db)
-    local r = d and d.results and d.results[1]
-    for _, s in ipairs(r and r.series or {}) do total = total + (s.values[1][2] or 0) end
-    d = stack.influx_query(influx.url, 'SELECT last(value) FROM "daily"./.*/', db, { epoch = "ms" })
-    r = d and d.results and d.results[1]
-    for _, s in ipairs(r and r.series or {}) do
-      local t = tonumber(s.values[1][1]) or 0
-      if t > newest then newest = t end
-    end
-  end
-  return math.tointeger(total) or total, newest
+local function stored() return stack.stored(influx.url), stack.newest_ms(influx.url) end
+
+-- the two spool gauges of /metrics (bytes not acknowledged; from the durable position on)
+local function spool_gauges(base)
+  local rc, out = stack.run("curl -sS -m 5 " .. q(base .. "/metrics"))
+  if rc ~= 0 then return nil end
+  local b = tonumber(out:match("\ntstats_spool_backlog_bytes (%S+)"))
+  local r = tonumber(out:match("\ntstats_spool_replay_bytes (%S+)"))
+  local tb = tonumber(out:match('\ntstats_spool_target_backlog_bytes{target="influxdb"} (%S+)'))
+  local tr = tonumber(out:match('\ntstats_spool_target_replay_bytes{target="influxdb"} (%S+)'))
+  return b and r and tb and tr and { backlog = b, replay = r, tbacklog = tb, treplay = tr }
 end
 
 describe("replay of the spool beside live points", function()
@@ -53,26 +34,17 @@ describe("replay of the spool beside live points", function()
     influx = stack.influxd_start_atc()
     tmp = stack.tmpdir()
     -- 200 caches x 40 stats: ~8,000 points a poll; --poll-ms 250: no sample time repeats
-    sim = start_sim("--cdns 1 --caches 200 --ds 3 --cachegroups 2 --payload-cache-ms 0 --poll-ms 250")
+    sim = stack.sim_start("--cdns 1 --caches 200 --ds 3 --cachegroups 2 --payload-cache-ms 0 --poll-ms 250")
   end)
   teardown(function() stack.cleanup_all() end)
 
   it("sends a live point of a poll after the outage while the backlog is still replayed", function()
-    local cfg = tmp .. "/config.lua"
-    local f = assert(io.open(cfg, "w"))
-    f:write(([[
-return {
-  traffic_ops = { url = %q, user = "admin", password = "twelve12", timeout = 3 },
-  influxdb = { urls = { %q }, timeout = 2 },
-  polling_interval = 1, publishing_interval = 1, config_interval = 300,
-  state_dir = %q,
-  collect = { timeout = 2, connect_timeout = 1 },
-  summary = { enabled = false },
-  spool = { replay_rate = 1000 },
-  shutdown_timeout = 3,   -- what is left stays in the spool
-}
-]]):format(sim.info.to_url, influx.url, tmp .. "/state"))
-    f:close()
+    local port = stack.free_port()
+    local cfg = stack.write_config(tmp .. "/config.lua", {
+      to_url = sim.to_url, influx_url = influx.url, influx_extra = "timeout = 2", config_interval = 300,
+      state_dir = tmp .. "/state",
+      extra = ("http = { listen = \"127.0.0.1:%d\" }, "):format(port) .. "spool = { replay_rate = 1000 }, shutdown_timeout = 3,   -- what is left stays in the spool",
+    })
     local d = stack.spawn(tstats_bin .. " --config " .. q(cfg) .. " run", tmp .. "/tstats.log")
     finally(function() if d:alive() then d:kill("KILL"); d:wait(10) end end)
     assert(stack.wait_until(function() return (stack.read_file(d.log) or ""):find("Sent %d+ stats") end, 30, 0.1),
@@ -88,14 +60,25 @@ return {
     local t_up = stack.now()
     local backlog = polled(d.log)   -- polled by the restart: stored before, or in the backlog
     -- a point sampled after the restart reaches InfluxDB while the backlog is not all there
-    local live_at, n_then
+    local live_at, n_then, gauges
+    local base = "http://127.0.0.1:" .. port
     stack.wait_until(function()
       local n, newest = stored()
-      if newest > t_up * 1000 then live_at, n_then = stack.now() - t_up, n; return true end
+      if newest > t_up * 1000 and not live_at then live_at, n_then = stack.now() - t_up, n end
+      -- live records answered while older backlog records wait: counted out of the backlog only
+      local g = live_at and spool_gauges(base)
+      if g and g.backlog > 0 and g.backlog < g.replay then gauges = g end
+      return live_at and (gauges or stack.now() - t_up > 20)
     end, 20, 0.2)
     -- kill -9 in the middle of the replay: claimed live records and the backlog not yet
     -- acknowledged are read again by the next start, which replays at the default rate
     assert.truthy(live_at, "no point sampled after the restart was stored within 20 s")
+    assert.truthy(gauges, "no scrape during the replay showed 0 < backlog_bytes < replay_bytes: "
+      .. tostring(select(2, stack.run("curl -sS -m 5 " .. q(base .. "/metrics") .. " | grep spool_"))))
+    assert.are.equal(gauges.backlog, gauges.tbacklog, "one InfluxDB target: the global gauge is its own")
+    assert.are.equal(gauges.replay, gauges.treplay)
+    print(("replay: /metrics during the replay: tstats_spool_backlog_bytes %d, tstats_spool_replay_bytes %d")
+      :format(gauges.backlog, gauges.replay))
     local n_kill = stack.stored(influx.url)
     local t_kill = stack.now() - t_up
     d:kill("KILL")
@@ -103,9 +86,7 @@ return {
     local p1 = polled(d.log)
     local cfg2 = tmp .. "/config2.lua"
     local src = stack.read_file(cfg):gsub("spool = { replay_rate = 1000 }", "spool = {}")
-    f = assert(io.open(cfg2, "w"))
-    f:write(src)
-    f:close()
+    stack.write_file(cfg2, src)
     local d2 = stack.spawn(tstats_bin .. " --config " .. q(cfg2) .. " run", tmp .. "/tstats2.log")
     finally(function() if d2:alive() then d2:kill("KILL"); d2:wait(10) end end)
     assert(stack.wait_until(function() return polled(d2.log) > 0 end, 30, 0.1), stack.read_file(d2.log))

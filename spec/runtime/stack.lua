@@ -341,6 +341,20 @@ function stack.stored(url)
   return math.tointeger(total) or total
 end
 
+-- The newest point time (epoch ms) in the raw RPs of both stats databases of url (0: none).
+function stack.newest_ms(url)
+  local newest = 0
+  for _, db in ipairs({ "cache_stats", "deliveryservice_stats" }) do
+    local d = stack.influx_query(url, 'SELECT last(value) FROM "daily"./.*/', db, { epoch = "ms" })
+    local r = d and d.results and d.results[1]
+    for _, s in ipairs(r and r.series or {}) do
+      local t = tonumber(s.values[1][1]) or 0
+      if t > newest then newest = t end
+    end
+  end
+  return newest
+end
+
 -- Every stored point of url's raw RPs as a "db measurement tags time" key, added to set.
 function stack.point_keys(url, set)
   for _, db in ipairs({ "cache_stats", "deliveryservice_stats" }) do
