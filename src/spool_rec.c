@@ -159,11 +159,11 @@ size_t ts_spool_rec_compact(ts_buf *out, ts_batch *b, size_t max_lines, size_t *
     }
     unsigned char *d = sr_room(out, 30 + sd.len + ed.len + rd.len);
     d = sr_put_var(d, nstats);
-    memcpy(d, sd.data, sd.len);
+    if (sd.len) memcpy(d, sd.data, sd.len);   /* an empty buffer has no data at all */
     d = sr_put_var(d + sd.len, et.n);
-    memcpy(d, ed.data, ed.len);
+    if (ed.len) memcpy(d, ed.data, ed.len);
     d = sr_put_var(d + ed.len, nruns);
-    memcpy(d, rd.data, rd.len);
+    if (rd.len) memcpy(d, rd.data, rd.len);
     sr_end_at(out, d + rd.len);
     *taken = i - ts_batch_cursor(b);
     *invalid = inv;
