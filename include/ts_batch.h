@@ -55,6 +55,31 @@ void ts_batch_free(ts_batch *b);
  * returns the lines appended. *taken gets the points consumed, *invalid those
  * consumed but not writable (NaN/Inf values). */
 size_t ts_batch_take(ts_batch *b, ts_buf *out, size_t max_lines, size_t *taken, size_t *invalid);
+/* Where the next take starts (compact: a point index; text: a byte offset):
+ * the bounds of what one take consumed, for ts_batch_encode_range. */
+size_t ts_batch_cursor(const ts_batch *b);
+/* Encode what lies between two cursors of b into out (b is left as it was),
+ * exactly as ts_batch_take did or would; returns the lines appended, *invalid
+ * gets the NaN/Inf points skipped. */
+size_t ts_batch_encode_range(const ts_batch *b, size_t from, size_t to, ts_buf *out, size_t *invalid);
+/* Memory that range stands for (what a holder of it accounts). */
+size_t ts_batch_range_bytes(const ts_batch *b, size_t from, size_t to);
+/* A compact batch's points one by one (what a spool record of them is made
+ * from): the run holding point i; a run's entity, time and end (the index
+ * after its last point); a point's batch-local stat index and value; the
+ * stat maps by index; and the cursor moved on to `to` (what a take would
+ * have consumed, without encoding it). */
+size_t ts_batch_run_of(const ts_batch *b, size_t i);
+void ts_batch_run_get(const ts_batch *b, size_t run, const ts_entity_map **ent, int64_t *time_ms, size_t *end);
+uint32_t ts_batch_point_get(const ts_batch *b, size_t i, double *value);
+uint32_t ts_batch_nstats(const ts_batch *b);
+const ts_stat_map *ts_batch_stat(const ts_batch *b, uint32_t k);
+void ts_batch_skip(ts_batch *b, size_t to);
+/* One more holder: a batch shared by several (live records of targets) is
+ * released by each with ts_batch_free or ts_batch_pool_put, and only the
+ * last of those frees it or keeps it as a spare. Its points are never
+ * changed while it is shared (takes move the cursor only). */
+void ts_batch_retain(ts_batch *b);
 /* Append every line of b to out (b is left as it was); returns the line count. */
 size_t ts_batch_encode(const ts_batch *b, ts_buf *out);
 

@@ -65,5 +65,7 @@ int ts_lp_encode(ts_buf *out, const char *measurement, size_t mlen,
  * and entity's pre-escaped tags are merged in key order. Returns 0, or -1 if
  * the value is NaN/Inf (nothing appended). */
 int ts_lp_encode_compact(ts_buf *out, const ts_cpoint *p, ts_precision prec);
+/* 1 when ts_lp_encode_compact writes a point of st with this value (not NaN/Inf once scaled). */
+int ts_lp_compact_writable(const ts_stat_map *st, double value);
 
 #endif

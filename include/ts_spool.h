@@ -9,9 +9,21 @@
  * A segment is a 16-byte header ("TSSPSEG1" + id, little endian) followed by
  * records. A record is a 16-byte header { magic "TSR1" or "TSR2", payload
  * length, checksum of those 8 bytes, checksum of the payload } and a payload
- * { lines u32, precision u8, db length u8, rp length u8, kind u8 (0 = line
- * protocol), append time ms i64, db, rp, body }. The body is '\n'-terminated
- * lines; a record whose body does not hold exactly `lines` lines is corrupt.
+ * { lines u32, precision u8, db length u8, rp length u8, kind u8, append
+ * time ms i64, db, rp, body }. Kind 0: the body is '\n'-terminated lines of
+ * line protocol; a record whose body does not hold exactly `lines` lines is
+ * corrupt. Kind 1 (compact points, src/spool_rec.c; varint = unsigned LEB128,
+ * f64 = the IEEE bits little endian): varint nstats, nstats x { varint len +
+ * escaped measurement, varint len + escaped field key, u8 flags (1 = integer
+ * field), f64 scale, tags }, varint nents, nents x tags, varint nruns, nruns x
+ * { varint entity (0 none, else index + 1), varint zigzag delta of the time ms
+ * from the previous run's (0 before the first), varint npoints, npoints x
+ * { varint stat index, f64 value (before scale) } }, where tags = varint n,
+ * n x { varint len + raw key + NUL, varint len + escaped "key=value" }. It
+ * holds exactly `lines` points, each writable; read back, it is encoded with
+ * ts_lp_encode_compact into the line protocol the spool-off path writes, and
+ * any index, count or length that does not fit makes it corrupt. Records
+ * written before kind 1 existed are read as before.
  * The checksums are zlib's crc32 in "TSR1" records and CRC32C in "TSR2"
  * records (written where the CPU has the SSE4.2 instruction, ~3x cheaper
  * than zlib's crc32; both are always read). Reading trusts nothing: a bad payload checksum
@@ -96,6 +108,7 @@ typedef struct ts_spool_rec {
     ts_precision precision;
     const char *body;            /* '\n'-terminated lines, NUL after len */
     size_t len, lines;
+    int kind;                    /* as stored: TS_SPOOL_KIND_LP, or _COMPACT (body encoded from it) */
     int64_t time_ms;             /* when it was appended (wall clock) */
     ts_spool_pos pos;            /* where this record starts (ts_spool_ack_one) */
     ts_spool_pos next;           /* just after it (ts_spool_ack) */
@@ -117,6 +130,10 @@ int ts_spool_append(ts_spool *s, const char *db, const char *rp, ts_precision pr
 /* The same, with the place of the new record and just after it (for ts_spool_claim). */
 int ts_spool_append_at(ts_spool *s, const char *db, const char *rp, ts_precision prec, const char *body, size_t len,
                        size_t lines, ts_spool_pos *at, ts_spool_pos *next);
+/* The same for a body of `kind` (TS_SPOOL_KIND_COMPACT: ts_spool_rec_compact's
+ * bytes holding `lines` points; read back as their line protocol). */
+int ts_spool_append_kind(ts_spool *s, const char *db, const char *rp, ts_precision prec, int kind, const char *body,
+                         size_t len, size_t lines, ts_spool_pos *at, ts_spool_pos *next);
 /* Periodic work, from the loop at least every fsync_interval_ms: the interval
  * fsync and persisting the positions that moved. */
 void ts_spool_tick(ts_spool *s);

@@ -14,6 +14,8 @@
 #define TS_SPOOL_REC_MAGIC 0x31525354u   /* "TSR1" little endian: zlib's crc32 */
 #define TS_SPOOL_REC_MAGIC2 0x32525354u  /* "TSR2": CRC32C (Castagnoli) */
 extern const char ts_spool_seg_magic[8];
+/* A record payload's kind byte: line protocol, or compact points (ts_spool_rec.h). */
+enum { TS_SPOOL_KIND_LP = 0, TS_SPOOL_KIND_COMPACT = 1 };
 
 /* A place in the spool: segment id and byte offset of a record in it. */
 typedef struct ts_spool_pos {

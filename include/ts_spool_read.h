@@ -23,6 +23,7 @@ typedef struct ts_spool_rd {
     uint64_t size;         /* its committed size */
     int is_open;           /* still appended to (an incomplete end is not torn, just not there yet) */
     int trusted;           /* written by this process: payload checksum and line count not recomputed */
+    ts_buf *scratch;       /* a compact record's bytes before they are encoded (NULL: a buffer of its own) */
     /* out */
     uint64_t next;         /* where the next record may start */
     uint64_t skipped;      /* bytes passed over as garbage */
@@ -31,6 +32,7 @@ typedef struct ts_spool_rd {
     char db[128], rp[128];
     ts_precision precision;
     uint32_t lines;
+    int kind;              /* TS_SPOOL_KIND_*: the body in dst is line protocol either way */
     int64_t time_ms;
     size_t body_at, body_len;   /* RECORD: the body in dst (NUL after it); dst->len = body_at + body_len */
 } ts_spool_rd;

@@ -42,15 +42,19 @@ typedef struct ts_target_ops {
     size_t (*drain)(void *self, int64_t deadline_mono_ms);
     void (*close)(void *self);                 /* frees self */
     /* Optional (NULL: every record is read back from the spool). A record
-     * the spool just took at `at` (its end at `next`): the target may keep
-     * it in memory and send it from there (claiming it in its consumer with
-     * ts_spool_claim, so it is never read back and never waits behind a
-     * replayed backlog; the spool stays the durable copy and its position
-     * moves when the destination answered). With take set it may keep
-     * *body itself and leave a spare buffer of its own (or an empty one) in
-     * its place; otherwise it copies. Returns 1 when it keeps the record,
-     * 0 when the record is to be read back later (unhealthy, memory cap). */
-    int (*live)(void *self, const ts_dest *d, ts_buf *body, int take, size_t lines, ts_spool_pos at,
+     * the spool just took at `at` (its end at `next`): the points of b
+     * between the cursors from and to (ts_batch_cursor), `lines` lines once
+     * encoded. The target may keep it in memory and send it from there
+     * (claiming it in its consumer with ts_spool_claim, so it is never read
+     * back and never waits behind a replayed backlog; the spool stays the
+     * durable copy and its position moves when the destination answered).
+     * b is shared: a target that keeps the record takes a reference
+     * (ts_batch_retain), encodes the range when it sends it
+     * (ts_batch_encode_range: the bytes the spool-off path sends) and then
+     * drops the reference (ts_batch_pool_put / ts_batch_free). Returns 1 when
+     * it keeps the record, 0 when the record is to be read back later
+     * (unhealthy, memory cap). */
+    int (*live)(void *self, const ts_dest *d, ts_batch *b, size_t from, size_t to, size_t lines, ts_spool_pos at,
                 ts_spool_pos next);
 } ts_target_ops;
 
@@ -91,11 +95,11 @@ uint64_t ts_targets_spooled(const ts_targets *l);
 /* Closes every target, then frees the list. NULL ok. */
 void ts_targets_free(ts_targets *l);
 
-/* What ts_target_spool_batch calls after each record the spool took: buf
- * holds the record's body, which the callee may take (swapping a buffer of
- * its own in); at / next are the record's place (ts_spool_append_at). */
-typedef void (*ts_target_appended_fn)(void *ud, const ts_dest *d, ts_buf *buf, size_t lines, ts_spool_pos at,
-                                      ts_spool_pos next);
+/* What ts_target_spool_batch calls after each record the spool took: the
+ * points of b between the cursors from and to (see ts_target_ops.live);
+ * at / next are the record's place (ts_spool_append_at). */
+typedef void (*ts_target_appended_fn)(void *ud, const ts_dest *d, ts_batch *b, size_t from, size_t to,
+                                      size_t lines, ts_spool_pos at, ts_spool_pos next);
 /* The spool step shared by the list and the writer: b into the spool in
  * records of at most max_lines lines, encoded through buf. Returns 1 when all
  * of it is there; otherwise what the spool refused is left in b (the lines

@@ -58,6 +58,8 @@ typedef struct ts_wqueue_chunk {
     int spooled;             /* read from the spool: acknowledged there, never dropped for memory */
     ts_spool_pos pos;
     int *pieces;             /* split after a 413: pieces of the record still unanswered (shared) */
+    ts_batch *src;           /* a live record not yet encoded: these points of a shared batch */
+    size_t src_from, src_to;
     struct ts_wqueue_chunk *prev, *next;
 } ts_wqueue_chunk;
 

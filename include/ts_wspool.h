@@ -13,11 +13,11 @@ int ts_wspool_evict(void *ud, const ts_dest *d, const char *body, size_t len, si
  * left in b (lines already encoded come back as a text batch in *rest). */
 int ts_wspool_batch(ts_writer *w, ts_batch *b, ts_batch **rest);
 /* A record the spool just took at `at` (see ts_target_ops.live): kept in
- * memory as a live chunk and claimed in the consumer while the target is
- * healthy and the live chunks fit live_cap; 1 if kept. With take, *body
- * moves into the chunk and a spare body is left in its place. */
-int ts_wspool_live(ts_writer *w, const ts_dest *d, ts_buf *body, int take, size_t lines, ts_spool_pos at,
-                   ts_spool_pos next);
+ * memory as a live chunk (a reference to b's points from..to, encoded when
+ * it is sent) and claimed in the consumer while the target is healthy and
+ * the live chunks fit live_cap; 1 if kept. */
+int ts_wspool_live(ts_writer *w, const ts_dest *d, ts_batch *b, size_t from, size_t to, size_t lines,
+                   ts_spool_pos at, ts_spool_pos next);
 /* The oldest live chunk, off its list; NULL when none or its destination
  * waits on retries. */
 ts_wqueue_chunk *ts_wspool_live_next(ts_writer *w);

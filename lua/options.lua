@@ -69,7 +69,8 @@ O.list = {
   { "summary.grace", "integer", 600, "seconds after midnight UTC before a day is summarized", min = 0 },
   { "summary.max_catchup_days", "integer", 31, "most days computed after an outage", min = 1 },
   { "postgres.conninfo", "secret", nil, "libpq connection string or URI of the Traffic Ops database" },
-  { "postgres.statement_timeout", "number", 10, "seconds a daily summary's PostgreSQL statement or lock wait may take (the daemon polls on meanwhile: the summary's calls yield); then it is cancelled and the day retried at the next tick; a server that does not answer within 2 s more is dropped; 0 = no limit", min = 0 },
+  { "postgres.statement_timeout", "number", 10, "seconds a daily summary's PostgreSQL statement or lock wait may take (the daemon polls on meanwhile: the summary's calls yield); then it is cancelled and the day retried at the next tick; a server that does not answer within 2 s more is dropped; 0 = no server-side limit (postgres.call_timeout still bounds the wait)", min = 0 },
+  { "postgres.call_timeout", "number", nil, "seconds the daily summary waits for any one PostgreSQL answer (a statement, a connect with connect_timeout=0, a host name lookup) before it cancels the statement, drops the connection and retries the day at a later tick; default statement_timeout + 2, or 30 when statement_timeout is 0", min = 0.1 },
 
   -- The durable spool (src/spool.c): every polled batch is on disk before it counts as accepted.
   { "spool.enabled", "boolean", true, "keep every accepted point on disk until InfluxDB has it (kill -9, outages)" },

@@ -239,9 +239,11 @@ local function pg_conn()
   if type(pg) ~= "table" then return nil, "this tstats has no PostgreSQL support" end
   -- In the daemon each call runs on the loop and yields; the per-call bound
   -- outlasts the server's own statement_timeout (which gives the clearer
-  -- error), and catches a server that is hung and would never say it.
+  -- error), and catches a server that is hung and would never say it, also
+  -- when there is no statement_timeout: a summary never waits forever.
   local st = tonumber(section("postgres").statement_timeout) or 10
-  local c, err = pg.connect(conninfo, { timeout = st > 0 and st + 2 or 0 })
+  local bound = tonumber(section("postgres").call_timeout) or (st > 0 and st + 2 or 30)
+  local c, err = pg.connect(conninfo, { timeout = bound })
   if not c then return nil, err end
   state.pg = c
   return c

@@ -43,6 +43,7 @@ struct ts_batch {
     size_t pos;           /* compact: next point; text: byte offset of next line */
     size_t run_pos;       /* compact: run holding point `pos` */
     size_t lines_done;    /* text: lines already taken */
+    int refs;             /* holders (ts_batch_retain); the last free or put releases it */
     struct ts_batch *next;   /* the pool's list of spares */
 };
 
@@ -65,6 +66,7 @@ static ts_batch *batch_alloc(const ts_dest *d) {
     if (!b) abort();
     batch_set_dest(b, d);
     ts_buf_init(&b->text);
+    b->refs = 1;
     return b;
 }
 
@@ -209,8 +211,10 @@ size_t ts_batch_capacity_bytes(const ts_batch *b) {
            (b->stat_slots ? ((size_t)b->slots_mask + 1) * sizeof *b->stat_slots : 0);
 }
 
+void ts_batch_retain(ts_batch *b) { b->refs++; }
+
 void ts_batch_free(ts_batch *b) {
-    if (!b) return;
+    if (!b || --b->refs > 0) return;
     batch_release_owner(b);
     free(b->pts);
     free(b->runs);
@@ -246,6 +250,71 @@ size_t ts_batch_take(ts_batch *b, ts_buf *out, size_t max_lines, size_t *taken, 
         }
     }
     *taken = t;
+    return lines;
+}
+
+size_t ts_batch_cursor(const ts_batch *b) { return b->pos; }
+
+size_t ts_batch_run_of(const ts_batch *b, size_t i) {
+    /* the last run starting at or before i */
+    size_t lo = 0, hi = b->nruns;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (b->runs[mid].start <= i) lo = mid;
+        else hi = mid;
+    }
+    return lo;
+}
+
+void ts_batch_run_get(const ts_batch *b, size_t run, const ts_entity_map **ent, int64_t *time_ms, size_t *end) {
+    need_kind(b, 1, "ts_batch_run_get");
+    *ent = b->runs[run].ent;
+    *time_ms = b->runs[run].time_ms;
+    *end = run + 1 < b->nruns ? b->runs[run + 1].start : b->n;
+}
+
+uint32_t ts_batch_point_get(const ts_batch *b, size_t i, double *value) {
+    memcpy(value, b->pts[i].value, sizeof *value);
+    return b->pts[i].stat;
+}
+
+uint32_t ts_batch_nstats(const ts_batch *b) { return b->compact ? b->nstats : 0; }
+const ts_stat_map *ts_batch_stat(const ts_batch *b, uint32_t k) { return b->stats[k]; }
+
+void ts_batch_skip(ts_batch *b, size_t to) {
+    need_kind(b, 1, "ts_batch_skip");
+    if (to > b->n) to = b->n;
+    if (to > b->pos) b->pos = to;
+    while (b->run_pos + 1 < b->nruns && b->runs[b->run_pos + 1].start <= b->pos) b->run_pos++;
+}
+
+size_t ts_batch_range_bytes(const ts_batch *b, size_t from, size_t to) {
+    if (to <= from) return 0;
+    return b->compact ? (to - from) * (sizeof(cpt) + sizeof(crun) / 8) : to - from;
+}
+
+size_t ts_batch_encode_range(const ts_batch *b, size_t from, size_t to, ts_buf *out, size_t *invalid) {
+    size_t lines = 0;
+    if (!b->compact) {
+        if (to > b->text.len) to = b->text.len;
+        if (from >= to) return 0;
+        ts_buf_add(out, b->text.data + from, to - from);
+        for (const char *q = b->text.data + from, *e = b->text.data + to; (q = memchr(q, '\n', (size_t)(e - q))) != NULL; q++)
+            lines++;
+        return lines;
+    }
+    if (to > b->n) to = b->n;
+    if (from >= to) return 0;
+    size_t run = ts_batch_run_of(b, from);
+    for (size_t i = from; i < to; i++) {
+        while (run + 1 < b->nruns && b->runs[run + 1].start <= i) run++;
+        const crun *r = &b->runs[run];
+        const cpt *c = &b->pts[i];
+        ts_cpoint p = {b->stats[c->stat], r->ent, 0, r->time_ms};
+        memcpy(&p.value, c->value, sizeof p.value);
+        if (ts_lp_encode_compact(out, &p, b->dest.precision) == 0) lines++;
+        else (*invalid)++;
+    }
     return lines;
 }
 
@@ -333,12 +402,14 @@ void ts_batch_pool_unhold(ts_batch_pool *p, const ts_batch *b) {
 
 void ts_batch_pool_put(ts_batch_pool *p, ts_batch *b) {
     if (!b) return;
+    if (b->refs > 1) { b->refs--; return; }   /* another holder (a live record) puts it back */
     size_t bytes = b->compact ? ts_batch_capacity_bytes(b) : 0;
     if (!p || !b->compact || p->nspares >= p->spares_max || p->spare_bytes + bytes > p->held_peak) {
         ts_batch_free(b);
         return;
     }
     batch_clear(b);   /* releases the map owner: nothing points into the maps now */
+    b->refs = 1;
     b->next = p->spares;
     p->spares = b;
     p->nspares++;

@@ -24,6 +24,7 @@
 #include "ts_log.h"
 #include "ts_lua.h"
 #include "ts_metrics.h"
+#include "ts_daemon_summary.h"
 #include "ts_pg_async.h"
 #include "ts_sdnotify.h"
 #include "ts_target.h"
@@ -65,10 +66,7 @@ typedef struct tsd {
     int async_wake;           /* a request of the refresh or the summary is over: resume them (whoever reads it clears it) */
     int plan_fresh;           /* the last refresh installed a new plan */
     int reload_pending;       /* a SIGHUP's refresh is not over yet: "reloaded" waits for its plan */
-    lua_State *summary_co;    /* the daily summary in progress (a coroutine, like the refresh), or NULL */
-    int summary_ref;
-    int64_t summary_started;  /* ts_mono_ms */
-    int summary_skipped;      /* ticks that came while it ran */
+    ts_dsummary summary;      /* the daily summary coroutine (src/daemon_summary.c) */
 } tsd;
 
 /* ---- timers: aligned to wall-clock multiples of the interval (as ATC) ---- */
@@ -364,72 +362,6 @@ static int refresh_plan(tsd *d) {
     return rc == 1 ? -1 : rc;
 }
 
-/* Each CDN's last stored daily summary, as Lua keeps it in the state dir (so a restart
- * still knows it), into the metrics store. */
-static void summary_successes(tsd *d) {
-    if (!d->metrics || lua_daemon_call(d, "summary_successes", 0, 1) != 0) return;
-    lua_State *L = d->L;
-    if (lua_istable(L, -1)) {
-        lua_pushnil(L);
-        while (lua_next(L, -2)) {
-            if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TNUMBER)
-                ts_metrics_summary_done(d->metrics, lua_tostring(L, -2), (int64_t)llround(lua_tonumber(L, -1) * 1000.0));
-            lua_pop(L, 1);
-        }
-    }
-    lua_pop(L, 1);
-}
-
-/* Runs the summary coroutine until it yields on PostgreSQL or InfluxDB (its
- * calls run on the loop: polls go on meanwhile) or ends. */
-static void summary_resume(tsd *d, int nargs) {
-    lua_State *L = d->L, *co = d->summary_co;
-    int nres = 0;
-    int st = lua_resume(co, L, nargs, &nres);
-    if (st == LUA_YIELD) {
-        lua_pop(co, nres);
-        return;
-    }
-    if (st != LUA_OK) {
-        luaL_traceback(L, co, lua_tostring(co, -1), 0);
-        ts_lua_log_error("daemon.summary_tick", lua_tostring(L, -1));
-        lua_pop(L, 1);
-        ts_warn("daily summary tick failed; it runs again next tick");
-    }
-    if (d->summary_skipped)
-        ts_info("daily summary over after %.1f s; %d tick(s) skipped meanwhile",
-                (double)(ts_mono_ms() - d->summary_started) / 1000.0, d->summary_skipped);
-    luaL_unref(L, LUA_REGISTRYINDEX, d->summary_ref);
-    d->summary_co = NULL;
-    summary_successes(d);
-}
-
-/* daemon.summary_tick in a coroutine of its own; never two at once: a tick
- * that finds one running is skipped (said once per run, counted each time). */
-static void run_summary(tsd *d) {
-    lua_State *L = d->L;
-    if (d->summary_co) {
-        ts_counter_add(ts_counter_get("summary_ticks_skipped"), 1);
-        if (d->summary_skipped++ == 0)
-            ts_info("daily summary still running (for %.1f s); skipping this tick and the next ones until it is over",
-                    (double)(ts_mono_ms() - d->summary_started) / 1000.0);
-        return;
-    }
-    lua_State *co = lua_newthread(L);
-    d->summary_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    ts_api_mark_async(L, co);
-    if (push_daemon_fn(co, "summary_tick") != 0) {
-        luaL_unref(L, LUA_REGISTRYINDEX, d->summary_ref);
-        ts_warn("daily summary tick failed; it runs again next tick");
-        return;
-    }
-    lua_pushinteger(co, ts_now_ms() / 1000);
-    d->summary_co = co;
-    d->summary_started = ts_mono_ms();
-    d->summary_skipped = 0;
-    summary_resume(d, 1);
-}
-
 /* Unload our modules so SIGHUP picks up edited scripts; the API and the
  * standard libraries stay. */
 static void unload_modules(lua_State *L) {
@@ -719,7 +651,9 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         http_setup(d);
     }
     if (lua_daemon_call(d, "start", 0, 0) != 0) goto out;
-    summary_successes(d);
+    d->summary.L = d->L;
+    d->summary.metrics = d->metrics;
+    ts_dsummary_successes(&d->summary);
 
     /* Ready for systemd once the configuration is in and the loop runs; waiting for
      * Traffic Ops is part of running (it may take long), and /ready tells the rest. */
@@ -781,21 +715,16 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
             /* one flag for both coroutines: each re-yields when its own request is not over */
             d->async_wake = 0;
             if (d->refresh_co) refresh_resume(d);
-            if (d->summary_co) summary_resume(d, 0);
+            ts_dsummary_resume(&d->summary);
         }
-        if (d->want_summary) { d->want_summary = 0; run_summary(d); }
+        if (d->want_summary) { d->want_summary = 0; ts_dsummary_tick(&d->summary); }
         ts_influx_set_step(d->influx_set);
         collect_mapping_garbage(d);
         publish_metrics(d);
         if (ts_mono_ms() - last_report > 60000) { report(d); last_report = ts_mono_ms(); }
     }
     ts_info("Shutdown Request Received - Sending stored metrics then quitting");
-    if (d->summary_co) {
-        ts_warn("shutdown: the daily summary in progress (for %.1f s) is abandoned; PostgreSQL rolls back its "
-                "transaction and the next start computes the day again",
-                (double)(ts_mono_ms() - d->summary_started) / 1000.0);
-        ts_pg_wait_detach_all();   /* never resumed again: its socket must not wake the loop meanwhile */
-    }
+    ts_dsummary_abandon(&d->summary);
     ts_sd_stopping();
     cancel_timers(d);
     int64_t deadline = ts_mono_ms() + (int64_t)(ts_config_settings(d->L)->shutdown_timeout * 1000);
@@ -817,6 +746,7 @@ int ts_daemon_main(const char *config_file, ts_mode mode) {
         if (!kafka) lost += n;
     }
     if (lost) ts_error("shutdown: %zu points could not be written before the shutdown timeout", lost);
+    if (ts_pg_cancel_finish(deadline) > 0) ts_warn("shutdown: a PostgreSQL cancel request was not sent in time");
     report(d);
     rc = 0;
 out:
@@ -826,6 +756,7 @@ out:
     ts_kafka_reload_drain(0);      /* producers a SIGHUP replaced, before the feed goes */
     ts_targets_free(d->targets);   /* every target (Kafka: the producer, then its spool position), then the spool */
     ts_spool_close(d->spool);
+    ts_pg_cancel_finish(0);    /* the loop stops watching for their outcomes */
     ts_pg_wait_detach_all();   /* an abandoned summary's wait is collected after the loop */
     ts_loop_free(d->loop);
     ts_collector_free(d->coll);

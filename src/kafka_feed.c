@@ -196,9 +196,16 @@ static void kt_submit(void *self, ts_batch *b) {
 
 static int kt_reads_spool(void *self) { return ((kafka_target *)self)->f != NULL; }
 
-static int kt_live(void *self, const ts_dest *d, ts_buf *body, int take, size_t lines, ts_spool_pos at,
-                   ts_spool_pos next) {
-    return ts_kafka_feed_live(((kafka_target *)self)->f, d, body, take, lines, at, next);
+/* The record's points encoded to line protocol here, then on as a body. */
+static int kt_live(void *self, const ts_dest *d, ts_batch *b, size_t from, size_t to, size_t lines,
+                   ts_spool_pos at, ts_spool_pos next) {
+    ts_buf body;
+    ts_buf_init(&body);
+    size_t invalid = 0;
+    ts_batch_encode_range(b, from, to, &body, &invalid);
+    int kept = ts_kafka_feed_live(((kafka_target *)self)->f, d, &body, 1, lines, at, next);
+    ts_buf_free(&body);
+    return kept;
 }
 
 static void kt_tick(void *self) {

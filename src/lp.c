@@ -377,12 +377,17 @@ static inline char *put(char *d, const void *s, size_t n) {
     return d + n;
 }
 
+int ts_lp_compact_writable(const ts_stat_map *st, double value) {
+    if (!st) return 0;
+    if (st->scale != 1.0) value *= st->scale;
+    return isfinite(value) != 0;
+}
+
 int ts_lp_encode_compact(ts_buf *out, const ts_cpoint *p, ts_precision prec) {
     const ts_stat_map *st = p->stat;
-    if (!st) return -1;
+    if (!ts_lp_compact_writable(st, p->value)) return -1;
     double v = p->value;
     if (st->scale != 1.0) v *= st->scale;
-    if (!isfinite(v)) return -1;
 
     static const ts_tagset none = {NULL, 0};
     const ts_tagset *a = &st->tags;

@@ -3,7 +3,8 @@
  * only turns libpq into `connect`, `query`, `exec` with text parameters and typed
  * rows, reconnects a lost connection once, and keeps passwords out of messages.
  * In a coroutine the daemon marked async the calls run on its loop and yield
- * (src/pg_async.c drives libpq); elsewhere they block. */
+ * (src/pg_async.c drives libpq, src/pg_thread.c looks host names up and sends cancel
+ * requests off the loop); elsewhere they block. */
 #include "ts_pg.h"
 #include "ts_async.h"
 #include "ts_log.h"
@@ -43,12 +44,13 @@ typedef struct pgconn {
     char *secret[MAX_SECRETS];
 } pgconn;
 
-static ts_counter *c_errors, *c_resets;
+static ts_counter *c_errors, *c_resets, *c_timeouts;
 
 static void counters_init(void) {
     if (!c_errors) {
         c_errors = ts_counter_get("pg_errors");
         c_resets = ts_counter_get("pg_reconnects");
+        c_timeouts = ts_counter_get("pg_timeouts");
     }
 }
 
@@ -148,17 +150,32 @@ static int do_reset(pgconn *p) {
 }
 
 static int pg_k(lua_State *L, int status, lua_KContext k);
-enum { ST_CONNECT, ST_RESET_FIRST, ST_QUERY, ST_RESET_RETRY };
+enum { ST_RESOLVE, ST_CONNECT, ST_RESET_FIRST, ST_QUERY, ST_RESET_RETRY };
 enum { OP_QUERY, OP_EXEC };
 
-/* The conninfo's connect_timeout (libpq applies it only to blocking connects). */
-static int64_t connect_timeout_ms(PGconn *c) {
+/* The conninfo's connect_timeout (libpq applies it only to blocking connects); on the
+ * loop a connect_timeout of 0 still gets the call's bound: nothing there waits forever. */
+static int64_t connect_timeout_ms(const pgconn *p) {
     int64_t ms = 0;
-    PQconninfoOption *o = PQconninfo(c);
+    PQconninfoOption *o = PQconninfo(p->c);
     for (PQconninfoOption *i = o; i && i->keyword; i++)
         if (strcmp(i->keyword, "connect_timeout") == 0 && i->val) ms = (int64_t)atoi(i->val) * 1000;
     PQconninfoFree(o);
-    return ms > 0 ? ms : 0;
+    return ms > 0 ? ms : p->timeout_ms;
+}
+
+static const char *opt_val(PQconninfoOption *opts, const char *kw) {
+    for (PQconninfoOption *o = opts; o->keyword; o++)
+        if (strcmp(o->keyword, kw) == 0 && o->val && *o->val) return o->val;
+    return NULL;
+}
+
+/* Whether the host list has a name to look up (not only socket directories). */
+static int has_name(const char *hosts) {
+    for (const char *h = hosts; h && *h; h += strcspn(h, ","), h += *h == ',') {
+        if (*h != ',' && *h != '/' && *h != '@') return 1;
+    }
+    return 0;
 }
 
 /* The end of a connect: the connection at idx, or nil, err. */
@@ -172,6 +189,26 @@ static int connected(lua_State *L, pgconn *p, int idx) {
     PQsetNoticeProcessor(p->c, notice_to_log, NULL);
     lua_pushvalue(L, idx);
     return 1;
+}
+
+/* Starts the non-blocking connect of the conninfo at index 1; host, hostaddr, port (when
+ * not NULL) come after it and so override its own. 0: started (stage ST_CONNECT); else
+ * p->c is NULL or bad and connected() says why. */
+static int start_connect(lua_State *L, pgconn *p, ts_pg_wait *w, const char *host, const char *hostaddr,
+                         const char *port) {
+    /* Defaults placed before dbname so the operator's conninfo wins: a dead
+     * host must not block the daemon forever, and the server should see who we are. */
+    const char *kw[7] = {"connect_timeout", "fallback_application_name", "dbname"};
+    const char *val[7] = {"10", "tstats", lua_tostring(L, 1)};
+    int n = 3;
+    if (host) { kw[n] = "host"; val[n++] = host; }
+    if (hostaddr) { kw[n] = "hostaddr"; val[n++] = hostaddr; }
+    if (port) { kw[n] = "port"; val[n++] = port; }
+    kw[n] = val[n] = NULL;
+    p->c = PQconnectStartParams(kw, val, 1);
+    if (!p->c) return -1;
+    w->stage = ST_CONNECT;
+    return ts_pg_wait_connect(w, p->c, 0, connect_timeout_ms(p));
 }
 
 static int l_connect(lua_State *L) {
@@ -212,26 +249,36 @@ static int l_connect(lua_State *L) {
     }
     for (PQconninfoOption *o = opts; o->keyword; o++)
         if (strcmp(o->keyword, "password") == 0 && o->val) add_secret(p, o->val);
-    PQconninfoFree(opts);
 
-    /* Defaults placed before dbname so the operator's conninfo wins: a dead
-     * host must not block the daemon forever, and the server should see who we are. */
-    const char *const kw[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
-    const char *const val[] = {"10", "tstats", conninfo, NULL};
     ts_loop *loop;
     int *wake;
     if (ts_async_get(L, &loop, &wake)) {
-        p->c = PQconnectStartParams(kw, val, 1);
-        if (!p->c) {
-            free_secrets(p);
-            return fail(L, NULL, "pg: connect: ", "out of memory");
-        }
-        ts_pg_wait *w = ts_pg_wait_push(L, loop, wake);
-        w->stage = ST_CONNECT;
+        /* libpq looks host names up with a blocking getaddrinfo inside PQconnectStartParams /
+         * PQconnectPoll unless hostaddr is given: look them up on a helper thread first and
+         * hand libpq both (host stays the name, for TLS, .pgpass and messages). */
+        const char *hosts = opt_val(opts, "host"), *ct = opt_val(opts, "connect_timeout");
+        if (!hosts) hosts = getenv("PGHOST");
+        int resolve = has_name(hosts) && !opt_val(opts, "hostaddr") && !getenv("PGHOSTADDR");
+        int64_t ct_ms = (ct ? atoi(ct) : 10) * (int64_t)1000;
+        ts_pg_wait *w = ts_pg_wait_push(L, loop, wake);   /* index 4 */
         w->conn_idx = 3;
-        if (ts_pg_wait_connect(w, p->c, 0, connect_timeout_ms(p->c)) != 0) return connected(L, p, 3);
+        w->stage = ST_RESOLVE;
+        int rc = resolve ? ts_pg_wait_resolve(w, hosts, opt_val(opts, "port"), ct_ms > 0 ? ct_ms : p->timeout_ms) : 1;
+        PQconninfoFree(opts);
+        if (rc < 0) {
+            int r = fail(L, p, "pg: connect: ", "cannot start the host name lookup (no thread)");
+            free_secrets(p);
+            return r;
+        }
+        if (rc > 0) {
+            /* socket directories or addresses only: nothing to look up */
+            if (start_connect(L, p, w, NULL, NULL, NULL) != 0) return connected(L, p, 3);
+        }
         return pg_k(L, LUA_OK, (lua_KContext)lua_gettop(L));
     }
+    PQconninfoFree(opts);
+    const char *const kw[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
+    const char *const val[] = {"10", "tstats", conninfo, NULL};
     p->c = PQconnectdbParams(kw, val, 1);
     if (!p->c) {
         free_secrets(p);
@@ -446,7 +493,7 @@ static int start_reset(lua_State *L, pgconn *p, ts_pg_wait *w, int stage) {
     p->in_tx = 0;
     p->stale = 0;
     w->stage = stage;
-    if (ts_pg_wait_connect(w, p->c, 1, connect_timeout_ms(p->c)) == 0) return 0;
+    if (ts_pg_wait_connect(w, p->c, 1, connect_timeout_ms(p)) == 0) return 0;
     fail(L, p, "pg: connection lost, reconnect failed: ", PQerrorMessage(p->c));
     return -1;
 }
@@ -460,6 +507,24 @@ static int pg_k(lua_State *L, int status, lua_KContext k) {
     for (;;) {
         int rc = ts_pg_wait_step(w);
         if (rc == TS_PGW_AGAIN) return lua_yieldk(L, 0, k, pg_k);
+        if (w->stage == ST_RESOLVE) {
+            const char *host = NULL, *addr = NULL, *port = NULL, *err = "no answer within connect_timeout";
+            if (rc == TS_PGW_DONE) err = ts_pg_resolve_result(ts_pg_wait_resolved(w), &host, &addr, &port);
+            if (err) {
+                int r = fail(L, p, "pg: connect: host name lookup: ", err);
+                free_secrets(p);
+                return r;
+            }
+            ts_info("pg: connecting to %s at %s (host names looked up off the loop)", host, addr);
+            if (start_connect(L, p, w, host, addr, port) != 0) {
+                if (!p->c) {
+                    free_secrets(p);
+                    return fail(L, NULL, "pg: connect: ", "out of memory");
+                }
+                return connected(L, p, w->conn_idx);
+            }
+            continue;
+        }
         if (w->stage == ST_CONNECT) {
             if (rc == TS_PGW_TIMEOUT) {
                 int r = fail(L, p, "pg: connect: ", "no answer within connect_timeout");
@@ -488,13 +553,18 @@ static int pg_k(lua_State *L, int status, lua_KContext k) {
         PGresult *r = ts_pg_wait_take(w);
         if (rc == TS_PGW_TIMEOUT) {
             PQclear(r);
-            /* the server may be hung: drop the connection at the next call (a
-             * transaction of it is rolled back by the server, as on a lost one) */
+            /* The server may be hung: cancel the statement (from a helper thread: PQcancel
+             * blocks) so its transaction and locks go once the server runs again, and drop
+             * the connection at the next call (a reset; a transaction of it is rolled back
+             * by the server, as on a lost one). */
+            counters_init();
+            ts_counter_add(c_timeouts, 1);
+            ts_pg_cancel_start(p->c, w->loop, "a statement got no answer in time");
             p->stale = 1;
             p->in_tx = w->tx_before;
             lua_pushnil(L);
-            lua_pushfstring(L, "pg: no answer within %d ms; the connection is dropped", (int)p->timeout_ms);
-            counters_init();
+            lua_pushfstring(L, "pg: no answer within %d ms; the connection is dropped and its statement cancelled",
+                            (int)p->timeout_ms);
             ts_counter_add(c_errors, 1);
             return 2;
         }

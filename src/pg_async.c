@@ -8,7 +8,7 @@
 #include <string.h>
 #include "ts_clock.h"
 
-enum { K_CONNECT = 1, K_RESET, K_QUERY };
+enum { K_CONNECT = 1, K_RESET, K_QUERY, K_RESOLVE };
 
 static ts_pg_wait *attached;   /* one loop per process: the daemon's */
 
@@ -49,8 +49,14 @@ static void watch(ts_pg_wait *w, int writable) {
     if (fd >= 0) ts_loop_watch_fd_for(w->loop, fd, writable, on_fd, w);
 }
 
+static void drop_job(ts_pg_wait *w) {
+    ts_pg_resolve_release(w->job);
+    w->job = NULL;
+}
+
 static void attach(ts_pg_wait *w, PGconn *c, int kind, int64_t timeout_ms) {
     detach(w);
+    drop_job(w);
     if (w->res) PQclear(w->res);
     w->res = NULL;
     w->c = c;
@@ -66,6 +72,7 @@ static void attach(ts_pg_wait *w, PGconn *c, int kind, int64_t timeout_ms) {
 static int wait_gc(lua_State *L) {
     ts_pg_wait *w = lua_touserdata(L, 1);
     detach(w);
+    drop_job(w);
     if (w->res) PQclear(w->res);
     w->res = NULL;
     return 0;
@@ -94,6 +101,20 @@ int ts_pg_wait_connect(ts_pg_wait *w, PGconn *c, int reset, int64_t timeout_ms) 
     watch(w, 1);
     return 0;
 }
+
+int ts_pg_wait_resolve(ts_pg_wait *w, const char *hosts, const char *ports, int64_t timeout_ms) {
+    int fd = -1;
+    ts_pg_resolve *r = ts_pg_resolve_start(hosts, ports, &fd);
+    if (!r) return -1;
+    attach(w, NULL, K_RESOLVE, timeout_ms);
+    w->job = r;
+    w->ready = 0;
+    w->fd = fd;
+    ts_loop_watch_fd_for(w->loop, fd, 0, on_fd, w);
+    return 0;
+}
+
+ts_pg_resolve *ts_pg_wait_resolved(ts_pg_wait *w) { return w->job; }
 
 int ts_pg_wait_query(ts_pg_wait *w, PGconn *c, const char *sql, int n, const char *const *vals, int64_t timeout_ms) {
     /* a connection used blocking before (PQexecParams ignores this mode) */
@@ -159,11 +180,17 @@ int ts_pg_wait_step(ts_pg_wait *w) {
     if (!w->ready) return TS_PGW_AGAIN;     /* resumed for another coroutine's request */
     w->ready = 0;
     if (w->kind == K_QUERY) return step_query(w);
+    if (w->kind == K_RESOLVE) return ts_pg_resolve_done(w->job) ? finish(w, TS_PGW_DONE) : TS_PGW_AGAIN;
     PostgresPollingStatusType st = w->kind == K_RESET ? PQresetPoll(w->c) : PQconnectPoll(w->c);
     if (st == PGRES_POLLING_OK) return finish(w, TS_PGW_DONE);
     if (st == PGRES_POLLING_FAILED) return finish(w, TS_PGW_FAILED);
     watch(w, st == PGRES_POLLING_WRITING);
     return TS_PGW_AGAIN;
+}
+
+void ts_pg_wait_cancel_all(const char *why) {
+    for (ts_pg_wait *w = attached; w; w = w->next)
+        if (w->kind == K_QUERY && w->c) ts_pg_cancel_start(w->c, w->loop, why);
 }
 
 void ts_pg_wait_detach_all(void) {

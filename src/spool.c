@@ -58,6 +58,7 @@ struct ts_spool_consumer {
     int rfd;              /* read fd of segment rfd_seg, -1 none */
     uint64_t rfd_seg;
     ts_buf buf;           /* the last record's body */
+    ts_buf raw;           /* the last compact record as read, before it is encoded */
     ts_buf *into;         /* ts_spool_read_into: the caller's buffer instead */
     ts_spool_pos age_pos; /* ts_spool_oldest_age_ms: the record it looked at */
     int64_t age_time_ms;  /* and that record's append time, 0 none */
@@ -142,6 +143,7 @@ static ts_spool_consumer *cons_new(ts_spool *s, const char *name, ts_spool_pos a
     c->acked = c->cur = at;
     c->rfd = -1;
     ts_buf_init(&c->buf);
+    ts_buf_init(&c->raw);
     if (s->ncons == s->cons_cap) {
         s->cons_cap = s->cons_cap ? s->cons_cap * 2 : 4;
         s->cons = realloc(s->cons, s->cons_cap * sizeof *s->cons);
@@ -154,6 +156,7 @@ static ts_spool_consumer *cons_new(ts_spool *s, const char *name, ts_spool_pos a
 static void cons_free(ts_spool_consumer *c) {
     if (c->rfd >= 0) close(c->rfd);
     ts_buf_free(&c->buf);
+    ts_buf_free(&c->raw);
     ts_spool_fifo_free(&c->out);
     ts_spool_fifo_free(&c->claims);
     free(c->name);
@@ -422,10 +425,16 @@ int ts_spool_append(ts_spool *s, const char *db, const char *rp, ts_precision pr
 
 int ts_spool_append_at(ts_spool *s, const char *db, const char *rp, ts_precision prec, const char *body, size_t len,
                        size_t lines, ts_spool_pos *at, ts_spool_pos *next) {
+    return ts_spool_append_kind(s, db, rp, prec, TS_SPOOL_KIND_LP, body, len, lines, at, next);
+}
+
+int ts_spool_append_kind(ts_spool *s, const char *db, const char *rp, ts_precision prec, int kind, const char *body,
+                         size_t len, size_t lines, ts_spool_pos *at, ts_spool_pos *next) {
     if (!rp) rp = "";
     size_t dbl = strlen(db), rpl = strlen(rp);
     uint64_t sup;
-    if (dbl == 0 || dbl > 127 || rpl > 127 || len == 0 || body[len - 1] != '\n' || lines == 0 ||
+    if (dbl == 0 || dbl > 127 || rpl > 127 || len == 0 || (kind == TS_SPOOL_KIND_LP && body[len - 1] != '\n') ||
+        (kind != TS_SPOOL_KIND_LP && kind != TS_SPOOL_KIND_COMPACT) || lines == 0 ||
         lines > UINT32_MAX || len > TS_SPOOL_MAX_RECORD || REC_HDR + PAY_HDR + dbl + rpl + len > s->o.max_bytes / 2) {
         if (log_ok(s, LOGK_WRITE, &sup))
             ts_error("spool: record for %s refused (%zu bytes, %zu lines): not a valid or storable chunk", db, len,
@@ -452,7 +461,7 @@ int ts_spool_append_at(ts_spool *s, const char *db, const char *rp, ts_precision
     ph[4] = (unsigned char)prec;
     ph[5] = (unsigned char)dbl;
     ph[6] = (unsigned char)rpl;
-    ph[7] = 0; /* kind: line protocol */
+    ph[7] = (unsigned char)kind;
     ts_put64(ph + 8, (uint64_t)ts_now_ms());
     int ver = ts_spool_rec_version();
     uint32_t pc = ts_spool_sum(ver, 0, ph, PAY_HDR);
@@ -700,6 +709,7 @@ int ts_spool_read(ts_spool_consumer *c, ts_spool_rec *r) {
             }
         }
         rd.fd = c->rfd;
+        rd.scratch = &c->raw;
         ts_buf *dst = c->into ? c->into : &c->buf;
         if (!c->into) ts_buf_reset(dst);
         uint64_t off = c->cur.off;
@@ -725,6 +735,7 @@ int ts_spool_read(ts_spool_consumer *c, ts_spool_rec *r) {
         r->body = dst->data + rd.body_at;
         r->len = rd.body_len;
         r->lines = rd.lines;
+        r->kind = rd.kind;
         r->time_ms = rd.time_ms;
         r->pos = here;
         r->next = c->cur;

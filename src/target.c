@@ -9,6 +9,7 @@
 
 #include "ts_clock.h"
 #include "ts_counter.h"
+#include "ts_spool_rec.h"
 
 struct ts_target {
     const ts_target_ops *ops;
@@ -52,26 +53,39 @@ int ts_target_spool_batch(ts_spool *s, ts_batch *b, size_t max_lines, ts_buf *bu
     const ts_dest *d = ts_batch_dest(b);
     *rest = NULL;
     *spooled = *invalid = 0;
+    int compact = ts_batch_is_compact(b);
     while (ts_batch_points(b) > 0) {
         ts_buf_reset(buf);
-        /* one allocation at about the record's size, not a dozen doubling
-         * copies (CacheStats lines are ~90-130 bytes; see encode_chunk) */
-        size_t pts = ts_batch_points(b);
-        ts_buf_reserve(buf, (pts < max_lines ? pts : max_lines) * 128 + 256);
-        size_t taken = 0, inv = 0;
-        size_t lines = ts_batch_take(b, buf, max_lines, &taken, &inv);
+        size_t pts = ts_batch_points(b), want = pts < max_lines ? pts : max_lines;
+        size_t taken = 0, inv = 0, from = ts_batch_cursor(b), lines;
+        if (compact) {
+            /* the points in their own shape (~1/6 of their line protocol);
+             * read back, they are encoded as the spool-off writer does */
+            ts_buf_reserve(buf, want * 10 + 4096);
+            lines = ts_spool_rec_compact(buf, b, max_lines, &taken, &inv);
+        } else {
+            /* one allocation at about the record's size, not a dozen doubling
+             * copies (lines are ~90-130 bytes; see encode_chunk) */
+            ts_buf_reserve(buf, want * 128 + 256);
+            lines = ts_batch_take(b, buf, max_lines, &taken, &inv);
+        }
         *invalid += inv;
         if (lines == 0) continue;
         ts_spool_pos at, next;
-        if (ts_spool_append_at(s, d->db, d->rp, d->precision, buf->data, buf->len, lines, &at, &next) != 0) {
+        if (ts_spool_append_kind(s, d->db, d->rp, d->precision, compact ? TS_SPOOL_KIND_COMPACT : TS_SPOOL_KIND_LP,
+                                 buf->data, buf->len, lines, &at, &next) != 0) {
             ts_batch *t = ts_batch_new_text(d);
-            ts_buf_add(ts_batch_text_buf(t), buf->data, buf->len);
+            if (compact) {
+                size_t skipped = 0;
+                ts_batch_encode_range(b, from, ts_batch_cursor(b), ts_batch_text_buf(t), &skipped);
+            } else
+                ts_buf_add(ts_batch_text_buf(t), buf->data, buf->len);
             ts_batch_text_commit(t, lines);
             *rest = t;
             return 0;
         }
         *spooled += lines;
-        if (appended) appended(ud, d, buf, lines, at, next);
+        if (appended) appended(ud, d, b, from, ts_batch_cursor(b), lines, at, next);
     }
     ts_buf_shrink(buf, max_lines * 128 + 256 > ((size_t)1 << 20) ? max_lines * 128 + 256 : (size_t)1 << 20);
     return 1;
@@ -166,18 +180,16 @@ static void hand(ts_targets *l, ts_batch *b, int readers) {
 }
 
 /* A record the spool took, offered to every healthy target that reads the
- * spool and can send from memory: a copy each, the buffer itself to the last
- * (it leaves a spare of its own in the list's buffer). The others read it
- * back from disk when their turn comes. */
-static void offer_live(void *ud, const ts_dest *d, ts_buf *buf, size_t lines, ts_spool_pos at, ts_spool_pos next) {
+ * spool and can send from memory: each that keeps it holds a reference to
+ * the batch (no copy). The others read it back from disk when their turn
+ * comes. */
+static void offer_live(void *ud, const ts_dest *d, ts_batch *b, size_t from, size_t to, size_t lines,
+                       ts_spool_pos at, ts_spool_pos next) {
     ts_targets *l = ud;
-    int last = -1;
-    for (int i = 0; i < l->n; i++)
-        if (l->t[i]->ops->live && reads(l, l->t[i]) && l->t[i]->ops->healthy(l->t[i]->self)) last = i;
-    for (int i = 0; i <= last; i++) {
+    for (int i = 0; i < l->n; i++) {
         ts_target *t = l->t[i];
         if (!t->ops->live || !reads(l, t) || !t->ops->healthy(t->self)) continue;
-        t->ops->live(t->self, d, buf, i == last, lines, at, next);
+        t->ops->live(t->self, d, b, from, to, lines, at, next);
     }
 }
 

@@ -42,11 +42,9 @@ ts_buf ts_wqueue_spare_body(ts_writer *w) {
 /* A sent chunk's body goes back for the next encode_chunk. */
 void ts_wqueue_recycle_body(ts_writer *w, ts_wqueue_chunk *c) {
     size_t limit = w->max_publish_size * 512 + 4096;   /* not a freak-sized one */
-    /* With live records, bodies for about live_cap of them are kept too: each
-     * poll's records then reuse pages instead of faulting in fresh ones (the
-     * peak is the same: at the publish that many are held anyway). */
+    /* live records are encoded when they are sent, like encode_chunk's, so
+     * the bodies in flight are all there is to keep */
     int keep = w->max_inflight + 1;
-    if (w->cons) keep += (int)(w->live_cap / (w->max_publish_size * 128 + 256));
     if (keep > 16) keep = 16;
     if (c->body.data && c->body.cap <= limit && w->nspare_bodies < keep) {
         w->spare_bodies[w->nspare_bodies++] = c->body;
@@ -122,6 +120,7 @@ void ts_wqueue_pieces_release(ts_wqueue_chunk *c) {
 void ts_wqueue_chunk_free(ts_wqueue_chunk *c) {
     /* an orphan's pieces (writer freed): the record stays in the spool */
     if (c->pieces && --*c->pieces == 0) free(c->pieces);
+    ts_batch_free(c->src);   /* a reference to a shared batch, if still held */
     ts_buf_free(&c->body);
     free(c->url);
     free(c);

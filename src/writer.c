@@ -433,9 +433,9 @@ static void t_tick(void *self) { ts_writer_flush(self); }
 static int t_healthy(void *self) { return ts_writer_healthy(self); }
 static size_t t_drain(void *self, int64_t deadline) { return ts_writer_drain(self, deadline); }
 static void t_close(void *self) { ts_writer_free(self); }
-static int t_live(void *self, const ts_dest *d, ts_buf *body, int take, size_t lines, ts_spool_pos at,
-                  ts_spool_pos next) {
-    return ts_wspool_live(self, d, body, take, lines, at, next);
+static int t_live(void *self, const ts_dest *d, ts_batch *b, size_t from, size_t to, size_t lines,
+                  ts_spool_pos at, ts_spool_pos next) {
+    return ts_wspool_live(self, d, b, from, to, lines, at, next);
 }
 
 static void t_stats(void *self, ts_target_stats *s) {

@@ -21,28 +21,28 @@ int ts_wspool_evict(void *ud, const ts_dest *d, const char *body, size_t len, si
     return 1;
 }
 
-/* The record just appended stays in memory as a chunk and is sent from
- * there (the spool keeps the durable copy; the position moves when the
- * target answers): no read back at publishing time, and never behind a
- * replayed backlog. Only while the target is healthy and the live chunks
- * fit live_cap: otherwise the record is read from disk later, like any
- * backlog. */
-int ts_wspool_live(ts_writer *w, const ts_dest *d, ts_buf *body, int take, size_t lines, ts_spool_pos at,
-                   ts_spool_pos next) {
+/* The record just appended stays in memory and is sent from there (the
+ * spool keeps the durable copy; the position moves when the target
+ * answers): no read back at publishing time, and never behind a replayed
+ * backlog. What is kept is a reference to the batch's points, encoded at
+ * the publish as encode_chunk does for the spool-off writer. Only while the
+ * target is healthy and the live records fit live_cap: otherwise the record
+ * is read from disk later, like any backlog. */
+int ts_wspool_live(ts_writer *w, const ts_dest *d, ts_batch *b, size_t from, size_t to, size_t lines,
+                   ts_spool_pos at, ts_spool_pos next) {
+    size_t bytes = ts_batch_range_bytes(b, from, to);
     if (!w->cons || w->host_down || w->retry_head || ts_influx_nurls(w->influx) == 0 ||
-        w->live_bytes + body->len > w->live_cap)
+        w->live_bytes + bytes > w->live_cap)
         return 0;
     ts_wqueue_chunk *c = calloc(1, sizeof *c);
     if (!c) abort();
     c->d = ts_wqueue_dest_get(w, d);
     c->seq = ++w->seq;
-    if (take) {
-        c->body = *body;   /* the encoded record itself: no copy */
-        *body = ts_wqueue_spare_body(w);
-    } else {
-        c->body = ts_wqueue_spare_body(w);
-        ts_buf_add(&c->body, body->data, body->len);
-    }
+    ts_batch_retain(b);
+    c->src = b;
+    c->src_from = from;
+    c->src_to = to;
+    ts_buf_init(&c->body);
     c->lines = lines;
     c->spooled = 1;
     c->pos = at;
@@ -50,7 +50,7 @@ int ts_wspool_live(ts_writer *w, const ts_dest *d, ts_buf *body, int take, size_
     if (w->live_tail) w->live_tail->next = c;
     else w->live_head = c;
     w->live_tail = c;
-    w->live_bytes += c->body.len;
+    w->live_bytes += bytes;
     return 1;
 }
 
@@ -60,7 +60,14 @@ ts_wqueue_chunk *ts_wspool_live_next(ts_writer *w) {
     w->live_head = c->next;
     if (!w->live_head) w->live_tail = NULL;
     c->next = NULL;
-    w->live_bytes -= c->body.len;
+    w->live_bytes -= ts_batch_range_bytes(c->src, c->src_from, c->src_to);
+    c->body = ts_wqueue_spare_body(w);
+    ts_buf_reserve(&c->body, c->lines * 128 + 256);
+    size_t invalid = 0;
+    /* the same lines the record holds: its NaN/Inf points were counted when it was appended */
+    c->lines = ts_batch_encode_range(c->src, c->src_from, c->src_to, &c->body, &invalid);
+    ts_batch_pool_put(w->pool, c->src);
+    c->src = NULL;
     return c;
 }
 
@@ -75,9 +82,10 @@ void ts_wspool_live_release(ts_writer *w) {
     w->live_bytes = 0;
 }
 
-static void appended(void *ud, const ts_dest *d, ts_buf *buf, size_t lines, ts_spool_pos at, ts_spool_pos next) {
+static void appended(void *ud, const ts_dest *d, ts_batch *b, size_t from, size_t to, size_t lines,
+                     ts_spool_pos at, ts_spool_pos next) {
     ts_writer *w = ud;
-    if (!ts_wspool_live(w, d, buf, 1, lines, at, next)) w->spool_dry = 0;
+    if (!ts_wspool_live(w, d, b, from, to, lines, at, next)) w->spool_dry = 0;
 }
 
 /* A batch into the spool, in records of at most max_publish_size lines.

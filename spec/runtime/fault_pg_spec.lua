@@ -10,6 +10,16 @@ local DAY = 86400
 local tstats_bin = stack.bin("tstats")
 local pg_sh = stack.root() .. "/scripts/lib/pg.sh"
 
+-- the daemon's config: 1 s polls, a summary to pg every `every` s, then extra
+local function summary_config(tmp, to_url, influx, every, extra)
+  return stack.write_config(tmp .. "/config.lua", {
+    to_url = to_url, influx_url = influx.url, influx_extra = "timeout = 5", state_dir = tmp .. "/state",
+    collect = "timeout = 0.5, connect_timeout = 0.5",
+    summary = '{ sinks = { "pg" }, rollups = { "daily" }, grace = 600 }',
+    extra = ("daily_summary_interval = %d, %s"):format(every, extra),
+  })
+end
+
 describe("fault suite: PostgreSQL stopped during a daily summary", function()
   teardown(function() stack.cleanup_all() end)
 
@@ -17,10 +27,7 @@ describe("fault suite: PostgreSQL stopped during a daily summary", function()
     local influx = stack.influxd_start_atc()
     local pg = stack.pg_start()
     local tmp = stack.tmpdir()
-    -- the newest closed day (grace 600 s): the only day a first tick has to do
-    local D = (os.time() - 600) // DAY * DAY - DAY
-    local Ddate = os.date("!%Y-%m-%d", D)
-    local Dpat = Ddate:gsub("%-", "%%-")     -- as a Lua pattern
+    local D, Ddate, Dpat = stack.summary_day()
     local lines = {
       ("bandwidth.cdn.1min,cdn=cdn-a value=1000000 %d"):format(D),
       ("bandwidth.cdn.1min,cdn=cdn-a value=4000000 %d"):format(D + 12 * 3600),
@@ -36,36 +43,21 @@ describe("fault suite: PostgreSQL stopped during a daily summary", function()
     }
 
     -- another session holds the lock the summary's transaction takes first
-    local lock_sql = "SELECT pg_advisory_lock(hashtext('tstats.stats_summary')); SELECT pg_sleep(600)"
-    local locker = stack.spawn(q(pg_sh) .. " psql " .. q(pg.dir) .. " " .. q(lock_sql), tmp .. "/locker.log")
-    assert(stack.wait_until(function()
-      return pg:psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"):match("^%s*1")
-    end, 20, 0.2), "the lock was not taken: " .. tostring(stack.read_file(tmp .. "/locker.log")))
+    local locker = stack.pg_hold_lock(pg, tmp)
 
     local sim = stack.sim_start("--cdns 1 --caches 2 --ds 1", { dir = tmp })
     local to_url = sim.to_url
     local port = stack.free_port()
-    local cfg = tmp .. "/config.lua"
-    stack.write_file(cfg, ([[
-return {
-  traffic_ops = { url = %q, user = "admin", password = "twelve12", timeout = 3 },
-  influxdb = { urls = { %q }, timeout = 5 },
-  polling_interval = 1, publishing_interval = 1, daily_summary_interval = 1,
-  state_dir = %q,
-  collect = { timeout = 0.5, connect_timeout = 0.5 },
-  summary = { sinks = { "pg" }, rollups = { "daily" }, grace = 600 },
-  postgres = { conninfo = %q },
-  http = { listen = "127.0.0.1:%d" },
-}]]):format(to_url, influx.url, tmp .. "/state", pg.conninfo, port))
+    local cfg = summary_config(tmp, to_url, influx, 1,
+      ("postgres = { conninfo = %q }, http = { listen = \"127.0.0.1:%d\" },"):format(pg.conninfo, port))
     local log = tmp .. "/tstats.log"
     local function text() return stack.read_file(log) or "" end
     local d = stack.spawn(tstats_bin .. " --config " .. q(cfg) .. " run", log)
     finally(function() if d:alive() then d:kill("KILL"); d:wait(10) end end)
 
     -- the summary waits inside its transaction (InfluxDB already written, PostgreSQL not yet)
-    assert(stack.wait_until(function()
-      return pg:psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"):match("^%s*1")
-    end, 30, 0.2), "the summary never reached its transaction:\n" .. text())
+    assert(stack.wait_until(function() return #stack.pg_lock_waiters(pg) == 1 end, 30, 0.2),
+      "the summary never reached its transaction:\n" .. text())
     -- the summary's libpq calls block the daemon's loop: polls made while it waits (said, not asserted)
     local function collected() return select(2, text():gsub("Collected %d+ cache stats values", "")) end
     local c_wait0 = collected()
@@ -100,9 +92,7 @@ return {
       .. "FROM stats_summary WHERE stat_date = '%s' ORDER BY 1"):format(Ddate))
     local got = {}
     for l in rows:gmatch("[^\n]+") do got[#got + 1] = l end
-    local total = tonumber((pg:psql("SELECT count(*) FROM stats_summary"):match("%d+")))
-    local dups = tonumber((pg:psql("SELECT count(*) FROM (SELECT 1 FROM stats_summary GROUP BY stat_date, cdn_name, "
-      .. "deliveryservice_name, stat_name HAVING count(*) > 1) x"):match("%d+")))
+    local total, _, dups = stack.summary_rows(pg, Ddate)
     local points = 0
     for _, m in ipairs({ "daily_maxgbps", "daily_bytesserved" }) do
       for _, r in ipairs(stack.influx_rows(stack.influx_query(influx.url,
@@ -138,29 +128,14 @@ return {
     local influx = stack.influxd_start_atc()
     local pg = stack.pg_start()
     local tmp = stack.tmpdir()
-    local D = (os.time() - 600) // DAY * DAY - DAY
-    local Ddate = os.date("!%Y-%m-%d", D)
-    local Dpat = Ddate:gsub("%-", "%%-")
+    local D, Ddate, Dpat = stack.summary_day()
     local st, body = stack.influx_write(influx.url, "cache_stats",
       ("bandwidth.cdn.1min,cdn=cdn-a value=4000000 %d\n"):format(D + 3600), "s", "monthly")
     assert.are.equal(204, st, body)
-    local lock_sql = "SELECT pg_advisory_lock(hashtext('tstats.stats_summary')); SELECT pg_sleep(600)"
-    local locker = stack.spawn(q(pg_sh) .. " psql " .. q(pg.dir) .. " " .. q(lock_sql), tmp .. "/locker.log")
-    assert(stack.wait_until(function()
-      return pg:psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"):match("^%s*1")
-    end, 20, 0.2))
+    local locker = stack.pg_hold_lock(pg, tmp)
     local sim = stack.sim_start("--cdns 1 --caches 2 --ds 1", { dir = tmp })
-    local cfg = tmp .. "/config.lua"
-    stack.write_file(cfg, ([[
-return {
-  traffic_ops = { url = %q, user = "admin", password = "twelve12", timeout = 3 },
-  influxdb = { urls = { %q }, timeout = 5 },
-  polling_interval = 1, publishing_interval = 1, daily_summary_interval = 3,
-  state_dir = %q,
-  collect = { timeout = 0.5, connect_timeout = 0.5 },
-  summary = { sinks = { "pg" }, rollups = { "daily" }, grace = 600 },
-  postgres = { conninfo = %q, statement_timeout = 1 },
-}]]):format(sim.to_url, influx.url, tmp .. "/state", pg.conninfo))
+    local cfg = summary_config(tmp, sim.to_url, influx, 3,
+      ("postgres = { conninfo = %q, statement_timeout = 1 },"):format(pg.conninfo))
     local log = tmp .. "/tstats.log"
     local function text() return stack.read_file(log) or "" end
     local d = stack.spawn(tstats_bin .. " --config " .. q(cfg) .. " run", log)
@@ -171,9 +146,7 @@ return {
     stack.sleep(6)
     local polls, secs = collected() - c0, stack.now() - t0
     local timeouts = select(2, text():gsub("canceling statement due to [%a ]-timeout", ""))
-    -- the holder's backend goes (a client killed in pg_sleep would leave it holding the lock)
-    pg:psql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted")
-    locker:stop()
+    stack.pg_release_lock(pg, locker)
     assert(stack.wait_until(function() return text():find("daily summary for " .. Ddate .. " done", 1, true) end, 30, 0.2),
       text())
     stack.sleep(4)

@@ -291,6 +291,54 @@ function stack.pg_start()
   return h
 end
 
+-- The daily summary's set-up against pg (a stack.pg_start handle).
+-- summary_day() -> D, date, pattern: the newest closed UTC day with summary.grace 600 (the
+-- only day a first tick has to do), its "YYYY-MM-DD" and that date as a Lua pattern.
+function stack.summary_day()
+  local DAY = 86400
+  local D = (os.time() - 600) // DAY * DAY - DAY
+  local date = os.date("!%Y-%m-%d", D)
+  return D, date, (date:gsub("%-", "%%-"))
+end
+
+-- pg_hold_lock(pg, dir) -> a spawned psql holding the advisory lock the summary's
+-- transaction takes first (so a summary waits inside that transaction); dir gets its log.
+function stack.pg_hold_lock(pg, dir)
+  local lock_sql = "SELECT pg_advisory_lock(hashtext('tstats.stats_summary')); SELECT pg_sleep(600)"
+  local locker = stack.spawn(q(stack.root() .. "/scripts/lib/pg.sh") .. " psql " .. q(pg.dir) .. " " .. q(lock_sql),
+    dir .. "/locker.log")
+  assert(stack.wait_until(function()
+    return pg:psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"):match("^%s*1")
+  end, 20, 0.2), "the lock was not taken: " .. tostring(read_file(dir .. "/locker.log")))
+  return locker
+end
+
+-- pg_release_lock(pg, locker): the holder's backend goes (a client killed in pg_sleep would
+-- leave it holding the lock), then its psql.
+function stack.pg_release_lock(pg, locker)
+  pg:psql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+  locker:stop()
+end
+
+-- pg_lock_waiters(pg) -> the pids of the backends waiting for an advisory lock (a list).
+function stack.pg_lock_waiters(pg)
+  local pids = {}
+  for p in pg:psql("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"):gmatch("%d+") do
+    pids[#pids + 1] = tonumber(p)
+  end
+  return pids
+end
+
+-- summary_rows(pg, date) -> rows of stats_summary, rows of that date, duplicated
+-- (date, cdn, ds, stat) keys.
+function stack.summary_rows(pg, date)
+  local function n(sql) return tonumber((pg:psql(sql):match("%d+"))) end
+  return n("SELECT count(*) FROM stats_summary"),
+    n(("SELECT count(*) FROM stats_summary WHERE stat_date = '%s'"):format(date)),
+    n("SELECT count(*) FROM (SELECT 1 FROM stats_summary GROUP BY stat_date, cdn_name, "
+      .. "deliveryservice_name, stat_name HAVING count(*) > 1) x")
+end
+
 local function urlencode(s)
   return (tostring(s):gsub("[^%w%-%._~]", function(c)
     return string.format("%%%02X", c:byte())

@@ -1,17 +1,16 @@
 -- summary_async_spec.lua: the daily summary never stalls the poll loop (test side). Real
 -- PostgreSQL 15 (scripts/lib/pg.sh), influxd and the simulator with two CDNs: the summary is
 -- held inside its stats_summary transaction (an advisory lock another session owns), then every
--- PostgreSQL process is stopped with SIGSTOP (a hung server: no error, no statement_timeout)
--- and later continued. Meanwhile every CDN is polled every second and every polled point is
--- stored; afterwards the day is done once. The same with influxd SIGSTOPped while the summary
--- queries it. And a SIGTERM while the summary waits abandons it at once; the next start does
--- the day, once.
+-- PostgreSQL process is stopped with SIGSTOP (a hung server: no error, and no statement_timeout
+-- set) and later continued. Meanwhile every CDN is polled every second and every polled point is
+-- stored; the hung statement is given up after postgres.call_timeout and cancelled (its backend
+-- goes once the server runs again, the lock still held); afterwards the day is done once. The
+-- same with influxd SIGSTOPped while the summary queries it. And a SIGTERM while the summary
+-- waits abandons it at once and cancels its statement; the next start does the day, once.
 local stack = require "spec.runtime.stack"
 local q = stack.quote
 
-local DAY = 86400
 local tstats_bin = stack.bin("tstats")
-local pg_sh = stack.root() .. "/scripts/lib/pg.sh"
 
 -- unix seconds of each "Collected N cache stats values for CDN @ T" line, by CDN
 local function poll_times(text)
@@ -62,23 +61,24 @@ local function seed(influx, D)
   assert.are.equal(204, st, body)
 end
 
-local function hold_lock(pg, tmp)
-  local lock_sql = "SELECT pg_advisory_lock(hashtext('tstats.stats_summary')); SELECT pg_sleep(600)"
-  local locker = stack.spawn(q(pg_sh) .. " psql " .. q(pg.dir) .. " " .. q(lock_sql), tmp .. "/locker.log")
-  assert(stack.wait_until(function()
-    return pg:psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"):match("^%s*1")
-  end, 20, 0.2), "the lock was not taken: " .. tostring(stack.read_file(tmp .. "/locker.log")))
-  return locker
+local function waiting_for_lock(pg) return #stack.pg_lock_waiters(pg) == 1 end
+
+-- influxd, PostgreSQL, a tmpdir and the day to summarize, its cache_stats seeded
+local function day_stack()
+  local influx = stack.influxd_start_atc()
+  local pg = stack.pg_start()
+  local tmp = stack.tmpdir()
+  local D, Ddate, Dpat = stack.summary_day()
+  seed(influx, D)
+  return influx, pg, tmp, Ddate, Dpat
 end
 
-local function release_lock(pg, locker)
-  -- the holder's backend goes (a client killed in pg_sleep would leave it holding the lock)
-  pg:psql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted")
-  locker:stop()
-end
-
-local function waiting_for_lock(pg)
-  return pg:psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"):match("^%s*1")
+-- the daemon on cfg, logging to tmp/name: its handle and a reader of its log
+local function start_daemon(cfg, tmp, name)
+  local log = tmp .. "/" .. name
+  local d = stack.spawn(tstats_bin .. " --config " .. q(cfg) .. " run", log)
+  finally(function() if d:alive() then d:kill("KILL"); d:wait(10) end end)
+  return d, function() return stack.read_file(log) or "" end, log
 end
 
 local function config(tmp, sim, influx, pg, extra)
@@ -86,53 +86,53 @@ local function config(tmp, sim, influx, pg, extra)
     to_url = sim.to_url, influx_url = influx.url, state_dir = tmp .. "/state",
     collect = "timeout = 0.5, connect_timeout = 0.5",
     summary = '{ sinks = { "pg" }, rollups = { "daily" }, grace = 600 }',
-    extra = ("daily_summary_interval = 1, shutdown_timeout = 5, postgres = { conninfo = %q, statement_timeout = 3 },%s")
-      :format(pg.conninfo .. "?connect_timeout=2", extra or ""),
+    -- no server-side bound at all: only call_timeout ends a hung statement; "localhost": the
+    -- host name is looked up off the loop (and the connection made to its address)
+    extra = ("daily_summary_interval = 1, shutdown_timeout = 5, postgres = { conninfo = %q, statement_timeout = 0, "
+      .. "call_timeout = 5 },%s"):format(pg.conninfo:gsub("@127%.0%.0%.1:", "@localhost:") .. "?connect_timeout=2",
+      extra or ""),
   })
 end
 
-local function summary_rows(pg, date)
-  local total = tonumber((pg:psql("SELECT count(*) FROM stats_summary"):match("%d+")))
-  local day = tonumber((pg:psql(("SELECT count(*) FROM stats_summary WHERE stat_date = '%s'"):format(date)):match("%d+")))
-  local dups = tonumber((pg:psql("SELECT count(*) FROM (SELECT 1 FROM stats_summary GROUP BY stat_date, cdn_name, "
-    .. "deliveryservice_name, stat_name HAVING count(*) > 1) x"):match("%d+")))
-  return total, day, dups
-end
+local summary_rows = stack.summary_rows
 
 describe("the daily summary on the loop #asan", function()
   teardown(function() stack.cleanup_all() end)
 
   it("PostgreSQL hung (SIGSTOP) during a summary: every CDN polled each second, every point stored, the day done once",
     function()
-    local influx = stack.influxd_start_atc()
-    local pg = stack.pg_start()
-    local tmp = stack.tmpdir()
-    local D = (os.time() - 600) // DAY * DAY - DAY
-    local Ddate = os.date("!%Y-%m-%d", D)
-    local Dpat = Ddate:gsub("%-", "%%-")
-    seed(influx, D)
-    local locker = hold_lock(pg, tmp)
+    local influx, pg, tmp, Ddate, Dpat = day_stack()
+    local locker = stack.pg_hold_lock(pg, tmp)
     -- --poll-ms 250, no payload cache: a sample time never repeats between two polls a second
     -- apart, so every polled point is a distinct point in InfluxDB
     local sim = stack.sim_start("--cdns 2 --caches 3 --ds 1 --payload-cache-ms 0 --poll-ms 250")
-    local log = tmp .. "/tstats.log"
-    local function text() return stack.read_file(log) or "" end
-    local d = stack.spawn(tstats_bin .. " --config " .. q(config(tmp, sim, influx, pg)) .. " run", log)
-    finally(function() if d:alive() then d:kill("KILL"); d:wait(10) end end)
+    local d, text, log = start_daemon(config(tmp, sim, influx, pg), tmp, "tstats.log")
 
     assert(stack.wait_until(function() return waiting_for_lock(pg) end, 30, 0.2),
       "the summary never reached its transaction:\n" .. text())
+    local hung_backend = stack.pg_lock_waiters(pg)[1]
     local pids = pg_pids(pg)
     signal_all(pids, "STOP")
     local stopped = true
     finally(function() if stopped then signal_all(pids, "CONT") end end)
     local t0 = os.time()
-    stack.sleep(12)      -- the statement's own bound (3 s + 2) and reconnects (connect_timeout 2) inside it
+    stack.sleep(12)      -- call_timeout (5 s) and reconnects (connect_timeout 2) inside it
     local t1 = os.time()
     signal_all(pids, "CONT")
     stopped = false
+    -- the cancel request sent when the statement was given up reaches the server now: that
+    -- backend goes while the lock is still held (uncancelled, it would wait for the lock, its
+    -- client long gone, until the lock went)
+    local t_cont = stack.now()
+    local function alive(pid)
+      return pid and pg:psql(("SELECT count(*) FROM pg_stat_activity WHERE pid = %d"):format(pid)):match("^%s*1")
+    end
+    local cancelled = stack.wait_until(function() return not alive(hung_backend) end, 10, 0.2)
+    local cancel_s = stack.now() - t_cont
+    local cancel_line = text():match("[^\n]*the server has the cancel request for backend " .. tostring(hung_backend)
+      .. "[^\n]*") or "none"
     local hung_text = text()
-    release_lock(pg, locker)
+    stack.pg_release_lock(pg, locker)
     assert(stack.wait_until(function() return text():find("daily summary for " .. Ddate .. " done", 1, true) end, 40, 0.2),
       text())
     stack.sleep(3)       -- later ticks must not do the day again
@@ -142,7 +142,9 @@ describe("the daily summary on the loop #asan", function()
     local polled, stored = stack.polled(log), stack.stored(influx.url)
     local total, day, dups = summary_rows(pg, Ddate)
     local done = select(2, text():gsub("daily summary for " .. Dpat .. " done", ""))
-    local dropped = select(2, hung_text:gsub("no answer within %d+ ms; the connection is dropped", ""))
+    local dropped = select(2, hung_text:gsub("no answer within %d+ ms; the connection is dropped and its statement "
+      .. "cancelled", ""))
+    local looked_up = text():match("[^\n]*pg: connecting to localhost at [^\n]*") or "none"
     local skipped = hung_text:match("[^\n]*daily summary still running[^\n]*") or "none"
     local by = poll_times(text())
     local report, cdns = {}, {}
@@ -155,10 +157,12 @@ describe("the daily summary on the loop #asan", function()
       report[#report + 1] = ("%s %d polls in %d s (longest gap %d s)"):format(cdn, n, b - a + 1, gap)
     end
     print(("summary hung: every PostgreSQL process stopped for %d s while the summary of %s waited in its "
-      .. "transaction: %s; the summary gave up %d time(s) ('no answer ... dropped'), skipped-tick line: %s; "
-      .. "polled %d points, stored %d; the day was done %d time(s), stats_summary %d rows (%d for the day), %d "
-      .. "duplicated keys"):format(t1 - t0, Ddate, table.concat(report, "; "), dropped, skipped:sub(1, 200),
-      polled, stored, done, total, day, dups))
+      .. "transaction (statement_timeout 0, call_timeout 5): %s; the summary gave up %d time(s) ('no answer ... "
+      .. "dropped and its statement cancelled'); the hung backend %s gone %.1f s after SIGCONT, the lock still held "
+      .. "(%s); lookup: %s; skipped-tick line: %s; polled %d points, stored %d; the day was done %d time(s), "
+      .. "stats_summary %d rows (%d for the day), %d duplicated keys"):format(t1 - t0, Ddate, table.concat(report, "; "),
+      dropped, tostring(hung_backend), cancelled and cancel_s or -1, cancel_line:sub(1, 160), looked_up:sub(1, 160),
+      skipped:sub(1, 200), polled, stored, done, total, day, dups))
     assert.are.equal(2, #cdns)
     for _, cdn in ipairs(cdns) do
       local n, gap = window(by[cdn], a, b)
@@ -169,6 +173,9 @@ describe("the daily summary on the loop #asan", function()
     assert.truthy(polled > 0)
     assert.are.equal(polled, stored)
     assert.truthy(dropped >= 1, "the hung statement was given up:\n" .. hung_text)
+    assert.truthy(cancelled, "the given-up statement's backend was cancelled:\n" .. hung_text)
+    assert.truthy(cancel_line ~= "none", "the cancel's outcome is logged:\n" .. hung_text)
+    assert.truthy(looked_up ~= "none", "localhost looked up off the loop:\n" .. text())
     assert.truthy(skipped ~= "none", "ticks while it ran are skipped and said")
     assert.are.equal(1, done)
     assert.are.equal(4, day)
@@ -178,13 +185,7 @@ describe("the daily summary on the loop #asan", function()
 
   it("influxd hung (SIGSTOP) while the summary queries it: every CDN polled each second, the day done once after",
     function()
-    local influx = stack.influxd_start_atc()
-    local pg = stack.pg_start()
-    local tmp = stack.tmpdir()
-    local D = (os.time() - 600) // DAY * DAY - DAY
-    local Ddate = os.date("!%Y-%m-%d", D)
-    local Dpat = Ddate:gsub("%-", "%%-")
-    seed(influx, D)
+    local influx, pg, tmp, Ddate, Dpat = day_stack()
     local sim = stack.sim_start("--cdns 2 --caches 3 --ds 1 --payload-cache-ms 0 --poll-ms 250")
     -- influxdb.timeout 4 s: what each of the summary's queries (and each write) waits for a hung server
     local cfg = stack.write_config(tmp .. "/config.lua", {
@@ -196,10 +197,7 @@ describe("the daily summary on the loop #asan", function()
     signal_all({ tostring(influx.pid) }, "STOP")
     local stopped = true
     finally(function() if stopped then signal_all({ tostring(influx.pid) }, "CONT") end end)
-    local log = tmp .. "/tstats.log"
-    local function text() return stack.read_file(log) or "" end
-    local d = stack.spawn(tstats_bin .. " --config " .. q(cfg) .. " run", log)
-    finally(function() if d:alive() then d:kill("KILL"); d:wait(10) end end)
+    local d, text, log = start_daemon(cfg, tmp, "tstats.log")
     assert(stack.wait_until(function() return text():find("Collected %d+ cache stats values") end, 30, 0.2), text())
     local t0 = os.time()
     stack.sleep(10)
@@ -245,15 +243,9 @@ describe("the daily summary on the loop #asan", function()
     assert.are.equal(0, dups)
   end)
 
-  it("SIGHUP, then SIGTERM while the summary waits: abandoned within shutdown_timeout, the next start does the day once", function()
-    local influx = stack.influxd_start_atc()
-    local pg = stack.pg_start()
-    local tmp = stack.tmpdir()
-    local D = (os.time() - 600) // DAY * DAY - DAY
-    local Ddate = os.date("!%Y-%m-%d", D)
-    local Dpat = Ddate:gsub("%-", "%%-")
-    seed(influx, D)
-    local locker = hold_lock(pg, tmp)
+  it("SIGHUP, then SIGTERM while the summary waits: abandoned within shutdown_timeout, its statement cancelled, the next start does the day once", function()
+    local influx, pg, tmp, Ddate, Dpat = day_stack()
+    local locker = stack.pg_hold_lock(pg, tmp)
     local sim = stack.sim_start("--cdns 1 --caches 2 --ds 1")
     -- the lock wait is bounded far beyond the test: only the SIGTERM ends it
     local cfg = stack.write_config(tmp .. "/config.lua", {
@@ -263,10 +255,7 @@ describe("the daily summary on the loop #asan", function()
       extra = ("daily_summary_interval = 1, shutdown_timeout = 5, postgres = { conninfo = %q, statement_timeout = 120 },")
         :format(pg.conninfo),
     })
-    local log = tmp .. "/tstats.log"
-    local function text() return stack.read_file(log) or "" end
-    local d = stack.spawn(tstats_bin .. " --config " .. q(cfg) .. " run", log)
-    finally(function() if d:alive() then d:kill("KILL"); d:wait(10) end end)
+    local d, text, log = start_daemon(cfg, tmp, "tstats.log")
     assert(stack.wait_until(function() return waiting_for_lock(pg) end, 30, 0.2),
       "the summary never reached its transaction:\n" .. text())
     -- a reload while the summary is suspended: the daemon goes on, the summary still waits
@@ -279,17 +268,16 @@ describe("the daily summary on the loop #asan", function()
     local rc = d:wait(15)
     local exit_s = stack.now() - t
     local abandoned = text():match("[^\n]*the daily summary in progress[^\n]*") or ""
-    -- a backend waiting for a lock does not read from its client: it learns of the closed
-    -- connection once it has the lock, and then ends, rolling its transaction back
-    release_lock(pg, locker)
+    local cancel_line = text():match("[^\n]*shutdown: the server has the cancel request[^\n]*") or "none"
+    -- a backend waiting for a lock does not read from its client: without the cancel sent at
+    -- shutdown it would learn of the closed connection only once it had the lock; cancelled, it
+    -- ends (rolling its transaction back) while the lock is still held
     local function sessions()
       return tonumber((pg:psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tstats'"):match("%d+")))
     end
     local still_waiting = stack.wait_until(function() return sessions() == 0 end, 10, 0.2) and 0 or sessions()
-    local log2 = tmp .. "/tstats2.log"
-    local function text2() return stack.read_file(log2) or "" end
-    local d2 = stack.spawn(tstats_bin .. " --config " .. q(cfg) .. " run", log2)
-    finally(function() if d2:alive() then d2:kill("KILL"); d2:wait(10) end end)
+    stack.pg_release_lock(pg, locker)
+    local d2, text2 = start_daemon(cfg, tmp, "tstats2.log")
     assert(stack.wait_until(function() return text2():find("daily summary for " .. Ddate .. " done", 1, true) end, 40, 0.2),
       text2())
     stack.sleep(3)
@@ -299,15 +287,16 @@ describe("the daily summary on the loop #asan", function()
     local done1 = select(2, text():gsub("daily summary for " .. Dpat .. " done", ""))
     local done2 = select(2, text2():gsub("daily summary for " .. Dpat .. " done", ""))
     print(("summary SIGTERM: a SIGHUP while it waited: reloaded %s, still waiting %s; exit %s %.1f s after SIGTERM (shutdown_timeout 5) with the summary waiting for the lock; "
-      .. "log: %s; tstats sessions left once the lock was released: %s; the restart did the day %d time(s) (the first run %d); "
+      .. "log: %s; %s; tstats sessions left 10 s later with the lock still held: %s; the restart did the day %d time(s) (the first run %d); "
       .. "stats_summary %d rows (%d for the day), %d duplicated keys")
-      :format(tostring(reloaded and true), tostring(still), tostring(rc), exit_s, abandoned:sub(1, 200), still_waiting, done2, done1, total,
+      :format(tostring(reloaded and true), tostring(still), tostring(rc), exit_s, abandoned:sub(1, 200), cancel_line:sub(1, 160), still_waiting, done2, done1, total,
         day, dups))
     assert.truthy(reloaded, "SIGHUP while the summary waits: reloaded\n" .. text())
     assert.is_true(still, "the summary still waits after the reload")
     assert.are.equal(0, rc)
     assert.truthy(exit_s < 5, "exit within shutdown_timeout: " .. exit_s)
     assert.truthy(abandoned ~= "", text())
+    assert.truthy(cancel_line ~= "none", "the cancel at shutdown is logged:\n" .. text())
     assert.are.equal(0, still_waiting)
     assert.are.equal(0, done1)
     assert.are.equal(1, done2)

@@ -1,0 +1,338 @@
+/* Spool records of compact points (C core, no Lua): a compact batch's points
+ * written in its own shape, and such a record read back (as hostile input)
+ * into line protocol through the same encoder the spool-off writer uses.
+ * The layout is in include/ts_spool.h. */
+#include "ts_spool_rec.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ts_lp.h"
+
+/* ---- writing ---- */
+
+static unsigned char *sr_put_var(unsigned char *d, uint64_t v) {
+    while (v >= 0x80) {
+        *d++ = (unsigned char)(v | 0x80);
+        v >>= 7;
+    }
+    *d++ = (unsigned char)v;
+    return d;
+}
+
+static unsigned char *sr_put_f64(unsigned char *d, double v) {
+    uint64_t u;
+    memcpy(&u, &v, sizeof u);
+    for (int k = 0; k < 8; k++) d[k] = (unsigned char)(u >> (8 * k));
+    return d + 8;
+}
+
+/* sr_room for n more bytes, returning where they go (commit with sr_end_at) */
+static unsigned char *sr_room(ts_buf *b, size_t n) {
+    ts_buf_reserve(b, n + 1);
+    return (unsigned char *)b->data + b->len;
+}
+static void sr_end_at(ts_buf *b, unsigned char *d) {
+    b->len = (size_t)((char *)d - b->data);
+    b->data[b->len] = '\0';
+}
+
+static void sr_put_tags(ts_buf *o, const ts_tagset *ts) {
+    sr_end_at(o, sr_put_var(sr_room(o, 10), ts->n));
+    for (uint32_t i = 0; i < ts->n; i++) {
+        const ts_etag *t = &ts->tags[i];
+        size_t kl = strlen(t->key);
+        unsigned char *d = sr_put_var(sr_room(o, kl + t->kv_len + 21), kl);
+        memcpy(d, t->key, kl);
+        d += kl;
+        *d++ = 0;   /* the reader hands the key to strcmp */
+        d = sr_put_var(d, t->kv_len);
+        memcpy(d, t->kv, t->kv_len);
+        sr_end_at(o, d + t->kv_len);
+    }
+}
+
+static void sr_put_stat(ts_buf *o, const ts_stat_map *st) {
+    unsigned char *d = sr_put_var(sr_room(o, st->meas_len + st->field_len + 30), st->meas_len);
+    memcpy(d, st->meas, st->meas_len);
+    d = sr_put_var(d + st->meas_len, st->field_len);
+    memcpy(d, st->field, st->field_len);
+    d += st->field_len;
+    *d++ = st->as_int ? 1 : 0;
+    sr_end_at(o, sr_put_f64(d, st->scale));
+    sr_put_tags(o, &st->tags);
+}
+
+/* entity maps already in the record: pointer -> index + 1, open addressing */
+typedef struct sr_ent_tab {
+    const ts_entity_map **key;
+    uint32_t *idx;
+    size_t mask, n;
+} sr_ent_tab;
+
+static size_t sr_ent_slot(const sr_ent_tab *t, const ts_entity_map *e) {
+    uint64_t x = (uint64_t)(uintptr_t)e * 0x9E3779B97F4A7C15ull;
+    size_t h = (size_t)(x >> 32) & t->mask;
+    while (t->key[h] && t->key[h] != e) h = (h + 1) & t->mask;
+    return h;
+}
+
+static uint32_t sr_ent_index(sr_ent_tab *t, const ts_entity_map *e, ts_buf *dict) {
+    size_t h = sr_ent_slot(t, e);
+    if (t->key[h]) return t->idx[h];
+    if (2 * (t->n + 1) > t->mask) {
+        sr_ent_tab g = {calloc(2 * (t->mask + 1), sizeof *g.key), calloc(2 * (t->mask + 1), sizeof *g.idx),
+                     2 * (t->mask + 1) - 1, t->n};
+        if (!g.key || !g.idx) abort();
+        for (size_t i = 0; i <= t->mask; i++)
+            if (t->key[i]) {
+                size_t s = sr_ent_slot(&g, t->key[i]);
+                g.key[s] = t->key[i];
+                g.idx[s] = t->idx[i];
+            }
+        free((void *)t->key);
+        free(t->idx);
+        *t = g;
+        h = sr_ent_slot(t, e);
+    }
+    t->key[h] = e;
+    t->idx[h] = (uint32_t)++t->n;
+    sr_put_tags(dict, &e->tags);
+    return t->idx[h];
+}
+
+size_t ts_spool_rec_compact(ts_buf *out, ts_batch *b, size_t max_lines, size_t *taken, size_t *invalid) {
+    size_t i = ts_batch_cursor(b), end = i + ts_batch_points(b), lines = 0, inv = 0;
+    *taken = *invalid = 0;
+    if (i >= end || max_lines == 0) return 0;
+    uint32_t nbstats = ts_batch_nstats(b), nstats = 0;
+    uint32_t *smap = calloc(nbstats ? nbstats : 1, sizeof *smap);   /* batch stat -> record index + 1 */
+    sr_ent_tab et = {calloc(64, sizeof *et.key), calloc(64, sizeof *et.idx), 63, 0};
+    if (!smap || !et.key || !et.idx) abort();
+    ts_buf sd, ed, rd;   /* the stat and entity dictionaries, the runs */
+    ts_buf_init(&sd);
+    ts_buf_init(&ed);
+    ts_buf_init(&rd);
+    size_t nruns = 0, run = ts_batch_run_of(b, i);
+    int64_t prev_t = 0;
+    while (i < end && lines < max_lines) {
+        const ts_entity_map *ent;
+        int64_t t;
+        size_t rend;
+        ts_batch_run_get(b, run, &ent, &t, &rend);
+        if (rend > end) rend = end;
+        size_t j = i, k = 0;
+        for (; j < rend && lines + k < max_lines; j++) {
+            double v;
+            uint32_t s = ts_batch_point_get(b, j, &v);
+            if (ts_lp_compact_writable(ts_batch_stat(b, s), v)) k++;
+            else inv++;
+        }
+        if (k > 0) {
+            uint32_t e = ent ? sr_ent_index(&et, ent, &ed) : 0;
+            uint64_t dt = (uint64_t)t - (uint64_t)prev_t;
+            uint64_t zz = (dt << 1) ^ (uint64_t)((int64_t)dt >> 63);
+            prev_t = t;
+            unsigned char *d = sr_room(&rd, 30 + k * 13);
+            d = sr_put_var(d, e);
+            d = sr_put_var(d, zz);
+            d = sr_put_var(d, k);
+            for (size_t q = i; q < j; q++) {
+                double v;
+                uint32_t s = ts_batch_point_get(b, q, &v);
+                const ts_stat_map *st = ts_batch_stat(b, s);
+                if (!ts_lp_compact_writable(st, v)) continue;
+                if (!smap[s]) {
+                    sr_put_stat(&sd, st);
+                    smap[s] = ++nstats;
+                }
+                d = sr_put_var(d, smap[s] - 1);
+                d = sr_put_f64(d, v);
+            }
+            sr_end_at(&rd, d);
+            nruns++;
+            lines += k;
+        }
+        i = j;
+        if (j == rend) run++;
+    }
+    unsigned char *d = sr_room(out, 30 + sd.len + ed.len + rd.len);
+    d = sr_put_var(d, nstats);
+    if (sd.len) memcpy(d, sd.data, sd.len);   /* an empty buffer has no data at all */
+    d = sr_put_var(d + sd.len, et.n);
+    if (ed.len) memcpy(d, ed.data, ed.len);
+    d = sr_put_var(d + ed.len, nruns);
+    if (rd.len) memcpy(d, rd.data, rd.len);
+    sr_end_at(out, d + rd.len);
+    *taken = i - ts_batch_cursor(b);
+    *invalid = inv;
+    ts_batch_skip(b, i);
+    ts_buf_free(&sd);
+    ts_buf_free(&ed);
+    ts_buf_free(&rd);
+    free(smap);
+    free((void *)et.key);
+    free(et.idx);
+    return lines;
+}
+
+/* ---- reading: nothing in the bytes is believed before it is checked ---- */
+
+typedef struct sr_rdr {
+    const unsigned char *p, *e;
+    const char *why;
+} sr_rdr;
+
+static int sr_fail(sr_rdr *r, const char *why) {
+    if (!r->why) r->why = why;
+    return -1;
+}
+
+static uint64_t sr_get_var(sr_rdr *r) {
+    uint64_t v = 0;
+    for (int sh = 0; sh < 64; sh += 7) {
+        if (r->p >= r->e) return sr_fail(r, "compact record: cut short"), 0;
+        unsigned char c = *r->p++;
+        v |= (uint64_t)(c & 0x7f) << sh;
+        if (!(c & 0x80)) return v;
+    }
+    return sr_fail(r, "compact record: bad number"), 0;
+}
+
+/* a count whose items take at least `min` bytes each must fit what is left */
+static size_t sr_get_count(sr_rdr *r, size_t min) {
+    uint64_t n = sr_get_var(r);
+    if (r->why) return 0;
+    if (n > (uint64_t)(r->e - r->p) / min) return sr_fail(r, "compact record: count past its end"), 0;
+    return (size_t)n;
+}
+
+static const char *sr_get_bytes(sr_rdr *r, size_t n) {
+    if (r->why) return NULL;
+    if (n > (size_t)(r->e - r->p)) return sr_fail(r, "compact record: length past its end"), NULL;
+    const char *s = (const char *)r->p;
+    r->p += n;
+    return s;
+}
+
+/* an escaped element: never a raw newline (the encoder writes "\n"), which
+ * would split the line */
+static const char *sr_get_elem(sr_rdr *r, uint32_t *len) {
+    size_t n = sr_get_count(r, 1);
+    const char *s = sr_get_bytes(r, n);
+    if (s && memchr(s, '\n', n)) return sr_fail(r, "compact record: newline in a name"), NULL;
+    if (n > 65535) return sr_fail(r, "compact record: name too long"), NULL;
+    *len = (uint32_t)n;
+    return s;
+}
+
+static double sr_get_f64(sr_rdr *r) {
+    const char *s = sr_get_bytes(r, 8);
+    if (!s) return 0;
+    uint64_t u = 0;
+    for (int k = 0; k < 8; k++) u |= (uint64_t)(unsigned char)s[k] << (8 * k);
+    double v;
+    memcpy(&v, &u, sizeof v);
+    return v;
+}
+
+/* tags of one map: kept as indexes into *all until every map is read */
+typedef struct sr_tagv {
+    ts_etag *v;
+    size_t n, cap;
+} sr_tagv;
+
+static int sr_get_tags(sr_rdr *r, sr_tagv *all, ts_tagset *ts, size_t *first) {
+    size_t n = sr_get_count(r, 3);
+    *first = all->n;
+    ts->tags = NULL;
+    ts->n = (uint32_t)n;
+    for (size_t i = 0; i < n && !r->why; i++) {
+        size_t kl = sr_get_count(r, 1);
+        const char *key = sr_get_bytes(r, kl + 1);
+        if (!key) break;
+        if (key[kl] != '\0') return sr_fail(r, "compact record: tag key not terminated");
+        ts_etag t = {key, NULL, 0};
+        t.kv = sr_get_elem(r, &t.kv_len);
+        if (!t.kv) break;
+        if (all->n == all->cap) {
+            all->cap = all->cap ? all->cap * 2 : 64;
+            all->v = realloc(all->v, all->cap * sizeof *all->v);
+            if (!all->v) abort();
+        }
+        all->v[all->n++] = t;
+    }
+    return r->why ? -1 : 0;
+}
+
+long ts_spool_rec_decode(const unsigned char *p, size_t n, ts_precision prec, size_t lines, ts_buf *out,
+                         const char **why) {
+    sr_rdr r = {p, p + n, NULL};
+    size_t before = out->len, got = 0;
+    sr_tagv all = {NULL, 0, 0};
+    size_t nstats = sr_get_count(&r, 12), nents = 0;
+    ts_stat_map *stats = calloc(nstats ? nstats : 1, sizeof *stats);
+    size_t *sfirst = calloc(nstats ? nstats : 1, sizeof *sfirst), *efirst = NULL;
+    ts_entity_map *ents = NULL;
+    if (!stats || !sfirst) abort();
+    for (size_t i = 0; i < nstats && !r.why; i++) {
+        ts_stat_map *st = &stats[i];
+        st->meas = sr_get_elem(&r, &st->meas_len);
+        st->field = sr_get_elem(&r, &st->field_len);
+        const char *fl = sr_get_bytes(&r, 1);
+        st->scale = sr_get_f64(&r);
+        if (r.why) break;
+        if ((unsigned char)*fl > 1) sr_fail(&r, "compact record: bad stat flags");
+        st->as_int = *fl & 1;
+        st->keep = 1;
+        st->hook_ref = -2;
+        sr_get_tags(&r, &all, &st->tags, &sfirst[i]);
+    }
+    if (!r.why) nents = sr_get_count(&r, 1);
+    ents = calloc(nents ? nents : 1, sizeof *ents);
+    efirst = calloc(nents ? nents : 1, sizeof *efirst);
+    if (!ents || !efirst) abort();
+    for (size_t i = 0; i < nents && !r.why; i++) {
+        ents[i].keep = 1;
+        sr_get_tags(&r, &all, &ents[i].tags, &efirst[i]);
+    }
+    /* every map read: the tag arrays stop moving */
+    for (size_t i = 0; i < nstats && !r.why; i++) stats[i].tags.tags = all.v + sfirst[i];
+    for (size_t i = 0; i < nents && !r.why; i++) ents[i].tags.tags = all.v + efirst[i];
+    size_t nruns = r.why ? 0 : sr_get_count(&r, 3);
+    int64_t t = 0;
+    for (size_t k = 0; k < nruns && !r.why; k++) {
+        uint64_t e = sr_get_var(&r), zz = sr_get_var(&r);
+        size_t np = sr_get_count(&r, 9);
+        if (r.why) break;
+        if (e > nents) { sr_fail(&r, "compact record: entity index out of range"); break; }
+        if (np > lines - got) { sr_fail(&r, "compact record: more points than its lines"); break; }
+        uint64_t dt = (zz >> 1) ^ (0 - (zz & 1));
+        t = (int64_t)((uint64_t)t + dt);
+        ts_cpoint cp = {NULL, e ? &ents[e - 1] : NULL, 0, t};
+        for (size_t q = 0; q < np; q++) {
+            uint64_t s = sr_get_var(&r);
+            cp.value = sr_get_f64(&r);
+            if (r.why) break;
+            if (s >= nstats) { sr_fail(&r, "compact record: stat index out of range"); break; }
+            cp.stat = &stats[s];
+            if (ts_lp_encode_compact(out, &cp, prec) != 0) { sr_fail(&r, "compact record: unwritable value"); break; }
+            got++;
+        }
+    }
+    if (!r.why && r.p != r.e) sr_fail(&r, "compact record: bytes after its points");
+    if (!r.why && got != lines) sr_fail(&r, "compact record: fewer points than its lines");
+    free(all.v);
+    free(stats);
+    free(sfirst);
+    free(ents);
+    free(efirst);
+    if (r.why) {
+        out->len = before;
+        if (out->data) out->data[before] = '\0';
+        *why = r.why;
+        return -1;
+    }
+    return (long)got;
+}
