@@ -102,6 +102,17 @@ static void test_memory_fanout(void) {
     ts_loop_free(loop);
 }
 
+/* A spool in dir with the default options (CHECKed; NULL when it did not open). */
+static ts_spool *open_spool(const char *dir) {
+    ts_spool_opts so;
+    memset(&so, 0, sizeof so);
+    so.dir = dir;
+    char err[256];
+    ts_spool *s = ts_spool_open(&so, err, sizeof err);
+    CHECK(s != NULL, "%s", err);
+    return s;
+}
+
 static int count_records(ts_spool *s, const char *name, size_t *lines) {
     ts_spool_consumer *c = ts_spool_consumer_open(s, name, TS_SPOOL_START_OLDEST);
     ts_spool_rec r;
@@ -119,12 +130,7 @@ static int count_records(ts_spool *s, const char *name, size_t *lines) {
  * record_lines lines, the copy from memory to the other only. */
 static void test_spool_once(const char *dir) {
     ts_loop *loop = ts_loop_new();
-    ts_spool_opts so;
-    memset(&so, 0, sizeof so);
-    so.dir = dir;
-    char err[256];
-    ts_spool *s = ts_spool_open(&so, err, sizeof err);
-    CHECK(s != NULL, "%s", err);
+    ts_spool *s = open_spool(dir);
     if (!s) return;
     ts_targets *l = ts_targets_new(loop, s, 2, NULL);
     int c1 = 0, c2 = 0;
@@ -207,12 +213,7 @@ static lrec *lrec_new(ts_spool *s, const char *name, int *closed_flag) {
  * read every record back; an acknowledged claim moves the position. */
 static void test_live(const char *dir) {
     ts_loop *loop = ts_loop_new();
-    ts_spool_opts so;
-    memset(&so, 0, sizeof so);
-    so.dir = dir;
-    char err[256];
-    ts_spool *s = ts_spool_open(&so, err, sizeof err);
-    CHECK(s != NULL, "%s", err);
+    ts_spool *s = open_spool(dir);
     if (!s) return;
     ts_targets *l = ts_targets_new(loop, s, 2, NULL);
     int c[4] = {0};
@@ -257,12 +258,7 @@ static void test_spool_refuses(const char *base) {
     if (f) fclose(f);
     snprintf(dir, sizeof dir, "%s/spool", file);
     ts_loop *loop = ts_loop_new();
-    ts_spool_opts so;
-    memset(&so, 0, sizeof so);
-    so.dir = dir;
-    char err[256];
-    ts_spool *s = ts_spool_open(&so, err, sizeof err);
-    CHECK(s != NULL, "%s", err);
+    ts_spool *s = open_spool(dir);
     if (!s) return;
     ts_targets *l = ts_targets_new(loop, s, 2, NULL);
     int c1 = 0, c2 = 0;
@@ -320,12 +316,7 @@ static int has(const ts_targets *l, const char *name) { return ts_targets_find(l
  * targets cannot open its spool position changes nothing. */
 static void test_influx_set(const char *dir) {
     ts_loop *loop = ts_loop_new();
-    ts_spool_opts so;
-    memset(&so, 0, sizeof so);
-    so.dir = dir;
-    char err[256];
-    ts_spool *sp = ts_spool_open(&so, err, sizeof err);
-    CHECK(sp != NULL, "%s", err);
+    ts_spool *sp = open_spool(dir);
     if (!sp) return;
     ts_targets *l = ts_targets_new(loop, sp, 100, NULL);
     ts_influx_set *x = ts_influx_set_new(loop, l, sp, NULL);

@@ -37,6 +37,32 @@ local function window(times, a, b)
   return n, gap
 end
 
+-- each CDN's polls in the whole seconds strictly inside a hang from t0 to t1 (a poll at each
+-- of them is due): { cdns = sorted names, [cdn] = { n =, gap = }, seconds =, text = a summary }
+local function hang_polls(log_text, t0, t1)
+  local by, a, b = poll_times(log_text), t0 + 1, t1 - 1
+  local r, report = { cdns = {}, seconds = b - a + 1 }, {}
+  for cdn in pairs(by) do r.cdns[#r.cdns + 1] = cdn end
+  table.sort(r.cdns)
+  for _, cdn in ipairs(r.cdns) do
+    local n, gap = window(by[cdn], a, b)
+    r[cdn] = { n = n, gap = gap }
+    report[#report + 1] = ("%s %d polls in %d s (longest gap %d s)"):format(cdn, n, r.seconds, gap)
+  end
+  r.text = table.concat(report, "; ")
+  return r
+end
+
+-- both CDNs polled each second of the hang: at most one poll missing, no gap over 2 s
+local function assert_each_second(polls)
+  assert.are.equal(2, #polls.cdns)
+  for _, cdn in ipairs(polls.cdns) do
+    local p = polls[cdn]
+    assert.truthy(p.n >= polls.seconds - 1, cdn .. ": " .. p.n .. " polls in " .. polls.seconds .. " s")
+    assert.truthy(p.gap <= 2, cdn .. ": a gap of " .. p.gap .. " s between polls")
+  end
+end
+
 -- every process of the cluster: the postmaster (first line of postmaster.pid) and its children
 local function pg_pids(pg)
   local pm = (stack.read_file(pg.dir .. "/data/postmaster.pid") or ""):match("^(%d+)")
@@ -146,30 +172,16 @@ describe("the daily summary on the loop #asan", function()
       .. "cancelled", ""))
     local looked_up = text():match("[^\n]*pg: connecting to localhost at [^\n]*") or "none"
     local skipped = hung_text:match("[^\n]*daily summary still running[^\n]*") or "none"
-    local by = poll_times(text())
-    local report, cdns = {}, {}
-    for cdn in pairs(by) do cdns[#cdns + 1] = cdn end
-    table.sort(cdns)
-    -- whole seconds strictly inside the hang: a poll at each of them is due
-    local a, b = t0 + 1, t1 - 1
-    for _, cdn in ipairs(cdns) do
-      local n, gap = window(by[cdn], a, b)
-      report[#report + 1] = ("%s %d polls in %d s (longest gap %d s)"):format(cdn, n, b - a + 1, gap)
-    end
+    local polls = hang_polls(text(), t0, t1)
     print(("summary hung: every PostgreSQL process stopped for %d s while the summary of %s waited in its "
       .. "transaction (statement_timeout 0, call_timeout 5): %s; the summary gave up %d time(s) ('no answer ... "
       .. "dropped and its statement cancelled'); the hung backend %s gone %.1f s after SIGCONT, the lock still held "
       .. "(%s); lookup: %s; skipped-tick line: %s; polled %d points, stored %d; the day was done %d time(s), "
-      .. "stats_summary %d rows (%d for the day), %d duplicated keys"):format(t1 - t0, Ddate, table.concat(report, "; "),
+      .. "stats_summary %d rows (%d for the day), %d duplicated keys"):format(t1 - t0, Ddate, polls.text,
       dropped, tostring(hung_backend), cancelled and cancel_s or -1, cancel_line:sub(1, 160), looked_up:sub(1, 160),
       skipped:sub(1, 200), polled, stored, done, total, day, dups))
-    assert.are.equal(2, #cdns)
-    for _, cdn in ipairs(cdns) do
-      local n, gap = window(by[cdn], a, b)
-      -- one poll a second; a loop waiting on PostgreSQL would leave a gap of the statement's bound (5 s)
-      assert.truthy(n >= (b - a + 1) - 1, cdn .. ": " .. n .. " polls in " .. (b - a + 1) .. " s")
-      assert.truthy(gap <= 2, cdn .. ": a gap of " .. gap .. " s between polls")
-    end
+    -- one poll a second; a loop waiting on PostgreSQL would leave a gap of the statement's bound (5 s)
+    assert_each_second(polls)
     assert.truthy(polled > 0)
     assert.are.equal(polled, stored)
     assert.truthy(dropped >= 1, "the hung statement was given up:\n" .. hung_text)
@@ -216,25 +228,12 @@ describe("the daily summary on the loop #asan", function()
     local done = select(2, text():gsub("daily summary for " .. Dpat .. " done", ""))
     local failed = select(2, hung_text:gsub("daily summary for " .. Dpat .. " failed", ""))
     local first_fail = hung_text:match("[^\n]*daily summary for " .. Dpat .. " failed[^\n]*") or "none"
-    local by = poll_times(text())
-    local a, b = t0 + 1, t1 - 1
-    local report, cdns = {}, {}
-    for cdn in pairs(by) do cdns[#cdns + 1] = cdn end
-    table.sort(cdns)
-    for _, cdn in ipairs(cdns) do
-      local n, gap = window(by[cdn], a, b)
-      report[#report + 1] = ("%s %d polls in %d s (longest gap %d s)"):format(cdn, n, b - a + 1, gap)
-    end
+    local polls = hang_polls(text(), t0, t1)
     print(("summary influxd hung: influxd stopped for %d s from before the start: %s; the summary failed %d time(s) "
       .. "meanwhile (first: %s); polled %d points, stored %d after SIGCONT; the day was done %d time(s), "
-      .. "stats_summary %d rows (%d for the day), %d duplicated keys"):format(t1 - t0, table.concat(report, "; "),
+      .. "stats_summary %d rows (%d for the day), %d duplicated keys"):format(t1 - t0, polls.text,
       failed, first_fail:sub(1, 220), polled, stored, done, total, day, dups))
-    assert.are.equal(2, #cdns)
-    for _, cdn in ipairs(cdns) do
-      local n, gap = window(by[cdn], a, b)
-      assert.truthy(n >= (b - a + 1) - 1, cdn .. ": " .. n .. " polls in " .. (b - a + 1) .. " s")
-      assert.truthy(gap <= 2, cdn .. ": a gap of " .. gap .. " s between polls")
-    end
+    assert_each_second(polls)
     assert.truthy(failed >= 1, "the summary's query waited on the hung influxd:\n" .. hung_text)
     assert.are.equal(polled, stored)
     assert.are.equal(1, done)
