@@ -224,19 +224,33 @@ void ts_batch_free(ts_batch *b) {
     free(b);
 }
 
+/* Compact points from *pos (in run *run) up to `to` or until max_lines were
+ * written, whichever is first; both cursors move past what was consumed. The
+ * one place a compact batch becomes line protocol (the spool-off writer, the
+ * live records, a refused record's text copy). */
+static size_t encode_compact(const ts_batch *b, size_t *pos, size_t *run, size_t to, size_t max_lines,
+                             ts_buf *out, size_t *invalid) {
+    size_t lines = 0, i = *pos, r = *run;
+    while (i < to && lines < max_lines) {
+        while (r + 1 < b->nruns && b->runs[r + 1].start <= i) r++;
+        const crun *cr = &b->runs[r];
+        const cpt *c = &b->pts[i++];
+        ts_cpoint p = {b->stats[c->stat], cr->ent, 0, cr->time_ms};
+        memcpy(&p.value, c->value, sizeof p.value);
+        if (ts_lp_encode_compact(out, &p, b->dest.precision) == 0) lines++;
+        else (*invalid)++;
+    }
+    *pos = i;
+    *run = r;
+    return lines;
+}
+
 size_t ts_batch_take(ts_batch *b, ts_buf *out, size_t max_lines, size_t *taken, size_t *invalid) {
     size_t lines = 0, t = 0;
     if (b->compact) {
-        while (b->pos < b->n && lines < max_lines) {
-            while (b->run_pos + 1 < b->nruns && b->runs[b->run_pos + 1].start <= b->pos) b->run_pos++;
-            const crun *r = &b->runs[b->run_pos];
-            const cpt *c = &b->pts[b->pos++];
-            ts_cpoint p = {b->stats[c->stat], r->ent, 0, r->time_ms};
-            memcpy(&p.value, c->value, sizeof p.value);
-            t++;
-            if (ts_lp_encode_compact(out, &p, b->dest.precision) == 0) lines++;
-            else (*invalid)++;
-        }
+        size_t from = b->pos;
+        lines = encode_compact(b, &b->pos, &b->run_pos, b->n, max_lines, out, invalid);
+        t = b->pos - from;
     } else {
         while (b->pos < b->text.len && lines < max_lines) {
             const char *s = b->text.data + b->pos;
@@ -306,16 +320,7 @@ size_t ts_batch_encode_range(const ts_batch *b, size_t from, size_t to, ts_buf *
     if (to > b->n) to = b->n;
     if (from >= to) return 0;
     size_t run = ts_batch_run_of(b, from);
-    for (size_t i = from; i < to; i++) {
-        while (run + 1 < b->nruns && b->runs[run + 1].start <= i) run++;
-        const crun *r = &b->runs[run];
-        const cpt *c = &b->pts[i];
-        ts_cpoint p = {b->stats[c->stat], r->ent, 0, r->time_ms};
-        memcpy(&p.value, c->value, sizeof p.value);
-        if (ts_lp_encode_compact(out, &p, b->dest.precision) == 0) lines++;
-        else (*invalid)++;
-    }
-    return lines;
+    return encode_compact(b, &from, &run, to, (size_t)-1, out, invalid);
 }
 
 size_t ts_batch_encode(const ts_batch *b, ts_buf *out) {
