@@ -15,17 +15,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "bench_util.h"
 #include "ts_buf.h"
-
-typedef struct input {
-    char db[128], rp[128];
-    ts_buf text;                 /* the lines, '\n'-terminated */
-    size_t *tpos;                /* per line: offset of its time stamp */
-    size_t *lend;                /* per line: offset just after its '\n' */
-    int64_t *t;                  /* per line: its time stamp (ms) */
-    size_t *perm;                /* the order lines are sent in within a poll */
-    size_t n;
-} input;
 
 static void usage(void) {
     fputs("usage: bench_influx_load --url URL --points N [--lines L] [--inflight K] [--interval-ms MS]\n"
@@ -39,82 +30,14 @@ static void usage(void) {
     exit(2);
 }
 
-static double now_s(clockid_t id) {
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* utime + stime of a process in seconds, -1 if unreadable */
-static double proc_cpu_s(long pid) {
-    if (pid <= 0) return -1;
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    if (!p) return -1;
-    unsigned long long ut = 0, st = 0;
-    /* after the comm: state(3) ... utime(14) stime(15) */
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) return -1;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
-
-static const input *g_sort_in;
+static const bench_lp_input *g_sort_in;
 static int by_series(const void *a, const void *b) {
-    const input *x = g_sort_in;
+    const bench_lp_input *x = g_sort_in;
     size_t i = *(const size_t *)a, j = *(const size_t *)b;
     const char *pi = x->text.data + (i ? x->lend[i - 1] : 0), *pj = x->text.data + (j ? x->lend[j - 1] : 0);
     size_t li = x->tpos[i] - (size_t)(pi - x->text.data), lj = x->tpos[j] - (size_t)(pj - x->text.data);
     int c = memcmp(pi, pj, li < lj ? li : lj);
     return c ? c : (li > lj) - (li < lj);
-}
-
-/* DB,RP,FILE: every line of FILE with a trailing integer time stamp. */
-static void load(input *in, const char *spec) {
-    const char *c1 = strchr(spec, ','), *c2 = c1 ? strchr(c1 + 1, ',') : NULL;
-    if (!c1 || !c2 || (size_t)(c1 - spec) >= sizeof in->db || (size_t)(c2 - c1 - 1) >= sizeof in->rp) usage();
-    memset(in, 0, sizeof *in);
-    snprintf(in->db, sizeof in->db, "%.*s", (int)(c1 - spec), spec);
-    snprintf(in->rp, sizeof in->rp, "%.*s", (int)(c2 - c1 - 1), c1 + 1);
-    FILE *f = fopen(c2 + 1, "r");
-    if (!f) { fprintf(stderr, "bench_influx_load: %s: %s\n", c2 + 1, strerror(errno)); exit(1); }
-    ts_buf_init(&in->text);
-    size_t cap = 0, lcap = 0;
-    char *line = NULL;
-    ssize_t len;
-    while ((len = getline(&line, &lcap, f)) > 0) {
-        if (line[len - 1] == '\n') line[--len] = '\0';
-        if (len == 0 || line[0] == '#') continue;
-        char *sp = strrchr(line, ' '), *end;
-        long long t = sp ? strtoll(sp + 1, &end, 10) : 0;
-        if (!sp || *end != '\0' || t <= 0) {
-            fprintf(stderr, "bench_influx_load: %s: a line without a time stamp: %.80s\n", c2 + 1, line);
-            exit(1);
-        }
-        if (in->n == cap) {
-            cap = cap ? cap * 2 : 4096;
-            in->tpos = realloc(in->tpos, cap * sizeof *in->tpos);
-            in->lend = realloc(in->lend, cap * sizeof *in->lend);
-            in->t = realloc(in->t, cap * sizeof *in->t);
-            if (!in->tpos || !in->lend || !in->t) abort();
-        }
-        in->tpos[in->n] = in->text.len + (size_t)(sp + 1 - line);
-        in->t[in->n] = t;
-        ts_buf_add(&in->text, line, (size_t)len);
-        ts_buf_add(&in->text, "\n", 1);
-        in->lend[in->n] = in->text.len;
-        in->n++;
-    }
-    free(line);
-    fclose(f);
-    if (in->n == 0) { fprintf(stderr, "bench_influx_load: %s: no lines\n", c2 + 1); exit(1); }
-    in->perm = malloc(in->n * sizeof *in->perm);
-    if (!in->perm) abort();
-    for (size_t j = 0; j < in->n; j++) in->perm[j] = j;
 }
 
 /* Where the next body starts: polls [p0, p0 + G), input k, line jj of its order, poll g of the group. */
@@ -135,7 +58,8 @@ typedef struct job {
     size_t answer_len;
 } job;
 
-static input g_in[8];
+static bench_lp_input g_in[8];
+static size_t *g_perm[8];   /* per input: the order its lines are sent in within a poll */
 static int64_t g_shift0, g_interval;
 
 static int cursor_done(const cursor *c) { return c->p0 >= c->polls; }
@@ -144,13 +68,13 @@ static int cursor_done(const cursor *c) { return c->p0 >= c->polls; }
 static size_t next_body(cursor *c, size_t max, ts_buf *b, int *which) {
     ts_buf_reset(b);
     if (cursor_done(c)) return 0;
-    const input *x = &g_in[c->k];
+    const bench_lp_input *x = &g_in[c->k];
     *which = c->k;
     size_t lines = 0;
     char num[32];
     long long gn = c->p0 + c->group <= c->polls ? c->group : c->polls - c->p0;
     while (lines < max) {
-        size_t j = x->perm[c->jj];
+        size_t j = g_perm[c->k][c->jj];
         size_t start = j ? x->lend[j - 1] : 0;
         int64_t shift = g_shift0 + (c->p0 + c->g) * g_interval;
         ts_buf_add(b, x->text.data + start, x->tpos[j] - start);
@@ -214,8 +138,14 @@ int main(int argc, char **argv) {
         else if (OPT("--gzip")) gzip_level = atoi(v);
         else if (OPT("--influxd-pid")) pid = atol(v);
         else if (OPT("--label")) label = v;
-        else if (a[0] != '-' && nin < 8) load(&g_in[nin++], a);
-        else usage();
+        else if (a[0] != '-' && nin < 8) {
+            bench_lp_input *in = &g_in[nin];
+            bench_lp_input_load(in, a, "bench_influx_load", usage);
+            g_perm[nin] = malloc(in->n * sizeof *g_perm[nin]);
+            if (!g_perm[nin]) abort();
+            for (size_t j = 0; j < in->n; j++) g_perm[nin][j] = j;
+            nin++;
+        } else usage();
 #undef OPT
     }
     int series = strcmp(order, "series") == 0, sorted = strcmp(order, "sorted") == 0;
@@ -225,7 +155,7 @@ int main(int argc, char **argv) {
     if (sorted || series) {
         for (int k = 0; k < nin; k++) {
             g_sort_in = &g_in[k];
-            qsort(g_in[k].perm, g_in[k].n, sizeof *g_in[k].perm, by_series);
+            qsort(g_perm[k], g_in[k].n, sizeof *g_perm[k], by_series);
         }
     }
     size_t per_poll = 0;
@@ -259,7 +189,7 @@ int main(int argc, char **argv) {
     memset(jobs, 0, sizeof jobs);
     unsigned long long sent_points = 0, ok_points = 0, failed_points = 0, requests = 0, failed_requests = 0;
     unsigned long long bytes_plain = 0, bytes_wire = 0;
-    double cpu_i0 = proc_cpu_s(pid), w0 = now_s(CLOCK_MONOTONIC), c0 = now_s(CLOCK_PROCESS_CPUTIME_ID);
+    double cpu_i0 = bench_proc_cpu_s(pid), w0 = bench_now_s(CLOCK_MONOTONIC), c0 = bench_now_s(CLOCK_PROCESS_CPUTIME_ID);
     int running = 0, active = 0, shown = 0;
     for (long i = 0; i < inflight; i++) {
         ts_buf_init(&jobs[i].body);
@@ -322,8 +252,8 @@ int main(int argc, char **argv) {
         }
         if (active > 0 && running > 0) curl_multi_poll(m, NULL, 0, 100, NULL);
     }
-    double wall = now_s(CLOCK_MONOTONIC) - w0, cpu = now_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
-    double cpu_i = cpu_i0 >= 0 ? proc_cpu_s(pid) - cpu_i0 : -1;
+    double wall = bench_now_s(CLOCK_MONOTONIC) - w0, cpu = bench_now_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
+    double cpu_i = cpu_i0 >= 0 ? bench_proc_cpu_s(pid) - cpu_i0 : -1;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("influx load: %llu points acknowledged (204), %llu failed, in %llu requests (%llu failed); %.1f MB of line "
@@ -350,11 +280,8 @@ int main(int argc, char **argv) {
     curl_multi_cleanup(m);
     curl_global_cleanup();
     for (int k = 0; k < nin; k++) {
-        ts_buf_free(&g_in[k].text);
-        free(g_in[k].tpos);
-        free(g_in[k].lend);
-        free(g_in[k].t);
-        free(g_in[k].perm);
+        bench_lp_input_free(&g_in[k]);
+        free(g_perm[k]);
     }
     return failed_points == 0 ? 0 : 1;
 }

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include "bench_util.h"
 #include "ts_api.h"
 #include "ts_collect.h"
 #include "ts_config.h"
@@ -60,13 +61,8 @@ static void usage(void) {
 }
 
 /* ---- clocks -------------------------------------------------------------- */
-static double now_s(clockid_t id) {
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 typedef struct tmark { double wall, cpu; } tmark;
-static tmark mark(void) { return (tmark){now_s(CLOCK_MONOTONIC), now_s(CLOCK_PROCESS_CPUTIME_ID)}; }
+static tmark mark(void) { return (tmark){bench_now_s(CLOCK_MONOTONIC), bench_now_s(CLOCK_PROCESS_CPUTIME_ID)}; }
 typedef struct tspan { double wall, cpu; } tspan;
 static tspan since(tmark a) { tmark b = mark(); return (tspan){b.wall - a.wall, b.cpu - a.cpu}; }
 
@@ -434,21 +430,6 @@ static size_t compare_bodies(const char *a, size_t alen, const char *b, size_t b
 }
 
 /* ---- catch-up: replay a backlog through the real writer ------------------ */
-static double proc_cpu_s(int pid) {
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    if (!p) return -1;
-    unsigned long long ut = 0, st = 0;
-    /* fields after ")": state(3) ... utime(14) stime(15) */
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) return -1;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
 
 static long peak_rss_kb(void) {
     struct rusage ru;
@@ -497,7 +478,7 @@ static int run_catchup(lua_State *L, const opts *o, ts_mapper *mc, ts_mapper *md
     size_t runs_c = 0, runs_d = 0;   /* entity or time changes: ts_batch_reserve's runs */
     for (size_t i = 0; i < nc; i++) runs_c += i == 0 || pc[i].ent != pc[i - 1].ent || pc[i].time_ms != pc[i - 1].time_ms;
     for (size_t i = 0; i < nd; i++) runs_d += i == 0 || pd[i].ent != pd[i - 1].ent || pd[i].time_ms != pd[i - 1].time_ms;
-    double infl0 = o->influxd_pid > 0 ? proc_cpu_s(o->influxd_pid) : -1;
+    double infl0 = o->influxd_pid > 0 ? bench_proc_cpu_s(o->influxd_pid) : -1;
     tmark m0 = mark();
     ts_writer_stats ws;
     for (long long k = 0; k < polls; k++) {
@@ -519,7 +500,7 @@ static int run_catchup(lua_State *L, const opts *o, ts_mapper *mc, ts_mapper *md
     }
     size_t lost = ts_writer_drain(w, ts_mono_ms() + 600000);
     tspan sp = since(m0);
-    double infl1 = o->influxd_pid > 0 ? proc_cpu_s(o->influxd_pid) : -1;
+    double infl1 = o->influxd_pid > 0 ? bench_proc_cpu_s(o->influxd_pid) : -1;
     ts_writer_get_stats(w, &ws);
     double icpu = infl0 >= 0 && infl1 >= 0 ? infl1 - infl0 : -1;
     printf("catch-up written (204) %llu, rejected %llu, dropped %llu (lost at drain %zu), requests ok %llu failed %llu, "

@@ -12,19 +12,11 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "ts_buf.h"
 #include "ts_clock.h"
 #include "ts_log.h"
 #include "ts_spool.h"
-
-typedef struct input {
-    char db[128], rp[128];
-    ts_buf text;                 /* the lines, '\n'-terminated */
-    size_t *tpos;                /* per line: offset of its time stamp */
-    size_t *lend;                /* per line: offset just after its '\n' */
-    int64_t *t;                  /* per line: its time stamp (ms) */
-    size_t n;
-} input;
 
 static void usage(void) {
     fputs("usage: bench_spool_fill --dir SPOOL_DIR --points N [--record-lines L] [--interval-ms MS]\n"
@@ -34,61 +26,12 @@ static void usage(void) {
     exit(2);
 }
 
-static double now_s(clockid_t id) {
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* DB,RP,FILE: every line of FILE with a trailing integer time stamp. */
-static void load(input *in, const char *spec) {
-    const char *c1 = strchr(spec, ','), *c2 = c1 ? strchr(c1 + 1, ',') : NULL;
-    if (!c1 || !c2 || (size_t)(c1 - spec) >= sizeof in->db || (size_t)(c2 - c1 - 1) >= sizeof in->rp) usage();
-    memset(in, 0, sizeof *in);
-    snprintf(in->db, sizeof in->db, "%.*s", (int)(c1 - spec), spec);
-    snprintf(in->rp, sizeof in->rp, "%.*s", (int)(c2 - c1 - 1), c1 + 1);
-    FILE *f = fopen(c2 + 1, "r");
-    if (!f) { fprintf(stderr, "bench_spool_fill: %s: %s\n", c2 + 1, strerror(errno)); exit(1); }
-    ts_buf_init(&in->text);
-    size_t cap = 0;
-    char *line = NULL;
-    size_t lcap = 0;
-    ssize_t len;
-    while ((len = getline(&line, &lcap, f)) > 0) {
-        if (line[len - 1] == '\n') line[--len] = '\0';
-        if (len == 0 || line[0] == '#') continue;
-        char *sp = strrchr(line, ' ');
-        char *end;
-        long long t = sp ? strtoll(sp + 1, &end, 10) : 0;
-        if (!sp || *end != '\0' || t <= 0) {
-            fprintf(stderr, "bench_spool_fill: %s: a line without a time stamp: %.80s\n", c2 + 1, line);
-            exit(1);
-        }
-        if (in->n == cap) {
-            cap = cap ? cap * 2 : 4096;
-            in->tpos = realloc(in->tpos, cap * sizeof *in->tpos);
-            in->lend = realloc(in->lend, cap * sizeof *in->lend);
-            in->t = realloc(in->t, cap * sizeof *in->t);
-            if (!in->tpos || !in->lend || !in->t) abort();
-        }
-        in->tpos[in->n] = in->text.len + (size_t)(sp + 1 - line);
-        in->t[in->n] = t;
-        ts_buf_add(&in->text, line, (size_t)len);
-        ts_buf_add(&in->text, "\n", 1);
-        in->lend[in->n] = in->text.len;
-        in->n++;
-    }
-    free(line);
-    fclose(f);
-    if (in->n == 0) { fprintf(stderr, "bench_spool_fill: %s: no lines\n", c2 + 1); exit(1); }
-}
-
 int main(int argc, char **argv) {
     const char *dir = NULL, *fsync_name = "interval";
     long long points = 0;
     long record_lines = 10000;
     long long interval_ms = 10000, max_bytes = 8LL << 30, segment_bytes = 16LL << 20;
-    input in[8];
+    bench_lp_input in[8];
     int nin = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -100,7 +43,7 @@ int main(int argc, char **argv) {
         else if (OPT("--max-bytes")) max_bytes = atoll(v);
         else if (OPT("--segment-bytes")) segment_bytes = atoll(v);
         else if (OPT("--fsync")) fsync_name = v;
-        else if (a[0] != '-' && nin < 8) load(&in[nin++], a);
+        else if (a[0] != '-' && nin < 8) bench_lp_input_load(&in[nin++], a, "bench_spool_fill", usage);
         else usage();
 #undef OPT
     }
@@ -141,11 +84,11 @@ int main(int argc, char **argv) {
     ts_buf_init(&rec);
     char num[32];
     unsigned long long appended = 0, failed = 0, records = 0;
-    double w0 = now_s(CLOCK_MONOTONIC), c0 = now_s(CLOCK_PROCESS_CPUTIME_ID);
+    double w0 = bench_now_s(CLOCK_MONOTONIC), c0 = bench_now_s(CLOCK_PROCESS_CPUTIME_ID);
     for (long long p = 0; p < polls; p++) {
         int64_t shift = now - (polls - p) * interval_ms - tmax;
         for (int k = 0; k < nin; k++) {
-            const input *x = &in[k];
+            const bench_lp_input *x = &in[k];
             size_t j = 0;
             while (j < x->n) {
                 ts_buf_reset(&rec);
@@ -166,9 +109,9 @@ int main(int argc, char **argv) {
         }
         ts_spool_tick(s);
     }
-    double wa = now_s(CLOCK_MONOTONIC) - w0;
+    double wa = bench_now_s(CLOCK_MONOTONIC) - w0;
     int sync_rc = ts_spool_sync(s);
-    double wall = now_s(CLOCK_MONOTONIC) - w0, cpu = now_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
+    double wall = bench_now_s(CLOCK_MONOTONIC) - w0, cpu = bench_now_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
     ts_spool_stats st;
     ts_spool_get_stats(s, &st);
     ts_spool_close(s);
@@ -184,6 +127,6 @@ int main(int argc, char **argv) {
            (double)ru.ru_maxrss / 1024);
     printf("backlog_points=%llu\n", appended);
     ts_buf_free(&rec);
-    for (int k = 0; k < nin; k++) { ts_buf_free(&in[k].text); free(in[k].tpos); free(in[k].lend); free(in[k].t); }
+    for (int k = 0; k < nin; k++) bench_lp_input_free(&in[k]);
     return failed == 0 && st.segments_dropped == 0 && sync_rc == 0 ? 0 : 1;
 }
