@@ -297,9 +297,10 @@ long ts_spool_rec_decode(const unsigned char *p, size_t n, ts_precision prec, si
         ents[i].keep = 1;
         sr_get_tags(&r, &all, &ents[i].tags, &efirst[i]);
     }
-    /* every map read: the tag arrays stop moving */
-    for (size_t i = 0; i < nstats && !r.why; i++) stats[i].tags.tags = all.v + sfirst[i];
-    for (size_t i = 0; i < nents && !r.why; i++) ents[i].tags.tags = all.v + efirst[i];
+    /* every map read: the tag arrays stop moving. With no tag in any map all.v is NULL, and
+     * NULL + 0 is undefined in C, so such maps keep their NULL (their count is 0). */
+    for (size_t i = 0; i < nstats && !r.why && all.v; i++) stats[i].tags.tags = all.v + sfirst[i];
+    for (size_t i = 0; i < nents && !r.why && all.v; i++) ents[i].tags.tags = all.v + efirst[i];
     size_t nruns = r.why ? 0 : sr_get_count(&r, 3);
     int64_t t = 0;
     for (size_t k = 0; k < nruns && !r.why; k++) {
