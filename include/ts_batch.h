@@ -80,6 +80,10 @@ void ts_batch_skip(ts_batch *b, size_t to);
  * last of those frees it or keeps it as a spare. Its points are never
  * changed while it is shared (takes move the cursor only). */
 void ts_batch_retain(ts_batch *b);
+/* The owner of the maps a compact batch's points point into (NULL: none
+ * given, or a text batch): a holder of map pointers beyond the batch's life
+ * retains it. */
+const ts_map_owner *ts_batch_owner(const ts_batch *b);
 /* Append every line of b to out (b is left as it was); returns the line count. */
 size_t ts_batch_encode(const ts_batch *b, ts_buf *out);
 

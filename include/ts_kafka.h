@@ -10,6 +10,7 @@
 #define TS_KAFKA_H
 #include <stddef.h>
 #include <stdint.h>
+#include "ts_batch.h"
 #include "ts_buf.h"
 #include "ts_http.h"
 #include "ts_kafka_conf.h"
@@ -40,6 +41,13 @@ void ts_kafka_submit(ts_kafka *k, const ts_kafka_dest *d, const char *body, size
 /* The same, taking over body's memory (body is left empty): no copy. */
 void ts_kafka_submit_buf(ts_kafka *k, const ts_kafka_dest *d, ts_buf *body, uint64_t id, ts_kafka_done_fn done,
                          void *ud);
+
+/* The same for the points [from, to) of a compact batch (cursors of
+ * ts_batch_take), `lines` of them writable: the batch is retained until they
+ * are produced, and their messages are made from the points themselves,
+ * the same bytes as from their line protocol. */
+void ts_kafka_submit_points(ts_kafka *k, const ts_kafka_dest *d, ts_batch *b, size_t from, size_t to, size_t lines,
+                            uint64_t id, ts_kafka_done_fn done, void *ud);
 
 /* Bytes of chunks not completed yet (a feeder can hold back above a mark). */
 size_t ts_kafka_backlog_bytes(const ts_kafka *k);

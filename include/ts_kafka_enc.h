@@ -6,8 +6,10 @@
 #define TS_KAFKA_ENC_H
 #include <stddef.h>
 #include <stdint.h>
+#include "ts_batch.h"
 #include "ts_buf.h"
 #include "ts_lp.h"
+#include "ts_point.h"
 
 typedef enum { TS_KAFKA_JSON = 0, TS_KAFKA_LP = 1 } ts_kafka_format;
 
@@ -50,8 +52,24 @@ void ts_kafka_enc_set_partition(ts_kafka_series *s, int32_t nparts, int32_t part
  * conversion): the same bytes, the head copied from the cache. */
 int ts_kafka_enc_json_series(ts_kafka_enc *e, const ts_kafka_series *se, ts_buf *out, const char *line, size_t len,
                              const ts_kafka_dest *d, int64_t now_ns, const char **err);
+/* Compact points (ts_point.h) straight to messages, with no line protocol
+ * between: the series entry of a point by its (stat map, entity map) pair,
+ * made at first sight from the series key its line would have, so that keys,
+ * heads and partitions are those of the line-protocol path. A pair is kept
+ * only with the maps' owner (a reference is held on it until the cache is
+ * emptied: map pointers are reused once the maps are freed); owner NULL:
+ * the key is made each time. NULL for an empty or too long key. */
+ts_kafka_series *ts_kafka_enc_series_cpt(ts_kafka_enc *e, const ts_stat_map *st, const ts_entity_map *ent,
+                                         const ts_map_owner *owner);
+const char *ts_kafka_enc_key(const ts_kafka_series *s, size_t *klen);
+/* A writable compact point's message appended to out: JSON (the bytes
+ * ts_kafka_enc_json gives for its line) or, json 0, its line protocol line
+ * without the newline. 0, or -1 with *err and out unchanged. */
+int ts_kafka_enc_cpt(ts_kafka_enc *e, const ts_kafka_series *se, ts_buf *out, const ts_cpoint *p,
+                     const ts_kafka_dest *d, const char **err);
 typedef struct ts_kafka_enc_stats {
     uint64_t series, bytes, hits, misses, resets;
+    uint64_t pairs, pair_hits, pair_misses, owners;   /* the (stat, entity) pairs of compact points */
 } ts_kafka_enc_stats;
 void ts_kafka_enc_get_stats(const ts_kafka_enc *e, ts_kafka_enc_stats *s);
 

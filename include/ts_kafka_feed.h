@@ -25,6 +25,10 @@ ts_kafka_feed *ts_kafka_feed_new(ts_kafka *k, ts_spool *s, ts_loop *loop, size_t
  * later). With take, body's buffer is taken and body left empty. */
 int ts_kafka_feed_live(ts_kafka_feed *f, const ts_dest *d, ts_buf *body, int take, size_t lines, ts_spool_pos at,
                        ts_spool_pos next);
+/* The same for a record of compact points: the points [from, to) of b,
+ * `lines` of them writable (the batch is retained, not copied). */
+int ts_kafka_feed_live_points(ts_kafka_feed *f, const ts_dest *d, ts_batch *b, size_t from, size_t to, size_t lines,
+                              ts_spool_pos at, ts_spool_pos next);
 /* Reads what the spool has for Kafka now (also runs from its own timer). */
 void ts_kafka_feed_pump(ts_kafka_feed *f);
 /* The records read from now on go to k (SIGHUP rebuilt the producer); those

@@ -67,5 +67,10 @@ int ts_lp_encode(ts_buf *out, const char *measurement, size_t mlen,
 int ts_lp_encode_compact(ts_buf *out, const ts_cpoint *p, ts_precision prec);
 /* 1 when ts_lp_encode_compact writes a point of st with this value (not NaN/Inf once scaled). */
 int ts_lp_compact_writable(const ts_stat_map *st, double value);
+/* A compact point's time stamp (ms) in prec, as ts_lp_encode_compact writes it. */
+int64_t ts_lp_ms_to_prec(int64_t ms, ts_precision prec);
+/* A writable compact point's field value text as ts_lp_encode_compact writes
+ * it (scaled; "42i" for an integer stat); returns its length. */
+size_t ts_lp_compact_value(char out[32], const ts_stat_map *st, double value);
 
 #endif

@@ -213,6 +213,10 @@ size_t ts_batch_capacity_bytes(const ts_batch *b) {
 
 void ts_batch_retain(ts_batch *b) { b->refs++; }
 
+const ts_map_owner *ts_batch_owner(const ts_batch *b) {
+    return b->compact && b->has_owner && b->owner.retain ? &b->owner : NULL;
+}
+
 void ts_batch_free(ts_batch *b) {
     if (!b || --b->refs > 0) return;
     batch_release_owner(b);

@@ -17,42 +17,22 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ts_kafka_chunk.h"
 #include "ts_log.h"
 
 #define MAX_TOPICS 64
 #define MAX_GROUPED_PARTITIONS 4096
 #define GROUP_MAX_BYTES (512 * 1024)   /* under the brokers' default message.max.bytes (1 MB) */
 #define POLL_PERIOD_MS 200
+#define CPT_LINE_BYTES 128     /* what a compact point held counts for (its line is ~90-130 bytes) */
 /* JSON heads and partitions of ~84,000 series take ~25 MB */
 #define SERIES_CACHE_BYTES ((size_t)64 << 20)
 
 /* A message to produce again: librdkafka gave up on it (brokers down past
  * message.timeout.ms) or its queue was full when a group was ready. */
-typedef struct kretry {
-    struct kretry *next;
-    char *key, *val;          /* one allocation: key then value */
-    size_t klen, vlen;
-    size_t lines;             /* points it carries */
-    int32_t partition;        /* RD_KAFKA_PARTITION_UA: the partitioner decides */
-} kretry;
-
-typedef struct kchunk {
-    struct kchunk *prev, *next;
-    char db[128], rp[128];
-    ts_precision prec;
-    int topic;                /* index into ts_kafka.topics, -1: none configured */
-    char *body;
-    size_t len, pos;          /* pos: byte offset of the next line to produce */
-    /* the counters below are in points (lines); a message may carry several */
-    size_t outstanding;       /* produced, no delivery report yet */
-    size_t delivered, failed, dropped;
-    kretry *rhead, *rtail;
-    size_t nretry, retry_bytes;   /* points in retries, their bytes */
-    int64_t retry_due;        /* ts_mono_ms when the retries may go */
-    uint64_t id;
-    ts_kafka_done_fn done;
-    void *ud;
-} kchunk;
+/* A message to produce again, a chunk of points (ts_kafka_chunk.h). */
+typedef ts_kafka_retry kretry;
+typedef ts_kafka_chunk kchunk;
 
 typedef struct rlimit {
     int64_t next_ms;
@@ -74,7 +54,10 @@ typedef struct kmsg {
     struct kmsg *prev, *next;
     kchunk *c;
     size_t lines;
+    ts_buf val;               /* the text librdkafka sends from (not copied), ours again at the report */
 } kmsg;
+
+#define MAX_SPARE_VALS 32
 
 /* Points waiting to be sent together: one per partition. */
 typedef struct kgroup {
@@ -105,10 +88,16 @@ struct ts_kafka {
     int fatal;                /* librdkafka raised a fatal error: rebuild the producer */
     int in_poll, freeing, queue_blocked;
     ts_buf msg;               /* scratch: the JSON of one point */
+    ts_buf line;              /* scratch: a compact point's line protocol */
     ts_kafka_enc *enc;        /* series cache: JSON heads, partitions */
     kgroup *groups;
     int32_t ngroups;
     kmsg *msgs;               /* grouped messages in librdkafka */
+    /* group buffers back from librdkafka for the next groups: handed over
+     * and freed per message, ~40 MB a poll went back to the kernel and came
+     * again as fresh pages (a fault per 4 KiB) */
+    ts_buf spare_vals[MAX_SPARE_VALS];
+    int nspare_vals;
     ts_kafka_stats st;
     rlimit rl_perm, rl_retry, rl_client, rl_drop, rl_invalid;
 };
@@ -237,6 +226,7 @@ ts_kafka *ts_kafka_new(ts_loop *loop, const ts_kafka_opts *o, char *err, size_t 
     k->retry_backoff_ms = o->retry_backoff_ms > 0 ? o->retry_backoff_ms : 1000;
     k->log_interval_ms = o->log_interval_ms > 0 ? o->log_interval_ms : 10000;
     ts_buf_init(&k->msg);
+    ts_buf_init(&k->line);
     k->enc = ts_kafka_enc_new(k->format == TS_KAFKA_JSON, SERIES_CACHE_BYTES);
 
     k->conf = c;
@@ -271,7 +261,6 @@ fail:
 
 /* ---- chunks ---- */
 
-static int chunk_complete(const kchunk *c) { return c->pos >= c->len && c->outstanding == 0 && c->nretry == 0; }
 
 static void chunk_unlink(ts_kafka *k, kchunk *c) {
     if (c->prev) c->prev->next = c->next;
@@ -281,34 +270,13 @@ static void chunk_unlink(ts_kafka *k, kchunk *c) {
     c->prev = c->next = NULL;
 }
 
-static void free_retries(kchunk *c) {
-    for (kretry *r = c->rhead, *n; r; r = n) {
-        n = r->next;
-        free(r->key);
-        free(r);
-    }
-    c->rhead = c->rtail = NULL;
-    c->nretry = c->retry_bytes = 0;
-}
-
-static void chunk_free(kchunk *c) {
-    free_retries(c);
-    free(c->body);
-    free(c);
-}
-
-static void chunk_body_done(ts_kafka *k, kchunk *c) {
-    k->bytes_held -= c->len;
-    free(c->body);
-    c->body = NULL;
-    c->pos = c->len = 0;
-}
+static void chunk_body_done(ts_kafka *k, kchunk *c) { k->bytes_held -= ts_kafka_chunk_body_free(c); }
 
 static void maybe_finish(ts_kafka *k, kchunk *c) {
-    if (!chunk_complete(c)) return;
+    if (!ts_kafka_chunk_complete(c)) return;
     chunk_unlink(k, c);
     if (c->done) c->done(c->ud, c->id, c->delivered, c->failed, c->dropped);
-    chunk_free(c);
+    ts_kafka_chunk_free(c);
 }
 
 static void add_retry(ts_kafka *k, kchunk *c, const void *key, size_t klen, const void *val, size_t vlen,
@@ -334,14 +302,14 @@ static void enforce_bound(ts_kafka *k) {
     for (kchunk *c = k->head; c && k->bytes_held > k->max_buffer_bytes;) {
         kchunk *next = c->next;
         size_t lines = 0;
-        if (c->body && c->pos < c->len) {
-            lines = ts_kafka_enc_count_lines(c->body + c->pos, c->len - c->pos);
+        if ((c->body || c->src) && c->pos < c->len) {
+            lines = ts_kafka_chunk_unsent(c);
             chunk_body_done(k, c);
         }
         if (k->bytes_held > k->max_buffer_bytes && c->nretry) {
             lines += c->nretry;
             k->bytes_held -= c->retry_bytes;
-            free_retries(c);
+            ts_kafka_chunk_free_retries(c);
         }
         if (lines) {
             c->dropped += lines;
@@ -362,9 +330,10 @@ static int resolve_topic(ts_kafka *k, const char *db) {
     return k->default_topic;
 }
 
-/* Queues a chunk whose body (malloc'd, NUL-terminated, len bytes) it takes over. */
-static void submit_owned(ts_kafka *k, const ts_kafka_dest *d, char *body, size_t len, uint64_t id,
-                         ts_kafka_done_fn done, void *ud) {
+/* Queues a chunk whose body (malloc'd, NUL-terminated, len bytes) it takes
+ * over, or (body NULL) the points [from, len) of src, a reference it takes. */
+static void submit_owned(ts_kafka *k, const ts_kafka_dest *d, char *body, size_t len, ts_batch *src, size_t from,
+                         size_t src_lines, uint64_t id, ts_kafka_done_fn done, void *ud) {
     kchunk *c = calloc(1, sizeof *c);
     if (!c) abort();
     snprintf(c->db, sizeof c->db, "%s", d->db ? d->db : "");
@@ -374,7 +343,7 @@ static void submit_owned(ts_kafka *k, const ts_kafka_dest *d, char *body, size_t
     c->id = id;
     c->done = done;
     c->ud = ud;
-    size_t lines = body ? ts_kafka_enc_count_lines(body, len) : 0;
+    size_t lines = src ? src_lines : body ? ts_kafka_enc_count_lines(body, len) : 0;
     if (c->topic < 0) {
         /* only when kafka.topics names some databases and kafka.topic is unset */
         log_limited(k, &k->rl_perm, TS_LOG_ERROR, "kafka: no topic for database %s (set kafka.topic): %zu points not sent",
@@ -382,13 +351,24 @@ static void submit_owned(ts_kafka *k, const ts_kafka_dest *d, char *body, size_t
         c->failed = lines;
         k->st.points_failed += lines;
         free(body);
+        ts_batch_free(src);
+    } else if (lines && src) {
+        c->src = src;
+        c->pos = from;
+        c->len = len;
+        c->run = ts_batch_run_of(src, from);
+        /* counted as the line protocol it stands for: the bounds keep their meaning */
+        c->held = lines * CPT_LINE_BYTES;
+        k->bytes_held += c->held;
+        k->lines_waiting += lines;
     } else if (lines) {
         c->body = body;
-        c->len = len;
+        c->len = c->held = len;
         k->bytes_held += len;
         k->lines_waiting += lines;
     } else {
         free(body);
+        ts_batch_free(src);
     }
     c->prev = k->tail;
     if (k->tail) k->tail->next = c;
@@ -404,7 +384,7 @@ void ts_kafka_submit(ts_kafka *k, const ts_kafka_dest *d, const char *body, size
     if (!copy) abort();
     if (len) memcpy(copy, body, len);
     copy[len] = '\0';
-    submit_owned(k, d, copy, len, id, done, ud);
+    submit_owned(k, d, copy, len, NULL, 0, 0, id, done, ud);
 }
 
 void ts_kafka_submit_buf(ts_kafka *k, const ts_kafka_dest *d, ts_buf *body, uint64_t id, ts_kafka_done_fn done,
@@ -417,7 +397,13 @@ void ts_kafka_submit_buf(ts_kafka *k, const ts_kafka_dest *d, ts_buf *body, uint
         if (!p) abort();
         *p = '\0';
     }
-    submit_owned(k, d, p, len, id, done, ud);
+    submit_owned(k, d, p, len, NULL, 0, 0, id, done, ud);
+}
+
+void ts_kafka_submit_points(ts_kafka *k, const ts_kafka_dest *d, ts_batch *b, size_t from, size_t to, size_t lines,
+                            uint64_t id, ts_kafka_done_fn done, void *ud) {
+    ts_batch_retain(b);
+    submit_owned(k, d, NULL, to, b, from, lines, id, done, ud);
 }
 
 size_t ts_kafka_backlog_bytes(const ts_kafka *k) { return k->bytes_held; }
@@ -426,10 +412,11 @@ size_t ts_kafka_backlog_bytes(const ts_kafka *k) { return k->bytes_held; }
 
 enum { PROD_OK, PROD_FULL, PROD_FAILED };
 
-/* flags: RD_KAFKA_MSG_F_COPY, or RD_KAFKA_MSG_F_FREE to hand val (malloc'd)
- * over to librdkafka, which it takes only when PROD_OK is returned */
+/* flags: RD_KAFKA_MSG_F_COPY, or 0 with own: a grouped message's buffer
+ * (val is own->data), kept with the message and given back at its delivery
+ * report; taken only when PROD_OK is returned */
 static int produce_msg(ts_kafka *k, kchunk *c, const char *key, size_t klen, const char *val, size_t vlen,
-                       size_t lines, int32_t partition, int flags) {
+                       size_t lines, int32_t partition, int flags, const ts_buf *own) {
     rd_kafka_topic_t *rkt = k->topics[c->topic].rkt;
     rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
     void *opaque = c;
@@ -437,7 +424,8 @@ static int produce_msg(ts_kafka *k, kchunk *c, const char *key, size_t klen, con
     if (k->per_message > 1) {
         km = malloc(sizeof *km);
         if (!km) abort();
-        *km = (kmsg){NULL, k->msgs, c, lines};
+        *km = (kmsg){NULL, k->msgs, c, lines, {NULL, 0, 0}};
+        if (own) km->val = *own;
         opaque = km;
     }
     if (k->format == TS_KAFKA_LP) {
@@ -489,13 +477,17 @@ static void count_failed(ts_kafka *k, kchunk *c, size_t lines, const char *why, 
 static int flush_group(ts_kafka *k, kchunk *c, kgroup *g, int32_t partition, int64_t now) {
     if (!g->lines) return PROD_OK;
     /* the group's text itself goes to librdkafka (no copy of a poll's worth of
-     * messages); the next group starts on a buffer of the same size */
+     * messages); the next group starts on a buffer given back by an earlier
+     * report, else on one of the same size */
     size_t cap = g->val.cap;
-    int rc = produce_msg(k, c, g->key.data, g->key.len, g->val.data, g->val.len, g->lines, partition,
-                         RD_KAFKA_MSG_F_FREE);
+    int rc = produce_msg(k, c, g->key.data, g->key.len, g->val.data, g->val.len, g->lines, partition, 0, &g->val);
     if (rc == PROD_OK) {
-        ts_buf_init(&g->val);
-        ts_buf_reserve(&g->val, cap);
+        if (k->nspare_vals) {
+            g->val = k->spare_vals[--k->nspare_vals];
+        } else {
+            ts_buf_init(&g->val);
+            ts_buf_reserve(&g->val, cap);
+        }
     } else if (rc == PROD_FULL) add_retry(k, c, g->key.data, g->key.len, g->val.data, g->val.len, g->lines, partition, now);
     else if (rc == PROD_FAILED) count_failed(k, c, g->lines, k->st.last_error, g->val.len);
     ts_buf_reset(&g->val);
@@ -510,7 +502,7 @@ static int pump_chunk(ts_kafka *k, kchunk *c, int64_t now) {
     if (c->topic < 0) return 1;
     while (c->rhead && c->retry_due <= now) {
         kretry *r = c->rhead;
-        int rc = produce_msg(k, c, r->key, r->klen, r->val, r->vlen, r->lines, r->partition, RD_KAFKA_MSG_F_COPY);
+        int rc = produce_msg(k, c, r->key, r->klen, r->val, r->vlen, r->lines, r->partition, RD_KAFKA_MSG_F_COPY, NULL);
         if (rc == PROD_FULL) return 0;
         if (rc == PROD_FAILED) count_failed(k, c, r->lines, k->st.last_error, r->vlen);
         else k->st.points_retried += r->lines;
@@ -540,25 +532,13 @@ static int pump_chunk(ts_kafka *k, kchunk *c, int64_t now) {
     }
     int full = 0;
     int64_t now_ns = 0;
-    while (!full && c->body && c->pos < c->len) {
-        const char *line = c->body + c->pos;
-        const char *nl = memchr(line, '\n', c->len - c->pos);
-        size_t ll = nl ? (size_t)(nl - line) : c->len - c->pos;
-        size_t next = c->pos + ll + (nl ? 1 : 0);
-        size_t e = ll;
-        while (e > 0 && (line[e - 1] == '\r' || line[e - 1] == ' ')) e--;
-        size_t s = 0;
-        while (s < e && (line[s] == ' ' || line[s] == '\t')) s++;
-        if (s == e) {   /* blank line: not a point */
-            c->pos = next;
-            continue;
-        }
-        line += s;
-        e -= s;
-        size_t klen = ts_kafka_enc_series_key(line, e);
-        /* the cache serves the JSON head and the group's partition: lp one by one needs neither */
-        ts_kafka_series *se =
-            k->format == TS_KAFKA_JSON || nparts > 0 ? ts_kafka_enc_series(k->enc, line, klen) : NULL;
+    ts_kafka_pt pt;
+    /* the cache serves the JSON head and the group's partition: lp one by one needs neither */
+    while (!full && ts_kafka_chunk_next(c, k->enc, &k->line, k->format == TS_KAFKA_JSON || nparts > 0, &pt)) {
+        const char *line = pt.line;
+        size_t e = pt.len, klen = pt.klen, next = pt.next;
+        ts_kafka_series *se = pt.se;
+        int cpt = pt.cpt;
         int32_t p = RD_KAFKA_PARTITION_UA;
         kgroup *g = NULL;
         if (nparts > 0) {
@@ -576,11 +556,12 @@ static int pump_chunk(ts_kafka *k, kchunk *c, int64_t now) {
         size_t mark = out->len;
         if (g && g->lines) ts_buf_addc(out, '\n');
         size_t vstart = out->len;
-        if (k->format == TS_KAFKA_JSON) {
+        if (k->format == TS_KAFKA_JSON || cpt) {
             const char *why;
             ts_kafka_dest d = {c->db, c->rp, c->prec};
             if (!now_ns) now_ns = ts_now_ns();
-            if (ts_kafka_enc_json_series(k->enc, se, out, line, e, &d, now_ns, &why) < 0) {
+            if ((cpt ? ts_kafka_enc_cpt(k->enc, se, out, &pt.p, &d, &why)
+                     : ts_kafka_enc_json_series(k->enc, se, out, line, e, &d, now_ns, &why)) < 0) {
                 out->len = mark;
                 if (out->data) out->data[mark] = '\0';
                 k->st.lines_invalid++;
@@ -607,7 +588,8 @@ static int pump_chunk(ts_kafka *k, kchunk *c, int64_t now) {
             if (!g->lines) ts_buf_add(&g->key, line, klen);   /* the first point's series key */
             g->lines++;
         } else {
-            int rc = produce_msg(k, c, line, klen, out->data, out->len, 1, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY);
+            int rc = produce_msg(k, c, line, klen, out->data, out->len, 1, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
+                                NULL);
             if (rc == PROD_FULL) return 0;
             if (rc == PROD_FAILED) count_failed(k, c, 1, k->st.last_error, out->len);
         }
@@ -617,7 +599,7 @@ static int pump_chunk(ts_kafka *k, kchunk *c, int64_t now) {
     /* groups never outlive a pass: their points belong to this chunk */
     for (int32_t p = 0; p < nparts; p++)
         if (k->groups[p].lines && flush_group(k, c, &k->groups[p], p, now) == PROD_FULL) full = 1;
-    if (c->body && c->pos >= c->len) chunk_body_done(k, c);
+    if ((c->body || c->src) && c->pos >= c->len) chunk_body_done(k, c);
     return !full;
 }
 
@@ -682,23 +664,41 @@ static void arm_timer(ts_kafka *k) {
 
 /* ---- callbacks (run inside rd_kafka_poll, on the loop's thread) ---- */
 
+/* A grouped message reported: its buffer back for the next groups (once the
+ * report has been dealt with: a retry copies the text from it). */
+static void give_back(ts_kafka *k, kmsg *km) {
+    if (km->val.data) {
+        if (k->nspare_vals < MAX_SPARE_VALS && !k->freeing) {
+            km->val.len = 0;
+            km->val.data[0] = '\0';
+            k->spare_vals[k->nspare_vals++] = km->val;
+        } else {
+            ts_buf_free(&km->val);
+        }
+    }
+    free(km);
+}
+
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     (void)rk;
     ts_kafka *k = opaque;
     kchunk *c = m->_private;
     size_t lines = 1;
+    kmsg *km = NULL;
     if (k->per_message > 1) {
-        kmsg *km = m->_private;
+        km = m->_private;
         c = km ? km->c : NULL;
         lines = km ? km->lines : 0;
         if (km) {
             if (km->prev) km->prev->next = km->next;
             else k->msgs = km->next;
             if (km->next) km->next->prev = km->prev;
-            free(km);
         }
     }
-    if (k->freeing || !c) return;
+    if (k->freeing || !c) {
+        if (km) give_back(k, km);
+        return;
+    }
     c->outstanding -= lines;
     k->outstanding -= lines;
     if (!m->err) {
@@ -717,6 +717,7 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
                         rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err), k->retry_backoff_ms);
         }
     }
+    if (km) give_back(k, km);
     maybe_finish(k, c);
 }
 
@@ -799,12 +800,14 @@ void ts_kafka_free(ts_kafka *k) {
     close_producer(k);
     for (kmsg *m = k->msgs, *n; m; m = n) {
         n = m->next;
+        ts_buf_free(&m->val);
         free(m);
     }
+    for (int i = 0; i < k->nspare_vals; i++) ts_buf_free(&k->spare_vals[i]);
     if (k->conf) rd_kafka_conf_destroy(k->conf);
     for (kchunk *c = k->head, *n; c; c = n) {
         n = c->next;
-        chunk_free(c);
+        ts_kafka_chunk_free(c);
     }
     for (int i = 0; i < k->ntopics; i++) free(k->topics[i].name);
     for (size_t i = 0; i < k->ndb_topic * 2; i++) free(k->db_topic[i]);
@@ -817,6 +820,7 @@ void ts_kafka_free(ts_kafka *k) {
     if (k->pipefd[0] >= 0) close(k->pipefd[0]);
     if (k->pipefd[1] >= 0) close(k->pipefd[1]);
     ts_buf_free(&k->msg);
+    ts_buf_free(&k->line);
     ts_kafka_enc_free(k->enc);
     free(k);
 }

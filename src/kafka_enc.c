@@ -410,7 +410,24 @@ struct ts_kafka_enc {
     char sfx_db[256], sfx_rp[256];
     fmemo fm;
     uint64_t hits, misses, resets;
+    /* compact points: (stat, entity) pairs to series entries, in the arena */
+    struct cpair **pslots;
+    size_t npslots, pused;
+    struct cpair *plast;
+    ts_map_owner owners[8];   /* a reference held on each while pairs point into its maps */
+    int nowners, last_owner;
+    ts_buf line;              /* a compact point's line protocol */
+    char cf_lp[32], cf_js[40];   /* the last field key (LP) and its JSON */
+    size_t cf_lplen, cf_jslen;
+    uint64_t pair_hits, pair_misses;
 };
+
+typedef struct cpair {
+    const ts_stat_map *st;
+    const ts_entity_map *ent;
+    ts_kafka_series *se;
+    struct cpair *next;       /* the pair that came after this one last time */
+} cpair;
 
 #define ARENA_BLK (1u << 20)
 
@@ -443,6 +460,7 @@ ts_kafka_enc *ts_kafka_enc_new(int json, size_t max_bytes) {
     e->max_bytes = max_bytes;
     ts_buf_init(&e->tmp);
     ts_buf_init(&e->sfx);
+    ts_buf_init(&e->line);
     init_classes();
     return e;
 }
@@ -458,6 +476,13 @@ static void enc_clear(ts_kafka_enc *e) {
     e->nslots = e->used = 0;
     e->bytes = 0;
     e->last = NULL;
+    free(e->pslots);
+    e->pslots = NULL;
+    e->npslots = e->pused = 0;
+    e->plast = NULL;
+    /* nothing points into those maps now */
+    for (int i = 0; i < e->nowners; i++) e->owners[i].release(e->owners[i].owner);
+    e->nowners = e->last_owner = 0;
 }
 
 void ts_kafka_enc_free(ts_kafka_enc *e) {
@@ -465,6 +490,7 @@ void ts_kafka_enc_free(ts_kafka_enc *e) {
     enc_clear(e);
     ts_buf_free(&e->tmp);
     ts_buf_free(&e->sfx);
+    ts_buf_free(&e->line);
     free(e);
 }
 
@@ -568,6 +594,19 @@ void ts_kafka_enc_set_partition(ts_kafka_series *s, int32_t nparts, int32_t part
     s->part = part;
 }
 
+/* enc_suffix of d, made once per destination (NULL: names too long to keep) */
+static const ts_buf *suffix_of(ts_kafka_enc *e, const ts_kafka_dest *d) {
+    const char *rp = d->rp ? d->rp : "";
+    if (!e->sfx.len || strcmp(e->sfx_db, d->db) || strcmp(e->sfx_rp, rp)) {
+        ts_buf_reset(&e->sfx);
+        enc_suffix(&e->sfx, d);
+        snprintf(e->sfx_db, sizeof e->sfx_db, "%s", d->db);
+        snprintf(e->sfx_rp, sizeof e->sfx_rp, "%s", rp);
+        if (strlen(d->db) >= sizeof e->sfx_db || strlen(rp) >= sizeof e->sfx_rp) e->sfx.len = 0;
+    }
+    return e->sfx.len ? &e->sfx : NULL;
+}
+
 int ts_kafka_enc_json_series(ts_kafka_enc *e, const ts_kafka_series *se, ts_buf *out, const char *line, size_t len,
                              const ts_kafka_dest *d, int64_t now_ns, const char **err) {
     size_t n = trim_end(line, len);
@@ -577,16 +616,7 @@ int ts_kafka_enc_json_series(ts_kafka_enc *e, const ts_kafka_series *se, ts_buf 
         return ts_kafka_enc_json(out, line, len, d, now_ns, err);
     size_t start = out->len;
     ts_buf_add(out, se->data + se->klen, se->plen);
-    const char *rp = d->rp ? d->rp : "";
-    if (!e->sfx.len || strcmp(e->sfx_db, d->db) || strcmp(e->sfx_rp, rp)) {
-        ts_buf_reset(&e->sfx);
-        enc_suffix(&e->sfx, d);
-        snprintf(e->sfx_db, sizeof e->sfx_db, "%s", d->db);
-        snprintf(e->sfx_rp, sizeof e->sfx_rp, "%s", rp);
-        /* names too long to keep for the comparison: made each time */
-        if (strlen(d->db) >= sizeof e->sfx_db || strlen(rp) >= sizeof e->sfx_rp) e->sfx.len = 0;
-    }
-    return enc_rest(out, start, line, n, se->klen, d, e->sfx.len ? &e->sfx : NULL, &e->fm, now_ns, err);
+    return enc_rest(out, start, line, n, se->klen, d, suffix_of(e, d), &e->fm, now_ns, err);
 }
 
 void ts_kafka_enc_get_stats(const ts_kafka_enc *e, ts_kafka_enc_stats *s) {
@@ -595,4 +625,168 @@ void ts_kafka_enc_get_stats(const ts_kafka_enc *e, ts_kafka_enc_stats *s) {
     s->hits = e->hits;
     s->misses = e->misses;
     s->resets = e->resets;
+    s->pairs = e->pused;
+    s->pair_hits = e->pair_hits;
+    s->pair_misses = e->pair_misses;
+    s->owners = (uint64_t)e->nowners;
+}
+
+
+/* ---- compact points ----
+ * A poll's points come as (stat map, entity map, value, time): the pair
+ * finds the series entry with a pointer compare (the last poll's order
+ * first), and the message is the cached head, the value's text and the
+ * time, with no line protocol made or parsed. */
+
+static uint64_t hash_pair(const void *a, const void *b) {
+    uint64_t h = (uint64_t)(uintptr_t)a * 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)b * 0xc2b2ae3d27d4eb4full;
+    return h ^ (h >> 29);
+}
+
+/* The point's line protocol in e->line (no newline), leading blanks skipped
+ * as the line-protocol path skips them; NULL when not writable. */
+static const char *cpt_line(ts_kafka_enc *e, const ts_cpoint *p, ts_precision prec, size_t *n) {
+    ts_buf_reset(&e->line);
+    if (ts_lp_encode_compact(&e->line, p, prec) != 0) return NULL;
+    const char *s = e->line.data;
+    size_t len = e->line.len - 1;
+    while (len && (*s == ' ' || *s == '\t')) s++, len--;
+    *n = len;
+    return s;
+}
+
+static void hold_owner(ts_kafka_enc *e, const ts_map_owner *o) {
+    if (e->nowners && e->owners[e->last_owner].owner == o->owner) return;
+    for (int i = 0; i < e->nowners; i++)
+        if (e->owners[i].owner == o->owner) {
+            e->last_owner = i;
+            return;
+        }
+    if (e->nowners == (int)(sizeof e->owners / sizeof e->owners[0])) {
+        /* mappers replaced (reloads, a new plan): the pairs of the old ones go */
+        enc_clear(e);
+        e->resets++;
+    }
+    o->retain(o->owner);
+    e->owners[e->nowners] = *o;
+    e->last_owner = e->nowners++;
+}
+
+ts_kafka_series *ts_kafka_enc_series_cpt(ts_kafka_enc *e, const ts_stat_map *st, const ts_entity_map *ent,
+                                         const ts_map_owner *owner) {
+    cpair *pr = e->plast ? e->plast->next : NULL;
+    if (pr && pr->st == st && pr->ent == ent) {
+        e->pair_hits++;
+        return (e->plast = pr)->se;
+    }
+    uint64_t h = hash_pair(st, ent);
+    if (e->npslots) {
+        for (size_t j = h & (e->npslots - 1);; j = (j + 1) & (e->npslots - 1)) {
+            cpair *x = e->pslots[j];
+            if (!x) break;
+            if (x->st == st && x->ent == ent) {
+                e->pair_hits++;
+                if (e->plast) e->plast->next = x;
+                return (e->plast = x)->se;
+            }
+        }
+    }
+    e->pair_misses++;
+    ts_cpoint p = {st, ent, 0, 0};
+    size_t n = 0;
+    const char *line = cpt_line(e, &p, TS_PREC_MS, &n);
+    if (!line) return NULL;
+    if (owner) hold_owner(e, owner);
+    uint64_t resets = e->resets;
+    ts_kafka_series *se = ts_kafka_enc_series(e, line, ts_kafka_enc_series_key(line, n));
+    if (!se || !owner) return se;
+    if (e->resets != resets) hold_owner(e, owner);   /* the series cache started again: so did the pairs */
+    if ((e->pused + 1) * 4 > e->npslots * 3) {
+        size_t nn = e->npslots ? e->npslots * 2 : 4096;
+        cpair **s = calloc(nn, sizeof *s);
+        if (!s) abort();
+        for (size_t i = 0; i < e->npslots; i++) {
+            cpair *x = e->pslots[i];
+            if (!x) continue;
+            size_t j = hash_pair(x->st, x->ent) & (nn - 1);
+            while (s[j]) j = (j + 1) & (nn - 1);
+            s[j] = x;
+        }
+        e->bytes += (nn - e->npslots) * sizeof *s;
+        free(e->pslots);
+        e->pslots = s;
+        e->npslots = nn;
+    }
+    cpair *x = arena_alloc(e, sizeof *x);
+    *x = (cpair){st, ent, se, NULL};
+    size_t j = h & (e->npslots - 1);
+    while (e->pslots[j]) j = (j + 1) & (e->npslots - 1);
+    e->pslots[j] = x;
+    e->pused++;
+    if (e->plast) e->plast->next = x;
+    e->plast = x;
+    return se;
+}
+
+const char *ts_kafka_enc_key(const ts_kafka_series *s, size_t *klen) {
+    *klen = s->klen;
+    return s->data;
+}
+
+int ts_kafka_enc_cpt(ts_kafka_enc *e, const ts_kafka_series *se, ts_buf *out, const ts_cpoint *p,
+                     const ts_kafka_dest *d, const char **err) {
+    const ts_stat_map *st = p->stat;
+    size_t start = out->len, fl = st->field_len;
+    if (!e->json || !se || !se->plen || !fl || st->field[fl - 1] == '\\' || !st->meas_len || st->meas[0] == ' ' ||
+        st->meas[0] == '\t') {
+        /* the line itself, or the cases the cached head does not cover:
+         * what the line-protocol path makes of the point's line */
+        size_t n = 0;
+        const char *line = cpt_line(e, p, d->precision, &n);
+        if (!line) {
+            *err = "not a finite value";
+            return -1;
+        }
+        if (e->json) return ts_kafka_enc_json_series(e, se, out, line, n, d, 0, err);
+        ts_buf_add(out, line, n);
+        return 0;
+    }
+    ts_buf_add(out, se->data + se->klen, se->plen);
+    if (e->cf_lplen != fl || memcmp(e->cf_lp, st->field, fl) != 0) {
+        size_t mark = out->len;
+        json_string(out, st->field, fl, C_COMMA | C_EQ | C_SPACE);
+        ts_buf_addc(out, ':');
+        e->cf_lplen = e->cf_jslen = 0;
+        if (fl <= sizeof e->cf_lp && out->len - mark <= sizeof e->cf_js) {
+            memcpy(e->cf_lp, st->field, fl);
+            memcpy(e->cf_js, out->data + mark, out->len - mark);
+            e->cf_lplen = fl;
+            e->cf_jslen = out->len - mark;
+        }
+    } else {
+        ts_buf_add(out, e->cf_js, e->cf_jslen);
+    }
+    char num[32];
+    size_t nn = ts_lp_compact_value(num, st, p->value);
+    if (field_value(out, num, nn) < 0) {
+        *err = "bad field value";
+        goto fail;
+    }
+    ts_buf_adds(out, "},\"time\":");
+    /* the time as the line's digits would be read back (enc_rest) */
+    int64_t t = ts_lp_ms_to_prec(p->time_ms, d->precision);
+    uint64_t a = t < 0 ? (uint64_t)0 - (uint64_t)t : (uint64_t)t, m = (uint64_t)prec_ns[d->precision];
+    if (a > (uint64_t)INT64_MAX / m) {
+        *err = "time stamp out of range";
+        goto fail;
+    }
+    rfc3339(out, t < 0 ? -(int64_t)(a * m) : (int64_t)(a * m));
+    const ts_buf *sfx = suffix_of(e, d);
+    if (sfx) ts_buf_add(out, sfx->data, sfx->len);
+    else enc_suffix(out, d);
+    return 0;
+fail:
+    out->len = start;
+    if (out->data) out->data[start] = '\0';
+    return -1;
 }

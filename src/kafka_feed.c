@@ -81,9 +81,8 @@ void ts_kafka_feed_pump(ts_kafka_feed *f) {
  * target has room (the same mark as reading): claimed in the consumer, it is
  * never read back and is acknowledged as one read back would be. Past the
  * mark it stays on disk and is read when there is room. */
-int ts_kafka_feed_live(ts_kafka_feed *f, const ts_dest *d, ts_buf *body, int take, size_t lines, ts_spool_pos at,
-                       ts_spool_pos next) {
-    if (!f || f->stopped || f->in_pump || ts_kafka_backlog_bytes(f->k) >= f->high) return 0;
+static feed_rec *live_claim(ts_kafka_feed *f, size_t lines, ts_spool_pos at, ts_spool_pos next) {
+    if (!f || f->stopped || f->in_pump || ts_kafka_backlog_bytes(f->k) >= f->high) return NULL;
     ts_spool_claim(f->cons, at, next);
     feed_rec *fr = malloc(sizeof *fr);
     if (!fr) abort();
@@ -96,10 +95,28 @@ int ts_kafka_feed_live(ts_kafka_feed *f, const ts_dest *d, ts_buf *body, int tak
     f->st.records_claimed++;
     f->st.records_open++;
     f->st.points_read += lines;
+    return fr;
+}
+
+int ts_kafka_feed_live(ts_kafka_feed *f, const ts_dest *d, ts_buf *body, int take, size_t lines, ts_spool_pos at,
+                       ts_spool_pos next) {
+    feed_rec *fr = live_claim(f, lines, at, next);
+    if (!fr) return 0;
     ts_kafka_dest kd = {d->db, d->rp, d->precision};
     f->in_pump = 1;   /* a done inside the submit reads on only after this one is in */
     if (take) ts_kafka_submit_buf(f->k, &kd, body, 0, feed_done, fr);   /* leaves body empty */
     else ts_kafka_submit(f->k, &kd, body->data, body->len, 0, feed_done, fr);
+    f->in_pump = 0;
+    return 1;
+}
+
+int ts_kafka_feed_live_points(ts_kafka_feed *f, const ts_dest *d, ts_batch *b, size_t from, size_t to, size_t lines,
+                              ts_spool_pos at, ts_spool_pos next) {
+    feed_rec *fr = live_claim(f, lines, at, next);
+    if (!fr) return 0;
+    ts_kafka_dest kd = {d->db, d->rp, d->precision};
+    f->in_pump = 1;
+    ts_kafka_submit_points(f->k, &kd, b, from, to, lines, 0, feed_done, fr);
     f->in_pump = 0;
     return 1;
 }
@@ -196,14 +213,18 @@ static void kt_submit(void *self, ts_batch *b) {
 
 static int kt_reads_spool(void *self) { return ((kafka_target *)self)->f != NULL; }
 
-/* The record's points encoded to line protocol here, then on as a body. */
+/* A compact record goes as its points (a reference to the batch: the
+ * messages are made from them, no line protocol between); a text one as
+ * its lines. */
 static int kt_live(void *self, const ts_dest *d, ts_batch *b, size_t from, size_t to, size_t lines,
                    ts_spool_pos at, ts_spool_pos next) {
+    ts_kafka_feed *f = ((kafka_target *)self)->f;
+    if (ts_batch_is_compact(b)) return ts_kafka_feed_live_points(f, d, b, from, to, lines, at, next);
     ts_buf body;
     ts_buf_init(&body);
     size_t invalid = 0;
     ts_batch_encode_range(b, from, to, &body, &invalid);
-    int kept = ts_kafka_feed_live(((kafka_target *)self)->f, d, &body, 1, lines, at, next);
+    int kept = ts_kafka_feed_live(f, d, &body, 1, lines, at, next);
     ts_buf_free(&body);
     return kept;
 }

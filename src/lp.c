@@ -377,6 +377,27 @@ static inline char *put(char *d, const void *s, size_t n) {
     return d + n;
 }
 
+int64_t ts_lp_ms_to_prec(int64_t ms, ts_precision prec) { return ms_to_prec(ms, prec); }
+
+/* v already scaled */
+static size_t compact_value(char *d, const ts_stat_map *st, double v) {
+    if (!st->as_int) return ts_fmt_double(d, v);
+    /* llround is undefined outside int64; clamp as 1.x would refuse it. */
+    int64_t iv;
+    if (v >= 9223372036854775807.0) iv = INT64_MAX;
+    else if (v <= -9223372036854775808.0) iv = INT64_MIN;
+    else iv = (int64_t)llround(v);
+    size_t n = ts_fmt_int64(d, iv);
+    d[n++] = 'i';
+    d[n] = '\0';
+    return n;
+}
+
+size_t ts_lp_compact_value(char out[32], const ts_stat_map *st, double value) {
+    if (st->scale != 1.0) value *= st->scale;
+    return compact_value(out, st, value);
+}
+
 int ts_lp_compact_writable(const ts_stat_map *st, double value) {
     if (!st) return 0;
     if (st->scale != 1.0) value *= st->scale;
@@ -421,17 +442,7 @@ int ts_lp_encode_compact(ts_buf *out, const ts_cpoint *p, ts_precision prec) {
     *d++ = ' ';
     d = put(d, st->field, st->field_len);
     *d++ = '=';
-    if (st->as_int) {
-        /* llround is undefined outside int64; clamp as 1.x would refuse it. */
-        int64_t iv;
-        if (v >= 9223372036854775807.0) iv = INT64_MAX;
-        else if (v <= -9223372036854775808.0) iv = INT64_MIN;
-        else iv = (int64_t)llround(v);
-        d += ts_fmt_int64(d, iv);
-        *d++ = 'i';
-    } else {
-        d += ts_fmt_double(d, v);
-    }
+    d += compact_value(d, st, v);
     *d++ = ' ';
     d += ts_fmt_int64(d, ms_to_prec(p->time_ms, prec));
     *d++ = '\n';
