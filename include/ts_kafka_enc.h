@@ -67,6 +67,9 @@ const char *ts_kafka_enc_key(const ts_kafka_series *s, size_t *klen);
  * without the newline. 0, or -1 with *err and out unchanged. */
 int ts_kafka_enc_cpt(ts_kafka_enc *e, const ts_kafka_series *se, ts_buf *out, const ts_cpoint *p,
                      const ts_kafka_dest *d, const char **err);
+/* The points that follow go to d (the same object, unchanged, until the next
+ * call; NULL: none): its db/rp suffix made once, not compared per point. */
+void ts_kafka_enc_set_dest(ts_kafka_enc *e, const ts_kafka_dest *d);
 typedef struct ts_kafka_enc_stats {
     uint64_t series, bytes, hits, misses, resets;
     uint64_t pairs, pair_hits, pair_misses, owners;   /* the (stat, entity) pairs of compact points */

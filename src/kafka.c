@@ -533,6 +533,8 @@ static int pump_chunk(ts_kafka *k, kchunk *c, int64_t now) {
     int full = 0;
     int64_t now_ns = 0;
     ts_kafka_pt pt;
+    ts_kafka_dest d = {c->db, c->rp, c->prec};
+    ts_kafka_enc_set_dest(k->enc, &d);
     /* the cache serves the JSON head and the group's partition: lp one by one needs neither */
     while (!full && ts_kafka_chunk_next(c, k->enc, &k->line, k->format == TS_KAFKA_JSON || nparts > 0, &pt)) {
         const char *line = pt.line;
@@ -558,7 +560,6 @@ static int pump_chunk(ts_kafka *k, kchunk *c, int64_t now) {
         size_t vstart = out->len;
         if (k->format == TS_KAFKA_JSON || cpt) {
             const char *why;
-            ts_kafka_dest d = {c->db, c->rp, c->prec};
             if (!now_ns) now_ns = ts_now_ns();
             if ((cpt ? ts_kafka_enc_cpt(k->enc, se, out, &pt.p, &d, &why)
                      : ts_kafka_enc_json_series(k->enc, se, out, line, e, &d, now_ns, &why)) < 0) {
@@ -590,12 +591,16 @@ static int pump_chunk(ts_kafka *k, kchunk *c, int64_t now) {
         } else {
             int rc = produce_msg(k, c, line, klen, out->data, out->len, 1, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
                                 NULL);
-            if (rc == PROD_FULL) return 0;
+            if (rc == PROD_FULL) {
+                ts_kafka_enc_set_dest(k->enc, NULL);   /* d lives in this call only */
+                return 0;
+            }
             if (rc == PROD_FAILED) count_failed(k, c, 1, k->st.last_error, out->len);
         }
         c->pos = next;
         if (k->lines_waiting) k->lines_waiting--;
     }
+    ts_kafka_enc_set_dest(k->enc, NULL);
     /* groups never outlive a pass: their points belong to this chunk */
     for (int32_t p = 0; p < nparts; p++)
         if (k->groups[p].lines && flush_group(k, c, &k->groups[p], p, now) == PROD_FULL) full = 1;

@@ -420,6 +420,8 @@ struct ts_kafka_enc {
     char cf_lp[32], cf_js[40];   /* the last field key (LP) and its JSON */
     size_t cf_lplen, cf_jslen;
     uint64_t pair_hits, pair_misses;
+    const ts_kafka_dest *cpt_dest;   /* ts_kafka_enc_set_dest: its suffix made */
+    const ts_buf *cpt_sfx;
 };
 
 typedef struct cpair {
@@ -728,6 +730,11 @@ ts_kafka_series *ts_kafka_enc_series_cpt(ts_kafka_enc *e, const ts_stat_map *st,
     return se;
 }
 
+void ts_kafka_enc_set_dest(ts_kafka_enc *e, const ts_kafka_dest *d) {
+    e->cpt_dest = d;
+    e->cpt_sfx = d ? suffix_of(e, d) : NULL;
+}
+
 const char *ts_kafka_enc_key(const ts_kafka_series *s, size_t *klen) {
     *klen = s->klen;
     return s->data;
@@ -768,9 +775,15 @@ int ts_kafka_enc_cpt(ts_kafka_enc *e, const ts_kafka_series *se, ts_buf *out, co
     }
     char num[32];
     size_t nn = ts_lp_compact_value(num, st, p->value);
-    if (field_value(out, num, nn) < 0) {
-        *err = "bad field value";
-        goto fail;
+    if (st->as_int) {
+        if (field_value(out, num, nn) < 0) {
+            *err = "bad field value";
+            goto fail;
+        }
+    } else {
+        /* a finite double's shortest text: field_value takes it as it is or,
+         * were it not JSON, reads it back and writes the same shortest text */
+        ts_buf_add(out, num, nn);
     }
     ts_buf_adds(out, "},\"time\":");
     /* the time as the line's digits would be read back (enc_rest) */
@@ -781,7 +794,7 @@ int ts_kafka_enc_cpt(ts_kafka_enc *e, const ts_kafka_series *se, ts_buf *out, co
         goto fail;
     }
     rfc3339(out, t < 0 ? -(int64_t)(a * m) : (int64_t)(a * m));
-    const ts_buf *sfx = suffix_of(e, d);
+    const ts_buf *sfx = d == e->cpt_dest ? e->cpt_sfx : suffix_of(e, d);
     if (sfx) ts_buf_add(out, sfx->data, sfx->len);
     else enc_suffix(out, d);
     return 0;
