@@ -9,9 +9,12 @@
 
 #include "ts_batch.h"
 #include "ts_buf.h"
-#include "ts_kafka.h"
 #include "ts_kafka_enc.h"
 #include "ts_point.h"
+
+/* ts_kafka.h's own (C11 takes the same typedef twice): including ts_kafka.h
+ * here would make an include circle with kafka.c. */
+typedef void (*ts_kafka_done_fn)(void *ud, uint64_t id, size_t delivered, size_t failed, size_t dropped);
 
 /* A message to produce again: librdkafka gave up on it (brokers down past
  * message.timeout.ms) or its queue was full when a group was ready. */
