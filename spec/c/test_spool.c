@@ -81,7 +81,7 @@ static ts_spool *sopen(const ts_spool_opts *o) {
  * record read back is recognisable and its content checkable. */
 static void body(ts_buf *b, int i, int lines) {
     ts_buf_reset(b);
-    for (int j = 0; j < lines; j++) ts_buf_printf(b, "m,rec=%d,line=%d value=%d.5 %d\n", i, j, i * 1000 + j, 1700000 + i);
+    for (int j = 0; j < lines; j++) ts_buf_printf(b, "m,rec=%d,line=%03d value=%d.5 %d\n", i, j, i * 1000 + j, 1700000 + i);
 }
 
 static int append(ts_spool *s, int i, int lines) {
