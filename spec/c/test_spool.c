@@ -77,7 +77,8 @@ static ts_spool *sopen(const ts_spool_opts *o) {
     return s;
 }
 
-/* Body of record i: `lines` lines, each naming i and its line number, so a
+/* Body of record i: `lines` lines, each naming i and its line number (zero-padded:
+ * records are read back sorted by series key, and these are in that order already), so a
  * record read back is recognisable and its content checkable. */
 static void body(ts_buf *b, int i, int lines) {
     ts_buf_reset(b);
