@@ -106,6 +106,8 @@ static ts_spool_rd_kind check_body(ts_spool_rd *rd, int ver, const unsigned char
     if (ph[7] == TS_SPOOL_KIND_LP) {
         if (body[blen - 1] != '\n' || (!rd->trusted && ts_spool_count_lines(body, blen) != nl))
             return corrupt(rd, "inconsistent payload");
+        /* series by series, as compact records are decoded */
+        ts_spool_lp_by_series(dst->data + dst->len, blen);
         rd->body_at = dst->len;
         rd->body_len = blen;
         dst->len += blen;

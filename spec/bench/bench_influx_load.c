@@ -20,10 +20,14 @@
 
 static void usage(void) {
     fputs("usage: bench_influx_load --url URL --points N [--lines L] [--inflight K] [--interval-ms MS]\n"
-          "                         [--order poll|sorted|series] [--series-polls G] [--gzip LEVEL]\n"
+          "                         [--order poll|sorted|record|series] [--series-polls G] [--gzip LEVEL]\n"
           "                         [--influxd-pid PID] [--label TEXT] DB,RP,FILE...\n"
           "  --order poll: each body holds one poll's lines in the encoder's order (what the spool replays);\n"
-          "          sorted: the same, one poll's lines sorted by series key; series: G polls at a time,\n"
+          "          sorted: the same, one poll's lines sorted by series key; record: one poll's lines cut into\n"
+          "          bodies in the encoder's order first, then each body's own lines sorted by series key (what\n"
+          "          sorting one spool record at a time can do); record-meas: the same cut, each body's lines grouped by\n"
+          "          measurement only, the poll's order kept within one (a compact record decoded stat by stat);\n"
+          "          series: G polls at a time,\n"
           "          each series' G points one after the other (time-sorted within a series)\n"
           "  --gzip LEVEL: bodies gzip-compressed at zlib level LEVEL (1-9), Content-Encoding: gzip\n",
           stderr);
@@ -38,6 +42,26 @@ static int by_series(const void *a, const void *b) {
     size_t li = x->tpos[i] - (size_t)(pi - x->text.data), lj = x->tpos[j] - (size_t)(pj - x->text.data);
     int c = memcmp(pi, pj, li < lj ? li : lj);
     return c ? c : (li > lj) - (li < lj);
+}
+
+/* The measurement only (up to its first unescaped ',' or ' '), then the line's place: what decoding
+ * a compact record stat by stat gives (its entities stay in the poll's order). */
+static size_t meas_len(const char *p, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\\') i++;
+        else if (p[i] == ',' || p[i] == ' ') return i;
+    }
+    return n;
+}
+static int by_measurement(const void *a, const void *b) {
+    const bench_lp_input *x = g_sort_in;
+    size_t i = *(const size_t *)a, j = *(const size_t *)b;
+    const char *pi = x->text.data + (i ? x->lend[i - 1] : 0), *pj = x->text.data + (j ? x->lend[j - 1] : 0);
+    size_t li = meas_len(pi, x->tpos[i] - (size_t)(pi - x->text.data)), lj = meas_len(pj, x->tpos[j] - (size_t)(pj - x->text.data));
+    int c = memcmp(pi, pj, li < lj ? li : lj);
+    if (c) return c;
+    if (li != lj) return (li > lj) - (li < lj);
+    return (i > j) - (i < j);
 }
 
 /* Where the next body starts: polls [p0, p0 + G), input k, line jj of its order, poll g of the group. */
@@ -149,13 +173,24 @@ int main(int argc, char **argv) {
 #undef OPT
     }
     int series = strcmp(order, "series") == 0, sorted = strcmp(order, "sorted") == 0;
+    int record_meas = strcmp(order, "record-meas") == 0, record = record_meas || strcmp(order, "record") == 0;
     if (!url || points < 1 || lines_per < 1 || inflight < 1 || inflight > 64 || interval_ms < 1 || nin == 0 ||
-        gzip_level < 0 || gzip_level > 9 || group < 1 || (!series && !sorted && strcmp(order, "poll") != 0))
+        gzip_level < 0 || gzip_level > 9 || group < 1 || (!series && !sorted && !record && strcmp(order, "poll") != 0))
         usage();
     if (sorted || series) {
         for (int k = 0; k < nin; k++) {
             g_sort_in = &g_in[k];
             qsort(g_perm[k], g_in[k].n, sizeof *g_perm[k], by_series);
+        }
+    }
+    if (record) {
+        /* bodies start at each poll's first line of an input and hold lines_per lines: sort each such slice */
+        for (int k = 0; k < nin; k++) {
+            g_sort_in = &g_in[k];
+            for (size_t a = 0; a < g_in[k].n; a += (size_t)lines_per) {
+                size_t n = g_in[k].n - a < (size_t)lines_per ? g_in[k].n - a : (size_t)lines_per;
+                qsort(g_perm[k] + a, n, sizeof *g_perm[k], record_meas ? by_measurement : by_series);
+            }
         }
     }
     size_t per_poll = 0;

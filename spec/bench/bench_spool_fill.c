@@ -1,10 +1,16 @@
 /* Fills a durable spool directory with a backlog (C, benchmark side): the
  * line protocol of one real poll (what `tstats map` made from the simulator's
  * payloads with the stock mappings) repeated poll after poll, time stamps
- * moved 10 s apart so the backlog ends just before now, appended through
- * ts_spool_append in records of --record-lines lines as the daemon appends
- * them. Prints the append rate; scripts/bench --replay then starts the daemon
- * on that directory. */
+ * moved 10 s apart so the backlog ends just before now, appended in records
+ * of --record-lines lines as the daemon appends them: by default each poll
+ * of each input as one compact batch through ts_target_spool_batch (records
+ * of kind 1, the daemon's path); --format lp: line-protocol records (kind 0)
+ * through ts_spool_append, as spools written before compact records hold.
+ * For the compact form each distinct tag set of the input is an entity and
+ * each measurement + field a stat without tags of its own; runs follow the
+ * input's lines (one poll's lines come entity by entity from the encoder).
+ * Prints the append rate; scripts/bench --replay then starts the daemon on
+ * that directory. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,21 +19,136 @@
 #include <time.h>
 
 #include "bench_util.h"
+#include "ts_batch.h"
 #include "ts_buf.h"
 #include "ts_clock.h"
 #include "ts_log.h"
 #include "ts_spool.h"
+#include "ts_target.h"
 
 static void usage(void) {
     fputs("usage: bench_spool_fill --dir SPOOL_DIR --points N [--record-lines L] [--interval-ms MS]\n"
           "                        [--max-bytes B] [--segment-bytes B] [--fsync interval|always|never]\n"
+          "                        [--format compact|lp]\n"
           "                        DB,RP,FILE...   (FILE: line protocol, ms time stamps; '#' lines skipped)\n",
           stderr);
     exit(2);
 }
 
+/* ---- an input's lines as compact points (maps kept for the whole run) ---- */
+
+typedef struct cinput {
+    ts_stat_map *stats;
+    ts_entity_map *ents;
+    size_t nstats, nents;
+    uint32_t *stat, *ent;   /* per line */
+    double *value;
+} cinput;
+
+/* length of s[0..n) up to the first unescaped one of `stops` */
+static size_t upto(const char *s, size_t n, const char *stops) {
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\\') i++;
+        else if (strchr(stops, s[i])) return i;
+    }
+    return n;
+}
+
+static char *dup_n(const char *s, size_t n) {
+    char *d = malloc(n + 1);
+    if (!d) abort();
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+static void compact_input(const bench_lp_input *x, cinput *c) {
+    memset(c, 0, sizeof *c);
+    c->stats = calloc(x->n, sizeof *c->stats);
+    c->ents = calloc(x->n, sizeof *c->ents);
+    c->stat = calloc(x->n, sizeof *c->stat);
+    c->ent = calloc(x->n, sizeof *c->ent);
+    c->value = calloc(x->n, sizeof *c->value);
+    if (!c->stats || !c->ents || !c->stat || !c->ent || !c->value) abort();
+    for (size_t j = 0; j < x->n; j++) {
+        const char *l = x->text.data + (j ? x->lend[j - 1] : 0);
+        size_t n = x->tpos[j] - (size_t)(l - x->text.data);
+        while (n && l[n - 1] == ' ') n--;
+        size_t ml = upto(l, n, ", "), kl = upto(l, n, " ");
+        const char *tags = l + ml + (ml < kl), *fs = l + kl + 1;
+        size_t tl = kl - ml - (ml < kl), fl = n > kl ? n - kl - 1 : 0;
+        size_t fk = upto(fs, fl, "=,");
+        if (fk >= fl || fs[fk] != '=' || upto(fs, fl, ",") < fl || fs[fl - 1] == '"') {
+            fprintf(stderr, "bench_spool_fill: --format compact takes one numeric field a line: %.*s\n", (int)n, l);
+            exit(1);
+        }
+        const char *num = fs + fk + 1;
+        char *end;
+        int as_int = fs[fl - 1] == 'i';
+        c->value[j] = strtod(num, &end);
+        if (end != fs + fl - as_int) {
+            fprintf(stderr, "bench_spool_fill: not a number: %.*s\n", (int)n, l);
+            exit(1);
+        }
+        /* the stat: measurement + field key + integer or not (few: a linear search) */
+        size_t s = 0;
+        for (; s < c->nstats; s++) {
+            const ts_stat_map *m = &c->stats[s];
+            if (m->meas_len == ml && m->field_len == fk && m->as_int == as_int && memcmp(m->meas, l, ml) == 0 &&
+                memcmp(m->field, fs, fk) == 0)
+                break;
+        }
+        if (s == c->nstats) {
+            c->stats[s] = (ts_stat_map){.meas = dup_n(l, ml), .meas_len = (uint32_t)ml, .field = dup_n(fs, fk),
+                                        .field_len = (uint32_t)fk, .scale = 1.0, .keep = 1, .hook_ref = -2,
+                                        .as_int = as_int};
+            c->nstats++;
+        }
+        c->stat[j] = (uint32_t)s;
+        /* the entity: the tag set; lines come entity by entity, so the last one is tried first */
+        size_t e = c->nents;
+        if (j && c->nents) {
+            const char *pl = x->text.data + (j > 1 ? x->lend[j - 2] : 0);
+            size_t pn = x->tpos[j - 1] - (size_t)(pl - x->text.data);
+            size_t pml = upto(pl, pn, ", "), pkl = upto(pl, pn, " ");
+            if (pkl - pml == kl - ml && memcmp(pl + pml, l + ml, kl - ml) == 0) e = c->ent[j - 1];
+        }
+        for (size_t k = 0; e == c->nents && k < c->nents; k++) {
+            const ts_tagset *t = &c->ents[k].tags;
+            size_t at = 0, q = 0;
+            for (; q < t->n; q++) {
+                if (at + (q ? 1 : 0) + t->tags[q].kv_len > tl) break;
+                if (q && tags[at++] != ',') break;
+                if (memcmp(tags + at, t->tags[q].kv, t->tags[q].kv_len) != 0) break;
+                at += t->tags[q].kv_len;
+            }
+            if (q == t->n && at == tl) e = k;
+        }
+        if (e == c->nents) {
+            ts_tagset *t = &c->ents[e].tags;
+            size_t cnt = 0;
+            for (size_t a = 0; a < tl;) {
+                size_t w = upto(tags + a, tl - a, ",");
+                cnt++;
+                a += w + 1;
+            }
+            t->tags = calloc(cnt ? cnt : 1, sizeof *t->tags);
+            if (!t->tags) abort();
+            for (size_t a = 0; a < tl;) {
+                size_t w = upto(tags + a, tl - a, ","), kw = upto(tags + a, w, "=");
+                /* the raw key orders the merge; these keys carry no escapes in the stock mappings */
+                t->tags[t->n++] = (ts_etag){dup_n(tags + a, kw), dup_n(tags + a, w), (uint32_t)w};
+                a += w + 1;
+            }
+            c->ents[e].keep = 1;
+            c->nents++;
+        }
+        c->ent[j] = (uint32_t)e;
+    }
+}
+
 int main(int argc, char **argv) {
-    const char *dir = NULL, *fsync_name = "interval";
+    const char *dir = NULL, *fsync_name = "interval", *format = "compact";
     long long points = 0;
     long record_lines = 10000;
     long long interval_ms = 10000, max_bytes = 8LL << 30, segment_bytes = 16LL << 20;
@@ -43,13 +164,19 @@ int main(int argc, char **argv) {
         else if (OPT("--max-bytes")) max_bytes = atoll(v);
         else if (OPT("--segment-bytes")) segment_bytes = atoll(v);
         else if (OPT("--fsync")) fsync_name = v;
+        else if (OPT("--format")) format = v;
         else if (a[0] != '-' && nin < 8) bench_lp_input_load(&in[nin++], a, "bench_spool_fill", usage);
         else usage();
 #undef OPT
     }
     ts_spool_fsync fs;
-    if (!dir || points < 1 || record_lines < 1 || interval_ms < 1 || nin == 0 || ts_spool_fsync_parse(fsync_name, &fs) != 0)
+    int compact = strcmp(format, "compact") == 0;
+    if (!dir || points < 1 || record_lines < 1 || interval_ms < 1 || nin == 0 || ts_spool_fsync_parse(fsync_name, &fs) != 0 ||
+        (!compact && strcmp(format, "lp") != 0))
         usage();
+    cinput cin[8];
+    if (compact)
+        for (int k = 0; k < nin; k++) compact_input(&in[k], &cin[k]);
     ts_log_set_level(TS_LOG_WARN);
 
     size_t per_poll = 0;
@@ -76,9 +203,13 @@ int main(int argc, char **argv) {
     /* poll k is stamped (polls - k) intervals before now: the last one an interval ago */
     int64_t now = ts_now_ms();
     printf("spool fill: %lld polls x %zu points = %lld points, %lld ms apart, time stamps %.0f s .. %.0f s ago, "
-           "records of <= %ld lines, spool.fsync = %s, into %s\n",
+           "records of <= %ld lines (%s), spool.fsync = %s, into %s\n",
            polls, per_poll, polls * (long long)per_poll, interval_ms, (double)polls * (double)interval_ms / 1000,
-           (double)interval_ms / 1000, record_lines, fsync_name, dir);
+           (double)interval_ms / 1000, record_lines, compact ? "compact points, kind 1" : "line protocol, kind 0",
+           fsync_name, dir);
+    if (compact)
+        for (int k = 0; k < nin; k++)
+            printf("spool fill: %s: %zu stats, %zu entities a poll\n", in[k].db, cin[k].nstats, cin[k].nents);
     fflush(stdout);
     ts_buf rec;
     ts_buf_init(&rec);
@@ -89,6 +220,30 @@ int main(int argc, char **argv) {
         int64_t shift = now - (polls - p) * interval_ms - tmax;
         for (int k = 0; k < nin; k++) {
             const bench_lp_input *x = &in[k];
+            if (compact) {
+                /* one poll of this input as the daemon submits it: a compact batch into the spool */
+                ts_dest d;
+                memset(&d, 0, sizeof d);
+                memcpy(d.db, x->db, sizeof d.db);   /* both 128 bytes, NUL-terminated */
+                memcpy(d.rp, x->rp, sizeof d.rp);
+                d.precision = TS_PREC_MS;
+                ts_batch *b = ts_batch_new_compact(&d, NULL);
+                ts_batch_reserve(b, x->n, x->n);
+                for (size_t j = 0; j < x->n; j++) {
+                    ts_cpoint cp = {&cin[k].stats[cin[k].stat[j]], &cin[k].ents[cin[k].ent[j]], cin[k].value[j],
+                                    x->t[j] + shift};
+                    ts_batch_add_compact(b, &cp);
+                }
+                ts_batch *rest = NULL;
+                size_t spooled = 0, invalid = 0;
+                int all = ts_target_spool_batch(s, b, (size_t)record_lines, &rec, &rest, &spooled, &invalid, NULL, NULL);
+                appended += spooled;
+                records += (spooled + (size_t)record_lines - 1) / (size_t)record_lines;
+                if (!all || invalid) failed += x->n - spooled;
+                if (rest) ts_batch_free(rest);
+                ts_batch_free(b);
+                continue;
+            }
             size_t j = 0;
             while (j < x->n) {
                 ts_buf_reset(&rec);

@@ -77,11 +77,12 @@ static ts_spool *sopen(const ts_spool_opts *o) {
     return s;
 }
 
-/* Body of record i: `lines` lines, each naming i and its line number, so a
+/* Body of record i: `lines` lines, each naming i and its line number (zero-padded:
+ * records are read back sorted by series key, and these are in that order already), so a
  * record read back is recognisable and its content checkable. */
 static void body(ts_buf *b, int i, int lines) {
     ts_buf_reset(b);
-    for (int j = 0; j < lines; j++) ts_buf_printf(b, "m,rec=%d,line=%d value=%d.5 %d\n", i, j, i * 1000 + j, 1700000 + i);
+    for (int j = 0; j < lines; j++) ts_buf_printf(b, "m,rec=%d,line=%03d value=%d.5 %d\n", i, j, i * 1000 + j, 1700000 + i);
 }
 
 static int append(ts_spool *s, int i, int lines) {

@@ -1,7 +1,8 @@
 /* C tests of the spool records of compact points (src/spool_rec.c, C core):
- * a batch spooled as compact records and read back gives the same bytes as
- * the spool-off path's encoding (NaN/Inf skipped and counted the same), old
- * line-protocol records beside them stay readable, and damaged bodies are
+ * a batch spooled as compact records and read back gives, record by record,
+ * the lines of the spool-off path's encoding (same bytes, NaN/Inf skipped and
+ * counted the same) series by series; old line-protocol records beside them
+ * stay readable and come back sorted the same way; damaged bodies are
  * refused without a crash. */
 #include <math.h>
 #include <stdio.h>
@@ -106,18 +107,120 @@ static void on_appended(void *ud, const ts_dest *d, ts_batch *b, size_t from, si
     x->records++;
 }
 
-static void read_all(ts_spool_consumer *c, ts_buf *out, size_t *lines, int *kinds) {
+/* ---- a record read back: the record's lines, series by series ---- */
+
+typedef struct lines_of {
+    char **v;
+    size_t n;
+} lines_of;
+
+static lines_of split_lines(const char *p, size_t len) {
+    lines_of l = {NULL, 0};
+    for (size_t i = 0; i < len; i++) l.n += p[i] == '\n';
+    l.v = calloc(l.n ? l.n : 1, sizeof *l.v);
+    size_t k = 0;
+    for (const char *q = p; q < p + len && k < l.n; k++) {
+        const char *nl = memchr(q, '\n', (size_t)(p + len - q));
+        l.v[k] = strndup(q, (size_t)(nl - q));
+        q = nl + 1;
+    }
+    return l;
+}
+
+static void lines_free(lines_of *l) {
+    for (size_t i = 0; i < l->n; i++) free(l->v[i]);
+    free(l->v);
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* length of the prefix up to the first unescaped `stop` (or ' ') */
+static size_t upto(const char *s, char stop) {
+    size_t i = 0;
+    for (; s[i]; i++) {
+        if (s[i] == '\\' && s[i + 1]) i++;
+        else if (s[i] == stop || s[i] == ' ') return i;
+    }
+    return i;
+}
+
+static int same_prefix(const char *a, size_t la, const char *b, size_t lb) { return la == lb && memcmp(a, b, la) == 0; }
+
+/* got holds exactly exp's lines (same bytes, as a multiset), measurement by
+ * measurement in ascending order, each series' lines together and in exp's
+ * order; strict: the series keys in ascending order too (a text record is
+ * sorted by them; a compact record's entities are ordered by their own tags,
+ * and an entity's tags merged with a stat's may sort otherwise). Says what
+ * is wrong, or NULL. */
+static const char *series_order_of(const char *got, size_t glen, const char *exp, size_t elen, int strict) {
+    lines_of g = split_lines(got, glen), e = split_lines(exp, elen);
+    const char *bad = NULL;
+    if (g.n != e.n) bad = "not the same number of lines";
+    char **gs = calloc(g.n ? g.n : 1, sizeof *gs), **es = calloc(e.n ? e.n : 1, sizeof *es);
+    if (!bad) {
+        memcpy(gs, g.v, g.n * sizeof *gs);
+        memcpy(es, e.v, e.n * sizeof *es);
+        qsort(gs, g.n, sizeof *gs, cmp_str);
+        qsort(es, e.n, sizeof *es, cmp_str);
+        for (size_t i = 0; i < g.n && !bad; i++)
+            if (strcmp(gs[i], es[i]) != 0) bad = "not the same lines";
+    }
+    for (size_t i = 1; i < g.n && !bad; i++) {
+        size_t la = upto(g.v[i - 1], ','), lb = upto(g.v[i], ',');
+        int c = memcmp(g.v[i - 1], g.v[i], la < lb ? la : lb);
+        if (c > 0 || (c == 0 && la > lb)) bad = "measurements not in ascending order";
+        la = upto(g.v[i - 1], ' ');
+        lb = upto(g.v[i], ' ');
+        c = memcmp(g.v[i - 1], g.v[i], la < lb ? la : lb);
+        if (strict && !bad && (c > 0 || (c == 0 && la > lb))) bad = "series keys not in ascending order";
+    }
+    for (size_t i = 0; i < g.n && !bad; i++) {
+        size_t li = upto(g.v[i], ' ');
+        /* once a series is left it never comes back */
+        int left = 0;
+        for (size_t j = i + 1; j < g.n && !bad; j++) {
+            int same = same_prefix(g.v[i], li, g.v[j], upto(g.v[j], ' '));
+            if (!same) left = 1;
+            else if (left) bad = "a series' lines not together";
+        }
+        /* its lines in exp's order: the k-th of the series in got is the k-th in exp */
+        size_t kg = 0, ke = 0;
+        for (size_t j = 0; j < i; j++) kg += same_prefix(g.v[i], li, g.v[j], upto(g.v[j], ' '));
+        for (size_t j = 0; j < e.n && !bad; j++) {
+            if (!same_prefix(g.v[i], li, e.v[j], upto(e.v[j], ' '))) continue;
+            if (ke++ == kg) {
+                if (strcmp(e.v[j], g.v[i]) != 0) bad = "a series' lines out of their order";
+                break;
+            }
+        }
+    }
+    free(gs);
+    free(es);
+    lines_free(&g);
+    lines_free(&e);
+    return bad;
+}
+
+/* Record by record: each holds the lines exp has next, series by series. */
+static void read_all(ts_spool_consumer *c, const ts_buf *exp, size_t *lines, int *kinds, int pass) {
     ts_spool_rec r;
     *lines = 0;
+    size_t at = 0;
     while (ts_spool_read(c, &r) == 1) {
-        ts_buf_add(out, r.body, r.len);
+        size_t end = at;
+        for (uint32_t k = 0; k < r.lines && end < exp->len; k++) end = (size_t)((char *)memchr(exp->data + end, '\n', exp->len - end) - exp->data) + 1;
+        const char *bad = series_order_of(r.body, r.len, exp->data + at, end - at, r.kind == TS_SPOOL_KIND_LP);
+        CHECK(bad == NULL, "pass %d, record of %u lines at line %zu: %s", pass, r.lines, *lines, bad);
+        at = end;
         *lines += r.lines;
         kinds[r.kind == TS_SPOOL_KIND_COMPACT]++;
     }
+    CHECK(at == exp->len, "pass %d: every line read back", pass);
 }
 
 /* Spooled as compact records and read back (in this run, and after a
- * reopen: the full checks), the bytes are the spool-off path's. */
+ * reopen: the full checks), each record holds the lines the spool-off path
+ * sends in that publish, series by series. */
 static void test_same_bytes(const char *dir, ts_precision prec, size_t max) {
     size_t npts;
     ts_batch *a = make_batch(prec, &npts), *b = make_batch(prec, &npts);
@@ -138,7 +241,7 @@ static void test_same_bytes(const char *dir, ts_precision prec, size_t max) {
     ts_spool_consumer *c = ts_spool_consumer_open(s, "t", TS_SPOOL_START_OLDEST);
     ts_spool_consumers_done(s);
     /* an old line-protocol record before and after the compact ones */
-    static const char old[] = "old,t=a value=1 1\nold,t=b value=2 2\n";
+    static const char old[] = "old,t=b value=2 2\nold,t=a value=1 1\n";   /* not in series order */
     CHECK(ts_spool_append(s, "cache_stats", "", prec, old, sizeof old - 1, 2) == 0);
     ts_buf buf;
     ts_buf_init(&buf);
@@ -160,19 +263,16 @@ static void test_same_bytes(const char *dir, ts_precision prec, size_t max) {
     if (max >= 1000) CHECK(st.bytes_appended * 3 < want.len, "compact records are well under the line protocol");
 
     for (int pass = 0; pass < 2; pass++) {
-        ts_buf got, exp;
-        ts_buf_init(&got);
+        ts_buf exp;
         ts_buf_init(&exp);
         ts_buf_add(&exp, old, sizeof old - 1);
         ts_buf_add(&exp, want.data, want.len);
         ts_buf_add(&exp, old, sizeof old - 1);
         size_t lines;
         int kinds[2] = {0, 0};
-        read_all(c, &got, &lines, kinds);
+        read_all(c, &exp, &lines, kinds, pass);
         CHECK(lines == lines_direct + 4, "pass %d: %zu lines", pass, lines);
         CHECK(kinds[0] == 2 && kinds[1] == (int)live.records, "pass %d: kinds %d %d", pass, kinds[0], kinds[1]);
-        CHECK(got.len == exp.len && memcmp(got.data, exp.data, exp.len) == 0, "pass %d: the bytes differ", pass);
-        ts_buf_free(&got);
         ts_buf_free(&exp);
         /* reopen: the segment is then from before the start, checked in full */
         ts_spool_close(s);
@@ -240,6 +340,21 @@ static void test_hostile(void) {
     ts_batch_free(b);
 }
 
+/* A line-protocol body sorted in place by series key: escaped spaces and
+ * commas are part of the key, each series keeps its lines' order. */
+static void test_lp_by_series(void) {
+    static const char in[] = "m\\ x,t=b v=1 2\nm\\ x,t=a v=9 1\nm,t=z v=0 5\nm\\ x,t=b v=3 3\nm\\ x,t=a\\ b v=2 4\n";
+    static const char want[] = "m,t=z v=0 5\nm\\ x,t=a v=9 1\nm\\ x,t=a\\ b v=2 4\nm\\ x,t=b v=1 2\nm\\ x,t=b v=3 3\n";
+    char buf[sizeof in];
+    memcpy(buf, in, sizeof in);
+    ts_spool_lp_by_series(buf, sizeof in - 1);
+    CHECK(memcmp(buf, want, sizeof want) == 0, "sorted: %s", buf);
+    const char *bad = series_order_of(buf, sizeof in - 1, in, sizeof in - 1, 1);
+    CHECK(bad == NULL, "%s", bad);
+    /* and the checker itself tells a body in the encoder's order from one series by series */
+    CHECK(series_order_of(in, sizeof in - 1, in, sizeof in - 1, 0) != NULL, "an unsorted body is refused");
+}
+
 int main(void) {
     ts_log_set_level(TS_LOG_ERROR);
     maps_init();
@@ -251,6 +366,7 @@ int main(void) {
     test_same_bytes(dir, TS_PREC_S, 10000);
     test_same_bytes(dir, TS_PREC_MS, 1);
     test_hostile();
+    test_lp_by_series();
     rmdir(base);
     return check_report("test_spool_rec");
 }

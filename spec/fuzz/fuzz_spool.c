@@ -8,6 +8,8 @@
  * a fuzzer could never reach through a checksum), bits 1-2 the number of
  * segments (1-4) the rest is split into, bit 3 a position file from the
  * last 64 bytes, bit 4 the fixed checksums in format 2 (CRC32C) instead of 1. After the reads the spool must still append and read back.
+ * Line-protocol records come back line by line from the input (sorted by
+ * series key, so not one byte range).
  * Records of compact points (kind 1, src/spool_rec.c) are decoded into line
  * protocol by the reader: theirs must be whole lines too, though not bytes
  * of the input. */
@@ -31,6 +33,16 @@
 #include <string.h>
 
 static char g_dir[256];
+
+/* every '\n'-terminated line of body (with its '\n') is a byte range of the input */
+static int lines_from(const unsigned char *in, size_t n, const char *body, size_t len) {
+    for (const char *p = body; p < body + len;) {
+        const char *nl = memchr(p, '\n', (size_t)(body + len - p));
+        if (!nl || !memmem(in, n, p, (size_t)(nl - p) + 1)) return 0;
+        p = nl + 1;
+    }
+    return 1;
+}
 
 static void clear_dir(void) {
     DIR *d = opendir(g_dir);
@@ -131,9 +143,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (ts_spool_count_lines(r.body, r.len) != r.lines || r.lines == 0) abort();
         size_t dbl = strlen(r.db), rpl = strlen(r.rp);
         if (dbl == 0 || dbl > 127 || rpl > 127 || r.precision > TS_PREC_H) abort();
-        /* line protocol comes from the input as it is; compact points are
-         * encoded from it (their bytes then come from the encoder) */
-        if (r.kind == TS_SPOOL_KIND_LP && !memmem(copy, n, r.body, r.len)) abort();
+        /* line protocol comes from the input line by line (a record's lines
+         * are read back sorted by series key, each line's bytes as they are);
+         * compact points are encoded from it (their bytes then come from the
+         * encoder) */
+        if (r.kind == TS_SPOOL_KIND_LP && !lines_from(copy, n, r.body, r.len)) abort();
         if (r.kind != TS_SPOOL_KIND_LP && r.kind != TS_SPOOL_KIND_COMPACT) abort();
         if (ts_spool_pos_cmp(r.pos, last) < 0 || ts_spool_pos_cmp(r.next, r.pos) <= 0) abort();
         last = r.next;
