@@ -19,10 +19,6 @@ typedef struct ts_kafka_dest {
     ts_precision precision;     /* of the chunk's time stamps */
 } ts_kafka_dest;
 
-/* The series key of a line (measurement and tags as written): the message
- * key. Returns its length (0 for an empty or malformed line). */
-size_t ts_kafka_enc_series_key(const char *line, size_t len);
-
 /* One line-protocol line to Traffic Stats' JSON shape plus db and rp:
  * {"name":..,"tags":{..},"fields":{..},"time":"RFC 3339, UTC, ns exact","db":..,"rp":..}
  * Floats keep their shortest round-trip text, integers are exact, the time

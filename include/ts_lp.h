@@ -65,6 +65,10 @@ int ts_lp_encode(ts_buf *out, const char *measurement, size_t mlen,
  * and entity's pre-escaped tags are merged in key order. Returns 0, or -1 if
  * the value is NaN/Inf (nothing appended). */
 int ts_lp_encode_compact(ts_buf *out, const ts_cpoint *p, ts_precision prec);
+/* The series key of one line (its measurement and tags as written, up to
+ * the first unescaped space): Kafka's message key, the replay's sort key.
+ * Returns its length; len when the line has no unescaped space. */
+size_t ts_lp_series_key(const char *line, size_t len);
 /* 1 when ts_lp_encode_compact writes a point of st with this value (not NaN/Inf once scaled). */
 int ts_lp_compact_writable(const ts_stat_map *st, double value);
 /* A compact point's time stamp (ms) in prec, as ts_lp_encode_compact writes it. */

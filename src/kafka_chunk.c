@@ -82,7 +82,7 @@ int ts_kafka_chunk_next(ts_kafka_chunk *c, ts_kafka_enc *enc, ts_buf *scratch, i
         while (n && (*s == ' ' || *s == '\t')) s++, n--;
         pt->line = s;
         pt->len = n;
-        pt->klen = ts_kafka_enc_series_key(s, n);
+        pt->klen = ts_lp_series_key(s, n);
         return 1;
     }
     while (c->body && c->pos < c->len) {
@@ -101,7 +101,7 @@ int ts_kafka_chunk_next(ts_kafka_chunk *c, ts_kafka_enc *enc, ts_buf *scratch, i
         pt->line = line + s;
         pt->len = e - s;
         pt->next = next;
-        pt->klen = ts_kafka_enc_series_key(pt->line, pt->len);
+        pt->klen = ts_lp_series_key(pt->line, pt->len);
         if (series) pt->se = ts_kafka_enc_series(enc, pt->line, pt->klen);
         return 1;
     }

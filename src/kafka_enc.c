@@ -206,18 +206,6 @@ static void rfc3339(ts_buf *out, int64_t ns) {
     ts_buf_add(out, text, text_len);
 }
 
-size_t ts_kafka_enc_series_key(const char *line, size_t len) {
-    /* the first space not escaped: an odd run of backslashes before a space
-     * escapes it (each backslash takes the next character along) */
-    for (size_t i = 0;;) {
-        const char *sp = memchr(line + i, ' ', len - i);
-        if (!sp) return len;
-        size_t j = (size_t)(sp - line), b = 0;
-        while (b < j && line[j - 1 - b] == '\\') b++;
-        if (b % 2 == 0) return j;
-        i = j + 1;
-    }
-}
 
 #define FAIL(msg)                               \
     do {                                        \
@@ -700,7 +688,7 @@ ts_kafka_series *ts_kafka_enc_series_cpt(ts_kafka_enc *e, const ts_stat_map *st,
     if (!line) return NULL;
     if (owner) hold_owner(e, owner);
     uint64_t resets = e->resets;
-    ts_kafka_series *se = ts_kafka_enc_series(e, line, ts_kafka_enc_series_key(line, n));
+    ts_kafka_series *se = ts_kafka_enc_series(e, line, ts_lp_series_key(line, n));
     if (!se || !owner) return se;
     if (e->resets != resets) hold_owner(e, owner);   /* the series cache started again: so did the pairs */
     if ((e->pused + 1) * 4 > e->npslots * 3) {

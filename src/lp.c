@@ -450,3 +450,16 @@ int ts_lp_encode_compact(ts_buf *out, const ts_cpoint *p, ts_precision prec) {
     *d = '\0';
     return 0;
 }
+
+size_t ts_lp_series_key(const char *line, size_t len) {
+    /* the first space not escaped: an odd run of backslashes before a space
+     * escapes it (each backslash takes the next character along) */
+    for (size_t i = 0;;) {
+        const char *sp = memchr(line + i, ' ', len - i);
+        if (!sp) return len;
+        size_t j = (size_t)(sp - line), b = 0;
+        while (b < j && line[j - 1 - b] == '\\') b++;
+        if (b % 2 == 0) return j;
+        i = j + 1;
+    }
+}

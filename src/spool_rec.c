@@ -477,12 +477,8 @@ void ts_spool_lp_by_series(char *body, size_t len) {
     size_t k = 0, at = 0;
     while (at < len && k < n) {
         const char *p = body + at, *nl = memchr(p, '\n', len - at);
-        size_t l = (size_t)(nl - p) + 1, key = l - 1;
-        for (size_t i = 0; i + 1 < l; i++) {
-            if (p[i] == '\\') i++;
-            else if (p[i] == ' ') { key = i; break; }
-        }
-        v[k] = (sr_line){p, l, key, k};
+        size_t l = (size_t)(nl - p) + 1;
+        v[k] = (sr_line){p, l, ts_lp_series_key(p, l - 1), k};
         k++;
         at += l;
     }

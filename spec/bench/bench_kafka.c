@@ -144,7 +144,7 @@ int main(int argc, char **argv) {
                 const char *nl = memchr(p, '\n', (size_t)(end - p));
                 const char *why;
                 ts_buf_reset(&js);
-                ts_kafka_enc_series_key(p, (size_t)(nl - p));
+                ts_lp_series_key(p, (size_t)(nl - p));
                 if (ts_kafka_enc_json(&js, p, (size_t)(nl - p), &cd, 0, &why) == 0) nlines++;
                 p = nl + 1;
             }
@@ -162,7 +162,7 @@ int main(int argc, char **argv) {
                 const char *nl = memchr(p, '\n', (size_t)(end - p));
                 const char *why;
                 ts_buf_reset(&js);
-                size_t klen = ts_kafka_enc_series_key(p, (size_t)(nl - p));
+                size_t klen = ts_lp_series_key(p, (size_t)(nl - p));
                 ts_kafka_series *se = ts_kafka_enc_series(enc, p, klen);
                 if (ts_kafka_enc_json_series(enc, se, &js, p, (size_t)(nl - p), &cd, 0, &why) == 0) nlines++;
                 p = nl + 1;
@@ -189,7 +189,7 @@ int main(int argc, char **argv) {
                 const char *nl = memchr(p, '\n', (size_t)(end - p));
                 const char *why;
                 ts_buf_reset(&js);
-                size_t klen = ts_kafka_enc_series_key(p, (size_t)(nl - p));
+                size_t klen = ts_lp_series_key(p, (size_t)(nl - p));
                 ts_kafka_series *se = ts_kafka_enc_series(enc, p, klen);
                 if (ts_kafka_enc_json_series(enc, se, &js, p, (size_t)(nl - p), &cd, 0, &why) == 0) nlines++;
                 p = nl + 1;

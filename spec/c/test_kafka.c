@@ -44,10 +44,10 @@ static const char *to_json(const char *line, const char *db, const char *rp, ts_
         const char *cerr = NULL;
         ts_buf_reset(&c);
         if (pass == 1) {
-            ts_kafka_series *o = ts_kafka_enc_series(enc, other, ts_kafka_enc_series_key(other, strlen(other)));
+            ts_kafka_series *o = ts_kafka_enc_series(enc, other, ts_lp_series_key(other, strlen(other)));
             CHECK(o != NULL, "no entry for a plain series");
         }
-        ts_kafka_series *se = ts_kafka_enc_series(enc, line, ts_kafka_enc_series_key(line, strlen(line)));
+        ts_kafka_series *se = ts_kafka_enc_series(enc, line, ts_lp_series_key(line, strlen(line)));
         int crc = ts_kafka_enc_json_series(enc, se, &c, line, strlen(line), &d, now_ns, &cerr);
         CHECK(crc == rc, "cached conversion of %s: rc %d, uncached %d", line, crc, rc);
         if (rc == 0 && crc == 0) CHECK_STR(c.data, b.data);
@@ -107,11 +107,11 @@ static void test_json(void) {
     CHECK_STR(to_json("m,t v=1", "d", "r", TS_PREC_S, 0), "bad tag");
 
     const char *l = "bw,host=a\\ b,cg=x value=1 1";
-    CHECK_EQ_U(ts_kafka_enc_series_key(l, strlen(l)), strlen("bw,host=a\\ b,cg=x"));
+    CHECK_EQ_U(ts_lp_series_key(l, strlen(l)), strlen("bw,host=a\\ b,cg=x"));
     l = "bw,host=a\\\\ value=1";   /* an escaped backslash, then the separator */
-    CHECK_EQ_U(ts_kafka_enc_series_key(l, strlen(l)), strlen("bw,host=a\\\\"));
+    CHECK_EQ_U(ts_lp_series_key(l, strlen(l)), strlen("bw,host=a\\\\"));
     l = "bw,host=a\\\\\\ b value=1";
-    CHECK_EQ_U(ts_kafka_enc_series_key(l, strlen(l)), strlen("bw,host=a\\\\\\ b"));
+    CHECK_EQ_U(ts_lp_series_key(l, strlen(l)), strlen("bw,host=a\\\\\\ b"));
 }
 
 /* ---- helpers for the producer side ---- */

@@ -118,7 +118,7 @@ static void test_encoder(int json, ts_precision prec, const ts_map_owner *owner)
                 p.stat = ts_batch_stat(b, ts_batch_point_get(b, i, &p.value));
                 ts_buf_reset(&line);
                 if (ts_lp_encode_compact(&line, &p, prec) != 0) continue;
-                size_t n = line.len - 1, klen = ts_kafka_enc_series_key(line.data, n);
+                size_t n = line.len - 1, klen = ts_lp_series_key(line.data, n);
                 /* the line-protocol path: the full conversion of the line */
                 const char *werr = NULL, *gerr = NULL;
                 ts_buf_reset(&want);
