@@ -277,11 +277,18 @@ typedef struct sr_named {
     uint32_t len, idx;
 } sr_named;
 
+/* bytes in memcmp order, a prefix first; then by the index, so that qsort
+ * keeps the first appearance first (a stable order) */
+static int sr_bytes_cmp(const char *x, size_t xl, const char *y, size_t yl) {
+    int c = memcmp(x, y, xl < yl ? xl : yl);
+    return c ? c : (xl > yl) - (xl < yl);
+}
+static int sr_idx_cmp(size_t x, size_t y) { return (x > y) - (x < y); }
+
 static int sr_by_meas(const void *a, const void *b) {
     const sr_named *x = a, *y = b;
-    int c = memcmp(x->meas, y->meas, x->len < y->len ? x->len : y->len);
-    if (!c) c = (x->len > y->len) - (x->len < y->len);
-    return c ? c : (x->idx > y->idx) - (x->idx < y->idx);
+    int c = sr_bytes_cmp(x->meas, x->len, y->meas, y->len);
+    return c ? c : sr_idx_cmp(x->idx, y->idx);
 }
 
 /* stat index -> its place when the stats are ordered by measurement (then
@@ -301,12 +308,10 @@ static uint32_t *sr_stat_ranks(const ts_stat_map *stats, size_t nstats) {
  * series key holds them); ties by first appearance */
 static int sr_tags_cmp(const ts_tagset *x, const ts_tagset *y) {
     for (uint32_t i = 0; i < x->n && i < y->n; i++) {
-        const ts_etag *a = &x->tags[i], *b = &y->tags[i];
-        int c = memcmp(a->kv, b->kv, a->kv_len < b->kv_len ? a->kv_len : b->kv_len);
-        if (!c) c = (a->kv_len > b->kv_len) - (a->kv_len < b->kv_len);
+        int c = sr_bytes_cmp(x->tags[i].kv, x->tags[i].kv_len, y->tags[i].kv, y->tags[i].kv_len);
         if (c) return c;
     }
-    return (x->n > y->n) - (x->n < y->n);
+    return sr_idx_cmp(x->n, y->n);
 }
 
 typedef struct sr_ent_by {
@@ -317,7 +322,7 @@ typedef struct sr_ent_by {
 static int sr_by_tags(const void *a, const void *b) {
     const sr_ent_by *x = a, *y = b;
     int c = sr_tags_cmp(x->tags, y->tags);
-    return c ? c : (x->idx > y->idx) - (x->idx < y->idx);
+    return c ? c : sr_idx_cmp(x->idx, y->idx);
 }
 
 /* entity number (0 none, else index + 1) -> its place by tags (0 stays first) */
@@ -462,9 +467,8 @@ typedef struct sr_line {
 
 static int sr_by_key(const void *a, const void *b) {
     const sr_line *x = a, *y = b;
-    int c = memcmp(x->p, y->p, x->key < y->key ? x->key : y->key);
-    if (!c) c = (x->key > y->key) - (x->key < y->key);
-    return c ? c : (x->idx > y->idx) - (x->idx < y->idx);
+    int c = sr_bytes_cmp(x->p, x->key, y->p, y->key);
+    return c ? c : sr_idx_cmp(x->idx, y->idx);
 }
 
 void ts_spool_lp_by_series(char *body, size_t len) {
