@@ -254,6 +254,22 @@ static void enc_suffix(ts_buf *out, const ts_kafka_dest *d) {
     ts_buf_addc(out, '}');
 }
 
+/* A time stamp of `mag` ticks of prec (negative when neg) in ns; -1 when it
+ * does not fit an int64 of ns. */
+static int ticks_ns(uint64_t mag, int neg, ts_precision prec, int64_t *ns) {
+    uint64_t m = (uint64_t)prec_ns[prec];
+    if (mag > (uint64_t)INT64_MAX / m) return -1;
+    *ns = neg ? -(int64_t)(mag * m) : (int64_t)(mag * m);
+    return 0;
+}
+
+/* a message's end: its time and the db/rp suffix (sfx made once, or NULL) */
+static void enc_time_end(ts_buf *out, int64_t ns, const ts_kafka_dest *d, const ts_buf *sfx) {
+    rfc3339(out, ns);
+    if (sfx) ts_buf_add(out, sfx->data, sfx->len);
+    else enc_suffix(out, d);
+}
+
 /* The last plain field key ("value=" nearly always) and its JSON ("value":). */
 typedef struct fmemo {
     char lp[32], js[40];
@@ -325,13 +341,9 @@ static int enc_rest(ts_buf *out, size_t start, const char *s, size_t n, size_t i
             if (t > (UINT64_MAX - 9) / 10) FAIL("time stamp out of range");
             t = t * 10 + (uint64_t)(s[j] - '0');
         }
-        uint64_t m = (uint64_t)prec_ns[d->precision];
-        if (t > (uint64_t)INT64_MAX / m) FAIL("time stamp out of range");
-        ns = neg ? -(int64_t)(t * m) : (int64_t)(t * m);
+        if (ticks_ns(t, neg, d->precision, &ns) != 0) FAIL("time stamp out of range");
     }
-    rfc3339(out, ns);
-    if (sfx) ts_buf_add(out, sfx->data, sfx->len);
-    else enc_suffix(out, d);
+    enc_time_end(out, ns, d, sfx);
     return 0;
 }
 
@@ -775,16 +787,12 @@ int ts_kafka_enc_cpt(ts_kafka_enc *e, const ts_kafka_series *se, ts_buf *out, co
     }
     ts_buf_adds(out, "},\"time\":");
     /* the time as the line's digits would be read back (enc_rest) */
-    int64_t t = ts_lp_ms_to_prec(p->time_ms, d->precision);
-    uint64_t a = t < 0 ? (uint64_t)0 - (uint64_t)t : (uint64_t)t, m = (uint64_t)prec_ns[d->precision];
-    if (a > (uint64_t)INT64_MAX / m) {
+    int64_t t = ts_lp_ms_to_prec(p->time_ms, d->precision), ns;
+    if (ticks_ns(t < 0 ? (uint64_t)0 - (uint64_t)t : (uint64_t)t, t < 0, d->precision, &ns) != 0) {
         *err = "time stamp out of range";
         goto fail;
     }
-    rfc3339(out, t < 0 ? -(int64_t)(a * m) : (int64_t)(a * m));
-    const ts_buf *sfx = d == e->cpt_dest ? e->cpt_sfx : suffix_of(e, d);
-    if (sfx) ts_buf_add(out, sfx->data, sfx->len);
-    else enc_suffix(out, d);
+    enc_time_end(out, ns, d, d == e->cpt_dest ? e->cpt_sfx : suffix_of(e, d));
     return 0;
 fail:
     out->len = start;
