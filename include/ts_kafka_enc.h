@@ -58,6 +58,9 @@ int ts_kafka_enc_json_series(ts_kafka_enc *e, const ts_kafka_series *se, ts_buf 
 ts_kafka_series *ts_kafka_enc_series_cpt(ts_kafka_enc *e, const ts_stat_map *st, const ts_entity_map *ent,
                                          const ts_map_owner *owner);
 const char *ts_kafka_enc_key(const ts_kafka_series *s, size_t *klen);
+/* A compact point's line protocol in buf (no newline), leading blanks
+ * skipped as the line-protocol path skips them; NULL when not writable. */
+const char *ts_kafka_enc_point_line(ts_buf *buf, const ts_cpoint *p, ts_precision prec, size_t *n);
 /* A writable compact point's message appended to out: JSON (the bytes
  * ts_kafka_enc_json gives for its line) or, json 0, its line protocol line
  * without the newline. 0, or -1 with *err and out unchanged. */

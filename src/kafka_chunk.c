@@ -75,14 +75,8 @@ int ts_kafka_chunk_next(ts_kafka_chunk *c, ts_kafka_enc *enc, ts_buf *scratch, i
             return 1;
         }
         /* no key to cache (empty, too long): the point goes as its line would */
-        ts_buf_reset(scratch);
-        ts_lp_encode_compact(scratch, &pt->p, c->prec);
-        const char *s = scratch->data;
-        size_t n = scratch->len - 1;
-        while (n && (*s == ' ' || *s == '\t')) s++, n--;
-        pt->line = s;
-        pt->len = n;
-        pt->klen = ts_lp_series_key(s, n);
+        pt->line = ts_kafka_enc_point_line(scratch, &pt->p, c->prec, &pt->len);
+        pt->klen = ts_lp_series_key(pt->line, pt->len);
         return 1;
     }
     while (c->body && c->pos < c->len) {

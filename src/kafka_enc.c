@@ -645,13 +645,11 @@ static uint64_t hash_pair(const void *a, const void *b) {
     return h ^ (h >> 29);
 }
 
-/* The point's line protocol in e->line (no newline), leading blanks skipped
- * as the line-protocol path skips them; NULL when not writable. */
-static const char *cpt_line(ts_kafka_enc *e, const ts_cpoint *p, ts_precision prec, size_t *n) {
-    ts_buf_reset(&e->line);
-    if (ts_lp_encode_compact(&e->line, p, prec) != 0) return NULL;
-    const char *s = e->line.data;
-    size_t len = e->line.len - 1;
+const char *ts_kafka_enc_point_line(ts_buf *buf, const ts_cpoint *p, ts_precision prec, size_t *n) {
+    ts_buf_reset(buf);
+    if (ts_lp_encode_compact(buf, p, prec) != 0) return NULL;
+    const char *s = buf->data;
+    size_t len = buf->len - 1;
     while (len && (*s == ' ' || *s == '\t')) s++, len--;
     *n = len;
     return s;
@@ -696,7 +694,7 @@ ts_kafka_series *ts_kafka_enc_series_cpt(ts_kafka_enc *e, const ts_stat_map *st,
     e->pair_misses++;
     ts_cpoint p = {st, ent, 0, 0};
     size_t n = 0;
-    const char *line = cpt_line(e, &p, TS_PREC_MS, &n);
+    const char *line = ts_kafka_enc_point_line(&e->line, &p, TS_PREC_MS, &n);
     if (!line) return NULL;
     if (owner) hold_owner(e, owner);
     uint64_t resets = e->resets;
@@ -749,7 +747,7 @@ int ts_kafka_enc_cpt(ts_kafka_enc *e, const ts_kafka_series *se, ts_buf *out, co
         /* the line itself, or the cases the cached head does not cover:
          * what the line-protocol path makes of the point's line */
         size_t n = 0;
-        const char *line = cpt_line(e, p, d->precision, &n);
+        const char *line = ts_kafka_enc_point_line(&e->line, p, d->precision, &n);
         if (!line) {
             *err = "not a finite value";
             return -1;
