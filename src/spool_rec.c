@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "ts_lp.h"
+#include "ts_spool_fmt.h"
 
 /* ---- writing ---- */
 
@@ -472,8 +473,7 @@ static int sr_by_key(const void *a, const void *b) {
 }
 
 void ts_spool_lp_by_series(char *body, size_t len) {
-    size_t n = 0;
-    for (size_t i = 0; i < len; i++) n += body[i] == '\n';
+    size_t n = ts_spool_count_lines(body, len);
     if (n < 2) return;
     sr_line *v = malloc(n * sizeof *v);
     char *copy = malloc(len);
