@@ -46,13 +46,7 @@ static int by_series(const void *a, const void *b) {
 
 /* The measurement only (up to its first unescaped ',' or ' '), then the line's place: what decoding
  * a compact record stat by stat gives (its entities stay in the poll's order). */
-static size_t meas_len(const char *p, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] == '\\') i++;
-        else if (p[i] == ',' || p[i] == ' ') return i;
-    }
-    return n;
-}
+static size_t meas_len(const char *p, size_t n) { return bench_lp_upto(p, n, ", "); }
 static int by_measurement(const void *a, const void *b) {
     const bench_lp_input *x = g_sort_in;
     size_t i = *(const size_t *)a, j = *(const size_t *)b;

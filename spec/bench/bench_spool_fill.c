@@ -45,15 +45,6 @@ typedef struct cinput {
     double *value;
 } cinput;
 
-/* length of s[0..n) up to the first unescaped one of `stops` */
-static size_t upto(const char *s, size_t n, const char *stops) {
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '\\') i++;
-        else if (strchr(stops, s[i])) return i;
-    }
-    return n;
-}
-
 static char *dup_n(const char *s, size_t n) {
     char *d = malloc(n + 1);
     if (!d) abort();
@@ -74,11 +65,11 @@ static void compact_input(const bench_lp_input *x, cinput *c) {
         const char *l = x->text.data + (j ? x->lend[j - 1] : 0);
         size_t n = x->tpos[j] - (size_t)(l - x->text.data);
         while (n && l[n - 1] == ' ') n--;
-        size_t ml = upto(l, n, ", "), kl = upto(l, n, " ");
+        size_t ml = bench_lp_upto(l, n, ", "), kl = bench_lp_upto(l, n, " ");
         const char *tags = l + ml + (ml < kl), *fs = l + kl + 1;
         size_t tl = kl - ml - (ml < kl), fl = n > kl ? n - kl - 1 : 0;
-        size_t fk = upto(fs, fl, "=,");
-        if (fk >= fl || fs[fk] != '=' || upto(fs, fl, ",") < fl || fs[fl - 1] == '"') {
+        size_t fk = bench_lp_upto(fs, fl, "=,");
+        if (fk >= fl || fs[fk] != '=' || bench_lp_upto(fs, fl, ",") < fl || fs[fl - 1] == '"') {
             fprintf(stderr, "bench_spool_fill: --format compact takes one numeric field a line: %.*s\n", (int)n, l);
             exit(1);
         }
@@ -110,7 +101,7 @@ static void compact_input(const bench_lp_input *x, cinput *c) {
         if (j && c->nents) {
             const char *pl = x->text.data + (j > 1 ? x->lend[j - 2] : 0);
             size_t pn = x->tpos[j - 1] - (size_t)(pl - x->text.data);
-            size_t pml = upto(pl, pn, ", "), pkl = upto(pl, pn, " ");
+            size_t pml = bench_lp_upto(pl, pn, ", "), pkl = bench_lp_upto(pl, pn, " ");
             if (pkl - pml == kl - ml && memcmp(pl + pml, l + ml, kl - ml) == 0) e = c->ent[j - 1];
         }
         for (size_t k = 0; e == c->nents && k < c->nents; k++) {
@@ -128,14 +119,14 @@ static void compact_input(const bench_lp_input *x, cinput *c) {
             ts_tagset *t = &c->ents[e].tags;
             size_t cnt = 0;
             for (size_t a = 0; a < tl;) {
-                size_t w = upto(tags + a, tl - a, ",");
+                size_t w = bench_lp_upto(tags + a, tl - a, ",");
                 cnt++;
                 a += w + 1;
             }
             t->tags = calloc(cnt ? cnt : 1, sizeof *t->tags);
             if (!t->tags) abort();
             for (size_t a = 0; a < tl;) {
-                size_t w = upto(tags + a, tl - a, ","), kw = upto(tags + a, w, "=");
+                size_t w = bench_lp_upto(tags + a, tl - a, ","), kw = bench_lp_upto(tags + a, w, "=");
                 /* the raw key orders the merge; these keys carry no escapes in the stock mappings */
                 t->tags[t->n++] = (ts_etag){dup_n(tags + a, kw), dup_n(tags + a, w), (uint32_t)w};
                 a += w + 1;

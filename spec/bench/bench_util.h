@@ -39,6 +39,16 @@ static inline double bench_proc_cpu_s(long pid) {
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* Length of s[0..n) up to the first unescaped one of `stops` (a backslash
+ * takes the next character along): ", " ends a line's measurement. */
+static inline size_t bench_lp_upto(const char *s, size_t n, const char *stops) {
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\\') i++;
+        else if (s[i] != '\0' && strchr(stops, s[i])) return i;   /* strchr finds the NUL too */
+    }
+    return n;
+}
+
 /* One poll's line protocol, split so its time stamps can be moved. */
 typedef struct bench_lp_input {
     char db[128], rp[128];
