@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kafka_consumer.h"
 #include "ts_clock.h"
 
 /* ---- mock cluster and consumer ---- */
@@ -66,20 +67,8 @@ static inline char *dupn(const void *p, size_t n) {
 /* Everything in topic's partitions from the beginning, read on fixed
  * partitions (no consumer group) until each partition reports its end. */
 static inline void consume_all(const mock *m, const char *topic, int partitions, kmsgs *out) {
-    char e[256];
-    rd_kafka_conf_t *c = rd_kafka_conf_new();
-    rd_kafka_conf_set(c, "bootstrap.servers", m->bootstraps, e, sizeof e);
-    rd_kafka_conf_set(c, "group.id", "test", e, sizeof e);
-    rd_kafka_conf_set(c, "enable.partition.eof", "true", e, sizeof e);
-    rd_kafka_conf_set(c, "enable.auto.commit", "false", e, sizeof e);
-    rd_kafka_conf_set(c, "log_level", "0", e, sizeof e);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, e, sizeof e);
+    rd_kafka_t *rk = kafka_consumer_from_start(m->bootstraps, "test", topic, partitions);
     if (!rk) abort();
-    rd_kafka_topic_partition_list_t *tp = rd_kafka_topic_partition_list_new(partitions);
-    for (int p = 0; p < partitions; p++)
-        rd_kafka_topic_partition_list_add(tp, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_assign(rk, tp);
-    rd_kafka_topic_partition_list_destroy(tp);
     int eofs = 0;
     int64_t deadline = ts_mono_ms() + 30000;
     while (eofs < partitions && ts_mono_ms() < deadline) {

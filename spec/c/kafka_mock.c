@@ -18,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kafka_consumer.h"
+
 static const char *g_bootstraps;
 static int g_partitions = 4;
 
@@ -28,26 +30,15 @@ static long long mono_ms(void) {
 }
 
 static int dump(const char *topic, const char *file) {
-    char e[256], tmp[4096];
+    char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", file);
     FILE *out = fopen(tmp, "w");
     if (!out) return -1;
-    rd_kafka_conf_t *c = rd_kafka_conf_new();
-    rd_kafka_conf_set(c, "bootstrap.servers", g_bootstraps, e, sizeof e);
-    rd_kafka_conf_set(c, "group.id", "tstats-kafka-mock", e, sizeof e);
-    rd_kafka_conf_set(c, "enable.partition.eof", "true", e, sizeof e);
-    rd_kafka_conf_set(c, "enable.auto.commit", "false", e, sizeof e);
-    rd_kafka_conf_set(c, "log_level", "0", e, sizeof e);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, e, sizeof e);
+    rd_kafka_t *rk = kafka_consumer_from_start(g_bootstraps, "tstats-kafka-mock", topic, g_partitions);
     if (!rk) {
         fclose(out);
         return -1;
     }
-    rd_kafka_topic_partition_list_t *tp = rd_kafka_topic_partition_list_new(g_partitions);
-    for (int p = 0; p < g_partitions; p++)
-        rd_kafka_topic_partition_list_add(tp, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_assign(rk, tp);
-    rd_kafka_topic_partition_list_destroy(tp);
     int eofs = 0;
     long n = 0;
     long long deadline = mono_ms() + 60000;
