@@ -231,8 +231,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         ts_lp_escape_field_key(&ef, f[0].key, f[0].key_len);
         int as_int = f[0].type == TS_F_INT;
         double v = as_int ? (double)f[0].v.i : f[0].v.f;
-        /* an integer that a double cannot hold would round differently */
-        if (!as_int || (double)(int64_t)v == v) {
+        /* an integer that a double cannot hold would round differently; INT64_MAX rounds
+         * to 2^63, outside int64, where the cast back is undefined */
+        if (!as_int || (v < 9223372036854775808.0 && (double)(int64_t)v == v)) {
             ts_stat_map sm = {.meas = em.data, .meas_len = (uint32_t)em.len, .field = ef.data,
                               .field_len = (uint32_t)ef.len, .tags = {st_tags, nst}, .scale = 1.0, .keep = 1,
                               .hook_ref = -2, .as_int = as_int};
